@@ -1,0 +1,415 @@
+//! Policy compilation: parsed YAML in, per-ABI allow bitmaps out. Pure: no I/O, no
+//! kernel, unit-tested without root.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use marked_yaml::Spanned;
+use probe_common::{Abi, PolicySlot, action, mode};
+use serde::Serialize;
+
+use super::{
+    diag::{Diagnostic, start},
+    model::{PolicyDoc, SetDoc},
+};
+use crate::syscall_table;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Monitor,
+    Audit,
+    Enforce,
+}
+
+impl Mode {
+    pub const NAMES: &'static str = "monitor, audit, enforce";
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "monitor" => Some(Mode::Monitor),
+            "audit" => Some(Mode::Audit),
+            "enforce" => Some(Mode::Enforce),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// What `enforce` does to a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// SIGKILL from `sys_enter`; the syscall body still runs first.
+    Kill,
+    /// EPERM before side effects, through BPF LSM hooks; needs a kernel with BPF LSM.
+    Deny,
+}
+
+/// What `deny` does when it cannot prevent a syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    Kill,
+    Allow,
+}
+
+/// A policy ready to be put in a slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    pub name: String,
+    pub file: PathBuf,
+    pub mode: Mode,
+    pub action: Action,
+    pub fallback: Fallback,
+    /// Glob under the cgroup v2 root, without a leading `/`.
+    pub cgroup_path: Option<String>,
+    /// Allowed syscall indexes (see `probe_common::syscall_index`), all ABIs.
+    pub allowed: BTreeSet<u32>,
+    /// The names the allowlist was compiled from, after includes and denies.
+    pub allowed_names: BTreeSet<String>,
+}
+
+/// How the kernel will act on a policy, and why it differs from what was asked, if it does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enforcement {
+    pub slot: PolicySlot,
+    pub degraded: Option<String>,
+}
+
+impl CompiledPolicy {
+    /// The slot value for this policy. `lsm_deny` says whether this kernel and probe can
+    /// deny through BPF LSM; without it, `action: deny` falls back, and says so.
+    pub fn enforcement(&self, lsm_deny: bool) -> Enforcement {
+        let mut slot = PolicySlot { live: 1, ..PolicySlot::EMPTY };
+        for &index in &self.allowed {
+            slot.set_allowed(index);
+        }
+        slot.mode = match self.mode {
+            Mode::Monitor => mode::MONITOR,
+            Mode::Audit => mode::AUDIT,
+            Mode::Enforce => mode::ENFORCE,
+        };
+        let mut degraded = None;
+        slot.action = match (self.action, lsm_deny) {
+            (Action::Kill, _) => action::KILL,
+            (Action::Deny, true) => unreachable!("the probe has no LSM deny path yet"),
+            (Action::Deny, false) => {
+                if self.mode == Mode::Enforce {
+                    degraded = Some(format!(
+                        "policy `{}`: action `deny` needs BPF LSM, which this kernel does not \
+                         allow; falling back to `{}` (violations are reported as {})",
+                        self.name,
+                        match self.fallback {
+                            Fallback::Kill => "kill",
+                            Fallback::Allow => "allow",
+                        },
+                        match self.fallback {
+                            Fallback::Kill => "killed-after: the syscall runs, then SIGKILL",
+                            Fallback::Allow => "not-preventable: the syscall runs",
+                        }
+                    ));
+                }
+                match self.fallback {
+                    Fallback::Kill => action::KILL,
+                    Fallback::Allow => action::ALLOW,
+                }
+            }
+        };
+        Enforcement { slot, degraded }
+    }
+}
+
+/// Named syscall sets that policies `include`.
+#[derive(Debug, Default)]
+pub struct SetCatalog {
+    sets: BTreeMap<String, (PathBuf, SetDoc)>,
+}
+
+impl SetCatalog {
+    /// Add a set; a later set of the same name replaces an earlier one (a local file
+    /// overrides a shipped set).
+    pub fn insert(&mut self, path: PathBuf, set: SetDoc) {
+        self.sets.insert(set.metadata.name.to_string(), (path, set));
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sets.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&(PathBuf, SetDoc)> {
+        self.sets.get(name)
+    }
+
+    /// Check every set's own names and includes.
+    pub fn validate(&self) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        for (path, set) in self.sets.values() {
+            for name in &set.spec.syscalls {
+                check_name(path, name, &mut diags);
+            }
+            let mut out = BTreeSet::new();
+            let mut stack = vec![set.metadata.name.to_string()];
+            for inc in &set.spec.include {
+                self.expand(path, inc, &mut stack, &mut out, &mut diags);
+            }
+        }
+        diags
+    }
+
+    /// Add the names of set `name` (and its includes) to `out`.
+    fn expand(
+        &self,
+        path: &Path,
+        name: &Spanned<String>,
+        stack: &mut Vec<String>,
+        out: &mut BTreeSet<String>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        let Some((set_path, set)) = self.sets.get(name.as_str()) else {
+            let known: Vec<&str> = self.names().collect();
+            diags.push(
+                Diagnostic::error(path, start(name.span()), format!("unknown set `{}`", **name))
+                    .with_help(format!("known sets: {}", known.join(", "))),
+            );
+            return;
+        };
+        if stack.iter().any(|s| s == name.as_str()) {
+            diags.push(Diagnostic::error(
+                path,
+                start(name.span()),
+                format!("set `{}` includes itself: {} -> {}", **name, stack.join(" -> "), **name),
+            ));
+            return;
+        }
+        stack.push(name.to_string());
+        for inc in &set.spec.include {
+            self.expand(set_path, inc, stack, out, diags);
+        }
+        out.extend(set.spec.syscalls.iter().map(|s| s.to_string()));
+        stack.pop();
+    }
+}
+
+/// Syscalls that make a sandbox escape or blind the agent easy. Allowing one is legal
+/// but worth a warning.
+const SENSITIVE: &[(&str, &str)] = &[
+    ("bpf", "it can load programs that blind or bypass sysfence"),
+    ("perf_event_open", "it can attach programs and read kernel data"),
+    ("ptrace", "it can take over other processes"),
+    ("process_vm_writev", "it can write other processes' memory"),
+    ("process_vm_readv", "it can read other processes' memory"),
+    ("kexec_load", "it can replace the running kernel"),
+    ("init_module", "it loads kernel code"),
+    ("finit_module", "it loads kernel code"),
+];
+
+fn check_name(path: &Path, name: &Spanned<String>, diags: &mut Vec<Diagnostic>) -> bool {
+    if syscall_table::all_names().contains(name.as_str()) {
+        return true;
+    }
+    let mut d = Diagnostic::error(path, start(name.span()), format!("unknown syscall `{}`", **name));
+    let hints = syscall_table::suggestions(name);
+    d = if hints.is_empty() {
+        d.with_help("names are those of the kernel's syscall tables, e.g. `openat`, `getppid`")
+    } else {
+        d.with_help(format!("did you mean `{}`?", hints.join("`, `")))
+    };
+    diags.push(d);
+    false
+}
+
+fn parse_choice<T>(
+    path: &Path,
+    value: Option<&Spanned<String>>,
+    field: &str,
+    default: T,
+    choices: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    diags: &mut Vec<Diagnostic>,
+) -> T {
+    let Some(v) = value else { return default };
+    parse(v.as_str()).unwrap_or_else(|| {
+        diags.push(
+            Diagnostic::error(path, start(v.span()), format!("unknown {field} `{}`", **v))
+                .with_help(format!("{field} is one of: {choices}")),
+        );
+        default
+    })
+}
+
+/// Compile one policy. `Err` holds at least one error; `Ok` may carry warnings.
+pub fn compile(
+    path: &Path,
+    doc: &PolicyDoc,
+    catalog: &SetCatalog,
+) -> Result<(CompiledPolicy, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut diags = Vec::new();
+    let spec = &doc.spec;
+    let name = doc.metadata.name.to_string();
+    if !valid_name(&name) {
+        diags.push(
+            Diagnostic::error(path, start(doc.metadata.name.span()), format!("invalid name `{name}`"))
+                .with_help("use lowercase letters, digits, `-` and `.`, as Kubernetes names"),
+        );
+    }
+
+    let mode = parse_choice(path, spec.mode.as_ref(), "mode", Mode::Audit, Mode::NAMES, Mode::parse, &mut diags);
+    let action = parse_choice(
+        path,
+        spec.action.as_ref(),
+        "action",
+        Action::Kill,
+        "kill, deny",
+        |s| match s {
+            "kill" => Some(Action::Kill),
+            "deny" => Some(Action::Deny),
+            _ => None,
+        },
+        &mut diags,
+    );
+    let fallback = parse_choice(
+        path,
+        spec.fallback.as_ref(),
+        "fallback",
+        Fallback::Kill,
+        "kill, allow",
+        |s| match s {
+            "kill" => Some(Fallback::Kill),
+            "allow" => Some(Fallback::Allow),
+            _ => None,
+        },
+        &mut diags,
+    );
+    if let Some(f) = &spec.fallback
+        && action != Action::Deny
+    {
+        diags.push(
+            Diagnostic::warning(path, start(f.span()), "`fallback` has no effect unless `action: deny`")
+                .with_help("remove it, or set `action: deny`"),
+        );
+    }
+
+    let cgroup_path = match spec.selector.as_ref().and_then(|s| s.cgroup_path.as_ref()) {
+        Some(p) => {
+            let text = p.trim_start_matches('/').to_string();
+            if let Err(e) = glob::Pattern::new(&text) {
+                diags.push(Diagnostic::error(
+                    path,
+                    start(p.span()),
+                    format!("invalid cgroupPath glob `{}`: {e}", **p),
+                ));
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    if cgroup_path.is_none() {
+        let mut d = Diagnostic::warning(
+            path,
+            start(doc.metadata.name.span()),
+            "no `spec.selector`: the agent binds this policy to nothing",
+        )
+        .with_help("add `selector: {cgroupPath: \"...\"}`; `sysfence run` still uses it");
+        d.line = d.line.max(1);
+        diags.push(d);
+    }
+
+    // Names: includes, then allow, minus deny.
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    for inc in &spec.include {
+        let mut stack = Vec::new();
+        catalog.expand(path, inc, &mut stack, &mut names, &mut diags);
+    }
+    let mut listed: BTreeMap<&str, &Spanned<String>> = BTreeMap::new();
+    for n in &spec.allow {
+        if check_name(path, n, &mut diags) {
+            if listed.insert(n.as_str(), n).is_some() {
+                diags.push(Diagnostic::warning(
+                    path,
+                    start(n.span()),
+                    format!("`{}` is listed twice in allow", **n),
+                ));
+            }
+            names.insert(n.to_string());
+        }
+    }
+    for n in &spec.deny {
+        if check_name(path, n, &mut diags) {
+            if let Some(a) = listed.get(n.as_str()) {
+                diags.push(
+                    Diagnostic::warning(
+                        path,
+                        start(n.span()),
+                        format!("`{}` is in both allow and deny: deny wins", **n),
+                    )
+                    .with_help(format!(
+                        "allowed at line {}",
+                        a.span().start().map_or(0, |m| m.line())
+                    )),
+                );
+            }
+            names.remove(n.as_str());
+        }
+    }
+    for (syscall, why) in SENSITIVE {
+        if let Some(n) = listed.get(syscall) {
+            diags.push(Diagnostic::warning(
+                path,
+                start(n.span()),
+                format!("allowing `{syscall}` weakens the sandbox: {why}"),
+            ));
+        }
+    }
+
+    let mut allowed = BTreeSet::new();
+    for n in &names {
+        for abi in Abi::ALL {
+            if let Some(index) = syscall_table::index_of(abi, n) {
+                allowed.insert(index);
+            }
+        }
+    }
+    if names.is_empty() && mode == Mode::Enforce {
+        diags.push(Diagnostic::warning(
+            path,
+            start(doc.metadata.name.span()),
+            "the allowlist is empty: every syscall of a bound workload is a violation",
+        ));
+    }
+
+    if diags.iter().any(Diagnostic::is_error) {
+        return Err(diags);
+    }
+    Ok((
+        CompiledPolicy {
+            name,
+            file: path.to_path_buf(),
+            mode,
+            action,
+            fallback,
+            cgroup_path,
+            allowed,
+            allowed_names: names,
+        },
+        diags,
+    ))
+}
+
+/// Kubernetes-style name: lowercase alphanumerics, `-` and `.`, 1 to 253 characters.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}

@@ -1,0 +1,185 @@
+//! The policy YAML format, as written by users, with the source position of every value.
+//!
+//! ```yaml
+//! apiVersion: sysfence.dev/v1
+//! kind: SyscallPolicy          # or SyscallSet, a reusable list of names
+//! metadata:
+//!   name: web
+//! spec:
+//!   selector:
+//!     cgroupPath: "kubepods/*/pod*/*"   # glob under the cgroup v2 root
+//!   mode: audit                # monitor | audit | enforce
+//!   action: kill               # kill | deny     (enforce mode)
+//!   fallback: kill             # kill | allow    (when deny cannot prevent)
+//!   include: [runtime-default] # SyscallSet names
+//!   allow: [getppid]
+//!   deny: [ptrace]             # wins over allow and include
+//! ```
+
+use std::{collections::BTreeMap, path::Path};
+
+use marked_yaml::{LoaderOptions, Node, Spanned};
+use serde::Deserialize;
+
+use super::diag::{Diagnostic, start};
+
+pub const API_VERSION: &str = "sysfence.dev/v1";
+pub const KIND_POLICY: &str = "SyscallPolicy";
+pub const KIND_SET: &str = "SyscallSet";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDoc {
+    pub api_version: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub metadata: Metadata,
+    pub spec: PolicySpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub action: Option<Spanned<String>>,
+    #[serde(default)]
+    pub fallback: Option<Spanned<String>>,
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default)]
+    pub cgroup_path: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetDoc {
+    pub api_version: Spanned<String>,
+    pub kind: Spanned<String>,
+    pub metadata: Metadata,
+    pub spec: SetSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SetSpec {
+    #[serde(default)]
+    pub include: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub syscalls: Vec<Spanned<String>>,
+}
+
+/// One parsed file.
+#[derive(Debug)]
+pub enum Document {
+    Policy(PolicyDoc),
+    Set(SetDoc),
+}
+
+impl Document {
+    pub fn name(&self) -> &str {
+        match self {
+            Document::Policy(p) => &p.metadata.name,
+            Document::Set(s) => &s.metadata.name,
+        }
+    }
+}
+
+/// Parse one YAML document. Syntax and shape errors come back with their position.
+pub fn parse(path: &Path, text: &str) -> Result<Document, Diagnostic> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    let node = marked_yaml::parse_yaml_with_options(0, text, options)
+        .map_err(|e| load_error(path, e))?;
+    let top = node.as_mapping().ok_or_else(|| {
+        Diagnostic::error(path, start(node.span()), "a policy file must be a YAML mapping")
+    })?;
+    let kind = top.get_node("kind").ok_or_else(|| {
+        Diagnostic::error(path, start(node.span()), "missing `kind`")
+            .with_help(format!("add `kind: {KIND_POLICY}` or `kind: {KIND_SET}`"))
+    })?;
+    let kind_str = kind.as_scalar().map(|s| s.as_str().to_string()).unwrap_or_default();
+    let doc = match kind_str.as_str() {
+        KIND_POLICY => from_node(path, &node).map(Document::Policy)?,
+        KIND_SET => from_node(path, &node).map(Document::Set)?,
+        other => {
+            return Err(Diagnostic::error(
+                path,
+                start(kind.span()),
+                format!("unknown kind `{other}`"),
+            )
+            .with_help(format!("kind is `{KIND_POLICY}` or `{KIND_SET}`")));
+        }
+    };
+    let api = match &doc {
+        Document::Policy(p) => &p.api_version,
+        Document::Set(s) => &s.api_version,
+    };
+    if api.as_str() != API_VERSION {
+        return Err(Diagnostic::error(
+            path,
+            start(api.span()),
+            format!("unsupported apiVersion `{}`", api.as_str()),
+        )
+        .with_help(format!("this sysfence reads `apiVersion: {API_VERSION}`")));
+    }
+    Ok(doc)
+}
+
+fn from_node<'de, T: Deserialize<'de>>(path: &Path, node: &'de Node) -> Result<T, Diagnostic> {
+    marked_yaml::from_node(node).map_err(|e| {
+        let at = e.start_mark();
+        let message = match &*e {
+            marked_yaml::Error::UnknownFieldError(field, expected, _) => {
+                return Diagnostic::error(path, at, format!("unknown field `{field}`"))
+                    .with_help(format!("expected one of: {}", expected.join(", ")));
+            }
+            other => other.to_string(),
+        };
+        let message = match e.path() {
+            Some(p) if !p.is_empty() && p != "." => format!("{message} (at `{p}`)"),
+            _ => message,
+        };
+        Diagnostic::error(path, at, message)
+    })
+}
+
+fn load_error(path: &Path, e: marked_yaml::LoadError) -> Diagnostic {
+    use marked_yaml::LoadError as E;
+    let at = match &e {
+        E::TopLevelMustBeMapping(m)
+        | E::TopLevelMustBeSequence(m)
+        | E::UnexpectedAnchor(m)
+        | E::MappingKeyMustBeScalar(m)
+        | E::UnexpectedTag(m)
+        | E::ScanError(m, _) => Some(*m),
+        E::DuplicateKey(inner) => inner.key.span().start().copied(),
+    };
+    let message = match &e {
+        E::ScanError(_, scan) => format!("YAML syntax: {}", scan.info()),
+        E::DuplicateKey(inner) => format!("duplicate key `{}`", inner.key.as_str()),
+        E::TopLevelMustBeMapping(_) => "a policy file must be a YAML mapping".to_string(),
+        other => other.to_string(),
+    };
+    Diagnostic::error(path, at, message)
+}

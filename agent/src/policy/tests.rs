@@ -1,0 +1,164 @@
+//! Parsing and compilation tests: pure, no root.
+
+use std::path::{Path, PathBuf};
+
+use probe_common::{Abi, action, mode};
+
+use super::{compile::compile, model, *};
+use crate::syscall_table::index_of;
+
+fn policy(text: &str) -> Result<(CompiledPolicy, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let path = Path::new("p.yaml");
+    let doc = match model::parse(path, text) {
+        Ok(model::Document::Policy(p)) => p,
+        Ok(model::Document::Set(_)) => panic!("expected a policy"),
+        Err(d) => return Err(vec![d]),
+    };
+    compile(path, &doc, &shipped_catalog())
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match policy(text) {
+        Ok(_) => panic!("expected errors"),
+        Err(d) => d.into_iter().filter(Diagnostic::is_error).collect(),
+    }
+}
+
+const HEAD: &str = "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: t\n";
+
+#[test]
+fn minimal_policy_compiles_to_every_abi() {
+    let (p, warnings) = policy(&format!(
+        "{HEAD}spec:\n  selector:\n    cgroupPath: /a/*\n  mode: enforce\n  allow: [getppid, mount]\n"
+    ))
+    .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(p.mode, Mode::Enforce);
+    assert_eq!(p.cgroup_path.as_deref(), Some("a/*"));
+    for abi in [Abi::X86_64, Abi::Ia32, Abi::X32] {
+        assert!(p.allowed.contains(&index_of(abi, "getppid").unwrap()), "{abi:?}");
+    }
+    // x86_64 21 is access, which was not allowed; i386 21 is mount, which was.
+    assert!(!p.allowed.contains(&21));
+    assert!(p.allowed.contains(&(512 + 21)));
+}
+
+#[test]
+fn include_deny_and_defaults() {
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  include: [runtime-default]\n  deny: [mkdir, socketcall]\n"
+    ))
+    .unwrap();
+    assert_eq!(p.mode, Mode::Audit, "audit is the default mode");
+    assert_eq!(p.action, Action::Kill);
+    assert!(p.allowed_names.contains("openat"));
+    assert!(!p.allowed_names.contains("mkdir"));
+    assert!(!p.allowed.contains(&index_of(Abi::X86_64, "mkdir").unwrap()));
+    assert!(!p.allowed.contains(&index_of(Abi::Ia32, "socketcall").unwrap()));
+    // The shipped baseline never allows io_uring or the agent-blinding calls.
+    for n in ["io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "ptrace", "perf_event_open"] {
+        assert!(!p.allowed_names.contains(n), "{n}");
+    }
+}
+
+#[test]
+fn unknown_syscall_names_line_column_and_suggestion() {
+    let e = errors(&format!("{HEAD}spec:\n  allow:\n    - getppid\n    - getpidd\n"));
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].line, e[0].column), (8, 7));
+    assert!(e[0].message.contains("unknown syscall `getpidd`"), "{}", e[0]);
+    assert!(e[0].help.as_deref().unwrap().contains("did you mean `getpid`"), "{:?}", e[0].help);
+    assert!(e[0].to_string().starts_with("p.yaml:8:7: error: unknown syscall"));
+}
+
+#[test]
+fn bad_mode_and_unknown_field_and_unknown_set() {
+    let e = errors(&format!("{HEAD}spec:\n  mode: enforcing\n"));
+    assert_eq!(e[0].line, 6);
+    assert!(e[0].message.contains("unknown mode `enforcing`"));
+    assert!(e[0].help.as_deref().unwrap().contains("monitor, audit, enforce"));
+
+    let e = errors(&format!("{HEAD}spec:\n  alow: [read]\n"));
+    assert!(e[0].message.contains("unknown field `alow`"), "{}", e[0]);
+    assert_eq!(e[0].line, 6);
+
+    let e = errors(&format!("{HEAD}spec:\n  include: [runtime-defualt]\n"));
+    assert!(e[0].message.contains("unknown set `runtime-defualt`"));
+    assert!(e[0].help.as_deref().unwrap().contains("runtime-default"));
+}
+
+#[test]
+fn syntax_errors_have_positions() {
+    let e = errors("apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nspec: [unclosed\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].line >= 3, "{}", e[0]);
+    assert!(e[0].message.starts_with("YAML syntax"), "{}", e[0]);
+
+    let e = errors(&format!("{HEAD}spec: {{}}\nspec: {{}}\n"));
+    assert!(e[0].message.contains("duplicate key `spec`"), "{}", e[0]);
+
+    let e = errors("apiVersion: sysfence.dev/v2\nkind: SyscallPolicy\nmetadata: {name: a}\nspec: {}\n");
+    assert!(e[0].message.contains("unsupported apiVersion"), "{}", e[0]);
+    let e = errors("apiVersion: sysfence.dev/v1\nkind: Policy\n");
+    assert!(e[0].message.contains("unknown kind `Policy`"), "{}", e[0]);
+    assert_eq!(e[0].line, 2);
+}
+
+#[test]
+fn warnings_for_overlap_and_sensitive_calls() {
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  allow: [read, bpf]\n  deny: [read]\n  fallback: allow\n"
+    ))
+    .unwrap();
+    let text: Vec<String> = w.iter().map(|d| d.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("both allow and deny")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("allowing `bpf`")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("`fallback` has no effect")), "{text:?}");
+}
+
+#[test]
+fn enforcement_degrades_deny_without_lsm_and_says_so() {
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  mode: enforce\n  action: deny\n  fallback: allow\n  allow: [read]\n"
+    ))
+    .unwrap();
+    let e = p.enforcement(false);
+    assert_eq!(e.slot.mode, mode::ENFORCE);
+    assert_eq!(e.slot.action, action::ALLOW);
+    assert!(e.degraded.unwrap().contains("needs BPF LSM"));
+    assert!(e.slot.allows(index_of(Abi::X86_64, "read").unwrap()));
+    assert!(!e.slot.allows(index_of(Abi::X86_64, "write").unwrap()));
+
+    let (k, _) = policy(&format!("{HEAD}spec:\n  mode: enforce\n  action: kill\n  allow: [read]\n")).unwrap();
+    let e = k.enforcement(false);
+    assert_eq!(e.slot.action, action::KILL);
+    assert!(e.degraded.is_none());
+}
+
+#[test]
+fn shipped_sets_are_valid() {
+    let catalog = shipped_catalog();
+    let diags = catalog.validate();
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert!(catalog.get("runtime-default").is_some());
+}
+
+#[test]
+fn load_files_reports_duplicates_and_finds_sibling_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("mine.yaml");
+    std::fs::write(&set, "apiVersion: sysfence.dev/v1\nkind: SyscallSet\nmetadata: {name: mine}\nspec: {syscalls: [getppid]}\n").unwrap();
+    let a = dir.path().join("a.yaml");
+    std::fs::write(&a, format!("{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  include: [mine]\n")).unwrap();
+    let loaded = load_files(std::slice::from_ref(&a));
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    assert!(loaded.policies[0].allowed_names.contains("getppid"));
+
+    let b = dir.path().join("b.yaml");
+    std::fs::write(&b, format!("{HEAD}spec: {{}}\n")).unwrap();
+    let loaded = load_files(&[a, b]);
+    assert!(loaded.diagnostics.iter().any(|d| d.message.contains("already used")));
+
+    let missing = load_files(&[PathBuf::from("/nonexistent/p.yaml")]);
+    assert!(missing.has_errors());
+}

@@ -1,0 +1,399 @@
+//! Types shared by the sysfence kernel probe (`probe-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of implicit padding, so that the
+//! bytes the agent writes into a map are the bytes the probe reads. Size asserts at the
+//! bottom of the file catch a layout drift at compile time, on both sides.
+//!
+//! The enforcement decision itself ([`decide`]) lives here too: it is pure, small, and
+//! unit-tested on the host, and the probe calls exactly this function.
+#![cfg_attr(not(any(feature = "user", test)), no_std)]
+
+/// Bit that marks an x32 syscall id on x86_64 (`__X32_SYSCALL_BIT`).
+pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
+
+/// `TS_COMPAT` in `thread_info.status` on x86_64: the task is in an ia32 syscall.
+pub const TS_COMPAT: u32 = 0x0002;
+
+/// The syscall numberings a task can use on x86_64.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Abi {
+    /// The native 64-bit numbering.
+    X86_64 = 0,
+    /// i386 numbering, entered through `int 0x80`, `sysenter` or a 32-bit `syscall`.
+    Ia32 = 1,
+    /// x32 numbering: x86_64 numbers (and 512..) with [`X32_SYSCALL_BIT`] set.
+    X32 = 2,
+}
+
+impl Abi {
+    pub const ALL: [Abi; 3] = [Abi::X86_64, Abi::Ia32, Abi::X32];
+
+    /// First index of this ABI in the syscall index space (see [`syscall_index`]).
+    pub const fn base(self) -> u32 {
+        match self {
+            Abi::X86_64 => 0,
+            Abi::Ia32 => 512,
+            Abi::X32 => 1024,
+        }
+    }
+
+    /// How many syscall numbers of this ABI the index space holds.
+    pub const fn span(self) -> u32 {
+        match self {
+            Abi::X86_64 | Abi::Ia32 => 512,
+            Abi::X32 => 1024,
+        }
+    }
+
+    pub const fn from_u32(v: u32) -> Option<Abi> {
+        match v {
+            0 => Some(Abi::X86_64),
+            1 => Some(Abi::Ia32),
+            2 => Some(Abi::X32),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "user")]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Abi::X86_64 => "x86_64",
+            Abi::Ia32 => "i386",
+            Abi::X32 => "x32",
+        }
+    }
+}
+
+/// Size of the syscall index space: x86_64 `0..512`, ia32 `512..1024`, x32 `1024..2048`.
+pub const SYSCALL_INDEXES: u32 = 2048;
+
+/// Counter index used for a syscall the probe could not classify (always a violation).
+pub const UNCLASSIFIED_INDEX: u32 = SYSCALL_INDEXES;
+
+/// Counters per slot: one per syscall index, plus one for unclassified syscalls.
+pub const COUNTERS_PER_SLOT: u32 = SYSCALL_INDEXES + 1;
+
+/// Words of a slot's allow bitmap: one bit per syscall index.
+pub const ALLOW_WORDS: usize = (SYSCALL_INDEXES / 64) as usize;
+
+/// Index of `(abi, nr)` in the syscall index space, or `None` when `nr` is outside the
+/// ABI's span (such a syscall is "unclassified" and always a violation).
+#[inline(always)]
+pub const fn syscall_index(abi: Abi, nr: u64) -> Option<u32> {
+    if nr < abi.span() as u64 {
+        Some(abi.base() + nr as u32)
+    } else {
+        None
+    }
+}
+
+/// Inverse of [`syscall_index`].
+pub const fn index_to_syscall(index: u32) -> Option<(Abi, u32)> {
+    if index < 512 {
+        Some((Abi::X86_64, index))
+    } else if index < 1024 {
+        Some((Abi::Ia32, index - 512))
+    } else if index < SYSCALL_INDEXES {
+        Some((Abi::X32, index - 1024))
+    } else {
+        None
+    }
+}
+
+/// Classify a raw `sys_enter` id into (ABI, number). `compat` is the task's `TS_COMPAT`
+/// state. Returns `None` for what cannot be classified: a negative id, or a number
+/// outside the ABI's span. The probe denies those.
+#[inline(always)]
+pub const fn classify(id: i64, compat: bool) -> Option<u32> {
+    if id < 0 {
+        return None;
+    }
+    let id = id as u64;
+    if compat {
+        syscall_index(Abi::Ia32, id)
+    } else if id & X32_SYSCALL_BIT != 0 {
+        syscall_index(Abi::X32, id & !X32_SYSCALL_BIT)
+    } else {
+        syscall_index(Abi::X86_64, id)
+    }
+}
+
+/// What a slot does with a syscall that is not allowed.
+pub mod mode {
+    /// Count only.
+    pub const MONITOR: u32 = 0;
+    /// Count, and emit a violation event; nothing is stopped (the dry run).
+    pub const AUDIT: u32 = 1;
+    /// Count, emit an event, and act (see [`super::action`]).
+    pub const ENFORCE: u32 = 2;
+}
+
+/// How an `enforce` slot acts on a violation.
+pub mod action {
+    /// `bpf_send_signal(SIGKILL)` from `sys_enter`: the syscall body still runs first.
+    pub const KILL: u32 = 0;
+    /// `deny` was asked for where it cannot prevent, with `fallback: allow`: the
+    /// syscall runs and is reported `not-preventable`.
+    pub const ALLOW: u32 = 1;
+}
+
+/// What happened to a violating syscall. Carried in events and reports.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// `monitor` mode: counted, nothing else.
+    Monitored = 0,
+    /// `audit` mode: counted and reported, the syscall ran.
+    Audited = 1,
+    /// `enforce` + `kill`: SIGKILL sent from `sys_enter`; the syscall body still ran.
+    KilledAfter = 2,
+    /// The syscall failed with EPERM before its side effects (BPF LSM).
+    Denied = 3,
+    /// `deny` was asked for but no hook could stop the syscall: it ran.
+    NotPreventable = 4,
+}
+
+impl Outcome {
+    pub const fn from_u32(v: u32) -> Option<Outcome> {
+        match v {
+            0 => Some(Outcome::Monitored),
+            1 => Some(Outcome::Audited),
+            2 => Some(Outcome::KilledAfter),
+            3 => Some(Outcome::Denied),
+            4 => Some(Outcome::NotPreventable),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "user")]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Outcome::Monitored => "monitored",
+            Outcome::Audited => "audited",
+            Outcome::KilledAfter => "killed-after",
+            Outcome::Denied => "denied",
+            Outcome::NotPreventable => "not-preventable",
+        }
+    }
+}
+
+/// A compiled policy as the probe sees it: value of `POLICIES[slot]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicySlot {
+    /// One of [`mode`].
+    pub mode: u32,
+    /// One of [`action`]; read only in `enforce` mode.
+    pub action: u32,
+    /// Non-zero once the agent has filled the slot. An empty slot allows nothing.
+    pub live: u32,
+    pub _reserved: u32,
+    /// One bit per syscall index (see [`syscall_index`]): set = allowed.
+    pub allow: [u64; ALLOW_WORDS],
+}
+
+impl PolicySlot {
+    pub const EMPTY: PolicySlot = PolicySlot {
+        mode: mode::MONITOR,
+        action: action::KILL,
+        live: 0,
+        _reserved: 0,
+        allow: [0; ALLOW_WORDS],
+    };
+
+    #[inline(always)]
+    pub fn allows(&self, index: u32) -> bool {
+        // Masked, not bounds-checked: the verifier rejects a bound the compiler may move.
+        let word = ((index >> 6) as usize) & (ALLOW_WORDS - 1);
+        self.allow[word] & (1u64 << (index & 63)) != 0
+    }
+
+    pub fn set_allowed(&mut self, index: u32) {
+        self.allow[(index >> 6) as usize] |= 1u64 << (index & 63);
+    }
+}
+
+/// What the probe does with one syscall: the whole enforcement decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Not allowed: report it with this outcome; `kill` says whether to send SIGKILL,
+    /// `event` whether to emit a violation event.
+    Violation { outcome: Outcome, kill: bool, event: bool },
+}
+
+/// The enforcement decision: a slot and a classified syscall (`None` = unclassified).
+#[inline(always)]
+pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
+    if let Some(index) = index
+        && slot.live != 0
+        && slot.allows(index)
+    {
+        return Decision::Allow;
+    }
+    match slot.mode {
+        mode::MONITOR => Decision::Violation { outcome: Outcome::Monitored, kill: false, event: false },
+        mode::AUDIT => Decision::Violation { outcome: Outcome::Audited, kill: false, event: true },
+        // `enforce`, and any mode value this probe does not know: the strict choice.
+        _ => match slot.action {
+            action::ALLOW => {
+                Decision::Violation { outcome: Outcome::NotPreventable, kill: false, event: true }
+            }
+            _ => Decision::Violation { outcome: Outcome::KilledAfter, kill: true, event: true },
+        },
+    }
+}
+
+/// Value of `WORKLOADS[cgroup id]`: which slot polices the cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    pub slot: u32,
+    pub _reserved: u32,
+}
+
+/// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ProbeSettings {
+    /// Bit `l` set: some binding sits at cgroup level `l` (1..=31). On a `WORKLOADS` miss
+    /// the probe tries the task's ancestors at those levels, deepest first.
+    pub ancestor_levels: u32,
+    pub _reserved: u32,
+}
+
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// A violation event, sent through the `VIOLATIONS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ViolationEvent {
+    /// `bpf_ktime_get_boot_ns()` at `sys_enter`.
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    /// Raw `sys_enter` id (with the x32 bit, if any).
+    pub id: i64,
+    pub pid: u32,
+    pub tgid: u32,
+    /// Syscall index ([`syscall_index`]) or [`UNCLASSIFIED_INDEX`].
+    pub index: u32,
+    pub slot: u32,
+    pub mode: u32,
+    /// An [`Outcome`] as u32.
+    pub outcome: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Indexes of the `STATS` per-CPU array: probe-wide health counters.
+pub mod stat {
+    /// Violation events dropped because the ring buffer was full.
+    pub const EVENTS_DROPPED: u32 = 0;
+    /// `bpf_send_signal` calls that failed.
+    pub const KILL_FAILED: u32 = 1;
+    /// Reads of the task's `thread_info.status` that failed (counted as ia32-unknown).
+    pub const COMPAT_READ_FAILED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
+const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
+const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 64);
+const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
+const _: () = assert!(ALLOW_WORDS.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, and have no padding (see the size
+    // asserts above), so any byte pattern of the right length is a valid value.
+    unsafe impl aya::Pod for super::PolicySlot {}
+    unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::ProbeSettings {}
+    unsafe impl aya::Pod for super::ViolationEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot_allowing(mode: u32, indexes: &[u32]) -> PolicySlot {
+        let mut s = PolicySlot { mode, live: 1, ..PolicySlot::EMPTY };
+        for &i in indexes {
+            s.set_allowed(i);
+        }
+        s
+    }
+
+    #[test]
+    fn classify_separates_the_three_abis() {
+        assert_eq!(classify(21, false), Some(21));
+        assert_eq!(classify(21, true), Some(512 + 21));
+        assert_eq!(classify((X32_SYSCALL_BIT | 21) as i64, false), Some(1024 + 21));
+        assert_eq!(classify((X32_SYSCALL_BIT | 547) as i64, false), Some(1024 + 547));
+    }
+
+    #[test]
+    fn classify_refuses_what_it_cannot_place() {
+        assert_eq!(classify(-1, false), None);
+        assert_eq!(classify(512, false), None);
+        assert_eq!(classify(512, true), None);
+        assert_eq!(classify((X32_SYSCALL_BIT | 1024) as i64, false), None);
+        assert_eq!(classify(i64::MAX, false), None);
+    }
+
+    #[test]
+    fn index_round_trips() {
+        for abi in Abi::ALL {
+            for nr in [0u32, 1, abi.span() - 1] {
+                let i = syscall_index(abi, nr as u64).unwrap();
+                assert_eq!(index_to_syscall(i), Some((abi, nr)));
+            }
+        }
+        assert_eq!(index_to_syscall(UNCLASSIFIED_INDEX), None);
+    }
+
+    #[test]
+    fn decide_allows_only_listed_index_of_that_abi() {
+        let s = slot_allowing(mode::ENFORCE, &[21]);
+        assert_eq!(decide(&s, Some(21)), Decision::Allow);
+        // i386 21 is mount: same number, other ABI, not allowed.
+        assert!(matches!(decide(&s, Some(512 + 21)), Decision::Violation { kill: true, .. }));
+        assert!(matches!(decide(&s, None), Decision::Violation { kill: true, .. }));
+    }
+
+    #[test]
+    fn decide_follows_mode() {
+        let m = slot_allowing(mode::MONITOR, &[]);
+        assert_eq!(
+            decide(&m, Some(1)),
+            Decision::Violation { outcome: Outcome::Monitored, kill: false, event: false }
+        );
+        let a = slot_allowing(mode::AUDIT, &[]);
+        assert_eq!(
+            decide(&a, Some(1)),
+            Decision::Violation { outcome: Outcome::Audited, kill: false, event: true }
+        );
+        let e = slot_allowing(mode::ENFORCE, &[]);
+        assert_eq!(
+            decide(&e, Some(1)),
+            Decision::Violation { outcome: Outcome::KilledAfter, kill: true, event: true }
+        );
+        let n = PolicySlot { action: action::ALLOW, ..e };
+        assert_eq!(
+            decide(&n, Some(1)),
+            Decision::Violation { outcome: Outcome::NotPreventable, kill: false, event: true }
+        );
+        // An unknown mode value is treated as the strictest one.
+        let u = slot_allowing(77, &[]);
+        assert!(matches!(decide(&u, Some(1)), Decision::Violation { kill: true, .. }));
+    }
+
+    #[test]
+    fn empty_slot_allows_nothing() {
+        let mut s = PolicySlot { mode: mode::ENFORCE, ..PolicySlot::EMPTY };
+        s.set_allowed(1);
+        assert!(matches!(decide(&s, Some(1)), Decision::Violation { .. }));
+    }
+}

@@ -1,0 +1,188 @@
+//! sysfence kernel side.
+//!
+//! The path of one syscall (see the design doc):
+//! 1. `sys_enter` reads the task's cgroup v2 id and looks up its [`Binding`] in
+//!    `WORKLOADS`, falling back to the task's ancestors at the levels named in
+//!    `SETTINGS`. No binding: return at once.
+//! 2. The syscall is classified into (ABI, number) and judged by
+//!    [`probe_common::decide`] against the slot's allow bitmap: the whole decision.
+//! 3. The call is counted in `COUNTS`; a violation may kill and emit an event.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
+            bpf_ktime_get_boot_ns, bpf_send_signal,
+        },
+    },
+    macros::{btf_tracepoint, map},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::BtfTracePointContext,
+};
+use aya_log_ebpf::warn;
+use probe_common::{
+    Binding, COMM_LEN, COUNTERS_PER_SLOT, Decision, PolicySlot, ProbeSettings, TS_COMPAT,
+    UNCLASSIFIED_INDEX, ViolationEvent, classify, decide, stat,
+};
+
+/// Default capacity of `POLICIES`; the agent may resize it before load.
+const MAX_SLOTS: u32 = 64;
+/// Default capacity of `WORKLOADS`; the agent may resize it before load.
+const MAX_WORKLOADS: u32 = 16384;
+const SIGKILL: u32 = 9;
+
+/// Offset of `thread_info.status` inside `task_struct`. Written by the agent at load
+/// time from the running kernel's BTF; read by `sys_enter` to detect ia32 syscalls.
+#[unsafe(no_mangle)]
+static TASK_STATUS_OFFSET: u32 = 0;
+
+/// cgroup v2 id → [`Binding`]. Written by the agent (bind, unbind); read by `sys_enter`.
+#[map]
+static WORKLOADS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
+
+/// slot → compiled policy. Written by the agent (fill, free); read by `sys_enter`.
+#[map]
+static POLICIES: Array<PolicySlot> = Array::with_max_entries(MAX_SLOTS, 0);
+
+/// `slot * COUNTERS_PER_SLOT + syscall index` → calls, per CPU. Written by `sys_enter`;
+/// read (summed over CPUs) and zeroed on slot reuse by the agent.
+#[map]
+static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOTS * COUNTERS_PER_SLOT, 0);
+
+/// Violation events. Written by `sys_enter`; read by the agent.
+#[map]
+static VIOLATIONS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Probe-wide settings, one entry. Written by the agent; read by `sys_enter`.
+#[map]
+static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
+
+/// Probe health counters (`probe_common::stat`), per CPU. Written by `sys_enter`; read by
+/// the agent.
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// `raw_syscalls:sys_enter`: polices every syscall of every bound workload.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: helper with no arguments, always callable from tracing programs.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if let Some(slot) = bound_slot(cgroup_id) {
+        police(&ctx, slot, cgroup_id);
+    }
+    0
+}
+
+/// The slot bound to the current task's cgroup, or to its deepest bound ancestor.
+#[inline(always)]
+fn bound_slot(cgroup_id: u64) -> Option<u32> {
+    // SAFETY: the value is plain data and the map is only read here.
+    if let Some(binding) = unsafe { WORKLOADS.get(&cgroup_id) } {
+        return Some(binding.slot);
+    }
+    let levels = SETTINGS.get(0)?.ancestor_levels;
+    if levels == 0 {
+        return None;
+    }
+    let mut level: i32 = 31;
+    while level > 0 {
+        if levels & (1u32 << level) != 0 {
+            // SAFETY: plain helper call; returns 0 when `level` is deeper than the task.
+            let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+            if ancestor != 0
+                && let Some(binding) = unsafe { WORKLOADS.get(&ancestor) }
+            {
+                return Some(binding.slot);
+            }
+        }
+        level -= 1;
+    }
+    None
+}
+
+#[inline(always)]
+fn police(ctx: &BtfTracePointContext, slot_id: u32, cgroup_id: u64) {
+    let Some(slot) = POLICIES.get(slot_id) else {
+        return;
+    };
+    let id: i64 = ctx.arg(1);
+    let index = classify(id, in_compat_syscall());
+    let counter = index.unwrap_or(UNCLASSIFIED_INDEX);
+    if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + counter) {
+        // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
+        unsafe { *count += 1 };
+    }
+    if let Decision::Violation { outcome, kill, event } = decide(slot, index) {
+        if kill {
+            // SAFETY: plain helper call on the current task.
+            if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+                bump(stat::KILL_FAILED);
+                warn!(ctx, "sysfence: bpf_send_signal failed, cgroup {}", cgroup_id);
+            }
+        }
+        if event {
+            emit(slot_id, slot.mode, outcome as u32, cgroup_id, id, counter);
+        }
+    }
+}
+
+/// Whether the current syscall is an ia32 one (`TS_COMPAT` in `thread_info.status`).
+#[inline(always)]
+fn in_compat_syscall() -> bool {
+    // SAFETY: the offset comes from the running kernel's BTF; the read is a checked
+    // probe read, and a failure is counted and treated as "not compat".
+    let offset = unsafe { core::ptr::read_volatile(&TASK_STATUS_OFFSET) };
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    match unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize) as *const u32) } {
+        Ok(status) => status & TS_COMPAT != 0,
+        Err(_) => {
+            bump(stat::COMPAT_READ_FAILED);
+            false
+        }
+    }
+}
+
+#[inline(always)]
+fn emit(slot: u32, mode: u32, outcome: u32, cgroup_id: u64, id: i64, index: u32) {
+    let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
+        bump(stat::EVENTS_DROPPED);
+        return;
+    };
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    entry.write(ViolationEvent {
+        // SAFETY: plain helper call.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id,
+        id,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        index,
+        slot,
+        mode,
+        outcome,
+        comm,
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(counter) = STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "license")]
+pub static LICENSE: [u8; 4] = *b"GPL\0";
