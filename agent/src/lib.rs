@@ -3,5 +3,11 @@
 //! The binary is in `main.rs`; this library holds everything it is made of, so that
 //! tests can reach it.
 
+pub mod bench_support;
+pub mod cgroup;
+pub mod daemon;
 pub mod policy;
+pub mod probe;
+pub mod report;
+pub mod run;
 pub mod syscall_table;

@@ -1,1 +1,235 @@
-fn main() {}
+use std::{ffi::OsString, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sysfence::{daemon, policy, run};
+
+/// Per-container syscall allowlists, enforced by eBPF in the host kernel.
+///
+/// Adopt a policy in steps: write or include an allowlist, `check` it, try it on one
+/// command with `run --mode audit`, then let the `agent` bind it to cgroups in audit
+/// mode, and switch to `enforce` once it reports no violations.
+#[derive(Parser)]
+#[command(
+    name = "sysfence",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Count every syscall; nothing else.
+    Monitor,
+    /// Count, and report each violation; nothing is stopped (the dry run).
+    Audit,
+    /// Count, report, and act: kill (after the syscall ran) or deny (BPF LSM).
+    Enforce,
+}
+
+impl From<ModeArg> for policy::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Monitor => policy::Mode::Monitor,
+            ModeArg::Audit => policy::Mode::Audit,
+            ModeArg::Enforce => policy::Mode::Enforce,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate policy files without touching the kernel (no root needed).
+    ///
+    /// Each problem is printed as `file:line:column: error: message`, with a hint when
+    /// there is one. Exits 0 when every file is valid (warnings allowed), 1 otherwise.
+    /// Directories are searched for *.yaml and *.yml files.
+    #[command(
+        after_help = "Examples:\n  sysfence check policies/\n  sysfence check web.yaml sets/base.yaml"
+    )]
+    Check {
+        /// Policy or set files, or directories of them.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Print findings as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one command in a fresh cgroup under a policy, and report its syscalls.
+    ///
+    /// The command joins the policed cgroup before it executes, so its first syscall is
+    /// already policed. The cgroup is torn down when the command exits (processes it
+    /// left behind are killed). sysfence exits with the command's status, 128+N when a
+    /// signal N ended it (137 for a kill by the policy). Needs root.
+    #[command(
+        after_help = "Examples:\n  sysfence run --policy web.yaml --mode audit -- ./server --port 8080\n  sysfence run --policy p.yaml --json-report out.json -- /bin/true"
+    )]
+    Run {
+        /// The policy file (one SyscallPolicy; its selector is ignored).
+        #[arg(long, short = 'p', value_name = "FILE")]
+        policy: PathBuf,
+        /// Override the policy's mode.
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+        /// Write counts and violations as JSON to this file.
+        #[arg(long, value_name = "OUT")]
+        json_report: Option<PathBuf>,
+        /// Print nothing on stderr but errors.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// Run the node agent: bind every policy in DIR to the cgroups its selector matches.
+    ///
+    /// Cgroups created later are bound as they appear. Violations are logged as JSON
+    /// lines on stdout. SIGINT or SIGTERM stop it cleanly. Needs root.
+    #[command(after_help = "Example:\n  sysfence agent --policies /etc/sysfence/policies")]
+    Agent {
+        /// Directory of policy and set files.
+        #[arg(long, value_name = "DIR")]
+        policies: PathBuf,
+        /// Seconds between full rescans of the cgroup tree (inotify catches most
+        /// changes at once).
+        #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+        rescan_every: f64,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+    /// Hold a benchmark setup until stdin closes (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchHold {
+        what: String,
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SYSFENCE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stdout)
+            .init(),
+        LogFormat::Text => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { files, json } => return check(&files, json),
+        Command::Run {
+            policy,
+            mode,
+            json_report,
+            quiet,
+            command,
+        } => {
+            init_logging(LogFormat::Text);
+            run::run(run::RunOptions {
+                policy,
+                mode: mode.map(Into::into),
+                json_report,
+                quiet,
+                command,
+            })
+            .map(|code| ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        Command::BenchHold { what, policy } => {
+            sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Agent {
+            policies,
+            rescan_every,
+            log_format,
+        } => {
+            init_logging(log_format);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    rt.block_on(daemon::run(daemon::AgentOptions {
+                        policies,
+                        rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
+                    }))
+                })
+                .map(|()| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        if let Some(rejected) = e.downcast_ref::<policy::Rejected>() {
+            eprintln!("{rejected}");
+            eprintln!("sysfence: policy rejected; nothing was changed");
+        } else {
+            eprintln!("sysfence: error: {e:#}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn check(files: &[PathBuf], json: bool) -> ExitCode {
+    let files = match policy::expand_paths(files) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sysfence: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let loaded = policy::load_files(&files);
+    for d in &loaded.diagnostics {
+        if json {
+            println!("{}", serde_json::to_string(d).unwrap_or_default());
+        } else {
+            eprintln!("{d}");
+        }
+    }
+    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = loaded.diagnostics.len() - errors;
+    if !json {
+        if errors == 0 {
+            eprintln!(
+                "ok: {} polic{}, {} set{} checked, {warnings} warning{}",
+                loaded.policies.len(),
+                if loaded.policies.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                loaded.sets,
+                if loaded.sets == 1 { "" } else { "s" },
+                if warnings == 1 { "" } else { "s" }
+            );
+        } else {
+            eprintln!(
+                "{errors} error{} in {} file(s)",
+                if errors == 1 { "" } else { "s" },
+                files.len()
+            );
+        }
+    }
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

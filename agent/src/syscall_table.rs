@@ -62,8 +62,12 @@ const X32_SPECIFIC: &[(u32, &str)] = &[
 /// The number of syscall `name` in `abi`, if that ABI has it.
 pub fn number(abi: Abi, name: &str) -> Option<u32> {
     match abi {
-        Abi::X86_64 => syscalls::x86_64::Sysno::from_str(name).ok().map(|s| s.id() as u32),
-        Abi::Ia32 => syscalls::x86::Sysno::from_str(name).ok().map(|s| s.id() as u32),
+        Abi::X86_64 => syscalls::x86_64::Sysno::from_str(name)
+            .ok()
+            .map(|s| s.id() as u32),
+        Abi::Ia32 => syscalls::x86::Sysno::from_str(name)
+            .ok()
+            .map(|s| s.id() as u32),
         Abi::X32 => {
             if let Some(&(nr, _)) = X32_SPECIFIC.iter().find(|(_, n)| *n == name) {
                 return Some(nr);
@@ -104,7 +108,10 @@ pub fn all_names() -> &'static BTreeSet<&'static str> {
 
 /// The ABIs in which `name` exists.
 pub fn abis_of(name: &str) -> Vec<Abi> {
-    Abi::ALL.into_iter().filter(|&abi| number(abi, name).is_some()).collect()
+    Abi::ALL
+        .into_iter()
+        .filter(|&abi| number(abi, name).is_some())
+        .collect()
 }
 
 /// Index in the probe's syscall index space of `name` in `abi`.

@@ -220,7 +220,11 @@ pub enum Decision {
     Allow,
     /// Not allowed: report it with this outcome; `kill` says whether to send SIGKILL,
     /// `event` whether to emit a violation event.
-    Violation { outcome: Outcome, kill: bool, event: bool },
+    Violation {
+        outcome: Outcome,
+        kill: bool,
+        event: bool,
+    },
 }
 
 /// The enforcement decision: a slot and a classified syscall (`None` = unclassified).
@@ -233,14 +237,28 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
         return Decision::Allow;
     }
     match slot.mode {
-        mode::MONITOR => Decision::Violation { outcome: Outcome::Monitored, kill: false, event: false },
-        mode::AUDIT => Decision::Violation { outcome: Outcome::Audited, kill: false, event: true },
+        mode::MONITOR => Decision::Violation {
+            outcome: Outcome::Monitored,
+            kill: false,
+            event: false,
+        },
+        mode::AUDIT => Decision::Violation {
+            outcome: Outcome::Audited,
+            kill: false,
+            event: true,
+        },
         // `enforce`, and any mode value this probe does not know: the strict choice.
         _ => match slot.action {
-            action::ALLOW => {
-                Decision::Violation { outcome: Outcome::NotPreventable, kill: false, event: true }
-            }
-            _ => Decision::Violation { outcome: Outcome::KilledAfter, kill: true, event: true },
+            action::ALLOW => Decision::Violation {
+                outcome: Outcome::NotPreventable,
+                kill: false,
+                event: true,
+            },
+            _ => Decision::Violation {
+                outcome: Outcome::KilledAfter,
+                kill: true,
+                event: true,
+            },
         },
     }
 }
@@ -319,7 +337,11 @@ mod tests {
     use super::*;
 
     fn slot_allowing(mode: u32, indexes: &[u32]) -> PolicySlot {
-        let mut s = PolicySlot { mode, live: 1, ..PolicySlot::EMPTY };
+        let mut s = PolicySlot {
+            mode,
+            live: 1,
+            ..PolicySlot::EMPTY
+        };
         for &i in indexes {
             s.set_allowed(i);
         }
@@ -330,8 +352,14 @@ mod tests {
     fn classify_separates_the_three_abis() {
         assert_eq!(classify(21, false), Some(21));
         assert_eq!(classify(21, true), Some(512 + 21));
-        assert_eq!(classify((X32_SYSCALL_BIT | 21) as i64, false), Some(1024 + 21));
-        assert_eq!(classify((X32_SYSCALL_BIT | 547) as i64, false), Some(1024 + 547));
+        assert_eq!(
+            classify((X32_SYSCALL_BIT | 21) as i64, false),
+            Some(1024 + 21)
+        );
+        assert_eq!(
+            classify((X32_SYSCALL_BIT | 547) as i64, false),
+            Some(1024 + 547)
+        );
     }
 
     #[test]
@@ -359,8 +387,14 @@ mod tests {
         let s = slot_allowing(mode::ENFORCE, &[21]);
         assert_eq!(decide(&s, Some(21)), Decision::Allow);
         // i386 21 is mount: same number, other ABI, not allowed.
-        assert!(matches!(decide(&s, Some(512 + 21)), Decision::Violation { kill: true, .. }));
-        assert!(matches!(decide(&s, None), Decision::Violation { kill: true, .. }));
+        assert!(matches!(
+            decide(&s, Some(512 + 21)),
+            Decision::Violation { kill: true, .. }
+        ));
+        assert!(matches!(
+            decide(&s, None),
+            Decision::Violation { kill: true, .. }
+        ));
     }
 
     #[test]
@@ -368,31 +402,56 @@ mod tests {
         let m = slot_allowing(mode::MONITOR, &[]);
         assert_eq!(
             decide(&m, Some(1)),
-            Decision::Violation { outcome: Outcome::Monitored, kill: false, event: false }
+            Decision::Violation {
+                outcome: Outcome::Monitored,
+                kill: false,
+                event: false
+            }
         );
         let a = slot_allowing(mode::AUDIT, &[]);
         assert_eq!(
             decide(&a, Some(1)),
-            Decision::Violation { outcome: Outcome::Audited, kill: false, event: true }
+            Decision::Violation {
+                outcome: Outcome::Audited,
+                kill: false,
+                event: true
+            }
         );
         let e = slot_allowing(mode::ENFORCE, &[]);
         assert_eq!(
             decide(&e, Some(1)),
-            Decision::Violation { outcome: Outcome::KilledAfter, kill: true, event: true }
+            Decision::Violation {
+                outcome: Outcome::KilledAfter,
+                kill: true,
+                event: true
+            }
         );
-        let n = PolicySlot { action: action::ALLOW, ..e };
+        let n = PolicySlot {
+            action: action::ALLOW,
+            ..e
+        };
         assert_eq!(
             decide(&n, Some(1)),
-            Decision::Violation { outcome: Outcome::NotPreventable, kill: false, event: true }
+            Decision::Violation {
+                outcome: Outcome::NotPreventable,
+                kill: false,
+                event: true
+            }
         );
         // An unknown mode value is treated as the strictest one.
         let u = slot_allowing(77, &[]);
-        assert!(matches!(decide(&u, Some(1)), Decision::Violation { kill: true, .. }));
+        assert!(matches!(
+            decide(&u, Some(1)),
+            Decision::Violation { kill: true, .. }
+        ));
     }
 
     #[test]
     fn empty_slot_allows_nothing() {
-        let mut s = PolicySlot { mode: mode::ENFORCE, ..PolicySlot::EMPTY };
+        let mut s = PolicySlot {
+            mode: mode::ENFORCE,
+            ..PolicySlot::EMPTY
+        };
         s.set_allowed(1);
         assert!(matches!(decide(&s, Some(1)), Decision::Violation { .. }));
     }

@@ -76,6 +76,13 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Benchmark floor: an empty `raw_syscalls:sys_enter` program. Never attached by the
+/// agent; `cargo xtask bench` attaches it alone to measure what the tracepoint costs.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
 /// The slot bound to the current task's cgroup, or to its deepest bound ancestor.
 #[inline(always)]
 fn bound_slot(cgroup_id: u64) -> Option<u32> {
@@ -115,12 +122,20 @@ fn police(ctx: &BtfTracePointContext, slot_id: u32, cgroup_id: u64) {
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    if let Decision::Violation { outcome, kill, event } = decide(slot, index) {
+    if let Decision::Violation {
+        outcome,
+        kill,
+        event,
+    } = decide(slot, index)
+    {
         if kill {
             // SAFETY: plain helper call on the current task.
             if unsafe { bpf_send_signal(SIGKILL) } != 0 {
                 bump(stat::KILL_FAILED);
-                warn!(ctx, "sysfence: bpf_send_signal failed, cgroup {}", cgroup_id);
+                warn!(
+                    ctx,
+                    "sysfence: bpf_send_signal failed, cgroup {}", cgroup_id
+                );
             }
         }
         if event {

@@ -1,1 +1,181 @@
+//! Helpers for sysfence's integration tests: privilege gates, the binaries under test,
+//! cgroups that clean up after themselves.
 
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+/// Whether the privileged parts of a test can run here. Under `CI=true` a missing
+/// feature is a failure, never a skip; elsewhere the test prints what is missing and
+/// returns early.
+pub fn privileged(test: &str) -> bool {
+    let missing = missing_privilege();
+    match missing {
+        None => true,
+        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{test}: cannot run under CI=true: {why}")
+        }
+        Some(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+fn missing_privilege() -> Option<String> {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (BPF programs and cgroups)".into());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel BTF (/sys/kernel/btf/vmlinux) missing".into());
+    }
+    if cgroup_root().is_none() {
+        return Some("no cgroup v2 hierarchy mounted".into());
+    }
+    None
+}
+
+/// The cgroup v2 mount point.
+pub fn cgroup_root() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
+        .collect();
+    found.sort_by_key(|p| p.as_os_str().len());
+    found.into_iter().next()
+}
+
+/// Directory of the workspace's built binaries (next to this test's `deps/`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("deps dir");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("profile dir")
+    } else {
+        dir
+    };
+    dir.to_path_buf()
+}
+
+/// The `sysfence` binary under test (built by `cargo xtask test` before the tests).
+pub fn sysfence() -> Command {
+    let bin = bin_dir().join("sysfence");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests through `cargo xtask test`",
+        bin.display()
+    );
+    Command::new(bin)
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// Write a policy file into `dir` and return its path.
+pub fn write_policy(dir: &Path, file: &str, body: &str) -> PathBuf {
+    let path = dir.join(file);
+    fs::write(&path, body).expect("write policy");
+    path
+}
+
+/// A policy document with `spec` lines (indented by 2) after a standard header.
+pub fn policy_yaml(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+/// A cgroup created by a test, removed on drop even when the test fails.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn create(rel: &str) -> TestCgroup {
+        let root = cgroup_root().expect("cgroup v2");
+        let path = root.join(rel);
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// A command that joins this cgroup before it executes.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let procs = self.path.join("cgroup.procs");
+        let mut cmd = Command::new(program);
+        // SAFETY: only async-signal-safe calls (open/write/close through std's fs is not;
+        // use raw libc) between fork and exec.
+        let procs =
+            std::ffi::CString::new(procs.into_os_string().into_encoded_bytes()).expect("path");
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        remove_cgroup_tree(&self.path);
+    }
+}
+
+/// Kill what is left in a cgroup tree and remove it, deepest first.
+pub fn remove_cgroup_tree(path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::write(path.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fs::remove_dir(path).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Poll `f` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

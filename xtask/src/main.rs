@@ -1,1 +1,170 @@
-fn main() {}
+//! sysfence build and test driver.
+//!
+//! Every subcommand first makes sure the eBPF toolchain is there (the nightly's
+//! `rust-src`, and `bpf-linker` built against the nightly's own LLVM), installing what
+//! is missing into a cache outside the source tree, so a fresh clone needs nothing done
+//! by hand and a second run rebuilds nothing.
+
+mod bench;
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, run, test and benchmark sysfence")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain if missing, then build the workspace.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `sysfence` with ARGS. `run -- agent` with no `--policies` runs the
+    /// agent on the shipped `policies/` directory.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Every check and test: fmt, clippy, unit tests, and the privileged integration
+    /// tests (real cgroups, the real probe). Under CI=true a privileged test that cannot
+    /// run fails.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Per-syscall cost side by side in one run: nothing attached, the empty-program
+    /// floor, sysfence unpoliced, sysfence policed.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    let tools = toolchain::ensure()?;
+    match cli.command {
+        Cmd::Build { release } => build(&tools, release),
+        Cmd::Run { release, mut args } => {
+            build(&tools, release)?;
+            if args.first().map(String::as_str) == Some("agent")
+                && !args.iter().any(|a| a.starts_with("--policies"))
+            {
+                args.push("--policies".into());
+                args.push(root.join("policies").display().to_string());
+            }
+            let bin = target_dir(&root)
+                .join(if release { "release" } else { "debug" })
+                .join("sysfence");
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("running {}", bin.display()))?;
+            std::process::exit(status.code().unwrap_or(128 + 9));
+        }
+        Cmd::Test { no_lint } => test(&tools, no_lint),
+        Cmd::Bench(args) => {
+            build(&tools, true)?;
+            bench::run(&root, &target_dir(&root).join("release"), args)
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// `cargo` with the eBPF tools on PATH.
+fn cargo(tools: &toolchain::Tools) -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    tools.apply(&mut cmd);
+    cmd
+}
+
+fn run_step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("xtask: {name}");
+    let status = cmd.status().with_context(|| format!("starting {name}"))?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build(tools: &toolchain::Tools, release: bool) -> anyhow::Result<()> {
+    let mut cmd = cargo(tools);
+    cmd.args(["build", "--workspace", "--exclude", "probe-ebpf", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_step("build", &mut cmd)
+}
+
+fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
+    if !no_lint {
+        run_step(
+            "cargo fmt --check",
+            cargo(tools).args(["fmt", "--all", "--check"]),
+        )?;
+        run_step(
+            "clippy",
+            cargo(tools).args([
+                "clippy",
+                "--workspace",
+                "--exclude",
+                "probe-ebpf",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    build(tools, false)?;
+    // Unit tests need no privileges; the integration tests share the kernel (one probe
+    // at a time keeps their counts and kills independent), so they run one by one.
+    run_step(
+        "unit tests",
+        cargo(tools).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "probe-ebpf",
+            "--exclude",
+            "sysfence-tests",
+        ]),
+    )?;
+    run_step(
+        "host integration tests (root, cgroups, BPF)",
+        cargo(tools).args(["test", "-p", "sysfence-tests", "--", "--test-threads=1"]),
+    )?;
+    Ok(())
+}

@@ -90,7 +90,10 @@ impl CompiledPolicy {
     /// The slot value for this policy. `lsm_deny` says whether this kernel and probe can
     /// deny through BPF LSM; without it, `action: deny` falls back, and says so.
     pub fn enforcement(&self, lsm_deny: bool) -> Enforcement {
-        let mut slot = PolicySlot { live: 1, ..PolicySlot::EMPTY };
+        let mut slot = PolicySlot {
+            live: 1,
+            ..PolicySlot::EMPTY
+        };
         for &index in &self.allowed {
             slot.set_allowed(index);
         }
@@ -178,8 +181,12 @@ impl SetCatalog {
         let Some((set_path, set)) = self.sets.get(name.as_str()) else {
             let known: Vec<&str> = self.names().collect();
             diags.push(
-                Diagnostic::error(path, start(name.span()), format!("unknown set `{}`", **name))
-                    .with_help(format!("known sets: {}", known.join(", "))),
+                Diagnostic::error(
+                    path,
+                    start(name.span()),
+                    format!("unknown set `{}`", **name),
+                )
+                .with_help(format!("known sets: {}", known.join(", "))),
             );
             return;
         };
@@ -187,7 +194,12 @@ impl SetCatalog {
             diags.push(Diagnostic::error(
                 path,
                 start(name.span()),
-                format!("set `{}` includes itself: {} -> {}", **name, stack.join(" -> "), **name),
+                format!(
+                    "set `{}` includes itself: {} -> {}",
+                    **name,
+                    stack.join(" -> "),
+                    **name
+                ),
             ));
             return;
         }
@@ -204,7 +216,10 @@ impl SetCatalog {
 /// but worth a warning.
 const SENSITIVE: &[(&str, &str)] = &[
     ("bpf", "it can load programs that blind or bypass sysfence"),
-    ("perf_event_open", "it can attach programs and read kernel data"),
+    (
+        "perf_event_open",
+        "it can attach programs and read kernel data",
+    ),
     ("ptrace", "it can take over other processes"),
     ("process_vm_writev", "it can write other processes' memory"),
     ("process_vm_readv", "it can read other processes' memory"),
@@ -217,7 +232,11 @@ fn check_name(path: &Path, name: &Spanned<String>, diags: &mut Vec<Diagnostic>) 
     if syscall_table::all_names().contains(name.as_str()) {
         return true;
     }
-    let mut d = Diagnostic::error(path, start(name.span()), format!("unknown syscall `{}`", **name));
+    let mut d = Diagnostic::error(
+        path,
+        start(name.span()),
+        format!("unknown syscall `{}`", **name),
+    );
     let hints = syscall_table::suggestions(name);
     d = if hints.is_empty() {
         d.with_help("names are those of the kernel's syscall tables, e.g. `openat`, `getppid`")
@@ -258,12 +277,24 @@ pub fn compile(
     let name = doc.metadata.name.to_string();
     if !valid_name(&name) {
         diags.push(
-            Diagnostic::error(path, start(doc.metadata.name.span()), format!("invalid name `{name}`"))
-                .with_help("use lowercase letters, digits, `-` and `.`, as Kubernetes names"),
+            Diagnostic::error(
+                path,
+                start(doc.metadata.name.span()),
+                format!("invalid name `{name}`"),
+            )
+            .with_help("use lowercase letters, digits, `-` and `.`, as Kubernetes names"),
         );
     }
 
-    let mode = parse_choice(path, spec.mode.as_ref(), "mode", Mode::Audit, Mode::NAMES, Mode::parse, &mut diags);
+    let mode = parse_choice(
+        path,
+        spec.mode.as_ref(),
+        "mode",
+        Mode::Audit,
+        Mode::NAMES,
+        Mode::parse,
+        &mut diags,
+    );
     let action = parse_choice(
         path,
         spec.action.as_ref(),
@@ -294,8 +325,12 @@ pub fn compile(
         && action != Action::Deny
     {
         diags.push(
-            Diagnostic::warning(path, start(f.span()), "`fallback` has no effect unless `action: deny`")
-                .with_help("remove it, or set `action: deny`"),
+            Diagnostic::warning(
+                path,
+                start(f.span()),
+                "`fallback` has no effect unless `action: deny`",
+            )
+            .with_help("remove it, or set `action: deny`"),
         );
     }
 
@@ -313,17 +348,6 @@ pub fn compile(
         }
         None => None,
     };
-    if cgroup_path.is_none() {
-        let mut d = Diagnostic::warning(
-            path,
-            start(doc.metadata.name.span()),
-            "no `spec.selector`: the agent binds this policy to nothing",
-        )
-        .with_help("add `selector: {cgroupPath: \"...\"}`; `sysfence run` still uses it");
-        d.line = d.line.max(1);
-        diags.push(d);
-    }
-
     // Names: includes, then allow, minus deny.
     let mut names: BTreeSet<String> = BTreeSet::new();
     for inc in &spec.include {
@@ -409,7 +433,9 @@ pub fn compile(
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
 }

@@ -33,7 +33,12 @@ impl Diagnostic {
         Self::new(Severity::Warning, file, at, message)
     }
 
-    fn new(severity: Severity, file: &Path, at: Option<Marker>, message: impl Into<String>) -> Self {
+    fn new(
+        severity: Severity,
+        file: &Path,
+        at: Option<Marker>,
+        message: impl Into<String>,
+    ) -> Self {
         let (line, column) = at.map_or((0, 0), |m| (m.line(), m.column()));
         Diagnostic {
             severity,
@@ -67,7 +72,11 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
         };
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {severity}: {}", self.file, self.line, self.column, self.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {severity}: {}",
+                self.file, self.line, self.column, self.message
+            )?;
         } else {
             write!(f, "{}: {severity}: {}", self.file, self.message)?;
         }

@@ -53,7 +53,7 @@ pub fn shipped_catalog() -> SetCatalog {
     let mut catalog = SetCatalog::default();
     for (name, text) in SHIPPED_SETS {
         match model::parse(Path::new(name), text) {
-            Ok(Document::Set(set)) => catalog.insert(PathBuf::from(name), set),
+            Ok(Document::Set(set)) => catalog.insert(PathBuf::from(name), *set),
             Ok(Document::Policy(_)) => panic!("{name}: shipped set is a policy"),
             Err(d) => panic!("shipped set does not parse: {d}"),
         }
@@ -76,8 +76,9 @@ pub fn expand_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> =
-        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     entries.sort();
     for p in entries {
         if p.is_dir() {
@@ -126,7 +127,7 @@ pub fn load_files(files: &[PathBuf]) -> Loaded {
         match model::parse(f, &text) {
             Ok(Document::Set(set)) => {
                 loaded.sets += usize::from(explicit);
-                catalog.insert(f.clone(), set);
+                catalog.insert(f.clone(), *set);
             }
             Ok(Document::Policy(p)) if explicit => policies.push((f.clone(), p)),
             Ok(Document::Policy(_)) => {}
@@ -134,7 +135,12 @@ pub fn load_files(files: &[PathBuf]) -> Loaded {
             Err(_) => {}
         }
     }
-    loaded.diagnostics.extend(catalog.validate().into_iter().filter(|d| files.iter().any(|f| f.display().to_string() == d.file)));
+    loaded.diagnostics.extend(
+        catalog
+            .validate()
+            .into_iter()
+            .filter(|d| files.iter().any(|f| f.display().to_string() == d.file)),
+    );
     let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
     for (f, doc) in &policies {
         match compile::compile(f, doc, &catalog) {

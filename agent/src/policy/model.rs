@@ -93,8 +93,8 @@ pub struct SetSpec {
 /// One parsed file.
 #[derive(Debug)]
 pub enum Document {
-    Policy(PolicyDoc),
-    Set(SetDoc),
+    Policy(Box<PolicyDoc>),
+    Set(Box<SetDoc>),
 }
 
 impl Document {
@@ -109,19 +109,26 @@ impl Document {
 /// Parse one YAML document. Syntax and shape errors come back with their position.
 pub fn parse(path: &Path, text: &str) -> Result<Document, Diagnostic> {
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
-    let node = marked_yaml::parse_yaml_with_options(0, text, options)
-        .map_err(|e| load_error(path, e))?;
+    let node =
+        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(path, e))?;
     let top = node.as_mapping().ok_or_else(|| {
-        Diagnostic::error(path, start(node.span()), "a policy file must be a YAML mapping")
+        Diagnostic::error(
+            path,
+            start(node.span()),
+            "a policy file must be a YAML mapping",
+        )
     })?;
     let kind = top.get_node("kind").ok_or_else(|| {
         Diagnostic::error(path, start(node.span()), "missing `kind`")
             .with_help(format!("add `kind: {KIND_POLICY}` or `kind: {KIND_SET}`"))
     })?;
-    let kind_str = kind.as_scalar().map(|s| s.as_str().to_string()).unwrap_or_default();
+    let kind_str = kind
+        .as_scalar()
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_default();
     let doc = match kind_str.as_str() {
-        KIND_POLICY => from_node(path, &node).map(Document::Policy)?,
-        KIND_SET => from_node(path, &node).map(Document::Set)?,
+        KIND_POLICY => from_node(path, &node).map(|p| Document::Policy(Box::new(p)))?,
+        KIND_SET => from_node(path, &node).map(|s| Document::Set(Box::new(s)))?,
         other => {
             return Err(Diagnostic::error(
                 path,

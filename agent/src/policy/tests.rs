@@ -36,7 +36,10 @@ fn minimal_policy_compiles_to_every_abi() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.cgroup_path.as_deref(), Some("a/*"));
     for abi in [Abi::X86_64, Abi::Ia32, Abi::X32] {
-        assert!(p.allowed.contains(&index_of(abi, "getppid").unwrap()), "{abi:?}");
+        assert!(
+            p.allowed.contains(&index_of(abi, "getppid").unwrap()),
+            "{abi:?}"
+        );
     }
     // x86_64 21 is access, which was not allowed; i386 21 is mount, which was.
     assert!(!p.allowed.contains(&21));
@@ -54,21 +57,47 @@ fn include_deny_and_defaults() {
     assert!(p.allowed_names.contains("openat"));
     assert!(!p.allowed_names.contains("mkdir"));
     assert!(!p.allowed.contains(&index_of(Abi::X86_64, "mkdir").unwrap()));
-    assert!(!p.allowed.contains(&index_of(Abi::Ia32, "socketcall").unwrap()));
+    assert!(
+        !p.allowed
+            .contains(&index_of(Abi::Ia32, "socketcall").unwrap())
+    );
     // The shipped baseline never allows io_uring or the agent-blinding calls.
-    for n in ["io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "ptrace", "perf_event_open"] {
+    for n in [
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "bpf",
+        "ptrace",
+        "perf_event_open",
+    ] {
         assert!(!p.allowed_names.contains(n), "{n}");
     }
 }
 
 #[test]
 fn unknown_syscall_names_line_column_and_suggestion() {
-    let e = errors(&format!("{HEAD}spec:\n  allow:\n    - getppid\n    - getpidd\n"));
+    let e = errors(&format!(
+        "{HEAD}spec:\n  allow:\n    - getppid\n    - getpidd\n"
+    ));
     assert_eq!(e.len(), 1);
     assert_eq!((e[0].line, e[0].column), (8, 7));
-    assert!(e[0].message.contains("unknown syscall `getpidd`"), "{}", e[0]);
-    assert!(e[0].help.as_deref().unwrap().contains("did you mean `getpid`"), "{:?}", e[0].help);
-    assert!(e[0].to_string().starts_with("p.yaml:8:7: error: unknown syscall"));
+    assert!(
+        e[0].message.contains("unknown syscall `getpidd`"),
+        "{}",
+        e[0]
+    );
+    assert!(
+        e[0].help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `getpid`"),
+        "{:?}",
+        e[0].help
+    );
+    assert!(
+        e[0].to_string()
+            .starts_with("p.yaml:8:7: error: unknown syscall")
+    );
 }
 
 #[test]
@@ -76,7 +105,12 @@ fn bad_mode_and_unknown_field_and_unknown_set() {
     let e = errors(&format!("{HEAD}spec:\n  mode: enforcing\n"));
     assert_eq!(e[0].line, 6);
     assert!(e[0].message.contains("unknown mode `enforcing`"));
-    assert!(e[0].help.as_deref().unwrap().contains("monitor, audit, enforce"));
+    assert!(
+        e[0].help
+            .as_deref()
+            .unwrap()
+            .contains("monitor, audit, enforce")
+    );
 
     let e = errors(&format!("{HEAD}spec:\n  alow: [read]\n"));
     assert!(e[0].message.contains("unknown field `alow`"), "{}", e[0]);
@@ -97,7 +131,8 @@ fn syntax_errors_have_positions() {
     let e = errors(&format!("{HEAD}spec: {{}}\nspec: {{}}\n"));
     assert!(e[0].message.contains("duplicate key `spec`"), "{}", e[0]);
 
-    let e = errors("apiVersion: sysfence.dev/v2\nkind: SyscallPolicy\nmetadata: {name: a}\nspec: {}\n");
+    let e =
+        errors("apiVersion: sysfence.dev/v2\nkind: SyscallPolicy\nmetadata: {name: a}\nspec: {}\n");
     assert!(e[0].message.contains("unsupported apiVersion"), "{}", e[0]);
     let e = errors("apiVersion: sysfence.dev/v1\nkind: Policy\n");
     assert!(e[0].message.contains("unknown kind `Policy`"), "{}", e[0]);
@@ -111,9 +146,18 @@ fn warnings_for_overlap_and_sensitive_calls() {
     ))
     .unwrap();
     let text: Vec<String> = w.iter().map(|d| d.to_string()).collect();
-    assert!(text.iter().any(|t| t.contains("both allow and deny")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("allowing `bpf`")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("`fallback` has no effect")), "{text:?}");
+    assert!(
+        text.iter().any(|t| t.contains("both allow and deny")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("allowing `bpf`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("`fallback` has no effect")),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -129,7 +173,10 @@ fn enforcement_degrades_deny_without_lsm_and_says_so() {
     assert!(e.slot.allows(index_of(Abi::X86_64, "read").unwrap()));
     assert!(!e.slot.allows(index_of(Abi::X86_64, "write").unwrap()));
 
-    let (k, _) = policy(&format!("{HEAD}spec:\n  mode: enforce\n  action: kill\n  allow: [read]\n")).unwrap();
+    let (k, _) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  action: kill\n  allow: [read]\n"
+    ))
+    .unwrap();
     let e = k.enforcement(false);
     assert_eq!(e.slot.action, action::KILL);
     assert!(e.degraded.is_none());
@@ -149,7 +196,11 @@ fn load_files_reports_duplicates_and_finds_sibling_sets() {
     let set = dir.path().join("mine.yaml");
     std::fs::write(&set, "apiVersion: sysfence.dev/v1\nkind: SyscallSet\nmetadata: {name: mine}\nspec: {syscalls: [getppid]}\n").unwrap();
     let a = dir.path().join("a.yaml");
-    std::fs::write(&a, format!("{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  include: [mine]\n")).unwrap();
+    std::fs::write(
+        &a,
+        format!("{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  include: [mine]\n"),
+    )
+    .unwrap();
     let loaded = load_files(std::slice::from_ref(&a));
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     assert!(loaded.policies[0].allowed_names.contains("getppid"));
@@ -157,7 +208,12 @@ fn load_files_reports_duplicates_and_finds_sibling_sets() {
     let b = dir.path().join("b.yaml");
     std::fs::write(&b, format!("{HEAD}spec: {{}}\n")).unwrap();
     let loaded = load_files(&[a, b]);
-    assert!(loaded.diagnostics.iter().any(|d| d.message.contains("already used")));
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("already used"))
+    );
 
     let missing = load_files(&[PathBuf::from("/nonexistent/p.yaml")]);
     assert!(missing.has_errors());

@@ -1,0 +1,283 @@
+//! The loaded kernel side: programs attached, and typed handles on its maps.
+
+use std::path::Path;
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::BtfTracePoint,
+    util::nr_cpus,
+};
+use probe_common::{Binding, COUNTERS_PER_SLOT, PolicySlot, ProbeSettings, ViolationEvent, stat};
+
+/// The probe object, built by `build.rs` from `probe-ebpf`.
+static PROBE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sysfence-probe"));
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Capacity of the POLICIES map (and of the counters).
+    pub max_slots: u32,
+    /// Attach the `sys_enter` program. Off only for the benchmark's own floor program.
+    pub attach: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        ProbeOptions {
+            max_slots: 64,
+            attach: true,
+        }
+    }
+}
+
+/// The kernel side, loaded and attached. Dropping it detaches everything.
+pub struct Probe {
+    ebpf: Ebpf,
+    workloads: HashMap<MapData, u64, Binding>,
+    policies: Array<MapData, PolicySlot>,
+    counts: PerCpuArray<MapData, u64>,
+    settings: Array<MapData, ProbeSettings>,
+    stats: PerCpuArray<MapData, u64>,
+    // Owns the AYA_LOGS map; dropping it would break the loaded program.
+    _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    max_slots: u32,
+    ncpus: usize,
+}
+
+/// Probe health counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ProbeStats {
+    pub events_dropped: u64,
+    pub kill_failed: u64,
+    pub compat_read_failed: u64,
+}
+
+/// Check what the probe needs before trying to load it, and say what is missing.
+pub fn preflight() -> anyhow::Result<()> {
+    // SAFETY: plain libc call.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("loading the probe needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): run as root");
+    }
+    if !Path::new(VMLINUX_BTF).exists() {
+        bail!(
+            "{VMLINUX_BTF} is missing: this kernel was built without CONFIG_DEBUG_INFO_BTF, \
+             which sysfence needs for its tp_btf probe"
+        );
+    }
+    Ok(())
+}
+
+/// Offset of `thread_info.status` within `task_struct`, read from the kernel's BTF.
+pub fn task_status_offset() -> anyhow::Result<u32> {
+    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).context("reading kernel BTF")?;
+    let thread_info = member_offset(&btf, "task_struct", "thread_info")?;
+    let status = member_offset(&btf, "thread_info", "status")?;
+    Ok(thread_info + status)
+}
+
+fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Result<u32> {
+    for t in btf
+        .resolve_types_by_name(strukt)
+        .with_context(|| format!("BTF type {strukt}"))?
+    {
+        if let btf_rs::Type::Struct(s) = t {
+            for m in &s.members {
+                if btf.resolve_name(m).ok().as_deref() == Some(member) {
+                    if m.bit_offset() % 8 != 0 {
+                        bail!("{strukt}.{member} is a bit field");
+                    }
+                    return Ok(m.bit_offset() / 8);
+                }
+            }
+        }
+    }
+    Err(anyhow!(
+        "kernel BTF has no {strukt}.{member}: ia32 syscalls cannot be told apart on this kernel"
+    ))
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("probe object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name}"))
+}
+
+impl Probe {
+    pub fn load(options: ProbeOptions) -> anyhow::Result<Probe> {
+        preflight()?;
+        let status_offset = task_status_offset()?;
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let counters = options
+            .max_slots
+            .checked_mul(COUNTERS_PER_SLOT)
+            .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("TASK_STATUS_OFFSET", &status_offset, true)
+            .map_max_entries("POLICIES", options.max_slots)
+            .map_max_entries("COUNTS", counters)
+            .load(PROBE_OBJECT)
+            .context("loading the sysfence probe into the kernel")?;
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::debug!(error = %e, "probe log channel unavailable");
+                None
+            }
+        };
+        if options.attach {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut("sys_enter")
+                .ok_or_else(|| anyhow!("probe object has no sys_enter program"))?
+                .try_into()?;
+            program
+                .load("sys_enter", &btf)
+                .context("verifying the sys_enter program")?;
+            program
+                .attach()
+                .context("attaching to raw_syscalls:sys_enter")?;
+        }
+        let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
+        Ok(Probe {
+            workloads: take(&mut ebpf, "WORKLOADS")?,
+            policies: take(&mut ebpf, "POLICIES")?,
+            counts: take(&mut ebpf, "COUNTS")?,
+            settings: take(&mut ebpf, "SETTINGS")?,
+            stats: take(&mut ebpf, "STATS")?,
+            ebpf,
+            _logger: logger,
+            max_slots: options.max_slots,
+            ncpus,
+        })
+    }
+
+    /// Attach the empty `sys_enter_floor` program (benchmark only).
+    pub fn attach_floor(&mut self) -> anyhow::Result<()> {
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut("sys_enter_floor")
+            .ok_or_else(|| anyhow!("probe object has no sys_enter_floor program"))?
+            .try_into()?;
+        program
+            .load("sys_enter", &btf)
+            .context("verifying sys_enter_floor")?;
+        program.attach().context("attaching sys_enter_floor")?;
+        Ok(())
+    }
+
+    pub fn max_slots(&self) -> u32 {
+        self.max_slots
+    }
+
+    /// The violation ring buffer; can be taken once.
+    pub fn take_violations(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        take(&mut self.ebpf, "VIOLATIONS")
+    }
+
+    /// Write a policy into a slot, zeroing its counters first so they start at 0.
+    pub fn fill_slot(&mut self, slot: u32, policy: &PolicySlot) -> anyhow::Result<()> {
+        self.check_slot(slot)?;
+        for i in 0..COUNTERS_PER_SLOT {
+            let zeros = PerCpuValues::try_from(vec![0u64; self.ncpus])?;
+            self.counts.set(slot * COUNTERS_PER_SLOT + i, zeros, 0)?;
+        }
+        self.policies
+            .set(slot, policy, 0)
+            .context("writing POLICIES")?;
+        Ok(())
+    }
+
+    /// Empty a slot: a workload still bound to it would have every syscall judged a
+    /// violation, so unbind its workloads first.
+    pub fn free_slot(&mut self, slot: u32) -> anyhow::Result<()> {
+        self.check_slot(slot)?;
+        self.policies
+            .set(slot, PolicySlot::EMPTY, 0)
+            .context("writing POLICIES")?;
+        Ok(())
+    }
+
+    fn check_slot(&self, slot: u32) -> anyhow::Result<()> {
+        if slot >= self.max_slots {
+            bail!(
+                "slot {slot} out of range (probe has {} slots)",
+                self.max_slots
+            );
+        }
+        Ok(())
+    }
+
+    /// Point a cgroup at a slot: one map write, effective for the next syscall.
+    pub fn bind(&mut self, cgroup_id: u64, slot: u32) -> anyhow::Result<()> {
+        self.check_slot(slot)?;
+        self.workloads
+            .insert(cgroup_id, Binding { slot, _reserved: 0 }, 0)
+            .context("writing WORKLOADS")
+    }
+
+    pub fn unbind(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        match self.workloads.remove(&cgroup_id) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).context("removing from WORKLOADS"),
+        }
+    }
+
+    /// Levels (bit per level) at which bindings sit, for the ancestor fallback.
+    pub fn set_ancestor_levels(&mut self, levels: u32) -> anyhow::Result<()> {
+        let settings = ProbeSettings {
+            ancestor_levels: levels & !1,
+            _reserved: 0,
+        };
+        self.settings
+            .set(0, settings, 0)
+            .context("writing SETTINGS")
+    }
+
+    /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only.
+    pub fn slot_counts(&self, slot: u32) -> anyhow::Result<Vec<(u32, u64)>> {
+        self.check_slot(slot)?;
+        let mut out = Vec::new();
+        for i in 0..COUNTERS_PER_SLOT {
+            let values = self.counts.get(&(slot * COUNTERS_PER_SLOT + i), 0)?;
+            let total: u64 = values.iter().sum();
+            if total > 0 {
+                out.push((i, total));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> anyhow::Result<ProbeStats> {
+        let sum = |i: u32| -> anyhow::Result<u64> { Ok(self.stats.get(&i, 0)?.iter().sum()) };
+        Ok(ProbeStats {
+            events_dropped: sum(stat::EVENTS_DROPPED)?,
+            kill_failed: sum(stat::KILL_FAILED)?,
+            compat_read_failed: sum(stat::COMPAT_READ_FAILED)?,
+        })
+    }
+}
+
+/// Decode one ring buffer record.
+pub fn decode_violation(bytes: &[u8]) -> Option<ViolationEvent> {
+    if bytes.len() < std::mem::size_of::<ViolationEvent>() {
+        return None;
+    }
+    // SAFETY: ViolationEvent is plain old data of this size; read_unaligned copes with
+    // the ring buffer's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ViolationEvent>()) })
+}
+
+/// A task's comm as text.
+pub fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}

@@ -1,0 +1,233 @@
+//! `sysfence run`: one command, in a fresh cgroup, under one policy.
+
+use std::{
+    ffi::OsString,
+    io,
+    os::{
+        fd::AsRawFd as _,
+        unix::process::{CommandExt as _, ExitStatusExt as _},
+    },
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicI32, Ordering},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+use probe_common::ViolationEvent;
+use serde::Serialize;
+
+use crate::{
+    cgroup::{self, OwnedCgroup},
+    policy::{self, Mode},
+    probe::{self, Probe, ProbeOptions},
+    report::{self, CountRow, ViolationRow},
+};
+
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub mode: Option<Mode>,
+    pub json_report: Option<PathBuf>,
+    pub quiet: bool,
+    pub command: Vec<OsString>,
+}
+
+/// What `--json-report` holds.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub policy: String,
+    pub mode: &'static str,
+    pub action: String,
+    pub command: Vec<String>,
+    pub cgroup: String,
+    pub counts: Vec<CountRow>,
+    pub violations: Vec<ViolationRow>,
+    pub events_dropped: u64,
+}
+
+static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn remember_signal(sig: libc::c_int) {
+    PENDING_SIGNAL.store(sig, Ordering::SeqCst);
+}
+
+/// While the command runs, SIGINT/SIGTERM/SIGHUP are passed on to it, so that sysfence
+/// itself lives to tear the cgroup down. `exec` resets these handlers in the child.
+fn forward_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: installing an async-signal-safe handler that only stores an atomic.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = remember_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+pub fn run(options: RunOptions) -> anyhow::Result<i32> {
+    if options.command.is_empty() {
+        bail!("no command given: `sysfence run --policy FILE -- CMD [ARGS...]`");
+    }
+    let (mut policies, warnings) =
+        policy::load_files(std::slice::from_ref(&options.policy)).into_result()?;
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    let mut policy = match policies.len() {
+        1 => policies.remove(0),
+        0 => bail!(
+            "{}: holds no SyscallPolicy (a SyscallSet cannot be run)",
+            options.policy.display()
+        ),
+        n => bail!(
+            "{}: holds {n} policies; `run` takes one",
+            options.policy.display()
+        ),
+    };
+    if let Some(mode) = options.mode {
+        policy.mode = mode;
+    }
+
+    let mut probe = Probe::load(ProbeOptions {
+        max_slots: 1,
+        attach: true,
+    })?;
+    let enforcement = policy.enforcement(false);
+    if let Some(note) = &enforcement.degraded {
+        eprintln!("sysfence: {note}");
+    }
+    let slot = 0;
+    probe.fill_slot(slot, &enforcement.slot)?;
+    let mut ring = probe.take_violations()?;
+
+    let root = cgroup::v2_root()?;
+    let cg = OwnedCgroup::create(&root, &format!("sysfence/run-{}", std::process::id()))?;
+    probe.bind(cg.id, slot)?;
+
+    let procs = cg.procs_file()?;
+    let procs_fd = procs.as_raw_fd();
+    let mut command = Command::new(&options.command[0]);
+    command.args(&options.command[1..]);
+    // SAFETY: the closure only calls write(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            // Join the policed cgroup before exec: the command's first syscall is policed.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    forward_signals();
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {}", options.command[0].to_string_lossy()))?;
+    drop(procs);
+
+    let mut events: Vec<ViolationEvent> = Vec::new();
+    let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+                 events: &mut Vec<ViolationEvent>| {
+        while let Some(item) = ring.next() {
+            if let Some(e) = probe::decode_violation(&item) {
+                events.push(e);
+            }
+        }
+    };
+    let status = loop {
+        drain(&mut ring, &mut events);
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: plain libc call on our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    // What the command left behind does not outlive `run`.
+    cg.kill_all(Duration::from_secs(5))?;
+    drain(&mut ring, &mut events);
+    let counts = probe.slot_counts(slot)?;
+    let stats = probe.stats()?;
+    probe.unbind(cg.id)?;
+    let cgroup_rel = cg.rel.clone();
+    drop(cg);
+
+    let (count_rows, violations) = report::summarize(&enforcement.slot, &counts, &events);
+    let (exit_code, signal) = match (status.code(), status.signal()) {
+        (Some(code), _) => (code, None),
+        (None, Some(sig)) => (128 + sig, Some(sig)),
+        (None, None) => return Err(anyhow!("child ended with unknown status {status:?}")),
+    };
+    let run_report = RunReport {
+        exit_code,
+        signal,
+        policy: policy.name.clone(),
+        mode: policy.mode.as_str(),
+        action: format!("{:?}", policy.action).to_lowercase(),
+        command: options
+            .command
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+        cgroup: cgroup_rel,
+        counts: count_rows,
+        violations,
+        events_dropped: stats.events_dropped,
+    };
+    if !options.quiet {
+        print_summary(&run_report);
+    }
+    if let Some(path) = &options.json_report {
+        let json = serde_json::to_string_pretty(&run_report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(exit_code)
+}
+
+fn print_summary(r: &RunReport) {
+    let total: u64 = r.counts.iter().map(|c| c.count).sum();
+    let how = match r.signal {
+        Some(sig) => format!("was killed by signal {sig}"),
+        None => format!("exited with status {}", r.exit_code),
+    };
+    eprintln!(
+        "sysfence: `{}` {how}; policy `{}` ({}), {total} syscalls, {} distinct",
+        r.command.join(" "),
+        r.policy,
+        r.mode,
+        r.counts.len()
+    );
+    if r.violations.is_empty() {
+        return;
+    }
+    let verb = match r.mode {
+        "enforce" => "violations",
+        _ => "would be denied under enforce",
+    };
+    eprintln!("sysfence: {} syscalls {verb}:", r.violations.len());
+    for v in &r.violations {
+        let name = crate::syscall_table::label(
+            probe_common::Abi::ALL
+                .into_iter()
+                .find(|a| a.name() == v.abi),
+            &v.syscall,
+        );
+        let who = match (v.pid, &v.comm) {
+            (Some(pid), Some(comm)) => format!("pid {pid} ({comm})"),
+            _ => String::new(),
+        };
+        eprintln!("  {name:<24} {:>8}  {:<16} {who}", v.count, v.outcome);
+    }
+    if r.events_dropped > 0 {
+        eprintln!(
+            "sysfence: {} violation events were dropped (counts above are exact)",
+            r.events_dropped
+        );
+    }
+}

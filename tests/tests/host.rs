@@ -1,0 +1,389 @@
+//! Host integration tests: the real probe on the running kernel, real cgroups.
+//! Run with `cargo xtask test` (as root; one at a time).
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::Value;
+use sysfence_tests::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
+
+/// `sysfence run` with a policy; returns (exit code, report, stdout, stderr).
+fn run(policy: &std::path::Path, mode: Option<&str>, cmd: &[&str]) -> (i32, Value, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let mut c = sysfence();
+    c.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--json-report")
+        .arg(&report);
+    if let Some(m) = mode {
+        c.args(["--mode", m]);
+    }
+    let out = c.arg("--").args(cmd).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    let json =
+        fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}); stderr: {stderr}"));
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&json).unwrap(),
+        stdout,
+        stderr,
+    )
+}
+
+fn count_of(report: &Value, abi: &str, syscall: &str) -> u64 {
+    report["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["abi"] == abi && c["syscall"] == syscall)
+        .map_or(0, |c| c["count"].as_u64().unwrap())
+}
+
+fn violation<'a>(report: &'a Value, syscall: &str) -> Option<&'a Value> {
+    report["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["syscall"] == syscall)
+}
+
+#[test]
+fn run_counts_exactly_the_calls_made() {
+    if !privileged("run_counts_exactly_the_calls_made") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_policy(
+        dir.path(),
+        "p.yaml",
+        &policy_yaml("count", "  mode: audit\n  include: [runtime-default]\n"),
+    );
+    for n in [1u64, 1000, 123_457] {
+        let (code, report, _, stderr) = run(&p, None, &[WORKLOAD, "getppid", &n.to_string()]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(count_of(&report, "x86_64", "getppid"), n, "{report:#}");
+        assert!(
+            report["violations"].as_array().unwrap().is_empty(),
+            "{report:#}"
+        );
+        assert_eq!(report["signal"], Value::Null);
+        assert_eq!(report["events_dropped"], 0);
+    }
+}
+
+fn mkdir_policy(dir: &std::path::Path) -> std::path::PathBuf {
+    write_policy(
+        dir,
+        "p.yaml",
+        &policy_yaml(
+            "no-mkdir",
+            "  include: [runtime-default]\n  deny: [mkdir]\n",
+        ),
+    )
+}
+
+#[test]
+fn enforce_kills_a_denied_syscall_after_it_ran() {
+    if !privileged("enforce_kills_a_denied_syscall_after_it_ran") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = mkdir_policy(dir.path());
+    let target = dir.path().join("made-by-the-workload");
+    let (code, report, stdout, _) = run(
+        &p,
+        Some("enforce"),
+        &[WORKLOAD, "mkdir", target.to_str().unwrap()],
+    );
+    assert_eq!(code, 137, "killed by SIGKILL: {report:#}");
+    assert_eq!(report["signal"], 9);
+    assert!(
+        !stdout.contains("mkdir: ok"),
+        "the workload must not get to print: {stdout}"
+    );
+    let v = violation(&report, "mkdir").expect("mkdir violation");
+    assert_eq!(v["outcome"], "killed-after");
+    assert_eq!(v["abi"], "x86_64");
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["comm"], "sf-syscalls");
+    assert!(v["pid"].as_u64().unwrap() > 0);
+    // Honesty check: a kill from sys_enter lands after the syscall body ran. The report
+    // says `killed-after`, and the directory is indeed there.
+    assert!(target.exists(), "killed-after means the mkdir happened");
+}
+
+#[test]
+fn audit_reports_a_denied_syscall_and_lets_it_run() {
+    if !privileged("audit_reports_a_denied_syscall_and_lets_it_run") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = mkdir_policy(dir.path());
+    let target = dir.path().join("d");
+    let (code, report, stdout, stderr) = run(
+        &p,
+        Some("audit"),
+        &[WORKLOAD, "mkdir", target.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("mkdir: ok"));
+    let v = violation(&report, "mkdir").expect("mkdir violation");
+    assert_eq!(v["outcome"], "audited");
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["comm"], "sf-syscalls");
+    assert!(stderr.contains("would be denied under enforce"), "{stderr}");
+    assert!(target.exists());
+
+    // monitor: counted as a would-be violation, no event, so no example pid.
+    let (code, report, _, _) = run(
+        &p,
+        Some("monitor"),
+        &[WORKLOAD, "mkdir", dir.path().join("e").to_str().unwrap()],
+    );
+    assert_eq!(code, 0);
+    let v = violation(&report, "mkdir").expect("mkdir counted");
+    assert_eq!(v["outcome"], "monitored");
+    assert_eq!(v["pid"], Value::Null);
+}
+
+#[test]
+fn run_passes_the_exit_status_through() {
+    if !privileged("run_passes_the_exit_status_through") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_policy(
+        dir.path(),
+        "p.yaml",
+        &policy_yaml("status", "  include: [runtime-default]\n"),
+    );
+    let (code, report, _, _) = run(&p, Some("enforce"), &["/bin/sh", "-c", "exit 7"]);
+    assert_eq!(code, 7);
+    assert_eq!(report["exit_code"], 7);
+    // The run's cgroup is gone afterwards.
+    let cg = cgroup_root()
+        .unwrap()
+        .join(report["cgroup"].as_str().unwrap());
+    assert!(!cg.exists(), "{} left behind", cg.display());
+}
+
+/// Collects an agent's stdout lines in the background.
+struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    fn start(policies: &std::path::Path) -> Agent {
+        let mut child = sysfence()
+            .args(["agent", "--rescan-every", "0.5", "--policies"])
+            .arg(policies)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for l in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        Agent { child, lines }
+    }
+
+    fn wait_line(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(Duration::from_secs(20), || {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| pred(v))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "agent never logged {what}; log:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            )
+        })
+    }
+
+    fn stop(mut self) -> (i32, Vec<String>) {
+        // SAFETY: signalling the child we started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        (
+            status.code().unwrap_or(-1),
+            self.lines.lock().unwrap().clone(),
+        )
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
+    if !privileged("agent_binds_new_cgroups_and_leaves_everything_else_alone") {
+        return;
+    }
+    let base = format!("sysfence-test-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "no-getppid.yaml",
+        &policy_yaml(
+            "no-getppid",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    let agent = Agent::start(dir.path());
+    agent.wait_line("started", |v| v["event"] == "started");
+
+    // A cgroup created after the agent started is bound as it appears.
+    let work = TestCgroup::create(&format!("{base}/w1"));
+    agent.wait_line("the binding of w1", |v| {
+        v["event"] == "bound" && v["cgroup"] == format!("{base}/w1")
+    });
+
+    // Outside any policed cgroup: untouched, while the agent runs.
+    let outside = Command::new(WORKLOAD)
+        .args(["getppid", "10000"])
+        .status()
+        .unwrap();
+    assert!(
+        outside.success(),
+        "an unpoliced process was touched: {outside:?}"
+    );
+
+    // Inside: the first getppid kills it.
+    let inside = work
+        .command(WORKLOAD)
+        .args(["getppid", "1"])
+        .status()
+        .unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&inside),
+        Some(9),
+        "{inside:?}"
+    );
+    let v = agent.wait_line("the violation", |v| v["event"] == "violation");
+    assert_eq!(v["syscall"], "getppid");
+    assert_eq!(v["abi"], "x86_64");
+    assert_eq!(v["outcome"], "killed-after");
+    assert_eq!(v["policy"], "no-getppid");
+    assert_eq!(v["cgroup"], format!("{base}/w1"));
+    assert_eq!(v["comm"], "sf-syscalls");
+
+    // A removed cgroup is unbound.
+    drop(work);
+    agent.wait_line("the unbinding of w1", |v| v["event"] == "unbound");
+
+    let (code, lines) = agent.stop();
+    assert_eq!(code, 0, "clean stop on SIGTERM; log:\n{}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("\"stopped\"")),
+        "{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn a_bad_policy_is_rejected_with_its_position_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_policy(
+        dir.path(),
+        "bad.yaml",
+        &policy_yaml(
+            "bad",
+            "  mode: enforce\n  allow:\n    - read\n    - getpidd\n",
+        ),
+    );
+    // check: no root needed.
+    let out = sysfence().arg("check").arg(&bad).output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "{}:9:7: error: unknown syscall `getpidd`",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `getpid`"), "{stderr}");
+
+    if !privileged("a_bad_policy_is_rejected_with_its_position_and_changes_nothing") {
+        return;
+    }
+    // run: rejected before anything is loaded or started.
+    let marker = dir.path().join("ran");
+    let out = sysfence()
+        .arg("run")
+        .arg("--policy")
+        .arg(&bad)
+        .args(["--", "/usr/bin/touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown syscall `getpidd`") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        !marker.exists(),
+        "the command must not run under a rejected policy"
+    );
+
+    // agent: refuses to start on a directory with a bad policy; nothing gets bound.
+    let out = sysfence()
+        .args(["agent", "--policies"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("bad.yaml:9:7"), "{stderr}");
+    assert!(!stdout.contains("\"bound\""), "{stdout}");
+}
+
+#[test]
+fn shipped_policies_pass_check() {
+    let out = sysfence()
+        .arg("check")
+        .arg(workspace_root().join("policies"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("ok:") || stderr.contains("\nok:"),
+        "{stderr}"
+    );
+}
