@@ -151,7 +151,8 @@ fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
     build(tools, false)?;
     // Unit tests need no privileges; the integration tests share the kernel (one probe
     // at a time keeps their counts and kills independent), so they run one by one.
-    run_step(
+    let mut tally = Tally::default();
+    let unit = tally.run(
         "unit tests",
         cargo(tools).args([
             "test",
@@ -161,10 +162,52 @@ fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
             "--exclude",
             "sysfence-tests",
         ]),
-    )?;
-    run_step(
+    );
+    let host = tally.run(
         "host integration tests (root, cgroups, BPF)",
         cargo(tools).args(["test", "-p", "sysfence-tests", "--", "--test-threads=1"]),
-    )?;
-    Ok(())
+    );
+    println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
+    unit.and(host)
+}
+
+/// Test counts over several `cargo test` runs, read from their `test result:` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Run a `cargo test`, echoing its output, and add up its results.
+    fn run(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+        use std::io::{BufRead as _, BufReader};
+        eprintln!("xtask: {name}");
+        let mut child = cmd.stdout(std::process::Stdio::piped()).spawn()?;
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let number = |word: &str| -> u64 {
+                    rest.split(';')
+                        .find_map(|part| {
+                            part.trim()
+                                .strip_suffix(word)?
+                                .split_whitespace()
+                                .last()?
+                                .parse()
+                                .ok()
+                        })
+                        .unwrap_or(0)
+                };
+                self.passed += number(" passed");
+                self.failed += number(" failed");
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("{name} failed ({status})");
+        }
+        Ok(())
+    }
 }
