@@ -179,3 +179,54 @@ pub fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `sysfence run` with a policy; returns (exit code, JSON report, stdout, stderr).
+pub fn run(
+    policy: &Path,
+    mode: Option<&str>,
+    cmd: &[&str],
+) -> (i32, serde_json::Value, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let mut c = sysfence();
+    c.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--json-report")
+        .arg(&report);
+    if let Some(m) = mode {
+        c.args(["--mode", m]);
+    }
+    let out = c.arg("--").args(cmd).output().expect("run sysfence");
+    let (stdout, stderr) = text(&out);
+    let json =
+        fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}); stderr: {stderr}"));
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&json).expect("report is JSON"),
+        stdout,
+        stderr,
+    )
+}
+
+/// The exact count of `syscall` in `abi` in a run report (0 if absent).
+pub fn count_of(report: &serde_json::Value, abi: &str, syscall: &str) -> u64 {
+    report["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .find(|c| c["abi"] == abi && c["syscall"] == syscall)
+        .map_or(0, |c| c["count"].as_u64().expect("count"))
+}
+
+/// The violation row of `syscall` in a run report.
+pub fn violation<'a>(
+    report: &'a serde_json::Value,
+    syscall: &str,
+) -> Option<&'a serde_json::Value> {
+    report["violations"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .find(|v| v["syscall"] == syscall)
+}

@@ -2,7 +2,6 @@
 //! Run with `cargo xtask test` (as root; one at a time).
 
 use std::{
-    fs,
     io::{BufRead as _, BufReader},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -13,48 +12,6 @@ use serde_json::Value;
 use sysfence_tests::*;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
-
-/// `sysfence run` with a policy; returns (exit code, report, stdout, stderr).
-fn run(policy: &std::path::Path, mode: Option<&str>, cmd: &[&str]) -> (i32, Value, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let mut c = sysfence();
-    c.arg("run")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--json-report")
-        .arg(&report);
-    if let Some(m) = mode {
-        c.args(["--mode", m]);
-    }
-    let out = c.arg("--").args(cmd).output().unwrap();
-    let (stdout, stderr) = text(&out);
-    let json =
-        fs::read_to_string(&report).unwrap_or_else(|e| panic!("no report ({e}); stderr: {stderr}"));
-    (
-        out.status.code().unwrap_or(-1),
-        serde_json::from_str(&json).unwrap(),
-        stdout,
-        stderr,
-    )
-}
-
-fn count_of(report: &Value, abi: &str, syscall: &str) -> u64 {
-    report["counts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["abi"] == abi && c["syscall"] == syscall)
-        .map_or(0, |c| c["count"].as_u64().unwrap())
-}
-
-fn violation<'a>(report: &'a Value, syscall: &str) -> Option<&'a Value> {
-    report["violations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["syscall"] == syscall)
-}
 
 #[test]
 fn run_counts_exactly_the_calls_made() {

@@ -156,6 +156,7 @@ fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
         "unit tests",
         cargo(tools).args([
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "probe-ebpf",
@@ -165,7 +166,14 @@ fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
     );
     let host = tally.run(
         "host integration tests (root, cgroups, BPF)",
-        cargo(tools).args(["test", "-p", "sysfence-tests", "--", "--test-threads=1"]),
+        cargo(tools).args([
+            "test",
+            "--no-fail-fast",
+            "-p",
+            "sysfence-tests",
+            "--",
+            "--test-threads=1",
+        ]),
     );
     println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
     unit.and(host)

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::{
     diag::{Diagnostic, start},
-    model::{PolicyDoc, SetDoc},
+    model::{AbiChoice, PolicyDoc, SetDoc},
 };
 use crate::syscall_table;
 
@@ -77,6 +77,8 @@ pub struct CompiledPolicy {
     pub allowed: BTreeSet<u32>,
     /// The names the allowlist was compiled from, after includes and denies.
     pub allowed_names: BTreeSet<String>,
+    /// The names each ABI's allowlist was compiled from (`spec.abi` applied).
+    pub abi_names: BTreeMap<Abi, BTreeSet<String>>,
 }
 
 /// How the kernel will act on a policy, and why it differs from what was asked, if it does.
@@ -211,6 +213,20 @@ impl SetCatalog {
         stack.pop();
     }
 }
+
+/// i386 syscalls that multiplex many operations behind one number and a pointer.
+const MULTIPLEXERS: &[(&str, &str)] = &[
+    (
+        "socketcall",
+        "it multiplexes every socket operation (socket, connect, bind, accept, sendmsg, ...)",
+    ),
+    (
+        "ipc",
+        "it multiplexes every System V IPC operation (semop, msgsnd, shmat, ...)",
+    ),
+];
+
+const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
 /// Syscalls that make a sandbox escape or blind the agent easy. Allowing one is legal
 /// but worth a warning.
@@ -395,10 +411,110 @@ pub fn compile(
         }
     }
 
+    // Each ABI's allowlist, from the same names unless `spec.abi` says otherwise.
+    let denied: BTreeSet<&str> = spec.deny.iter().map(|d| d.as_str()).collect();
+    let mut per_abi: BTreeMap<Abi, BTreeSet<String>> = BTreeMap::new();
+    for abi in Abi::ALL {
+        let choice = spec.abi.as_ref().and_then(|a| match abi {
+            Abi::X86_64 => None,
+            Abi::Ia32 => a.ia32.as_ref(),
+            Abi::X32 => a.x32.as_ref(),
+        });
+        let abi_names = match choice.map(|c| (&**c, c.span())) {
+            None => names.clone(),
+            Some((AbiChoice::Keyword(k), _)) if k == "same" => names.clone(),
+            Some((AbiChoice::Keyword(k), _)) if k == "deny" => BTreeSet::new(),
+            Some((AbiChoice::Keyword(k), span)) => {
+                diags.push(
+                    Diagnostic::error(path, start(span), format!("unknown ABI choice `{k}`"))
+                        .with_help("use `same`, `deny`, or a list of syscall names"),
+                );
+                BTreeSet::new()
+            }
+            Some((AbiChoice::Names(list), _)) => {
+                let mut set = BTreeSet::new();
+                for n in list {
+                    if !check_name(path, n, &mut diags) {
+                        continue;
+                    }
+                    if syscall_table::number(abi, n).is_none() {
+                        diags.push(Diagnostic::warning(
+                            path,
+                            start(n.span()),
+                            format!("`{}` has no {} number: ignored", **n, abi.name()),
+                        ));
+                    } else if !denied.contains(n.as_str()) {
+                        set.insert(n.to_string());
+                    }
+                }
+                set
+            }
+        };
+        per_abi.insert(abi, abi_names);
+    }
+    // A name listed in `allow` that no allowed ABI has does nothing: say so.
+    for n in &spec.allow {
+        let exists_somewhere = Abi::ALL.into_iter().any(|abi| {
+            syscall_table::number(abi, n).is_some() && per_abi[&abi].contains(n.as_str())
+        });
+        if !exists_somewhere
+            && !denied.contains(n.as_str())
+            && syscall_table::all_names().contains(n.as_str())
+        {
+            let abis: Vec<&str> = syscall_table::abis_of(n).iter().map(|a| a.name()).collect();
+            diags.push(Diagnostic::warning(
+                path,
+                start(n.span()),
+                format!(
+                    "`{}` exists only for {}, which this policy does not allow it for",
+                    **n,
+                    abis.join(", ")
+                ),
+            ));
+        }
+    }
+    let at_policy = start(doc.metadata.name.span());
+    for (syscall, what) in MULTIPLEXERS {
+        if per_abi[&Abi::Ia32].contains(*syscall) {
+            let at = listed.get(syscall).map_or(at_policy, |n| start(n.span()));
+            diags.push(
+                Diagnostic::warning(path, at, format!("allowing `{syscall}` (i386) widens the policy: {what}"))
+                    .with_help("sysfence judges the syscall number only; deny it, or set `abi: {ia32: deny}` if no 32-bit code runs"),
+            );
+        }
+    }
+    let ring: Vec<&str> = IO_URING
+        .iter()
+        .copied()
+        .filter(|s| per_abi.values().any(|n| n.contains(*s)))
+        .collect();
+    if !ring.is_empty() {
+        let at = ring
+            .iter()
+            .find_map(|s| listed.get(s))
+            .map_or(at_policy, |n| start(n.span()));
+        diags.push(
+            Diagnostic::warning(
+                path,
+                at,
+                format!(
+                    "allowing {} opens a bypass: operations submitted through an io_uring ring \
+                     (openat, read, write, connect, accept, send, recv, ...) never pass sys_enter, \
+                     so this policy neither sees nor stops them",
+                    ring.iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+            .with_help("deny io_uring_setup unless the workload needs io_uring"),
+        );
+    }
+
     let mut allowed = BTreeSet::new();
-    for n in &names {
-        for abi in Abi::ALL {
-            if let Some(index) = syscall_table::index_of(abi, n) {
+    for (abi, abi_names) in &per_abi {
+        for n in abi_names {
+            if let Some(index) = syscall_table::index_of(*abi, n) {
                 allowed.insert(index);
             }
         }
@@ -424,6 +540,7 @@ pub fn compile(
             cgroup_path,
             allowed,
             allowed_names: names,
+            abi_names: per_abi,
         },
         diags,
     ))

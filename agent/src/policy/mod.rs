@@ -15,10 +15,16 @@ pub use diag::{Diagnostic, Rejected, Severity};
 use model::Document;
 
 /// Sets shipped with sysfence, compiled into the binary so that `include` works anywhere.
-pub const SHIPPED_SETS: &[(&str, &str)] = &[(
-    "<shipped>/sets/runtime-default.yaml",
-    include_str!("../../../policies/sets/runtime-default.yaml"),
-)];
+pub const SHIPPED_SETS: &[(&str, &str)] = &[
+    (
+        "<shipped>/sets/runtime-default.yaml",
+        include_str!("../../../policies/sets/runtime-default.yaml"),
+    ),
+    (
+        "<shipped>/sets/ia32-multiplexers.yaml",
+        include_str!("../../../policies/sets/ia32-multiplexers.yaml"),
+    ),
+];
 
 /// What loading a group of files produced.
 #[derive(Debug, Default)]

@@ -63,6 +63,54 @@ pub struct PolicySpec {
     pub allow: Vec<Spanned<String>>,
     #[serde(default)]
     pub deny: Vec<Spanned<String>>,
+    /// What the other syscall ABIs of x86_64 may call. x86_64 itself always uses the
+    /// names above.
+    #[serde(default)]
+    pub abi: Option<AbiSpec>,
+}
+
+/// `spec.abi`: per ABI, `same` (the names above; the default), `deny` (no syscall of
+/// that ABI), or an explicit list of names.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AbiSpec {
+    #[serde(default)]
+    pub ia32: Option<Spanned<AbiChoice>>,
+    #[serde(default)]
+    pub x32: Option<Spanned<AbiChoice>>,
+}
+
+#[derive(Debug)]
+pub enum AbiChoice {
+    /// `same` or `deny` (anything else is reported by the compiler).
+    Keyword(String),
+    Names(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for AbiChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AbiChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`same`, `deny`, or a list of syscall names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AbiChoice, E> {
+                Ok(AbiChoice::Keyword(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<AbiChoice, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element()? {
+                    names.push(n);
+                }
+                Ok(AbiChoice::Names(names))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

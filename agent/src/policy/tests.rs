@@ -218,3 +218,116 @@ fn load_files_reports_duplicates_and_finds_sibling_sets() {
     let missing = load_files(&[PathBuf::from("/nonexistent/p.yaml")]);
     assert!(missing.has_errors());
 }
+
+#[test]
+fn abi_choices_same_deny_and_list() {
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  allow: [getpid, read, ioctl]\n  abi:\n    ia32: deny\n    x32: [read]\n"
+    ))
+    .unwrap();
+    assert!(
+        p.allowed
+            .contains(&index_of(Abi::X86_64, "getpid").unwrap())
+    );
+    assert!(
+        p.allowed.iter().all(|&i| !(512..1024).contains(&i)),
+        "no i386 index: {:?}",
+        p.allowed
+    );
+    assert!(
+        p.allowed.contains(&index_of(Abi::X32, "read").unwrap()),
+        "x32 read"
+    );
+    assert!(
+        !p.allowed.contains(&(1024 + 514)),
+        "x32 ioctl not listed for x32"
+    );
+    assert_eq!(p.abi_names[&Abi::X32].len(), 1);
+
+    let (same, _) = policy(&format!(
+        "{HEAD}spec:\n  allow: [ioctl, execve]\n  abi: {{ia32: same}}\n"
+    ))
+    .unwrap();
+    // x32 has its own numbers for ioctl and execve; x86_64's 16 and 59 are not x32's.
+    assert!(same.allowed.contains(&(1024 + 514)) && same.allowed.contains(&(1024 + 520)));
+    assert!(!same.allowed.contains(&(1024 + 16)) && !same.allowed.contains(&(1024 + 59)));
+    assert!(same.allowed.contains(&16) && same.allowed.contains(&59));
+    assert!(
+        same.allowed.contains(&(512 + 54)) && same.allowed.contains(&(512 + 11)),
+        "i386 ioctl 54, execve 11"
+    );
+
+    let e = errors(&format!("{HEAD}spec:\n  abi: {{ia32: maybe}}\n"));
+    assert!(
+        e[0].message.contains("unknown ABI choice `maybe`"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{HEAD}spec:\n  abi: {{ia64: deny}}\n"));
+    assert!(e[0].message.contains("unknown field `ia64`"), "{}", e[0]);
+}
+
+#[test]
+fn names_of_one_abi_are_handled_explicitly() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [socketcall, read]\n  abi: {{ia32: deny}}\n"
+    ))
+    .unwrap();
+    assert!(
+        !p.allowed
+            .contains(&index_of(Abi::Ia32, "socketcall").unwrap())
+    );
+    assert!(
+        w.iter()
+            .any(|d| d.message.contains("`socketcall` exists only for i386")),
+        "{w:?}"
+    );
+
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [read]\n  abi:\n    ia32: [read, newfstatat]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter()
+            .any(|d| d.message.contains("`newfstatat` has no i386 number")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn multiplexers_and_io_uring_draw_warnings() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  include: [runtime-default, ia32-multiplexers]\n"
+    ))
+    .unwrap();
+    assert!(
+        p.allowed
+            .contains(&index_of(Abi::Ia32, "socketcall").unwrap())
+    );
+    let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("allowing `socketcall` (i386) widens the policy")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("allowing `ipc` (i386) widens the policy")),
+        "{text:?}"
+    );
+
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  include: [runtime-default]\n  allow: [io_uring_setup, io_uring_enter]\n"
+    ))
+    .unwrap();
+    let ring = w
+        .iter()
+        .find(|d| d.message.contains("io_uring"))
+        .expect("io_uring warning");
+    assert!(ring.message.contains("never pass sys_enter"), "{ring}");
+    assert_eq!(ring.line, 7, "points at the allow entry: {ring}");
+
+    // The shipped baseline draws neither.
+    let (_, w) = policy(&format!("{HEAD}spec:\n  include: [runtime-default]\n")).unwrap();
+    assert!(w.is_empty(), "{w:?}");
+}
