@@ -34,7 +34,11 @@ pub fn hold(what: &str, policy_file: Option<&Path>) -> anyhow::Result<()> {
                 max_slots: 1,
                 attach: true,
             })?;
-            probe.fill_slot(0, &p.enforcement(false).slot)?;
+            probe.fill_slot(
+                0,
+                &p.enforcement(Err("the benchmark attaches no LSM hook"))
+                    .slot,
+            )?;
             let root = cgroup::v2_root()?;
             let cg = OwnedCgroup::create(
                 &root,

@@ -133,9 +133,24 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         max_slots,
         attach: true,
     })?;
+    let deny = if policies.iter().any(CompiledPolicy::wants_deny) {
+        match probe.enable_deny() {
+            Ok(support) => {
+                info!(
+                    event = "deny_path",
+                    hooks = support.hooks.len(),
+                    unavailable = support.unavailable.len()
+                );
+                Ok(())
+            }
+            Err(e) => Err(format!("{e:#}")),
+        }
+    } else {
+        Err("not asked for".to_string())
+    };
     let mut placed = Vec::new();
     for (slot, policy) in policies.into_iter().enumerate() {
-        let enforcement = policy.enforcement(false);
+        let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
         if let Some(note) = &enforcement.degraded {
             warn!(event = "degraded", policy = %policy.name, "{note}");
         }

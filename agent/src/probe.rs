@@ -6,10 +6,13 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, Lsm},
     util::nr_cpus,
 };
-use probe_common::{Binding, COUNTERS_PER_SLOT, PolicySlot, ProbeSettings, ViolationEvent, stat};
+use probe_common::{
+    Binding, COUNTERS_PER_SLOT, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES, PolicySlot, ProbeSettings,
+    ViolationEvent, stat,
+};
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
 static PROBE_OBJECT: &[u8] =
@@ -54,6 +57,32 @@ pub struct ProbeStats {
     pub events_dropped: u64,
     pub kill_failed: u64,
     pub compat_read_failed: u64,
+    pub mark_failed: u64,
+}
+
+/// The deny path as attached: which LSM hooks this kernel let us attach.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DenySupport {
+    pub hooks: Vec<&'static str>,
+    /// Hooks this kernel refused or lacks, with the reason.
+    pub unavailable: Vec<(&'static str, String)>,
+}
+
+const LSM_LIST: &str = "/sys/kernel/security/lsm";
+
+/// Why BPF LSM cannot be used here, in a sentence that says what to do. `None` when
+/// the LSM list names `bpf`, or cannot be read (then loading a program tells).
+pub fn lsm_unavailable_reason() -> Option<String> {
+    match std::fs::read_to_string(LSM_LIST) {
+        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => None,
+        Ok(list) => Some(format!(
+            "BPF LSM is not enabled: `bpf` is missing from {LSM_LIST} ({}); add \
+             `lsm={},bpf` to the kernel command line",
+            list.trim(),
+            list.trim()
+        )),
+        Err(_) => None,
+    }
 }
 
 /// Check what the probe needs before trying to load it, and say what is missing.
@@ -174,6 +203,58 @@ impl Probe {
         Ok(())
     }
 
+    /// Attach the deny path: `sys_exit`, `sched_process_exit` and every LSM hook the
+    /// kernel allows. Fails, saying why, when no LSM hook can be attached.
+    pub fn enable_deny(&mut self) -> anyhow::Result<DenySupport> {
+        if let Some(reason) = lsm_unavailable_reason() {
+            bail!(reason);
+        }
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let mut support = DenySupport::default();
+        for (prog, hook) in LSM_PROGRAM_NAMES.iter().zip(LSM_HOOK_NAMES) {
+            let result = (|| -> anyhow::Result<()> {
+                let program: &mut Lsm = self
+                    .ebpf
+                    .program_mut(prog)
+                    .ok_or_else(|| anyhow!("probe object has no {prog}"))?
+                    .try_into()?;
+                program.load(hook, &btf)?;
+                program.attach()?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => support.hooks.push(hook),
+                Err(e) => support.unavailable.push((hook, format!("{e:#}"))),
+            }
+        }
+        if support.hooks.is_empty() {
+            let first = support
+                .unavailable
+                .first()
+                .map(|(h, e)| format!("{h}: {e}"))
+                .unwrap_or_default();
+            bail!(
+                "BPF LSM programs are refused by this kernel ({first}); `deny` needs a kernel \
+                 that allows them (CONFIG_BPF_LSM, `bpf` in the `lsm=` list, no lockdown \
+                 or sandbox refusing BPF LSM)"
+            );
+        }
+        for name in ["sys_exit", "sched_process_exit"] {
+            let program: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("probe object has no {name}"))?
+                .try_into()?;
+            program
+                .load(name, &btf)
+                .with_context(|| format!("verifying {name}"))?;
+            program
+                .attach()
+                .with_context(|| format!("attaching {name}"))?;
+        }
+        Ok(support)
+    }
+
     pub fn max_slots(&self) -> u32 {
         self.max_slots
     }
@@ -262,6 +343,7 @@ impl Probe {
             events_dropped: sum(stat::EVENTS_DROPPED)?,
             kill_failed: sum(stat::KILL_FAILED)?,
             compat_read_failed: sum(stat::COMPAT_READ_FAILED)?,
+            mark_failed: sum(stat::MARK_FAILED)?,
         })
     }
 }

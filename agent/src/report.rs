@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::{Decision, Outcome, PolicySlot, ViolationEvent, decide, index_to_syscall};
+use probe_common::{
+    Decision, EVENT_FALLBACK_KILLED, LSM_HOOK_NAMES, Outcome, PolicySlot, ViolationEvent, decide,
+    index_to_syscall,
+};
 use serde::Serialize;
 
 use crate::{probe::comm_str, syscall_table};
@@ -22,7 +25,19 @@ pub struct ViolationRow {
     pub nr: Option<u32>,
     /// Exact: from the kernel's counters.
     pub count: u64,
+    /// The most frequent outcome among the events (or what the mode implies).
     pub outcome: &'static str,
+    /// Events seen per outcome, when they differ (a `deny` can be `denied` one time
+    /// and `not-preventable` another). Event counts can trail `count` if events were
+    /// dropped; `count` is exact.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// For `denied`: the LSM hook that denied it first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<&'static str>,
+    /// For `not-preventable`: the fallback killed the task after the syscall ran.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_killed: bool,
     /// An example offender, from the first event; `None` in monitor mode (no events).
     pub pid: Option<u32>,
     pub comm: Option<String>,
@@ -40,9 +55,9 @@ pub fn summarize(
     counts: &[(u32, u64)],
     events: &[ViolationEvent],
 ) -> (Vec<CountRow>, Vec<ViolationRow>) {
-    let mut first_event: BTreeMap<u32, &ViolationEvent> = BTreeMap::new();
+    let mut by_index: BTreeMap<u32, Vec<&ViolationEvent>> = BTreeMap::new();
     for e in events {
-        first_event.entry(e.index).or_insert(e);
+        by_index.entry(e.index).or_default().push(e);
     }
     let mut count_rows = Vec::new();
     let mut violations = Vec::new();
@@ -55,21 +70,44 @@ pub fn summarize(
             count,
         });
         let classified = index_to_syscall(index).map(|_| index);
-        if let Decision::Violation { outcome, .. } = decide(slot, classified) {
-            let example = first_event.get(&index);
-            let outcome = example
-                .and_then(|e| Outcome::from_u32(e.outcome))
-                .unwrap_or(outcome);
-            violations.push(ViolationRow {
-                abi,
-                syscall,
-                nr,
-                count,
-                outcome: outcome.name(),
-                pid: example.map(|e| e.tgid),
-                comm: example.map(|e| comm_str(&e.comm)),
-            });
+        let implied = match decide(slot, classified) {
+            Decision::Allow => continue,
+            Decision::Violation { outcome, .. } => outcome,
+            // Settled at sys_exit; without an event we cannot tell which way it went.
+            Decision::Deny { .. } => Outcome::NotPreventable,
+        };
+        let seen = by_index.get(&index).map(Vec::as_slice).unwrap_or_default();
+        let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for e in seen {
+            if let Some(o) = Outcome::from_u32(e.outcome) {
+                *outcomes.entry(o.name()).or_default() += 1;
+            }
         }
+        let outcome = outcomes
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or(implied.name(), |(name, _)| *name);
+        let example = seen.first();
+        let hook = seen
+            .iter()
+            .find(|e| e.outcome == Outcome::Denied as u32)
+            .and_then(|e| LSM_HOOK_NAMES.get(e.hook as usize).copied());
+        violations.push(ViolationRow {
+            abi,
+            syscall,
+            nr,
+            count,
+            outcome,
+            outcomes: if outcomes.len() > 1 {
+                outcomes
+            } else {
+                BTreeMap::new()
+            },
+            hook,
+            fallback_killed: seen.iter().any(|e| e.flags & EVENT_FALLBACK_KILLED != 0),
+            pid: example.map(|e| e.tgid),
+            comm: example.map(|e| comm_str(&e.comm)),
+        });
     }
     count_rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));
     (count_rows, violations)

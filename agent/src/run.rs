@@ -96,7 +96,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         max_slots: 1,
         attach: true,
     })?;
-    let enforcement = policy.enforcement(false);
+    let deny = if policy.wants_deny() {
+        probe
+            .enable_deny()
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    } else {
+        Err("not asked for".to_string())
+    };
+    let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
     if let Some(note) = &enforcement.degraded {
         eprintln!("sysfence: {note}");
     }
@@ -206,11 +214,12 @@ fn print_summary(r: &RunReport) {
     if r.violations.is_empty() {
         return;
     }
-    let verb = match r.mode {
-        "enforce" => "violations",
-        _ => "would be denied under enforce",
-    };
-    eprintln!("sysfence: {} syscalls {verb}:", r.violations.len());
+    let n = r.violations.len();
+    let plural = if n == 1 { "" } else { "s" };
+    match r.mode {
+        "enforce" => eprintln!("sysfence: {n} syscall{plural} in violation:"),
+        _ => eprintln!("sysfence: {n} syscall{plural} would be stopped under enforce:"),
+    }
     for v in &r.violations {
         let name = crate::syscall_table::label(
             probe_common::Abi::ALL
@@ -222,7 +231,12 @@ fn print_summary(r: &RunReport) {
             (Some(pid), Some(comm)) => format!("pid {pid} ({comm})"),
             _ => String::new(),
         };
-        eprintln!("  {name:<24} {:>8}  {:<16} {who}", v.count, v.outcome);
+        let how = match (v.hook, v.fallback_killed) {
+            (Some(hook), _) => format!(" by LSM {hook}"),
+            (None, true) => " (fallback: killed)".to_string(),
+            _ => String::new(),
+        };
+        eprintln!("  {name:<24} {:>8}  {}{how:<12} {who}", v.count, v.outcome);
     }
     if r.events_dropped > 0 {
         eprintln!(

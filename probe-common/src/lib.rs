@@ -136,6 +136,11 @@ pub mod action {
     /// `deny` was asked for where it cannot prevent, with `fallback: allow`: the
     /// syscall runs and is reported `not-preventable`.
     pub const ALLOW: u32 = 1;
+    /// `deny` through BPF LSM: `sys_enter` marks the task, the LSM hooks fail the
+    /// operation with EPERM; if no hook did, `sys_exit` kills (fallback `kill`).
+    pub const DENY_OR_KILL: u32 = 2;
+    /// As [`DENY_OR_KILL`], with fallback `allow`.
+    pub const DENY_OR_ALLOW: u32 = 3;
 }
 
 /// What happened to a violating syscall. Carried in events and reports.
@@ -219,11 +224,16 @@ impl PolicySlot {
 pub enum Decision {
     Allow,
     /// Not allowed: report it with this outcome; `kill` says whether to send SIGKILL,
-    /// `event` whether to emit a violation event.
+    /// `event` whether to emit a violation event now.
     Violation {
         outcome: Outcome,
         kill: bool,
         event: bool,
+    },
+    /// Not allowed, to be denied by the LSM hooks: mark the task; `sys_exit` learns
+    /// whether a hook denied it and reports then. `fallback_kill`: kill if none did.
+    Deny {
+        fallback_kill: bool,
     },
 }
 
@@ -249,6 +259,12 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
         },
         // `enforce`, and any mode value this probe does not know: the strict choice.
         _ => match slot.action {
+            action::DENY_OR_KILL => Decision::Deny {
+                fallback_kill: true,
+            },
+            action::DENY_OR_ALLOW => Decision::Deny {
+                fallback_kill: false,
+            },
             action::ALLOW => Decision::Violation {
                 outcome: Outcome::NotPreventable,
                 kill: false,
@@ -302,7 +318,139 @@ pub struct ViolationEvent {
     /// An [`Outcome`] as u32.
     pub outcome: u32,
     pub comm: [u8; COMM_LEN],
+    /// For `denied`: the LSM hook that denied it (index in [`LSM_HOOK_NAMES`]).
+    pub hook: u32,
+    /// [`EVENT_FALLBACK_KILLED`], ...
+    pub flags: u32,
 }
+
+/// Event flag: `not-preventable`, and the fallback killed the task after the syscall.
+pub const EVENT_FALLBACK_KILLED: u32 = 1;
+
+/// Value of `DENY_MARKS[pid_tgid]`: a syscall in flight that the LSM hooks must deny.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyMark {
+    pub boot_ns: u64,
+    pub cgroup_id: u64,
+    pub id: i64,
+    pub index: u32,
+    pub slot: u32,
+    /// Non-zero once a hook denied the operation.
+    pub consumed: u32,
+    /// The first hook that denied it.
+    pub hook: u32,
+    pub fallback_kill: u32,
+    pub _reserved: u32,
+}
+
+/// Calls `$m!` with every LSM hook the probe attaches, as `(id, program, "hook")`.
+/// One list serves both sides: the probe defines a program per entry, the agent names
+/// hooks by id.
+#[macro_export]
+macro_rules! for_each_lsm_hook {
+    ($m:ident) => {
+        $m! {
+            (0, lsm_file_open, "file_open"),
+            (1, lsm_file_permission, "file_permission"),
+            (2, lsm_file_ioctl, "file_ioctl"),
+            (3, lsm_file_fcntl, "file_fcntl"),
+            (4, lsm_file_lock, "file_lock"),
+            (5, lsm_mmap_file, "mmap_file"),
+            (6, lsm_file_mprotect, "file_mprotect"),
+            (7, lsm_bprm_check_security, "bprm_check_security"),
+            (8, lsm_sb_mount, "sb_mount"),
+            (9, lsm_sb_umount, "sb_umount"),
+            (10, lsm_sb_pivotroot, "sb_pivotroot"),
+            (11, lsm_sb_remount, "sb_remount"),
+            (12, lsm_sb_statfs, "sb_statfs"),
+            (13, lsm_move_mount, "move_mount"),
+            (14, lsm_inode_create, "inode_create"),
+            (15, lsm_inode_link, "inode_link"),
+            (16, lsm_inode_unlink, "inode_unlink"),
+            (17, lsm_inode_symlink, "inode_symlink"),
+            (18, lsm_inode_mkdir, "inode_mkdir"),
+            (19, lsm_inode_rmdir, "inode_rmdir"),
+            (20, lsm_inode_mknod, "inode_mknod"),
+            (21, lsm_inode_rename, "inode_rename"),
+            (22, lsm_inode_setattr, "inode_setattr"),
+            (23, lsm_inode_setxattr, "inode_setxattr"),
+            (24, lsm_inode_removexattr, "inode_removexattr"),
+            (25, lsm_inode_getxattr, "inode_getxattr"),
+            (26, lsm_inode_listxattr, "inode_listxattr"),
+            (27, lsm_inode_getattr, "inode_getattr"),
+            (28, lsm_inode_readlink, "inode_readlink"),
+            (29, lsm_inode_permission, "inode_permission"),
+            (30, lsm_path_chroot, "path_chroot"),
+            (31, lsm_path_notify, "path_notify"),
+            (32, lsm_task_alloc, "task_alloc"),
+            (33, lsm_task_kill, "task_kill"),
+            (34, lsm_task_fix_setuid, "task_fix_setuid"),
+            (35, lsm_task_fix_setgid, "task_fix_setgid"),
+            (36, lsm_task_prctl, "task_prctl"),
+            (37, lsm_task_setpgid, "task_setpgid"),
+            (38, lsm_task_getpgid, "task_getpgid"),
+            (39, lsm_task_getsid, "task_getsid"),
+            (40, lsm_task_setnice, "task_setnice"),
+            (41, lsm_task_setioprio, "task_setioprio"),
+            (42, lsm_task_getioprio, "task_getioprio"),
+            (43, lsm_task_prlimit, "task_prlimit"),
+            (44, lsm_task_setrlimit, "task_setrlimit"),
+            (45, lsm_task_setscheduler, "task_setscheduler"),
+            (46, lsm_task_getscheduler, "task_getscheduler"),
+            (47, lsm_task_movememory, "task_movememory"),
+            (48, lsm_ptrace_access_check, "ptrace_access_check"),
+            (49, lsm_ptrace_traceme, "ptrace_traceme"),
+            (50, lsm_capable, "capable"),
+            (51, lsm_capset, "capset"),
+            (52, lsm_socket_create, "socket_create"),
+            (53, lsm_socket_bind, "socket_bind"),
+            (54, lsm_socket_connect, "socket_connect"),
+            (55, lsm_socket_listen, "socket_listen"),
+            (56, lsm_socket_accept, "socket_accept"),
+            (57, lsm_socket_sendmsg, "socket_sendmsg"),
+            (58, lsm_socket_recvmsg, "socket_recvmsg"),
+            (59, lsm_socket_setsockopt, "socket_setsockopt"),
+            (60, lsm_socket_getsockopt, "socket_getsockopt"),
+            (61, lsm_socket_shutdown, "socket_shutdown"),
+            (62, lsm_socket_socketpair, "socket_socketpair"),
+            (63, lsm_unix_stream_connect, "unix_stream_connect"),
+            (64, lsm_netlink_send, "netlink_send"),
+            (65, lsm_bpf, "bpf"),
+            (66, lsm_perf_event_open, "perf_event_open"),
+            (67, lsm_key_alloc, "key_alloc"),
+            (68, lsm_key_permission, "key_permission"),
+            (69, lsm_kernel_module_request, "kernel_module_request"),
+            (70, lsm_kernel_read_file, "kernel_read_file"),
+            (71, lsm_kernel_load_data, "kernel_load_data"),
+            (72, lsm_userns_create, "userns_create"),
+            (73, lsm_settime, "settime"),
+            (74, lsm_syslog, "syslog"),
+            (75, lsm_quotactl, "quotactl"),
+            (76, lsm_locked_down, "locked_down"),
+            (77, lsm_ipc_permission, "ipc_permission"),
+            (78, lsm_msg_queue_alloc_security, "msg_queue_alloc_security"),
+            (79, lsm_msg_queue_msgsnd, "msg_queue_msgsnd"),
+            (80, lsm_shm_alloc_security, "shm_alloc_security"),
+            (81, lsm_shm_shmat, "shm_shmat"),
+            (82, lsm_sem_alloc_security, "sem_alloc_security"),
+            (83, lsm_sem_semop, "sem_semop"),
+            (84, lsm_uring_override_creds, "uring_override_creds"),
+            (85, lsm_uring_sqpoll, "uring_sqpoll"),
+        }
+    };
+}
+
+macro_rules! hook_names {
+    ($(($id:literal, $prog:ident, $hook:literal)),* $(,)?) => {
+        /// LSM hook names by id (see [`for_each_lsm_hook`]).
+        pub const LSM_HOOK_NAMES: &[&str] = &[$($hook),*];
+        /// Probe program names by hook id.
+        pub const LSM_PROGRAM_NAMES: &[&str] = &[$(stringify!($prog)),*];
+        const _: () = { let mut i = 0; $( assert!($id == i); i += 1; )* let _ = i; };
+    };
+}
+for_each_lsm_hook!(hook_names);
 
 /// Indexes of the `STATS` per-CPU array: probe-wide health counters.
 pub mod stat {
@@ -312,13 +460,16 @@ pub mod stat {
     pub const KILL_FAILED: u32 = 1;
     /// Reads of the task's `thread_info.status` that failed (counted as ia32-unknown).
     pub const COMPAT_READ_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// `DENY_MARKS` was full: a `deny` fell back at once.
+    pub const MARK_FAILED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
-const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<DenyMark>() == 48);
 const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
 const _: () = assert!(ALLOW_WORDS.is_power_of_two());
 
@@ -330,6 +481,7 @@ mod pod {
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
+    unsafe impl aya::Pod for super::DenyMark {}
 }
 
 #[cfg(test)]
@@ -436,6 +588,32 @@ mod tests {
                 outcome: Outcome::NotPreventable,
                 kill: false,
                 event: true
+            }
+        );
+        let d = PolicySlot {
+            action: action::DENY_OR_KILL,
+            ..e
+        };
+        assert_eq!(
+            decide(&d, Some(1)),
+            Decision::Deny {
+                fallback_kill: true
+            }
+        );
+        let d = PolicySlot {
+            action: action::DENY_OR_ALLOW,
+            ..e
+        };
+        assert_eq!(
+            decide(&d, Some(1)),
+            Decision::Deny {
+                fallback_kill: false
+            }
+        );
+        assert_eq!(
+            decide(&d, None),
+            Decision::Deny {
+                fallback_kill: false
             }
         );
         // An unknown mode value is treated as the strictest one.

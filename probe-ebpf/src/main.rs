@@ -9,6 +9,10 @@
 //! 3. The call is counted in `COUNTS`; a violation may kill and emit an event.
 #![no_std]
 #![no_main]
+// The bpf target has no atomic read-modify-write in `core::sync::atomic`; the
+// intrinsic lowers to the BPF atomic add instruction.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 use aya_ebpf::{
     helpers::{
@@ -23,9 +27,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
-    Binding, COMM_LEN, COUNTERS_PER_SLOT, Decision, PolicySlot, ProbeSettings, TS_COMPAT,
-    UNCLASSIFIED_INDEX, ViolationEvent, classify, decide, stat,
+    Binding, COMM_LEN, COUNTERS_PER_SLOT, Decision, DenyMark, EVENT_FALLBACK_KILLED, Outcome,
+    PolicySlot, ProbeSettings, TS_COMPAT, UNCLASSIFIED_INDEX, ViolationEvent, classify, decide,
+    stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -65,6 +73,19 @@ static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
+/// pid_tgid → a syscall in flight that the LSM hooks must deny. Written by `sys_enter`
+/// (mark), the LSM hooks (consume), `sys_exit` and `sched_process_exit` (clear).
+#[map]
+static DENY_MARKS: HashMap<u64, DenyMark> = HashMap::with_max_entries(16384, 0);
+
+/// Number of entries in `DENY_MARKS` (one u64): lets every LSM hook and `sys_exit` return
+/// at once when no denial is in flight. Written by whoever adds or removes a mark; read
+/// by the LSM hooks and `sys_exit`.
+#[map]
+static DENY_PENDING: Array<u64> = Array::with_max_entries(1, 0);
+
+const EPERM: i32 = 1;
+
 /// `raw_syscalls:sys_enter`: polices every syscall of every bound workload.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
@@ -87,7 +108,7 @@ pub fn sys_enter_floor(_ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn bound_slot(cgroup_id: u64) -> Option<u32> {
     // SAFETY: the value is plain data and the map is only read here.
-    if let Some(binding) = unsafe { WORKLOADS.get(&cgroup_id) } {
+    if let Some(binding) = unsafe { WORKLOADS.get(cgroup_id) } {
         return Some(binding.slot);
     }
     let levels = SETTINGS.get(0)?.ancestor_levels;
@@ -100,7 +121,7 @@ fn bound_slot(cgroup_id: u64) -> Option<u32> {
             // SAFETY: plain helper call; returns 0 when `level` is deeper than the task.
             let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
             if ancestor != 0
-                && let Some(binding) = unsafe { WORKLOADS.get(&ancestor) }
+                && let Some(binding) = unsafe { WORKLOADS.get(ancestor) }
             {
                 return Some(binding.slot);
             }
@@ -122,27 +143,193 @@ fn police(ctx: &BtfTracePointContext, slot_id: u32, cgroup_id: u64) {
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    if let Decision::Violation {
-        outcome,
-        kill,
-        event,
-    } = decide(slot, index)
-    {
-        if kill {
-            // SAFETY: plain helper call on the current task.
-            if unsafe { bpf_send_signal(SIGKILL) } != 0 {
-                bump(stat::KILL_FAILED);
-                warn!(
-                    ctx,
-                    "sysfence: bpf_send_signal failed, cgroup {}", cgroup_id
-                );
+    match decide(slot, index) {
+        Decision::Allow => {}
+        Decision::Violation {
+            outcome,
+            kill,
+            event,
+        } => {
+            if kill {
+                kill_current(ctx, cgroup_id);
+            }
+            if event {
+                emit(&Report {
+                    slot: slot_id,
+                    mode: slot.mode,
+                    outcome: outcome as u32,
+                    cgroup_id,
+                    id,
+                    index: counter,
+                    hook: 0,
+                    flags: 0,
+                });
             }
         }
-        if event {
-            emit(slot_id, slot.mode, outcome as u32, cgroup_id, id, counter);
+        Decision::Deny { fallback_kill } => {
+            let mark = DenyMark {
+                // SAFETY: plain helper call.
+                boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+                cgroup_id,
+                id,
+                index: counter,
+                slot: slot_id,
+                consumed: 0,
+                hook: 0,
+                fallback_kill: fallback_kill as u32,
+                _reserved: 0,
+            };
+            let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+            // SAFETY: plain data; a stale mark of this thread (if any) is replaced.
+            let had = unsafe { DENY_MARKS.get(key) }.is_some();
+            if DENY_MARKS.insert(key, mark, 0).is_ok() {
+                if !had {
+                    pending_add(1);
+                }
+            } else {
+                // No room to mark: the LSM hooks cannot deny; do what the fallback says.
+                bump(stat::MARK_FAILED);
+                if fallback_kill {
+                    kill_current(ctx, cgroup_id);
+                }
+                emit(&Report {
+                    slot: slot_id,
+                    mode: slot.mode,
+                    outcome: Outcome::NotPreventable as u32,
+                    cgroup_id,
+                    id,
+                    index: counter,
+                    hook: 0,
+                    flags: if fallback_kill {
+                        EVENT_FALLBACK_KILLED
+                    } else {
+                        0
+                    },
+                });
+            }
         }
     }
 }
+
+fn kill_current<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
+    // SAFETY: plain helper call on the current task.
+    if unsafe { bpf_send_signal(SIGKILL) } != 0 {
+        bump(stat::KILL_FAILED);
+        warn!(
+            ctx,
+            "sysfence: bpf_send_signal failed, cgroup {}", cgroup_id
+        );
+    }
+}
+
+#[inline(always)]
+fn pending_add(delta: u64) {
+    if let Some(p) = DENY_PENDING.get_ptr_mut(0) {
+        // SAFETY: the map value is a u64 that lives as long as the program; every
+        // writer uses this atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
+    }
+}
+
+#[inline(always)]
+fn denial_in_flight() -> bool {
+    // A plain (volatile) load: the BPF backend has no atomic load, and an aligned u64
+    // load does not tear.
+    DENY_PENDING
+        .get_ptr(0)
+        // SAFETY: the map value is a u64 that lives as long as the program.
+        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
+}
+
+/// `raw_syscalls:sys_exit`: settles a syscall that was to be denied: `denied` if a hook
+/// failed it, else `not-preventable` (and the fallback). Attached only when some policy
+/// uses `action: deny` on a kernel with BPF LSM.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    if !denial_in_flight() {
+        return 0;
+    }
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: plain data, copied out before the entry is removed.
+    let Some(mark) = (unsafe { DENY_MARKS.get(key) }).copied() else {
+        return 0;
+    };
+    if DENY_MARKS.remove(key).is_ok() {
+        pending_add(u64::MAX);
+    }
+    let mut flags = 0;
+    let outcome = if mark.consumed != 0 {
+        Outcome::Denied
+    } else {
+        if mark.fallback_kill != 0 {
+            kill_current(&ctx, mark.cgroup_id);
+            flags = EVENT_FALLBACK_KILLED;
+        }
+        Outcome::NotPreventable
+    };
+    let mode = POLICIES.get(mark.slot).map_or(0, |s| s.mode);
+    emit(&Report {
+        slot: mark.slot,
+        mode,
+        outcome: outcome as u32,
+        cgroup_id: mark.cgroup_id,
+        id: mark.id,
+        index: mark.index,
+        hook: mark.hook,
+        flags,
+    });
+    0
+}
+
+/// `sched:sched_process_exit`: a thread that dies inside a marked syscall (exit, or a
+/// kill) never reaches `sys_exit`; drop its mark so no later thread inherits it.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    if !denial_in_flight() {
+        return 0;
+    }
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    if DENY_MARKS.remove(key).is_ok() {
+        pending_add(u64::MAX);
+    }
+    0
+}
+
+/// Every LSM hook: fail the operation if the current thread is in a syscall its policy
+/// denies. The first hook to do so is recorded for the report.
+#[inline(always)]
+fn deny_if_marked(hook: u32) -> i32 {
+    if !denial_in_flight() {
+        return 0;
+    }
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    match DENY_MARKS.get_ptr_mut(key) {
+        Some(mark) => {
+            // SAFETY: map value of this thread; only this thread writes it meanwhile.
+            unsafe {
+                if (*mark).consumed == 0 {
+                    (*mark).consumed = 1;
+                    (*mark).hook = hook;
+                }
+            }
+            -EPERM
+        }
+        None => 0,
+    }
+}
+
+macro_rules! define_lsm_hooks {
+    ($(($id:literal, $prog:ident, $hook:literal)),* $(,)?) => {
+        $(
+            #[doc = concat!("LSM `", $hook, "`: denies it for a thread marked by `sys_enter`.")]
+            #[lsm(hook = $hook)]
+            pub fn $prog(_ctx: LsmContext) -> i32 {
+                deny_if_marked($id)
+            }
+        )*
+    };
+}
+probe_common::for_each_lsm_hook!(define_lsm_hooks);
 
 /// Whether the current syscall is an ia32 one (`TS_COMPAT` in `thread_info.status`).
 #[inline(always)]
@@ -160,8 +347,20 @@ fn in_compat_syscall() -> bool {
     }
 }
 
+/// One event's fields, as `emit` writes them.
+struct Report {
+    slot: u32,
+    mode: u32,
+    outcome: u32,
+    cgroup_id: u64,
+    id: i64,
+    index: u32,
+    hook: u32,
+    flags: u32,
+}
+
 #[inline(always)]
-fn emit(slot: u32, mode: u32, outcome: u32, cgroup_id: u64, id: i64, index: u32) {
+fn emit(r: &Report) {
     let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
         bump(stat::EVENTS_DROPPED);
         return;
@@ -171,15 +370,17 @@ fn emit(slot: u32, mode: u32, outcome: u32, cgroup_id: u64, id: i64, index: u32)
     entry.write(ViolationEvent {
         // SAFETY: plain helper call.
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        cgroup_id,
-        id,
+        cgroup_id: r.cgroup_id,
+        id: r.id,
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
-        index,
-        slot,
-        mode,
-        outcome,
+        index: r.index,
+        slot: r.slot,
+        mode: r.mode,
+        outcome: r.outcome,
         comm,
+        hook: r.hook,
+        flags: r.flags,
     });
     entry.submit(0);
 }

@@ -97,7 +97,10 @@ fn audit_reports_a_denied_syscall_and_lets_it_run() {
     assert_eq!(v["outcome"], "audited");
     assert_eq!(v["count"], 1);
     assert_eq!(v["comm"], "sf-syscalls");
-    assert!(stderr.contains("would be denied under enforce"), "{stderr}");
+    assert!(
+        stderr.contains("would be stopped under enforce"),
+        "{stderr}"
+    );
     assert!(target.exists());
 
     // monitor: counted as a would-be violation, no event, so no example pid.

@@ -89,9 +89,15 @@ pub struct Enforcement {
 }
 
 impl CompiledPolicy {
-    /// The slot value for this policy. `lsm_deny` says whether this kernel and probe can
-    /// deny through BPF LSM; without it, `action: deny` falls back, and says so.
-    pub fn enforcement(&self, lsm_deny: bool) -> Enforcement {
+    /// Whether this policy asks for the LSM deny path (enforce + `action: deny`).
+    pub fn wants_deny(&self) -> bool {
+        self.mode == Mode::Enforce && self.action == Action::Deny
+    }
+
+    /// The slot value for this policy. `lsm_deny` is `Ok` when this kernel and probe can
+    /// deny through BPF LSM, else the reason; without it, `action: deny` falls back to
+    /// its `fallback`, and says why.
+    pub fn enforcement(&self, lsm_deny: Result<(), &str>) -> Enforcement {
         let mut slot = PolicySlot {
             live: 1,
             ..PolicySlot::EMPTY
@@ -107,12 +113,15 @@ impl CompiledPolicy {
         let mut degraded = None;
         slot.action = match (self.action, lsm_deny) {
             (Action::Kill, _) => action::KILL,
-            (Action::Deny, true) => unreachable!("the probe has no LSM deny path yet"),
-            (Action::Deny, false) => {
+            (Action::Deny, Ok(())) => match self.fallback {
+                Fallback::Kill => action::DENY_OR_KILL,
+                Fallback::Allow => action::DENY_OR_ALLOW,
+            },
+            (Action::Deny, Err(why)) => {
                 if self.mode == Mode::Enforce {
                     degraded = Some(format!(
-                        "policy `{}`: action `deny` needs BPF LSM, which this kernel does not \
-                         allow; falling back to `{}` (violations are reported as {})",
+                        "policy `{}`: action `deny` needs BPF LSM: {why}; falling back to `{}` \
+                         (violations are reported as {})",
                         self.name,
                         match self.fallback {
                             Fallback::Kill => "kill",

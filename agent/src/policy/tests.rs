@@ -166,10 +166,19 @@ fn enforcement_degrades_deny_without_lsm_and_says_so() {
         "{HEAD}spec:\n  selector: {{cgroupPath: x}}\n  mode: enforce\n  action: deny\n  fallback: allow\n  allow: [read]\n"
     ))
     .unwrap();
-    let e = p.enforcement(false);
+    let e = p.enforcement(Err("`bpf` missing from the lsm list"));
     assert_eq!(e.slot.mode, mode::ENFORCE);
     assert_eq!(e.slot.action, action::ALLOW);
-    assert!(e.degraded.unwrap().contains("needs BPF LSM"));
+    let note = e.degraded.unwrap();
+    assert!(
+        note.contains("needs BPF LSM: `bpf` missing from the lsm list"),
+        "{note}"
+    );
+    assert!(note.contains("falling back to `allow`"), "{note}");
+    assert!(p.wants_deny());
+    let with_lsm = p.enforcement(Ok(()));
+    assert_eq!(with_lsm.slot.action, action::DENY_OR_ALLOW);
+    assert!(with_lsm.degraded.is_none());
     assert!(e.slot.allows(index_of(Abi::X86_64, "read").unwrap()));
     assert!(!e.slot.allows(index_of(Abi::X86_64, "write").unwrap()));
 
@@ -177,7 +186,8 @@ fn enforcement_degrades_deny_without_lsm_and_says_so() {
         "{HEAD}spec:\n  mode: enforce\n  action: kill\n  allow: [read]\n"
     ))
     .unwrap();
-    let e = k.enforcement(false);
+    let e = k.enforcement(Err("no LSM"));
+    assert!(!k.wants_deny());
     assert_eq!(e.slot.action, action::KILL);
     assert!(e.degraded.is_none());
 }
