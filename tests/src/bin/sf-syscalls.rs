@@ -7,6 +7,10 @@
 //! sf-syscalls sleep MS         sleeps, then exits 0
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
+//! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
+//!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
+//!                              `side-effect: none` or `side-effect: present` where it can
+//!                              tell
 use std::{ffi::CString, time::Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
@@ -86,6 +90,14 @@ fn main() {
             let r = unsafe { libc::syscall(nr) };
             println!("raw {nr} = {r}");
         }
+        Some("try") => {
+            let name: String = arg(&args, 2, "an operation name");
+            let path = args
+                .get(3)
+                .cloned()
+                .unwrap_or_else(|| "/tmp/sf-try".to_string());
+            try_one(&name, &path);
+        }
         Some("sleep") => {
             let ms: u64 = arg(&args, 2, "milliseconds");
             std::thread::sleep(std::time::Duration::from_millis(ms));
@@ -94,6 +106,181 @@ fn main() {
             eprintln!(
                 "usage: sf-syscalls getppid N | bench-getppid N | mkdir PATH | sleep MS | int80 NR [A B C] | raw NR"
             );
+            std::process::exit(64);
+        }
+    }
+}
+
+fn errno_result(name: &str, r: i64) -> bool {
+    if r < 0 {
+        println!("{name}: error: {}", std::io::Error::last_os_error());
+        false
+    } else {
+        println!("{name}: ok");
+        true
+    }
+}
+
+fn side_effect(present: bool) {
+    println!("side-effect: {}", if present { "present" } else { "none" });
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+/// One sensitive operation with arguments that reach the kernel's checks.
+fn try_one(name: &str, path: &str) {
+    // SAFETY (all blocks below): raw syscalls with valid pointers to locals.
+    match name {
+        "mkdir" => {
+            let r = unsafe { libc::syscall(libc::SYS_mkdir, cstr(path).as_ptr(), 0o755) };
+            errno_result(name, r);
+            side_effect(std::path::Path::new(path).exists());
+        }
+        "mount" => {
+            let _ = std::fs::create_dir_all(path);
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_mount,
+                    cstr("sf-tmpfs").as_ptr(),
+                    cstr(path).as_ptr(),
+                    cstr("tmpfs").as_ptr(),
+                    0,
+                    std::ptr::null::<u8>(),
+                )
+            };
+            errno_result(name, r);
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+            let mounted = mounts.lines().any(|l| l.split(' ').nth(4) == Some(path));
+            side_effect(mounted);
+            if mounted {
+                unsafe { libc::umount2(cstr(path).as_ptr(), 0) };
+            }
+        }
+        "unshare-user" => {
+            let before = std::fs::read_link("/proc/self/ns/user").ok();
+            let r = unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_NEWUSER) };
+            errno_result(name, r);
+            side_effect(std::fs::read_link("/proc/self/ns/user").ok() != before);
+        }
+        "ptrace-attach" => {
+            let child = unsafe { libc::fork() };
+            if child == 0 {
+                unsafe { libc::pause() };
+                unsafe { libc::_exit(0) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let r = unsafe { libc::syscall(libc::SYS_ptrace, libc::PTRACE_ATTACH, child, 0, 0) };
+            errno_result(name, r);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let status =
+                std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+            let traced = status
+                .lines()
+                .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"));
+            side_effect(traced);
+            unsafe { libc::kill(child, libc::SIGKILL) };
+            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+        }
+        "bpf" => {
+            // BPF_MAP_CREATE of a 1-entry array: the fd it returns is the side effect.
+            let mut attr = [0u32; 32];
+            attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+            attr[1] = 4; // key size
+            attr[2] = 4; // value size
+            attr[3] = 1; // max entries
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    0,
+                    attr.as_ptr(),
+                    std::mem::size_of_val(&attr),
+                )
+            };
+            errno_result(name, r);
+            side_effect(r >= 0);
+        }
+        "keyctl" => {
+            // KEYCTL_JOIN_SESSION_KEYRING: creates and joins a new named session keyring.
+            let before = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+            let r = unsafe { libc::syscall(libc::SYS_keyctl, 1, cstr("sf-try-keyring").as_ptr()) };
+            errno_result(name, r);
+            let after = std::fs::read_to_string("/proc/keys").unwrap_or_default();
+            side_effect(!before.contains("sf-try-keyring") && after.contains("sf-try-keyring"));
+        }
+        "init_module" => {
+            // Not an ELF image: an allowed call fails with ENOEXEC; a denied one with EPERM.
+            let image = [0u8; 64];
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_init_module,
+                    image.as_ptr(),
+                    image.len(),
+                    cstr("").as_ptr(),
+                )
+            };
+            errno_result(name, r);
+        }
+        "open_by_handle_at" => {
+            #[repr(C)]
+            struct Handle {
+                bytes: u32,
+                kind: i32,
+                data: [u8; 128],
+            }
+            let mut handle = Handle {
+                bytes: 128,
+                kind: 0,
+                data: [0; 128],
+            };
+            let mut mount_id = 0i32;
+            let target = cstr("/");
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_name_to_handle_at,
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    &mut handle as *mut Handle,
+                    &mut mount_id,
+                    0,
+                )
+            };
+            if r < 0 {
+                println!(
+                    "name_to_handle_at: error: {}",
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+            let root = unsafe { libc::open(target.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_open_by_handle_at,
+                    root,
+                    &mut handle as *mut Handle,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )
+            };
+            errno_result(name, r);
+            side_effect(r >= 0);
+        }
+        "perf_event_open" => {
+            // A software cpu-clock counter on this task.
+            let mut attr = [0u64; 16];
+            attr[0] = 1 | ((std::mem::size_of_val(&attr) as u64) << 32); // type SOFTWARE, size
+            attr[1] = 0; // PERF_COUNT_SW_CPU_CLOCK
+            let r =
+                unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
+            errno_result(name, r);
+            side_effect(r >= 0);
+        }
+        "getppid" => {
+            let r = getppid();
+            errno_result(name, r);
+        }
+        other => {
+            eprintln!("sf-syscalls: unknown operation {other}");
             std::process::exit(64);
         }
     }

@@ -1,0 +1,151 @@
+//! The deny path: BPF LSM hooks fail a denied syscall with EPERM before its side
+//! effects. The CI host refuses BPF LSM programs, so these tests are `#[ignore]`d there
+//! (reported as ignored, never as passed) and run inside the QEMU VMs, where
+//! `cargo xtask vm-test` passes `--include-ignored`.
+
+use serde_json::Value;
+use sysfence_tests::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
+
+fn deny_policy(dir: &std::path::Path, denied: &str, fallback: &str) -> std::path::PathBuf {
+    write_policy(
+        dir,
+        "deny.yaml",
+        &policy_yaml(
+            "deny",
+            &format!(
+                "  mode: enforce\n  action: deny\n  fallback: {fallback}\n  include: [runtime-default]\n  deny: [{denied}]\n"
+            ),
+        ),
+    )
+}
+
+/// Run `sf-syscalls try OP` under a policy denying `syscall`; check EPERM, no side
+/// effect, and a `denied` report naming the hook.
+fn assert_denied(syscall: &str, op: &str) -> Value {
+    assert!(privileged(op));
+    let dir = tempfile::tempdir().unwrap();
+    let p = deny_policy(dir.path(), syscall, "kill");
+    let target = dir.path().join("target");
+    let (code, report, stdout, stderr) =
+        run(&p, None, &[WORKLOAD, "try", op, target.to_str().unwrap()]);
+    assert_eq!(code, 0, "the workload survives a denial: {stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{op}: error: Operation not permitted")),
+        "{op}: {stdout}"
+    );
+    assert!(
+        !stdout.contains("side-effect: present"),
+        "{op} had its effect: {stdout}"
+    );
+    let v =
+        violation(&report, syscall).unwrap_or_else(|| panic!("no {syscall} violation: {report:#}"));
+    assert_eq!(v["outcome"], "denied", "{v:#}");
+    assert!(v["hook"].is_string(), "the denying hook is named: {v:#}");
+    report
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_mkdir_fails_with_eperm_and_creates_nothing() {
+    let report = assert_denied("mkdir", "mkdir");
+    assert_eq!(violation(&report, "mkdir").unwrap()["comm"], "sf-syscalls");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_mount_fails_before_mounting() {
+    assert_denied("mount", "mount");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_unshare_creates_no_user_namespace() {
+    assert_denied("unshare", "unshare-user");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_ptrace_attaches_nothing() {
+    assert_denied("ptrace", "ptrace-attach");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_bpf_creates_no_map() {
+    assert_denied("bpf", "bpf");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_keyctl_creates_no_keyring() {
+    assert_denied("keyctl", "keyctl");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_init_module_loads_nothing() {
+    assert_denied("init_module", "init_module");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_open_by_handle_at_opens_nothing() {
+    assert_denied("open_by_handle_at", "open_by_handle_at");
+}
+
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn denied_perf_event_open_opens_nothing() {
+    assert_denied("perf_event_open", "perf_event_open");
+}
+
+/// getppid passes no LSM hook: it cannot be prevented; the fallback decides.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn a_syscall_no_hook_sees_is_not_preventable_and_the_fallback_applies() {
+    assert!(privileged("not-preventable"));
+    let dir = tempfile::tempdir().unwrap();
+    let allow = deny_policy(dir.path(), "getppid", "allow");
+    let (code, report, stdout, _) = run(&allow, None, &[WORKLOAD, "try", "getppid"]);
+    assert_eq!(code, 0, "fallback allow lets it run: {stdout}");
+    assert!(stdout.contains("getppid: ok"), "{stdout}");
+    let v = violation(&report, "getppid").expect("getppid violation");
+    assert_eq!(v["outcome"], "not-preventable", "{v:#}");
+    assert_eq!(v.get("fallback_killed"), None);
+
+    let kill = deny_policy(dir.path(), "getppid", "kill");
+    let (code, report, _, _) = run(&kill, None, &[WORKLOAD, "try", "getppid"]);
+    assert_eq!(
+        code, 137,
+        "fallback kill kills after the syscall: {report:#}"
+    );
+    let v = violation(&report, "getppid").expect("getppid violation");
+    assert_eq!(v["outcome"], "not-preventable", "{v:#}");
+    assert_eq!(v["fallback_killed"], true, "{v:#}");
+}
+
+/// With the deny path attached, everything the policy allows behaves as before.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn allowed_syscalls_behave_as_before() {
+    assert!(privileged("allowed_syscalls_behave_as_before"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = deny_policy(dir.path(), "mount", "kill");
+    let file = dir.path().join("f");
+    let script = format!(
+        "echo hello > {0} && cat {0} && mkdir {0}.d && ls -d {0}.d",
+        file.display()
+    );
+    let (code, report, stdout, stderr) = run(&p, None, &["/bin/sh", "-c", &script]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("hello"), "{stdout}");
+    assert!(
+        report["violations"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    let (code, report, _, _) = run(&p, None, &[WORKLOAD, "getppid", "1000"]);
+    assert_eq!(code, 0);
+    assert_eq!(count_of(&report, "x86_64", "getppid"), 1000);
+}
