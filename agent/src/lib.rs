@@ -10,4 +10,5 @@ pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod run;
+pub mod seccomp;
 pub mod syscall_table;

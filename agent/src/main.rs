@@ -108,6 +108,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
     },
+    /// Convert between sysfence policies and OCI/Docker seccomp profiles.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Hold a benchmark setup until stdin closes (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchHold {
@@ -115,6 +118,128 @@ enum Command {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Read an OCI/Docker seccomp JSON profile and write the equivalent sysfence policy.
+    ///
+    /// The profile is resolved for amd64 (x86_64, plus i386 and x32 when it lists
+    /// them), a set of capabilities and a kernel version, as a container runtime would.
+    /// What sysfence cannot express (argument filters, errno returns, TRACE/NOTIFY) is
+    /// approximated and listed as warnings on stderr; the policy comes out in audit mode.
+    #[command(
+        after_help = "Examples:\n  sysfence policy import-seccomp default.json -o docker-default.yaml\n  sysfence policy import-seccomp profile.json --name web --cap SYS_ADMIN --strict-args"
+    )]
+    ImportSeccomp {
+        /// The seccomp profile (JSON).
+        file: PathBuf,
+        /// Write the policy here instead of stdout.
+        #[arg(long, short = 'o', value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// metadata.name of the policy.
+        #[arg(long, default_value = "imported-seccomp")]
+        name: String,
+        /// Capabilities the container holds, for the profile's `includes.caps`
+        /// (repeatable; default: Docker's default set).
+        #[arg(long = "cap", value_name = "CAP")]
+        caps: Vec<String>,
+        /// Kernel version for `minKernel` rules.
+        #[arg(long, default_value = "6.1", value_name = "MAJOR.MINOR")]
+        kernel: String,
+        /// Leave out syscalls the profile allows only for some argument values.
+        #[arg(long)]
+        strict_args: bool,
+    },
+    /// Write a policy as a seccomp profile kubelet can use as a `Localhost` profile.
+    #[command(
+        after_help = "Example:\n  sysfence policy export-seccomp web.yaml -o /var/lib/kubelet/seccomp/web.json"
+    )]
+    ExportSeccomp {
+        /// The policy file (one SyscallPolicy).
+        policy: PathBuf,
+        /// Write the profile here instead of stdout.
+        #[arg(long, short = 'o', value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Default action for audit/monitor policies: SCMP_ACT_LOG instead of ERRNO.
+        #[arg(long)]
+        log_for_audit: bool,
+    },
+}
+
+fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match output {
+        Some(path) => std::fs::write(path, text)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
+    use sysfence::seccomp;
+    match command {
+        PolicyCommand::ImportSeccomp {
+            file,
+            output,
+            name,
+            caps,
+            kernel,
+            strict_args,
+        } => {
+            let json = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let mut options = seccomp::ImportOptions {
+                name,
+                strict_args,
+                ..Default::default()
+            };
+            if !caps.is_empty() {
+                options.capabilities = caps.into_iter().collect();
+            }
+            options.kernel = seccomp::KernelVersion::parse(&kernel).ok_or_else(|| {
+                anyhow::anyhow!("--kernel {kernel}: expected MAJOR.MINOR, e.g. 6.1")
+            })?;
+            let imported = seccomp::import(&json, &options)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for w in &imported.warnings {
+                eprintln!("{}: warning: {w}", file.display());
+            }
+            write_out(output.as_deref(), &imported.policy_yaml)?;
+            eprintln!(
+                "imported {} syscalls from {}",
+                imported.allowed.len(),
+                file.display()
+            );
+            Ok(())
+        }
+        PolicyCommand::ExportSeccomp {
+            policy: file,
+            output,
+            log_for_audit,
+        } => {
+            let (mut policies, warnings) =
+                policy::load_files(std::slice::from_ref(&file)).into_result()?;
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            let Some(p) = policies.pop() else {
+                anyhow::bail!("{}: holds no SyscallPolicy", file.display());
+            };
+            let options = if log_for_audit {
+                seccomp::ExportOptions::for_mode(p.mode)
+            } else {
+                seccomp::ExportOptions::default()
+            };
+            let exported = seccomp::export_with(&p, &options);
+            for w in &exported.warnings {
+                eprintln!("{}: warning: {w}", file.display());
+            }
+            write_out(output.as_deref(), &exported.json)
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {
@@ -153,6 +278,7 @@ fn main() -> ExitCode {
             })
             .map(|code| ExitCode::from(code.clamp(0, 255) as u8))
         }
+        Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),
         Command::BenchHold { what, policy } => {
             sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)
         }
