@@ -6,6 +6,7 @@
 pub mod bench_support;
 pub mod cgroup;
 pub mod daemon;
+pub mod doctor;
 pub mod policy;
 pub mod probe;
 pub mod report;

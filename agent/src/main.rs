@@ -108,6 +108,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
     },
+    /// What this kernel lets sysfence do, and which syscalls `deny` can prevent.
+    ///
+    /// Probes BTF, tp_btf, bpf_send_signal, BPF LSM, the cgroup layout, ia32 and x32
+    /// syscalls, lockdown and io_uring, and shows the preventability table measured for
+    /// this kernel (syscalls an LSM hook fails with EPERM before their side effects,
+    /// and those that run anyway). Run as root for the rows that load programs.
+    Doctor {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Convert between sysfence policies and OCI/Docker seccomp profiles.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -278,6 +289,7 @@ fn main() -> ExitCode {
             })
             .map(|code| ExitCode::from(code.clamp(0, 255) as u8))
         }
+        Command::Doctor { json } => sysfence::doctor::run(json).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),
         Command::BenchHold { what, policy } => {
             sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)

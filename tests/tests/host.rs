@@ -347,3 +347,61 @@ fn shipped_policies_pass_check() {
         "{stderr}"
     );
 }
+
+/// `doctor` tells whether BPF LSM is usable, and `action: deny` does what it says:
+/// EPERM where it is, the configured fallback (here `kill`) where it is not.
+#[test]
+fn doctor_reports_lsm_and_deny_falls_back_accordingly() {
+    if !privileged("doctor_reports_lsm_and_deny_falls_back_accordingly") {
+        return;
+    }
+    let out = sysfence().args(["doctor", "--json"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let doctor: Value = serde_json::from_str(&stdout).unwrap();
+    let caps = doctor["capabilities"].as_array().unwrap();
+    let lsm = caps
+        .iter()
+        .find(|c| c["name"] == "BPF LSM")
+        .expect("BPF LSM row");
+    for name in ["BTF", "tp_btf sys_enter", "cgroup v2", "ia32 syscalls"] {
+        let row = caps
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} row"));
+        assert_eq!(row["state"], "yes", "{row}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_policy(
+        dir.path(),
+        "deny.yaml",
+        &policy_yaml(
+            "deny-mkdir",
+            "  mode: enforce\n  action: deny\n  fallback: kill\n  include: [runtime-default]\n  deny: [mkdir]\n",
+        ),
+    );
+    let target = dir.path().join("d");
+    let (code, report, stdout, stderr) =
+        run(&p, None, &[WORKLOAD, "mkdir", target.to_str().unwrap()]);
+    let v = violation(&report, "mkdir").expect("mkdir violation");
+    if lsm["state"] == "yes" {
+        assert_eq!(code, 1, "{stdout}{stderr}");
+        assert!(stdout.contains("Operation not permitted"), "{stdout}");
+        assert_eq!(v["outcome"], "denied");
+        assert!(!target.exists());
+    } else {
+        assert_eq!(lsm["state"], "no", "{lsm}");
+        assert!(
+            lsm["detail"].as_str().unwrap().contains("falls back"),
+            "{lsm}"
+        );
+        assert!(
+            stderr.contains("action `deny` needs BPF LSM")
+                && stderr.contains("falling back to `kill`"),
+            "{stderr}"
+        );
+        assert_eq!(code, 137);
+        assert_eq!(v["outcome"], "killed-after");
+    }
+}

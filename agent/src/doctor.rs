@@ -1,0 +1,372 @@
+//! `sysfence doctor`: what this kernel lets sysfence do, and which syscalls it can
+//! prevent (not merely kill after the fact).
+
+use std::{collections::BTreeMap, fs, io::Read as _, path::Path};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{cgroup, probe};
+
+/// One capability of the running kernel.
+#[derive(Debug, Serialize)]
+pub struct Capability {
+    pub name: &'static str,
+    pub state: State,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Yes,
+    No,
+    Unknown,
+}
+
+/// Per-syscall preventability measured on one kernel (committed data, see
+/// `policies/preventability/`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Preventability {
+    /// `uname -r` of the measured kernel.
+    pub kernel: String,
+    /// How the table was made.
+    pub measured_with: String,
+    /// syscall → outcome under `action: deny` (`denied` or `not-preventable`), and the
+    /// hook that denied it.
+    pub syscalls: BTreeMap<String, Measured>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Measured {
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
+}
+
+/// The measured tables shipped in the binary (a JSON list of [`Preventability`]).
+const MEASURED_JSON: &str = include_str!("../../policies/preventability/kernels.json");
+
+/// Every shipped table. The file is part of the binary: failing to parse is a bug.
+pub fn measured() -> Vec<Preventability> {
+    serde_json::from_str(MEASURED_JSON).expect("policies/preventability/kernels.json parses")
+}
+
+/// `major.minor` of a kernel release string.
+pub fn major_minor(release: &str) -> Option<String> {
+    let mut parts = release.split(['.', '-']);
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some(format!("{major}.{minor}"))
+}
+
+/// The shipped table for a kernel release, if one was measured for its `major.minor`.
+pub fn table_for(release: &str) -> Option<Preventability> {
+    let mm = major_minor(release)?;
+    measured()
+        .into_iter()
+        .find(|t| major_minor(&t.kernel).as_deref() == Some(mm.as_str()))
+}
+
+fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The kernel's build configuration, from /proc/config.gz or /boot/config-RELEASE.
+fn kernel_config(release: &str) -> Option<String> {
+    if let Ok(text) = fs::read_to_string(format!("/boot/config-{release}")) {
+        return Some(text);
+    }
+    let file = fs::File::open("/proc/config.gz").ok()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+fn config_flag(config: Option<&str>, flag: &str) -> Option<bool> {
+    let config = config?;
+    Some(config.lines().any(|l| l == format!("{flag}=y")))
+}
+
+fn cmdline() -> String {
+    fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+/// Probe every capability sysfence cares about. Loading programs needs root; without
+/// it those rows say `unknown`.
+pub fn capabilities() -> Vec<Capability> {
+    let release = kernel_release();
+    let config = kernel_config(&release);
+    let config = config.as_deref();
+    let cmdline = cmdline();
+    let mut rows = Vec::new();
+    let mut row = |name, state, detail: String| {
+        rows.push(Capability {
+            name,
+            state,
+            detail,
+        })
+    };
+
+    row("kernel", State::Yes, release.clone());
+    let btf = Path::new("/sys/kernel/btf/vmlinux").exists();
+    row(
+        "BTF",
+        if btf { State::Yes } else { State::No },
+        if btf {
+            "/sys/kernel/btf/vmlinux".into()
+        } else {
+            "missing: sysfence needs CONFIG_DEBUG_INFO_BTF".into()
+        },
+    );
+
+    // Loading the probe tells whether tp_btf programs and the helpers it uses verify.
+    let loaded = probe::Probe::load(probe::ProbeOptions {
+        max_slots: 1,
+        attach: true,
+    });
+    match &loaded {
+        Ok(_) => row(
+            "tp_btf sys_enter",
+            State::Yes,
+            "the probe loads and attaches to raw_syscalls:sys_enter".into(),
+        ),
+        Err(e) => row("tp_btf sys_enter", State::Unknown, format!("{e:#}")),
+    }
+    row(
+        "bpf_send_signal",
+        if loaded.is_ok() {
+            State::Yes
+        } else {
+            State::Unknown
+        },
+        "SIGKILL from sys_enter: the syscall body still runs first (outcome killed-after)".into(),
+    );
+    match (probe::lsm_unavailable_reason(), loaded) {
+        (Some(why), _) => row(
+            "BPF LSM",
+            State::No,
+            format!("{why}; action `deny` falls back"),
+        ),
+        (None, Ok(mut p)) => match p.enable_deny() {
+            Ok(support) => row(
+                "BPF LSM",
+                State::Yes,
+                format!(
+                    "{} hooks attached, {} unavailable{}",
+                    support.hooks.len(),
+                    support.unavailable.len(),
+                    if support.unavailable.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " ({})",
+                            support
+                                .unavailable
+                                .iter()
+                                .map(|(h, _)| *h)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            ),
+            Err(e) => row(
+                "BPF LSM",
+                State::No,
+                format!("{e:#}; action `deny` falls back"),
+            ),
+        },
+        (None, Err(_)) => row(
+            "BPF LSM",
+            State::Unknown,
+            "the probe could not be loaded".into(),
+        ),
+    }
+
+    match cgroup::v2_root() {
+        Ok(root) => {
+            let hybrid = root != Path::new("/sys/fs/cgroup");
+            row(
+                "cgroup v2",
+                State::Yes,
+                if hybrid {
+                    format!(
+                        "hybrid: v2 at {}, v1 controllers at /sys/fs/cgroup",
+                        root.display()
+                    )
+                } else {
+                    format!("unified at {}", root.display())
+                },
+            );
+        }
+        Err(e) => row("cgroup v2", State::No, format!("{e:#}")),
+    }
+
+    let ia32 = config_flag(config, "CONFIG_IA32_EMULATION");
+    let ia32_off = cmdline
+        .split_whitespace()
+        .any(|a| a == "ia32_emulation=0" || a == "ia32_emulation=false");
+    row(
+        "ia32 syscalls",
+        match (ia32, ia32_off) {
+            (Some(true), false) => State::Yes,
+            (Some(false), _) | (_, true) => State::No,
+            (None, _) => State::Unknown,
+        },
+        "int 0x80 from any process; policed per ABI (i386 numbers judged as i386 names)".into(),
+    );
+    let x32 = config_flag(config, "CONFIG_X86_X32_ABI");
+    let x32_on = cmdline
+        .split_whitespace()
+        .any(|a| a == "syscall.x32=y" || a == "syscall.x32=1");
+    let x32_default_off = config_flag(config, "CONFIG_X86_X32_DISABLED").unwrap_or(false);
+    row(
+        "x32 syscalls",
+        match x32 {
+            Some(true) if x32_on || !x32_default_off => State::Yes,
+            Some(_) => State::No,
+            None => State::Unknown,
+        },
+        "syscall ids with __X32_SYSCALL_BIT; policed per ABI".into(),
+    );
+    let lockdown = fs::read_to_string("/sys/kernel/security/lockdown").ok();
+    row(
+        "lockdown",
+        match &lockdown {
+            Some(l) if l.contains("[none]") => State::No,
+            Some(_) => State::Yes,
+            None => State::Unknown,
+        },
+        lockdown.map_or("securityfs not mounted".into(), |l| l.trim().to_string()),
+    );
+    let uring = fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    row(
+        "io_uring",
+        match uring.as_deref().map(str::trim) {
+            Some("2") => State::No,
+            _ => State::Yes,
+        },
+        "operations submitted through a ring never pass sys_enter: keep io_uring_* out of allowlists".into(),
+    );
+    rows
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    capabilities: &'a [Capability],
+    preventability: Option<&'a Preventability>,
+    preventability_note: String,
+}
+
+pub fn run(json: bool) -> anyhow::Result<()> {
+    let rows = capabilities();
+    let release = kernel_release();
+    let table = table_for(&release);
+    let note = match &table {
+        Some(t) => format!(
+            "measured on {} ({}); this kernel is {release}",
+            t.kernel, t.measured_with
+        ),
+        None => {
+            let kernels: Vec<String> = measured().into_iter().map(|t| t.kernel).collect();
+            format!(
+                "no measurement for {release}; measured kernels: {}",
+                if kernels.is_empty() {
+                    "none".to_string()
+                } else {
+                    kernels.join(", ")
+                }
+            )
+        }
+    };
+    if json {
+        let report = Report {
+            capabilities: &rows,
+            preventability: table.as_ref(),
+            preventability_note: note,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{:<18} {:<8} detail", "capability", "state");
+    for r in &rows {
+        let state = match r.state {
+            State::Yes => "yes",
+            State::No => "no",
+            State::Unknown => "unknown",
+        };
+        println!("{:<18} {:<8} {}", r.name, state, r.detail);
+    }
+    println!();
+    println!("preventability under `action: deny`: {note}");
+    if let Some(t) = &table {
+        let lsm = rows
+            .iter()
+            .find(|r| r.name == "BPF LSM")
+            .is_some_and(|r| r.state == State::Yes);
+        if !lsm {
+            println!(
+                "  (BPF LSM is not usable here: nothing is preventable on this host; `deny` falls back)"
+            );
+        }
+        let (denied, not): (Vec<_>, Vec<_>) =
+            t.syscalls.iter().partition(|(_, m)| m.outcome == "denied");
+        println!("  preventable ({}):", denied.len());
+        for (name, m) in &denied {
+            println!("    {name:<22} by {}", m.hook.as_deref().unwrap_or("?"));
+        }
+        println!(
+            "  not preventable ({}): they run; the fallback (kill or allow) applies",
+            not.len()
+        );
+        for chunk in not.chunks(6) {
+            println!(
+                "    {}",
+                chunk
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_tables_parse_and_say_what_they_measured() {
+        for t in measured() {
+            assert!(major_minor(&t.kernel).is_some(), "{}", t.kernel);
+            assert!(
+                t.syscalls.len() >= 60,
+                "{}: {} syscalls",
+                t.kernel,
+                t.syscalls.len()
+            );
+            for (name, m) in &t.syscalls {
+                assert!(
+                    matches!(m.outcome.as_str(), "denied" | "not-preventable"),
+                    "{name}: {}",
+                    m.outcome
+                );
+                assert_eq!(m.hook.is_some(), m.outcome == "denied", "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_versions_match_by_major_minor() {
+        assert_eq!(major_minor("6.1.0-28-amd64").as_deref(), Some("6.1"));
+        assert_eq!(major_minor("6.12.12+bpo-amd64").as_deref(), Some("6.12"));
+        assert_eq!(major_minor("6.18.44-fc-v669").as_deref(), Some("6.18"));
+        assert_eq!(major_minor("garbage"), None);
+    }
+}
