@@ -45,6 +45,15 @@ pub fn hold(what: &str, policy_file: Option<&Path>) -> anyhow::Result<()> {
                 &format!("sysfence/bench-idle-{}", std::process::id()),
             )?;
             probe.bind(cg.id, 0)?;
+            // As the agent does: every other cgroup is known to be unpoliced.
+            for (_, abs) in cgroup::walk(&root) {
+                if let Ok(id) = cgroup::id_of(&abs)
+                    && id != cg.id
+                {
+                    probe.mark_unpoliced(id)?;
+                }
+            }
+            probe.mark_unpoliced(cgroup::id_of(&root)?)?;
             (probe, Some(cg))
         }
         other => bail!("unknown setup {other}: floor or idle"),

@@ -10,8 +10,8 @@ use aya::{
     util::nr_cpus,
 };
 use probe_common::{
-    Binding, COUNTERS_PER_SLOT, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES, PolicySlot, ProbeSettings,
-    ViolationEvent, stat,
+    Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
+    NO_SLOT, PolicySlot, ProbeSettings, ViolationEvent, cache_index, stat,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -41,6 +41,9 @@ impl Default for ProbeOptions {
 pub struct Probe {
     ebpf: Ebpf,
     workloads: HashMap<MapData, u64, Binding>,
+    cache: Array<MapData, CacheEntry>,
+    /// What the agent has written to WORKLOADS, and which cgroups share each cache index.
+    book: CacheBook,
     policies: Array<MapData, PolicySlot>,
     counts: PerCpuArray<MapData, u64>,
     settings: Array<MapData, ProbeSettings>,
@@ -51,12 +54,19 @@ pub struct Probe {
     ncpus: usize,
 }
 
+/// The agent's record of WORKLOADS and of the cache entries it derived from it.
+#[derive(Default)]
+struct CacheBook {
+    known: std::collections::HashMap<u64, u32>,
+    by_index: std::collections::HashMap<u32, std::collections::BTreeSet<u64>>,
+    cache: std::collections::HashMap<u32, u64>,
+}
+
 /// Probe health counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct ProbeStats {
     pub events_dropped: u64,
     pub kill_failed: u64,
-    pub compat_read_failed: u64,
     pub mark_failed: u64,
 }
 
@@ -98,6 +108,21 @@ pub fn preflight() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Offsets along `task->cgroups->dfl_cgrp->kn->id`, read from the kernel's BTF, for the
+/// probe's direct read of the cgroup id. `None` (the probe then uses the helper) when a
+/// member is missing, or the id is not a plain u64.
+pub fn cgroup_id_path() -> Option<[u32; 4]> {
+    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).ok()?;
+    let path = [
+        member_offset(&btf, "task_struct", "cgroups").ok()?,
+        member_offset(&btf, "css_set", "dfl_cgrp").ok()?,
+        member_offset(&btf, "cgroup", "kn").ok()?,
+        member_offset(&btf, "kernfs_node", "id").ok()?,
+    ];
+    // An offset of 0 would read as "no path": none of these members comes first.
+    path.iter().all(|&o| o != 0).then_some(path)
 }
 
 /// Offset of `thread_info.status` within `task_struct`, read from the kernel's BTF.
@@ -148,8 +173,10 @@ impl Probe {
             .max_slots
             .checked_mul(COUNTERS_PER_SLOT)
             .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
+        let cgroup_path = cgroup_id_path().unwrap_or([0; 4]);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .override_global("CGROUP_ID_PATH", &cgroup_path, true)
             .override_global("TASK_STATUS_OFFSET", &status_offset, true)
             .map_max_entries("POLICIES", options.max_slots)
             .map_max_entries("COUNTS", counters)
@@ -177,6 +204,8 @@ impl Probe {
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
         Ok(Probe {
             workloads: take(&mut ebpf, "WORKLOADS")?,
+            cache: take(&mut ebpf, "CGROUP_CACHE")?,
+            book: CacheBook::default(),
             policies: take(&mut ebpf, "POLICIES")?,
             counts: take(&mut ebpf, "COUNTS")?,
             settings: take(&mut ebpf, "SETTINGS")?,
@@ -300,16 +329,96 @@ impl Probe {
     /// Point a cgroup at a slot: one map write, effective for the next syscall.
     pub fn bind(&mut self, cgroup_id: u64, slot: u32) -> anyhow::Result<()> {
         self.check_slot(slot)?;
-        self.workloads
-            .insert(cgroup_id, Binding { slot, _reserved: 0 }, 0)
-            .context("writing WORKLOADS")
+        self.set_binding(cgroup_id, slot)
     }
 
+    /// Record a cgroup as known and unpoliced, so its tasks cost one array access.
+    pub fn mark_unpoliced(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        self.set_binding(cgroup_id, NO_SLOT)
+    }
+
+    fn set_binding(&mut self, cgroup_id: u64, slot: u32) -> anyhow::Result<()> {
+        self.workloads
+            .insert(cgroup_id, Binding { slot, _reserved: 0 }, 0)
+            .context("writing WORKLOADS")?;
+        self.book.known.insert(cgroup_id, slot);
+        let index = cache_index(cgroup_id);
+        self.book
+            .by_index
+            .entry(index)
+            .or_default()
+            .insert(cgroup_id);
+        self.write_cache(index)
+    }
+
+    /// Forget a cgroup: its tasks go back to the slow path (ancestors, or nothing).
     pub fn unbind(&mut self, cgroup_id: u64) -> anyhow::Result<()> {
+        let index = cache_index(cgroup_id);
+        self.book.known.remove(&cgroup_id);
+        if let Some(ids) = self.book.by_index.get_mut(&index) {
+            ids.remove(&cgroup_id);
+            if ids.is_empty() {
+                self.book.by_index.remove(&index);
+            }
+        }
+        // Cache first: it must never name a cgroup WORKLOADS no longer has.
+        self.write_cache(index)?;
         match self.workloads.remove(&cgroup_id) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(e).context("removing from WORKLOADS"),
         }
+    }
+
+    /// Bring one cache entry in line with the book. A reader sees either the old entry,
+    /// an empty one (and asks WORKLOADS), or the new one: a new owner is written in two
+    /// steps, id 0 first, so an id is never paired with another cgroup's slot.
+    fn write_cache(&mut self, index: u32) -> anyhow::Result<()> {
+        let ids = self.book.by_index.get(&index);
+        let want = match ids.map(|s| s.len()).unwrap_or(0) {
+            0 => CacheEntry {
+                cgroup_id: 0,
+                slot: 0,
+                _reserved: 0,
+            },
+            1 => {
+                let id = *ids.and_then(|s| s.first()).expect("one id");
+                CacheEntry {
+                    cgroup_id: id,
+                    slot: self.book.known[&id],
+                    _reserved: 0,
+                }
+            }
+            _ => CacheEntry {
+                cgroup_id: CACHE_COLLISION,
+                slot: 0,
+                _reserved: 0,
+            },
+        };
+        let current = self.book.cache.get(&index).copied().unwrap_or(0);
+        if current != want.cgroup_id && current != 0 {
+            self.cache
+                .set(
+                    index,
+                    CacheEntry {
+                        cgroup_id: 0,
+                        slot: want.slot,
+                        _reserved: 0,
+                    },
+                    0,
+                )
+                .context("writing CGROUP_CACHE")?;
+        }
+        self.cache
+            .set(index, want, 0)
+            .context("writing CGROUP_CACHE")?;
+        self.book.cache.insert(index, want.cgroup_id);
+        Ok(())
+    }
+
+    /// The cgroups this probe has an entry for (bound or known unpoliced), with their
+    /// slot ([`NO_SLOT`] for unpoliced).
+    pub fn bindings(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.book.known.iter().map(|(id, slot)| (*id, *slot))
     }
 
     /// Levels (bit per level) at which bindings sit, for the ancestor fallback.
@@ -342,7 +451,6 @@ impl Probe {
         Ok(ProbeStats {
             events_dropped: sum(stat::EVENTS_DROPPED)?,
             kill_failed: sum(stat::KILL_FAILED)?,
-            compat_read_failed: sum(stat::COMPAT_READ_FAILED)?,
             mark_failed: sum(stat::MARK_FAILED)?,
         })
     }

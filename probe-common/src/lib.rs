@@ -279,12 +279,41 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
     }
 }
 
-/// Value of `WORKLOADS[cgroup id]`: which slot polices the cgroup.
+/// `Binding::slot` of a cgroup the agent knows to be unpoliced: the lookup hits and the
+/// probe returns at once, instead of trying the cgroup's ancestors.
+pub const NO_SLOT: u32 = u32::MAX;
+
+/// Value of `WORKLOADS[cgroup id]`: which slot polices the cgroup ([`NO_SLOT`]: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Binding {
     pub slot: u32,
     pub _reserved: u32,
+}
+
+/// Value of `CGROUP_CACHE[cgroup_id & (CGROUP_CACHE_SIZE - 1)]`: a direct-mapped copy of
+/// `WORKLOADS`, so that the common lookup is an array access instead of a hash lookup.
+/// `cgroup_id` is 0 for an empty entry and [`CACHE_COLLISION`] where several known
+/// cgroups share the index (the probe then asks `WORKLOADS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub _reserved: u32,
+}
+
+/// Entries of `CGROUP_CACHE` (a power of two).
+pub const CGROUP_CACHE_SIZE: u32 = 16384;
+
+/// `CacheEntry::cgroup_id` of an index shared by several cgroups.
+pub const CACHE_COLLISION: u64 = u64::MAX;
+
+/// Index of a cgroup in `CGROUP_CACHE`. Cgroup ids are kernfs inode numbers, handed out
+/// in increasing order, so their low bits spread evenly.
+#[inline(always)]
+pub const fn cache_index(cgroup_id: u64) -> u32 {
+    (cgroup_id & (CGROUP_CACHE_SIZE as u64 - 1)) as u32
 }
 
 /// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
@@ -458,15 +487,15 @@ pub mod stat {
     pub const EVENTS_DROPPED: u32 = 0;
     /// `bpf_send_signal` calls that failed.
     pub const KILL_FAILED: u32 = 1;
-    /// Reads of the task's `thread_info.status` that failed (counted as ia32-unknown).
-    pub const COMPAT_READ_FAILED: u32 = 2;
     /// `DENY_MARKS` was full: a `deny` fell back at once.
-    pub const MARK_FAILED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    pub const MARK_FAILED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
+const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
+const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<DenyMark>() == 48);
@@ -479,6 +508,7 @@ mod pod {
     // asserts above), so any byte pattern of the right length is a valid value.
     unsafe impl aya::Pod for super::PolicySlot {}
     unsafe impl aya::Pod for super::Binding {}
+    unsafe impl aya::Pod for super::CacheEntry {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
     unsafe impl aya::Pod for super::DenyMark {}
