@@ -13,3 +13,4 @@ pub mod report;
 pub mod run;
 pub mod seccomp;
 pub mod syscall_table;
+pub mod workload;

@@ -107,6 +107,49 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// The socket `sysfence wrap` asks to bind a container at `start`.
+        #[arg(long, value_name = "PATH", default_value = sysfence::workload::socket::DEFAULT_SOCKET)]
+        runtime_socket: PathBuf,
+        /// A CRI socket (containerd, CRI-O) to read pod metadata from; repeatable.
+        /// Default: the usual containerd and CRI-O sockets that exist.
+        #[arg(long, value_name = "PATH")]
+        cri_socket: Vec<PathBuf>,
+        /// Read no CRI socket.
+        #[arg(long, conflicts_with = "cri_socket")]
+        no_cri: bool,
+        /// A runtime state directory (a runtime's `--root`) to read besides /run/runc,
+        /// /run/crun, /run/youki, /var/run/runsc and /run/containerd/runc/*; repeatable.
+        #[arg(long, value_name = "DIR")]
+        runtime_root: Vec<PathBuf>,
+    },
+    /// Run an OCI runtime (runc, crun, runsc, youki) with ARGS, binding each container
+    /// before its entrypoint runs.
+    ///
+    /// Use it as the node's runtime binary (containerd's `BinaryName`, CRI-O's
+    /// `runtime_path`, Docker's and Podman's `--runtime`), through a two-line script:
+    /// `exec sysfence wrap --runtime /usr/sbin/runc -- "$@"`. Every command goes to the
+    /// runtime unchanged; `start` first asks the agent to bind the container, and runs
+    /// once it is bound: the entrypoint's first syscall is policed. If the agent cannot
+    /// be reached, `start` fails unless `--fail-open`.
+    #[command(
+        after_help = "Example (containerd, /usr/local/bin/sysfence-runc):\n  #!/bin/sh\n  exec /usr/local/bin/sysfence wrap --runtime /usr/sbin/runc -- \"$@\""
+    )]
+    Wrap {
+        /// The real runtime binary.
+        #[arg(long, value_name = "PATH")]
+        runtime: PathBuf,
+        /// The agent's runtime socket.
+        #[arg(long, value_name = "PATH", default_value = sysfence::workload::socket::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Start the container unpoliced when the agent cannot be reached.
+        #[arg(long)]
+        fail_open: bool,
+        /// Seconds to wait for the agent's answer.
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        timeout: f64,
+        /// The runtime's arguments.
+        #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// What this kernel lets sysfence do, and which syscalls `deny` can prevent.
     ///
@@ -294,10 +337,28 @@ fn main() -> ExitCode {
         Command::BenchHold { what, policy } => {
             sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)
         }
+        Command::Wrap {
+            runtime,
+            socket,
+            fail_open,
+            timeout,
+            args,
+        } => sysfence::workload::socket::wrap(sysfence::workload::socket::WrapOptions {
+            runtime,
+            socket,
+            fail_open,
+            timeout: Duration::from_secs_f64(timeout.max(0.1)),
+            args,
+        })
+        .map(|never| match never {}),
         Command::Agent {
             policies,
             rescan_every,
             log_format,
+            runtime_socket,
+            cri_socket,
+            no_cri,
+            runtime_root,
         } => {
             init_logging(log_format);
             tokio::runtime::Builder::new_multi_thread()
@@ -309,6 +370,15 @@ fn main() -> ExitCode {
                     rt.block_on(daemon::run(daemon::AgentOptions {
                         policies,
                         rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
+                        runtime_socket,
+                        cri_sockets: if no_cri {
+                            Some(Vec::new())
+                        } else if cri_socket.is_empty() {
+                            None
+                        } else {
+                            Some(cri_socket)
+                        },
+                        runtime_roots: runtime_root,
                     }))
                 })
                 .map(|()| ExitCode::SUCCESS)

@@ -421,6 +421,17 @@ impl Probe {
         self.book.known.iter().map(|(id, slot)| (*id, *slot))
     }
 
+    /// The cgroup ids in `WORKLOADS`, read back from the kernel (read-only).
+    pub fn workload_keys(&self) -> anyhow::Result<Vec<u64>> {
+        let mut keys = self
+            .workloads
+            .keys()
+            .collect::<Result<Vec<u64>, _>>()
+            .context("reading WORKLOADS")?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
     /// Levels (bit per level) at which bindings sit, for the ancestor fallback.
     pub fn set_ancestor_levels(&mut self, levels: u32) -> anyhow::Result<()> {
         let settings = ProbeSettings {

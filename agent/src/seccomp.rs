@@ -1064,7 +1064,20 @@ fn render_policy(
         header.push_str(&format!("# {} note(s):\n", warnings.len()));
         for w in warnings.iter() {
             header.push_str("# - ");
-            header.push_str(&w.replace('\n', " "));
+            // Profile text (names, comments) reaches the comment: a `\r` or NUL there would
+            // end the comment line and break the document, so control characters are escaped.
+            header.push_str(
+                &w.replace('\n', " ")
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && c != '\t' {
+                            c.escape_default().to_string()
+                        } else {
+                            c.to_string()
+                        }
+                    })
+                    .collect::<String>(),
+            );
             header.push('\n');
         }
     }

@@ -6,7 +6,11 @@
 //! by hand and a second run rebuilds nothing.
 
 mod bench;
+mod fuzz;
+mod image;
+mod packages;
 mod toolchain;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -39,16 +43,29 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Every check and test: fmt, clippy, unit tests, and the privileged integration
-    /// tests (real cgroups, the real probe). Under CI=true a privileged test that cannot
-    /// run fails.
+    /// tests (real cgroups, the real probe) on the host, then in QEMU VMs (`vm-test`),
+    /// the container image (`image`) and a short fuzz run (`fuzz`).
+    /// Under CI=true a privileged test that cannot run fails.
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
         no_lint: bool,
+        /// Seconds of fuzzing (`fuzz`), split over the fuzz targets; 0 skips it.
+        #[arg(long, default_value_t = 60, value_name = "N")]
+        fuzz_seconds: u64,
     },
     /// Per-syscall cost side by side in one run: nothing attached, the empty-program
     /// floor, sysfence unpoliced, sysfence policed.
     Bench(bench::BenchArgs),
+    /// The integration tests inside QEMU VMs (TCG) booted from Debian's 6.1 and 6.12
+    /// kernels with BPF LSM on; installs QEMU, the kernels and busybox if missing.
+    VmTest(vm::VmArgs),
+    /// The container image (deploy/Containerfile) from a static binary, built offline
+    /// with podman; checks that its binary runs `--version`, and removes the image.
+    Image(image::ImageArgs),
+    /// Bounded cargo-fuzz runs of the policy parser and compiler and the seccomp
+    /// importer (nightly; installs cargo-fuzz if missing). Any crash fails.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() {
@@ -63,6 +80,7 @@ fn real_main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     let tools = toolchain::ensure()?;
+    packages::ensure(matches!(cli.command, Cmd::Test { .. } | Cmd::VmTest(_)))?;
     match cli.command {
         Cmd::Build { release } => build(&tools, release),
         Cmd::Run { release, mut args } => {
@@ -82,10 +100,22 @@ fn real_main() -> anyhow::Result<()> {
                 .with_context(|| format!("running {}", bin.display()))?;
             std::process::exit(status.code().unwrap_or(128 + 9));
         }
-        Cmd::Test { no_lint } => test(&tools, no_lint),
+        Cmd::Test {
+            no_lint,
+            fuzz_seconds,
+        } => test(&tools, no_lint, fuzz_seconds),
+        Cmd::Image(args) => image::run(&root, &tools, &args),
+        Cmd::Fuzz(args) => fuzz::run(&root, &tools, &args),
         Cmd::Bench(args) => {
             build(&tools, true)?;
             bench::run(&root, &target_dir(&root).join("release"), args)
+        }
+        Cmd::VmTest(args) => {
+            build(&tools, false)?;
+            let mut tally = Tally::default();
+            let vm = vm::run(&root, &tools, args, &mut tally);
+            println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
+            vm
         }
     }
 }
@@ -128,7 +158,7 @@ fn build(tools: &toolchain::Tools, release: bool) -> anyhow::Result<()> {
     run_step("build", &mut cmd)
 }
 
-fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
+fn test(tools: &toolchain::Tools, no_lint: bool, fuzz_seconds: u64) -> anyhow::Result<()> {
     if !no_lint {
         run_step(
             "cargo fmt --check",
@@ -175,8 +205,19 @@ fn test(tools: &toolchain::Tools, no_lint: bool) -> anyhow::Result<()> {
             "--test-threads=1",
         ]),
     );
+    eprintln!("xtask: integration tests in QEMU VMs (BPF LSM kernels)");
+    let vm = vm::run(&workspace_root(), tools, vm::VmArgs::default(), &mut tally);
+    let image = image::run(&workspace_root(), tools, &image::ImageArgs::default());
+    let fuzz = fuzz::run(
+        &workspace_root(),
+        tools,
+        &fuzz::FuzzArgs {
+            seconds: fuzz_seconds,
+            target: None,
+        },
+    );
     println!("xtask: {} passed, {} failed", tally.passed, tally.failed);
-    unit.and(host)
+    unit.and(host).and(vm).and(image).and(fuzz)
 }
 
 /// Test counts over several `cargo test` runs, read from their `test result:` lines.
@@ -195,27 +236,33 @@ impl Tally {
         for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
             let line = line?;
             println!("{line}");
-            if let Some(rest) = line.strip_prefix("test result: ") {
-                let number = |word: &str| -> u64 {
-                    rest.split(';')
-                        .find_map(|part| {
-                            part.trim()
-                                .strip_suffix(word)?
-                                .split_whitespace()
-                                .last()?
-                                .parse()
-                                .ok()
-                        })
-                        .unwrap_or(0)
-                };
-                self.passed += number(" passed");
-                self.failed += number(" failed");
-            }
+            self.count(&line);
         }
         let status = child.wait()?;
         if !status.success() {
             bail!("{name} failed ({status})");
         }
         Ok(())
+    }
+
+    /// Add up one output line if it is a `test result:` line; returns its counts.
+    fn count(&mut self, line: &str) -> Option<(u64, u64)> {
+        let rest = line.strip_prefix("test result: ")?;
+        let number = |word: &str| -> u64 {
+            rest.split(';')
+                .find_map(|part| {
+                    part.trim()
+                        .strip_suffix(word)?
+                        .split_whitespace()
+                        .last()?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        let (passed, failed) = (number(" passed"), number(" failed"));
+        self.passed += passed;
+        self.failed += failed;
+        Some((passed, failed))
     }
 }

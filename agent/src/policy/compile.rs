@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::{
     diag::{Diagnostic, start},
-    model::{AbiChoice, PolicyDoc, SetDoc},
+    model::{AbiChoice, PolicyDoc, Selector, SetDoc},
+    selector::{CompiledSelector, Glob, KNOWN_RUNTIMES, LabelSelector, Op, Requirement},
 };
 use crate::syscall_table;
 
@@ -71,8 +72,12 @@ pub struct CompiledPolicy {
     pub mode: Mode,
     pub action: Action,
     pub fallback: Fallback,
-    /// Glob under the cgroup v2 root, without a leading `/`.
+    /// Glob under the cgroup v2 root, without a leading `/` (also in `selector`).
     pub cgroup_path: Option<String>,
+    /// `spec.selector`, compiled: which workloads this policy binds to.
+    pub selector: CompiledSelector,
+    /// Line and column of `spec.selector` (or of the policy's name), for diagnostics.
+    pub selector_at: (usize, usize),
     /// Allowed syscall indexes (see `probe_common::syscall_index`), all ABIs.
     pub allowed: BTreeSet<u32>,
     /// The names the allowlist was compiled from, after includes and denies.
@@ -359,20 +364,18 @@ pub fn compile(
         );
     }
 
-    let cgroup_path = match spec.selector.as_ref().and_then(|s| s.cgroup_path.as_ref()) {
-        Some(p) => {
-            let text = p.trim_start_matches('/').to_string();
-            if let Err(e) = glob::Pattern::new(&text) {
-                diags.push(Diagnostic::error(
-                    path,
-                    start(p.span()),
-                    format!("invalid cgroupPath glob `{}`: {e}", **p),
-                ));
-            }
-            Some(text)
-        }
-        None => None,
-    };
+    let selector = spec
+        .selector
+        .as_ref()
+        .map(|sel| compile_selector(path, sel, &mut diags))
+        .unwrap_or_default();
+    let cgroup_path = selector.cgroup_path.as_ref().map(|g| g.text.clone());
+    let selector_at = spec
+        .selector
+        .as_ref()
+        .and_then(first_selector_marker)
+        .or_else(|| start(doc.metadata.name.span()))
+        .map_or((0, 0), |m| (m.line(), m.column()));
     // Names: includes, then allow, minus deny.
     let mut names: BTreeSet<String> = BTreeSet::new();
     for inc in &spec.include {
@@ -547,6 +550,8 @@ pub fn compile(
             action,
             fallback,
             cgroup_path,
+            selector,
+            selector_at,
             allowed,
             allowed_names: names,
             abi_names: per_abi,
@@ -564,4 +569,230 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Where a selector starts, for diagnostics about it: its first field that is set.
+fn first_selector_marker(sel: &Selector) -> Option<marked_yaml::Marker> {
+    [
+        sel.namespace.as_ref().map(|v| v.span()),
+        sel.pod_labels.as_ref().map(|v| v.span()),
+        sel.container.as_ref().map(|v| v.span()),
+        sel.image.as_ref().map(|v| v.span()),
+        sel.runtime.as_ref().map(|v| v.span()),
+        sel.cgroup_path.as_ref().map(|v| v.span()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(start)
+    .min_by_key(|m| (m.line(), m.column()))
+}
+
+/// Compile `spec.selector`, reporting bad globs, label syntax and operators.
+fn compile_selector(path: &Path, sel: &Selector, diags: &mut Vec<Diagnostic>) -> CompiledSelector {
+    let mut out = CompiledSelector::default();
+    let text = |v: &Spanned<String>, field: &str, diags: &mut Vec<Diagnostic>| {
+        let t = v.trim().to_string();
+        if t.is_empty() {
+            diags.push(Diagnostic::error(
+                path,
+                start(v.span()),
+                format!("`{field}` is empty"),
+            ));
+        }
+        t
+    };
+    if let Some(ns) = &sel.namespace {
+        let t = text(ns, "namespace", diags);
+        if !t.is_empty() && !valid_dns_label(&t) {
+            diags.push(
+                Diagnostic::error(path, start(ns.span()), format!("invalid namespace `{t}`"))
+                    .with_help("a Kubernetes namespace is a DNS label: lowercase letters, digits and `-`, at most 63"),
+            );
+        }
+        out.namespace = Some(t);
+    }
+    if let Some(c) = &sel.container {
+        out.container = Some(text(c, "container", diags));
+    }
+    if let Some(r) = &sel.runtime {
+        let t = text(r, "runtime", diags);
+        if !t.is_empty() && !KNOWN_RUNTIMES.contains(&t.as_str()) {
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    start(r.span()),
+                    format!("`{t}` is not a runtime sysfence recognises: it matches a CRI runtime handler of that name only"),
+                )
+                .with_help(format!("runtimes: {}", KNOWN_RUNTIMES.join(", "))),
+            );
+        }
+        out.runtime = Some(t);
+    }
+    if let Some(i) = &sel.image {
+        let t = text(i, "image", diags);
+        match Glob::image(&t) {
+            Ok(g) => out.image = Some(g),
+            Err(e) => diags.push(Diagnostic::error(
+                path,
+                start(i.span()),
+                format!("invalid image glob `{t}`: {e}"),
+            )),
+        }
+    }
+    if let Some(p) = &sel.cgroup_path {
+        let t = p.trim_start_matches('/').to_string();
+        match Glob::path(&t) {
+            Ok(g) => out.cgroup_path = Some(g),
+            Err(e) => diags.push(Diagnostic::error(
+                path,
+                start(p.span()),
+                format!("invalid cgroupPath glob `{}`: {e}", **p),
+            )),
+        }
+    }
+    if let Some(labels) = &sel.pod_labels {
+        let mut ls = LabelSelector::default();
+        for (key, value) in &labels.match_labels {
+            check_label_key(path, key, start(value.span()), diags);
+            check_label_value(path, value, diags);
+            ls.requirements.push(Requirement {
+                key: key.clone(),
+                op: Op::In,
+                values: [value.to_string()].into(),
+            });
+        }
+        for e in &labels.match_expressions {
+            check_label_key(path, &e.key, start(e.key.span()), diags);
+            let Some(op) = Op::parse(&e.operator) else {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(e.operator.span()),
+                        format!("unknown operator `{}`", *e.operator),
+                    )
+                    .with_help(format!("operator is one of: {}", Op::NAMES)),
+                );
+                continue;
+            };
+            match op {
+                Op::In | Op::NotIn if e.values.is_empty() => diags.push(Diagnostic::error(
+                    path,
+                    start(e.operator.span()),
+                    format!("`{}` needs a non-empty `values` list", *e.operator),
+                )),
+                Op::Exists | Op::DoesNotExist if !e.values.is_empty() => diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(e.values[0].span()),
+                        format!("`{}` takes no `values`", *e.operator),
+                    )
+                    .with_help("remove `values`, or use `In` / `NotIn`"),
+                ),
+                _ => {}
+            }
+            for v in &e.values {
+                check_label_value(path, v, diags);
+            }
+            ls.requirements.push(Requirement {
+                key: e.key.to_string(),
+                op,
+                values: e.values.iter().map(|v| v.to_string()).collect(),
+            });
+        }
+        if !LabelSelector::satisfiable(ls.requirements.iter()) {
+            diags.push(Diagnostic::warning(
+                path,
+                start(labels.span()),
+                "these label requirements contradict each other: the selector matches no pod",
+            ));
+        }
+        out.pod_labels = Some(ls);
+    }
+    out
+}
+
+/// A DNS label (RFC 1123), as Kubernetes namespaces are.
+fn valid_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A label name or value segment: alphanumerics, `-`, `_`, `.`, alphanumeric at both ends.
+fn valid_label_segment(s: &str, max: usize) -> bool {
+    s.len() <= max
+        && (s.is_empty()
+            || (s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()))
+}
+
+fn check_label_key(
+    path: &Path,
+    key: &str,
+    at: Option<marked_yaml::Marker>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(valid_dns_label));
+    if name.is_empty() || !valid_label_segment(name, 63) || !prefix_ok {
+        diags.push(
+            Diagnostic::error(path, at, format!("invalid label key `{key}`"))
+                .with_help("a label key is `[prefix/]name`: name up to 63 alphanumerics, `-`, `_`, `.`; prefix a DNS subdomain"),
+        );
+    }
+}
+
+fn check_label_value(path: &Path, value: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+    if !valid_label_segment(value, 63) {
+        diags.push(
+            Diagnostic::error(path, start(value.span()), format!("invalid label value `{}`", **value))
+                .with_help("a label value is up to 63 alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric"),
+        );
+    }
+}
+
+/// Pairs of policies that could bind the same workload with equal specificity: an
+/// error each, at the later policy's selector.
+pub fn conflicts(policies: &[CompiledPolicy]) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for (i, a) in policies.iter().enumerate() {
+        for b in &policies[i + 1..] {
+            if a.selector.is_empty()
+                || a.selector.specificity() != b.selector.specificity()
+                || !a.selector.may_overlap(&b.selector)
+            {
+                continue;
+            }
+            let mut d = Diagnostic::error(
+                &b.file,
+                None,
+                format!(
+                    "selector conflict: policies `{}` and `{}` can select the same workload with equal specificity {}",
+                    a.name,
+                    b.name,
+                    b.selector.specificity()
+                ),
+            )
+            .with_help(format!(
+                "`{}` is at {}:{}:{}; make one selector more specific (add a field or a label requirement) or make them disjoint (e.g. different namespaces)",
+                a.name,
+                a.file.display(),
+                a.selector_at.0,
+                a.selector_at.1
+            ));
+            (d.line, d.column) = b.selector_at;
+            diags.push(d);
+        }
+    }
+    diags
 }

@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod diag;
 pub mod model;
+pub mod selector;
 
 use std::{
     collections::BTreeMap,
@@ -13,6 +14,7 @@ use std::{
 pub use compile::{Action, CompiledPolicy, Fallback, Mode, SetCatalog};
 pub use diag::{Diagnostic, Rejected, Severity};
 use model::Document;
+pub use selector::CompiledSelector;
 
 /// Sets shipped with sysfence, compiled into the binary so that `include` works anywhere.
 pub const SHIPPED_SETS: &[(&str, &str)] = &[
@@ -167,6 +169,9 @@ pub fn load_files(files: &[PathBuf]) -> Loaded {
             Err(diags) => loaded.diagnostics.extend(diags),
         }
     }
+    loaded
+        .diagnostics
+        .extend(compile::conflicts(&loaded.policies));
     loaded
 }
 

@@ -6,7 +6,9 @@
 //! metadata:
 //!   name: web
 //! spec:
-//!   selector:
+//!   selector:                # see [`Selector`]: fields, specificity, conflicts
+//!     namespace: shop
+//!     podLabels: {matchLabels: {app: web}}
 //!     cgroupPath: "kubepods/*/pod*/*"   # glob under the cgroup v2 root
 //!   mode: audit                # monitor | audit | enforce
 //!   action: kill               # kill | deny     (enforce mode)
@@ -113,11 +115,74 @@ impl<'de> Deserialize<'de> for AbiChoice {
     }
 }
 
+/// `spec.selector`: which workloads the policy binds to. Every field set must match;
+/// a selector with no field binds nothing.
+///
+/// ```yaml
+/// selector:
+///   namespace: shop                 # the pod's namespace, exactly
+///   podLabels:                      # Kubernetes label-selector semantics
+///     matchLabels: {app: web}
+///     matchExpressions:
+///       - {key: tier, operator: In, values: [frontend, edge]}   # In | NotIn | Exists | DoesNotExist
+///   container: nginx                # the container's name, exactly
+///   image: "docker.io/library/nginx:*"   # glob; `*` crosses `/`
+///   runtime: runc                   # runc | crun | runsc | kata | youki, or a CRI handler name
+///   cgroupPath: "kubepods/*/pod*/*" # glob under the cgroup v2 root; `*` stops at `/`
+/// ```
+///
+/// **Which policy wins.** Of the policies whose selectors match a workload, the most
+/// specific one is bound. Specificity is one point for each of `namespace`,
+/// `container`, `image`, `runtime` and `cgroupPath` that is set, plus one point per
+/// label requirement in `podLabels` (each `matchLabels` entry and each
+/// `matchExpressions` entry count one; `podLabels: {}` counts one). So
+/// `{namespace: shop, podLabels: {matchLabels: {app: web}}}` (2) beats
+/// `{namespace: shop}` (1), and `{container: nginx, runtime: runc}` (2) ties with it.
+/// Two policies that could match the same workload with equal specificity are a
+/// conflict: `sysfence check` reports it as an error and the agent refuses to start,
+/// rather than pick one arbitrarily. Overlap is decided per field: different
+/// `namespace`, `container` or known `runtime` values, globs that cannot match a common
+/// string, or label requirements that cannot hold together make two selectors disjoint.
+///
+/// **Sandboxed runtimes.** On gVisor (`runsc`) and Kata the host sees the sandbox's own
+/// processes (the Sentry, the VMM), not the application's syscalls. A policy binds to
+/// such a workload as written only if its selector names that runtime (`runtime: runsc`);
+/// otherwise it is applied monitor-only.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Selector {
     #[serde(default)]
     pub cgroup_path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub namespace: Option<Spanned<String>>,
+    #[serde(default)]
+    pub pod_labels: Option<Spanned<LabelSelectorDoc>>,
+    #[serde(default)]
+    pub container: Option<Spanned<String>>,
+    #[serde(default)]
+    pub image: Option<Spanned<String>>,
+    #[serde(default)]
+    pub runtime: Option<Spanned<String>>,
+}
+
+/// A Kubernetes `LabelSelector`: `matchLabels` and `matchExpressions`, all ANDed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorDoc {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub match_expressions: Vec<Spanned<LabelExpressionDoc>>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelExpressionDoc {
+    pub key: Spanned<String>,
+    pub operator: Spanned<String>,
+    #[serde(default)]
+    pub values: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

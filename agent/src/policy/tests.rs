@@ -341,3 +341,140 @@ fn multiplexers_and_io_uring_draw_warnings() {
     let (_, w) = policy(&format!("{HEAD}spec:\n  include: [runtime-default]\n")).unwrap();
     assert!(w.is_empty(), "{w:?}");
 }
+
+#[test]
+fn selector_errors_have_positions() {
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    podLabels:\n      matchExpressions:\n        - {{key: app, operator: Among, values: [a]}}\n"
+    ));
+    assert!(
+        e[0].message.contains("unknown operator `Among`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!((e[0].line, e[0].column), (9, 32), "{}", e[0]);
+    assert!(
+        e[0].help
+            .as_deref()
+            .unwrap()
+            .contains("In, NotIn, Exists, DoesNotExist")
+    );
+
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    podLabels:\n      matchExpressions:\n        - {{key: app, operator: In}}\n"
+    ));
+    assert!(
+        e[0].message
+            .contains("`In` needs a non-empty `values` list"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(e[0].line, 9);
+
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    podLabels:\n      matchExpressions:\n        - {{key: app, operator: Exists, values: [x]}}\n"
+    ));
+    assert!(
+        e[0].message.contains("`Exists` takes no `values`"),
+        "{}",
+        e[0]
+    );
+
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    podLabels: {{matchLabels: {{\"bad key!\": web}}}}\n"
+    ));
+    assert!(
+        e[0].message.contains("invalid label key `bad key!`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(e[0].line, 7);
+
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    namespace: Shop_1\n"
+    ));
+    assert!(
+        e[0].message.contains("invalid namespace `Shop_1`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!((e[0].line, e[0].column), (7, 16));
+
+    let e = errors(&format!("{HEAD}spec:\n  selector:\n    pod: web\n"));
+    assert!(e[0].message.contains("unknown field `pod`"), "{}", e[0]);
+    assert!(
+        e[0].help.as_deref().unwrap().contains("podLabels"),
+        "{:?}",
+        e[0].help
+    );
+
+    let e = errors(&format!(
+        "{HEAD}spec:\n  selector:\n    image: \"nginx:[\"\n"
+    ));
+    assert!(e[0].message.contains("invalid image glob"), "{}", e[0]);
+
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  selector:\n    runtime: gvisor\n    namespace: shop\n"
+    ))
+    .unwrap();
+    assert_eq!(p.selector.runtime.as_deref(), Some("gvisor"));
+    assert!(
+        w.iter().any(|d| d
+            .message
+            .contains("matches a CRI runtime handler of that name only")),
+        "{w:?}"
+    );
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  selector:\n    podLabels:\n      matchLabels: {{app: web}}\n      matchExpressions: [{{key: app, operator: NotIn, values: [web]}}]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter()
+            .any(|d| d.message.contains("contradict each other")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn load_files_reports_selector_conflicts_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, selector: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n{selector}"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let a = write("a", "    namespace: shop\n    container: web\n");
+    let b = write("b", "    podLabels: {matchLabels: {app: web, tier: fe}}\n");
+    let c = write("c", "    namespace: bank\n    container: web\n");
+    let loaded = load_files(&[a.clone(), b.clone(), c.clone()]);
+    let errors: Vec<String> = loaded
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "{}:7:16: error: selector conflict: policies `a` and `b`",
+            b.display()
+        )),
+        "{errors:#?}"
+    );
+    assert!(errors[1].contains("policies `b` and `c`"), "{errors:#?}");
+    // a and c differ in namespace: no conflict between them.
+    assert!(!errors.iter().any(|e| e.contains("`a` and `c`")));
+    // The same selectors with one more field are not a conflict.
+    let d = write(
+        "d",
+        "    namespace: shop\n    container: web\n    runtime: runc\n",
+    );
+    let loaded = load_files(&[a, d]);
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+}

@@ -1,0 +1,340 @@
+//! Selectors: which workloads a policy binds to. Pure: compiled from the YAML model,
+//! matched against [`Workload`]s, and compared with each other for conflicts.
+//!
+//! Fields and their matching (all set fields must match; a selector with no field
+//! matches nothing):
+//!
+//! | field | matches | against |
+//! | --- | --- | --- |
+//! | `namespace` | exactly | the pod's namespace |
+//! | `podLabels` | Kubernetes label-selector semantics (`matchLabels`, `matchExpressions` with `In`, `NotIn`, `Exists`, `DoesNotExist`) | the pod's labels; a workload outside any pod never matches |
+//! | `container` | exactly | the container's name (CRI metadata, or the `io.kubernetes.container.name` / `io.kubernetes.cri.container-name` annotation) |
+//! | `image` | glob, `*` matches any run of characters, `/` included | the image name (`docker.io/library/nginx:1.25`), or its id when the name is unknown |
+//! | `runtime` | exactly | a known OCI runtime name (`runc`, `crun`, `runsc`, `kata`, `youki`) against the runtime the agent recognised; any other name against the CRI runtime handler (RuntimeClass) |
+//! | `cgroupPath` | glob under the cgroup v2 root, `*` stops at `/` | the workload's cgroup path |
+//!
+//! **Specificity** (see [`CompiledSelector::specificity`]): one point per field set among
+//! `namespace`, `container`, `image`, `runtime` and `cgroupPath`, plus one point per
+//! label requirement of `podLabels` (each `matchLabels` entry and each
+//! `matchExpressions` entry; an empty `podLabels: {}` counts one). The most specific
+//! matching policy wins. Two policies that can match one workload with the same
+//! specificity are a conflict, which `check` and the agent reject.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use glob::{MatchOptions, Pattern};
+
+use crate::workload::Workload;
+
+/// `*` stops at `/`: `kubepods/*/pod*/*` matches one level per `*`.
+pub const PATH_MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+/// `*` crosses `/`: `docker.io/library/*` matches every image of that repository tree.
+pub const IMAGE_MATCH: MatchOptions = MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: false,
+    require_literal_leading_dot: false,
+};
+
+/// A glob as written, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Glob {
+    pub text: String,
+    pattern: Pattern,
+    path_like: bool,
+}
+
+impl Glob {
+    pub fn path(text: &str) -> Result<Glob, glob::PatternError> {
+        Ok(Glob {
+            text: text.to_string(),
+            pattern: Pattern::new(text)?,
+            path_like: true,
+        })
+    }
+
+    pub fn image(text: &str) -> Result<Glob, glob::PatternError> {
+        Ok(Glob {
+            text: text.to_string(),
+            pattern: Pattern::new(text)?,
+            path_like: false,
+        })
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.pattern.matches_with(
+            s,
+            if self.path_like {
+                PATH_MATCH
+            } else {
+                IMAGE_MATCH
+            },
+        )
+    }
+
+    fn is_literal(text: &str) -> bool {
+        !text.contains(['*', '?', '['])
+    }
+
+    /// Whether some string could match both globs. Conservative: `false` only when
+    /// that is certain (different literals, a literal the other glob rejects,
+    /// incompatible literal prefixes or suffixes, or, for paths, different depths).
+    pub fn may_overlap(&self, other: &Glob) -> bool {
+        if self.path_like && other.path_like {
+            if self.text.contains("**") || other.text.contains("**") {
+                return true;
+            }
+            let a: Vec<&str> = self.text.split('/').collect();
+            let b: Vec<&str> = other.text.split('/').collect();
+            if a.len() != b.len() {
+                return false;
+            }
+            a.iter().zip(&b).all(|(x, y)| texts_may_overlap(x, y))
+        } else {
+            texts_may_overlap(&self.text, &other.text)
+        }
+    }
+}
+
+/// Whether two glob texts (one path component, or a whole image glob) can match a
+/// common string.
+fn texts_may_overlap(a: &str, b: &str) -> bool {
+    match (Glob::is_literal(a), Glob::is_literal(b)) {
+        (true, true) => a == b,
+        (true, false) => Pattern::new(b).is_ok_and(|p| p.matches_with(a, IMAGE_MATCH)),
+        (false, true) => Pattern::new(a).is_ok_and(|p| p.matches_with(b, IMAGE_MATCH)),
+        (false, false) => {
+            let prefix = |s: &str| s[..s.find(['*', '?', '[']).unwrap_or(s.len())].to_string();
+            let suffix = |s: &str| s[s.rfind(['*', '?', ']']).map_or(0, |i| i + 1)..].to_string();
+            let (pa, pb) = (prefix(a), prefix(b));
+            let (sa, sb) = (suffix(a), suffix(b));
+            (pa.starts_with(&pb) || pb.starts_with(&pa)) && (sa.ends_with(&sb) || sb.ends_with(&sa))
+        }
+    }
+}
+
+/// A label-selector operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+impl Op {
+    pub const NAMES: &'static str = "In, NotIn, Exists, DoesNotExist";
+
+    pub fn parse(s: &str) -> Option<Op> {
+        match s {
+            "In" => Some(Op::In),
+            "NotIn" => Some(Op::NotIn),
+            "Exists" => Some(Op::Exists),
+            "DoesNotExist" => Some(Op::DoesNotExist),
+            _ => None,
+        }
+    }
+}
+
+/// One requirement; a `matchLabels` entry `k: v` is `k In [v]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+    pub values: BTreeSet<String>,
+}
+
+impl Requirement {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        let value = labels.get(&self.key);
+        match self.op {
+            Op::In => value.is_some_and(|v| self.values.contains(v)),
+            Op::NotIn => value.is_none_or(|v| !self.values.contains(v)),
+            Op::Exists => value.is_some(),
+            Op::DoesNotExist => value.is_none(),
+        }
+    }
+}
+
+/// A Kubernetes label selector: every requirement must hold. No requirement: every pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    pub requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// Whether some label set satisfies every requirement of `self` and of `other`.
+    /// Exact: requirements on different keys are independent, and per key the
+    /// combination is decided by set arithmetic.
+    pub fn may_overlap(&self, other: &LabelSelector) -> bool {
+        Self::satisfiable(self.requirements.iter().chain(&other.requirements))
+    }
+
+    /// Whether any label set satisfies all these requirements.
+    pub fn satisfiable<'a>(requirements: impl Iterator<Item = &'a Requirement>) -> bool {
+        #[derive(Default)]
+        struct Key {
+            exists: bool,
+            absent: bool,
+            allowed: Option<BTreeSet<String>>,
+            excluded: BTreeSet<String>,
+        }
+        let mut keys: BTreeMap<&str, Key> = BTreeMap::new();
+        for r in requirements {
+            let k = keys.entry(r.key.as_str()).or_default();
+            match r.op {
+                Op::In => {
+                    k.exists = true;
+                    k.allowed = Some(match k.allowed.take() {
+                        None => r.values.clone(),
+                        Some(a) => a.intersection(&r.values).cloned().collect(),
+                    });
+                }
+                Op::NotIn => k.excluded.extend(r.values.iter().cloned()),
+                Op::Exists => k.exists = true,
+                Op::DoesNotExist => k.absent = true,
+            }
+        }
+        keys.values().all(|k| {
+            if k.absent {
+                return !k.exists;
+            }
+            match &k.allowed {
+                Some(a) => a.iter().any(|v| !k.excluded.contains(v)),
+                None => true,
+            }
+        })
+    }
+}
+
+/// `spec.selector`, compiled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledSelector {
+    pub namespace: Option<String>,
+    pub pod_labels: Option<LabelSelector>,
+    pub container: Option<String>,
+    pub image: Option<Glob>,
+    pub runtime: Option<String>,
+    pub cgroup_path: Option<Glob>,
+}
+
+/// Runtime names the agent recognises by itself (CRI handlers may name others).
+pub const KNOWN_RUNTIMES: &[&str] = &["runc", "crun", "runsc", "kata", "youki"];
+
+impl CompiledSelector {
+    /// No field set: the policy binds nothing (the agent says so).
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none()
+            && self.pod_labels.is_none()
+            && self.container.is_none()
+            && self.image.is_none()
+            && self.runtime.is_none()
+            && self.cgroup_path.is_none()
+    }
+
+    /// One point per field set among namespace, container, image, runtime and
+    /// cgroupPath, plus one per label requirement (at least one when `podLabels` is set).
+    pub fn specificity(&self) -> u32 {
+        let fields = [
+            self.namespace.is_some(),
+            self.container.is_some(),
+            self.image.is_some(),
+            self.runtime.is_some(),
+            self.cgroup_path.is_some(),
+        ]
+        .into_iter()
+        .filter(|&b| b)
+        .count() as u32;
+        fields
+            + self
+                .pod_labels
+                .as_ref()
+                .map_or(0, |l| (l.requirements.len() as u32).max(1))
+    }
+
+    /// Whether this selector names the workload's runtime explicitly (a sandboxed
+    /// runtime is then policed as the policy says, not monitor-only).
+    pub fn names_runtime_of(&self, w: &Workload) -> bool {
+        self.runtime.as_deref().is_some_and(|r| w.runtime_is(r))
+    }
+
+    pub fn matches(&self, w: &Workload) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        if let Some(ns) = &self.namespace
+            && w.namespace.as_deref() != Some(ns.as_str())
+        {
+            return false;
+        }
+        if let Some(ls) = &self.pod_labels
+            && !(w.in_pod() && ls.matches(&w.labels))
+        {
+            return false;
+        }
+        if let Some(c) = &self.container
+            && w.container.as_deref() != Some(c.as_str())
+        {
+            return false;
+        }
+        if let Some(image) = &self.image
+            && !w.image.as_deref().is_some_and(|i| image.matches(i))
+        {
+            return false;
+        }
+        if let Some(r) = &self.runtime
+            && !w.runtime_is(r)
+        {
+            return false;
+        }
+        if let Some(p) = &self.cgroup_path
+            && !p.matches(&w.cgroup_path)
+        {
+            return false;
+        }
+        true
+    }
+
+    /// Whether one workload could match both selectors. `false` only when certain.
+    pub fn may_overlap(&self, other: &CompiledSelector) -> bool {
+        if self.is_empty() || other.is_empty() {
+            return false;
+        }
+        let differ =
+            |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(x), Some(y)) if x != y);
+        if differ(&self.namespace, &other.namespace) || differ(&self.container, &other.container) {
+            return false;
+        }
+        // A workload has one OCI runtime; a name that is not a known runtime is a CRI
+        // handler name, which may belong to any runtime.
+        if let (Some(a), Some(b)) = (&self.runtime, &other.runtime)
+            && a != b
+            && KNOWN_RUNTIMES.contains(&a.as_str())
+            && KNOWN_RUNTIMES.contains(&b.as_str())
+        {
+            return false;
+        }
+        if let (Some(a), Some(b)) = (&self.image, &other.image)
+            && !a.may_overlap(b)
+        {
+            return false;
+        }
+        if let (Some(a), Some(b)) = (&self.cgroup_path, &other.cgroup_path)
+            && !a.may_overlap(b)
+        {
+            return false;
+        }
+        match (&self.pod_labels, &other.pod_labels) {
+            (Some(a), Some(b)) => a.may_overlap(b),
+            _ => true,
+        }
+    }
+}
