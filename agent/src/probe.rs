@@ -174,9 +174,13 @@ impl Probe {
             .checked_mul(COUNTERS_PER_SLOT)
             .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
         let cgroup_path = cgroup_id_path().unwrap_or([0; 4]);
+        // 0 turns the io_uring worker check off (then only inline io_uring work is judged).
+        let btf_file = btf_rs::Btf::from_file(VMLINUX_BTF).context("reading kernel BTF")?;
+        let task_flags_offset = member_offset(&btf_file, "task_struct", "flags").unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("CGROUP_ID_PATH", &cgroup_path, true)
+            .override_global("TASK_FLAGS_OFFSET", &task_flags_offset, true)
             .override_global("TASK_STATUS_OFFSET", &status_offset, true)
             .map_max_entries("POLICIES", options.max_slots)
             .map_max_entries("COUNTS", counters)

@@ -370,7 +370,52 @@ pub struct DenyMark {
     /// The first hook that denied it.
     pub hook: u32,
     pub fallback_kill: u32,
-    pub _reserved: u32,
+    /// [`MARK_DENY`] or [`MARK_IO_URING`].
+    pub kind: u32,
+}
+
+/// A [`DenyMark`] for a syscall the hooks must fail.
+pub const MARK_DENY: u32 = 0;
+/// A [`DenyMark`] for an allowed `io_uring_enter`: operations it runs inline are judged
+/// by the hooks as the syscall they stand for (see [`io_uring_op_syscall`]).
+pub const MARK_IO_URING: u32 = 1;
+
+/// Event flag: the operation came through io_uring (inline in `io_uring_enter`, or in an
+/// io_uring worker thread), not through its own syscall.
+pub const EVENT_IO_URING: u32 = 2;
+
+/// `PF_IO_WORKER` in `task_struct.flags`: an io_uring worker (io-wq or SQPOLL) thread.
+pub const PF_IO_WORKER: u32 = 0x10;
+
+/// x86_64 number of `io_uring_enter` (the same in the i386 table).
+pub const IO_URING_ENTER: u32 = 426;
+
+/// The x86_64 syscall an io_uring operation reaching LSM hook `hook` stands for, for
+/// the hooks where that is unambiguous. An operation submitted through a ring is judged
+/// as this syscall: denied if the policy does not allow it.
+pub const fn io_uring_op_syscall(hook: u32) -> Option<u32> {
+    match hook {
+        0 => Some(257),  // file_open: openat
+        14 => Some(257), // inode_create: openat (O_CREAT)
+        15 => Some(265), // inode_link: linkat
+        16 => Some(263), // inode_unlink: unlinkat
+        17 => Some(266), // inode_symlink: symlinkat
+        18 => Some(258), // inode_mkdir: mkdirat
+        19 => Some(263), // inode_rmdir: unlinkat
+        20 => Some(259), // inode_mknod: mknodat
+        21 => Some(316), // inode_rename: renameat2
+        23 => Some(188), // inode_setxattr: setxattr
+        25 => Some(191), // inode_getxattr: getxattr
+        52 => Some(41),  // socket_create: socket
+        53 => Some(49),  // socket_bind: bind
+        54 => Some(42),  // socket_connect: connect
+        55 => Some(50),  // socket_listen: listen
+        56 => Some(288), // socket_accept: accept4
+        57 => Some(46),  // socket_sendmsg: sendmsg
+        58 => Some(47),  // socket_recvmsg: recvmsg
+        61 => Some(48),  // socket_shutdown: shutdown
+        _ => None,
+    }
 }
 
 /// Calls `$m!` with every LSM hook the probe attaches, as `(id, program, "hook")`.
@@ -652,6 +697,22 @@ mod tests {
             decide(&u, Some(1)),
             Decision::Violation { kill: true, .. }
         ));
+    }
+
+    #[test]
+    fn io_uring_hooks_name_the_syscall_they_stand_for() {
+        let name = |h: &str| LSM_HOOK_NAMES.iter().position(|n| *n == h).unwrap() as u32;
+        assert_eq!(io_uring_op_syscall(name("file_open")), Some(257));
+        assert_eq!(io_uring_op_syscall(name("inode_mkdir")), Some(258));
+        assert_eq!(io_uring_op_syscall(name("inode_rename")), Some(316));
+        assert_eq!(io_uring_op_syscall(name("socket_connect")), Some(42));
+        assert_eq!(io_uring_op_syscall(name("socket_accept")), Some(288));
+        assert_eq!(io_uring_op_syscall(name("capable")), None);
+        for (i, h) in LSM_HOOK_NAMES.iter().enumerate() {
+            if let Some(nr) = io_uring_op_syscall(i as u32) {
+                assert!(nr < 512, "{h}");
+            }
+        }
     }
 
     #[test]

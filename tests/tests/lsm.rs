@@ -149,3 +149,36 @@ fn allowed_syscalls_behave_as_before() {
     assert_eq!(code, 0);
     assert_eq!(count_of(&report, "x86_64", "getppid"), 1000);
 }
+
+/// io_uring operations never pass sys_enter, but they reach the LSM hooks: a denied
+/// mkdirat submitted through a ring fails with EPERM too, and is reported as such.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn io_uring_work_reaching_the_hooks_is_denied_too() {
+    assert!(privileged("io_uring_work_reaching_the_hooks_is_denied_too"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_policy(
+        dir.path(),
+        "uring.yaml",
+        &policy_yaml(
+            "uring",
+            "  mode: enforce\n  action: deny\n  fallback: kill\n  include: [runtime-default]\n  allow: [io_uring_setup, io_uring_enter]\n  deny: [mkdir, mkdirat]\n",
+        ),
+    );
+    let target = dir.path().join("made-through-the-ring");
+    let (code, report, stdout, stderr) = run(
+        &p,
+        None,
+        &[WORKLOAD, "try", "uring-mkdirat", target.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("uring-mkdirat: error: Operation not permitted"),
+        "{stdout}"
+    );
+    assert!(!target.exists(), "the ring's mkdirat ran");
+    let v = violation(&report, "mkdirat").expect("mkdirat violation through io_uring");
+    assert_eq!(v["outcome"], "denied", "{v:#}");
+    assert_eq!(v["via_io_uring"], true, "{v:#}");
+    assert_eq!(v["hook"], "inode_mkdir", "{v:#}");
+}

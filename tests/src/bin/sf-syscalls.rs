@@ -279,6 +279,39 @@ fn try_one(name: &str, path: &str) {
             let r = getppid();
             errno_result(name, r);
         }
+        "uring-mkdirat" => {
+            // mkdirat through an io_uring ring: the kernel runs it in an io-wq worker.
+            let mut ring = match io_uring::IoUring::new(8) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("io_uring_setup: error: {e}");
+                    return;
+                }
+            };
+            let target = cstr(path);
+            let sqe = io_uring::opcode::MkDirAt::new(
+                io_uring::types::Fd(libc::AT_FDCWD),
+                target.as_ptr(),
+            )
+            .mode(0o755)
+            .build();
+            // SAFETY: `target` outlives the submission, which is waited for below.
+            unsafe { ring.submission().push(&sqe).expect("queue has room") };
+            if let Err(e) = ring.submit_and_wait(1) {
+                println!("io_uring_enter: error: {e}");
+                return;
+            }
+            let result = ring.completion().next().expect("one completion").result();
+            if result < 0 {
+                println!(
+                    "{name}: error: {}",
+                    std::io::Error::from_raw_os_error(-result)
+                );
+            } else {
+                println!("{name}: ok");
+            }
+            side_effect(std::path::Path::new(path).exists());
+        }
         other => {
             eprintln!("sf-syscalls: unknown operation {other}");
             std::process::exit(64);
