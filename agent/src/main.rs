@@ -128,6 +128,12 @@ enum Command {
         what: String,
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Cgroups to bind to the policy (idle).
+        #[arg(long, default_value_t = 1)]
+        workloads: u32,
+        /// Also create a bound cgroup for the workload and print its path (idle).
+        #[arg(long)]
+        caller: bool,
     },
 }
 
@@ -291,9 +297,13 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => sysfence::doctor::run(json).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),
-        Command::BenchHold { what, policy } => {
-            sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)
-        }
+        Command::BenchHold {
+            what,
+            policy,
+            workloads,
+            caller,
+        } => sysfence::bench_support::hold(&what, policy.as_deref(), workloads, caller)
+            .map(|()| ExitCode::SUCCESS),
         Command::Agent {
             policies,
             rescan_every,

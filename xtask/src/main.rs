@@ -6,6 +6,7 @@
 //! by hand and a second run rebuilds nothing.
 
 mod bench;
+mod packages;
 mod toolchain;
 
 use std::{
@@ -63,6 +64,8 @@ fn real_main() -> anyhow::Result<()> {
     let root = workspace_root();
     std::env::set_current_dir(&root)?;
     let tools = toolchain::ensure()?;
+    // The bench workloads link libseccomp; they are workspace members, built with the rest.
+    packages::ensure(&["libseccomp-dev", "pkg-config"])?;
     match cli.command {
         Cmd::Build { release } => build(&tools, release),
         Cmd::Run { release, mut args } => {
