@@ -349,11 +349,18 @@ impl Tracefs {
 
     fn ensure() -> anyhow::Result<Tracefs> {
         if Path::new(Self::PATH).join("events").exists() {
-            return Ok(Tracefs { mounted_here: false });
+            return Ok(Tracefs {
+                mounted_here: false,
+            });
         }
-        let status = Command::new("mount").args(["-t", "tracefs", "tracefs", Self::PATH]).status()?;
+        let status = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", Self::PATH])
+            .status()?;
         if !status.success() {
-            bail!("mounting tracefs at {} failed: bpftrace needs it", Self::PATH);
+            bail!(
+                "mounting tracefs at {} failed: bpftrace needs it",
+                Self::PATH
+            );
         }
         Ok(Tracefs { mounted_here: true })
     }
