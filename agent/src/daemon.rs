@@ -148,6 +148,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     } else {
         Err("not asked for".to_string())
     };
+    probe.settle();
     let mut placed = Vec::new();
     for (slot, policy) in policies.into_iter().enumerate() {
         let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));

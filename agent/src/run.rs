@@ -104,6 +104,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     } else {
         Err("not asked for".to_string())
     };
+    probe.settle();
     let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
     if let Some(note) = &enforcement.degraded {
         eprintln!("sysfence: {note}");
