@@ -24,6 +24,8 @@ pub struct AgentOptions {
     pub policies: PathBuf,
     /// Full rescan of the cgroup tree, as a safety net under inotify.
     pub rescan_every: Duration,
+    /// Violation events per (workload, syscall) per second, limited in the kernel.
+    pub events_per_second: u32,
 }
 
 /// A policy in a slot, with its selector compiled.
@@ -149,6 +151,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         Err("not asked for".to_string())
     };
     probe.settle();
+    probe.set_event_rate(options.events_per_second)?;
     let mut placed = Vec::new();
     for (slot, policy) in policies.into_iter().enumerate() {
         let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
@@ -243,5 +246,6 @@ fn log_violation(event: &probe_common::ViolationEvent, placed: &[Placed], bindin
         syscall = %syscall_table::label(abi, &name),
         nr = index_to_syscall(event.index).map(|(_, nr)| nr as i64).unwrap_or(event.id),
         outcome,
+        suppressed = event.suppressed,
     );
 }

@@ -107,6 +107,10 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// Violation events per workload and syscall per second, limited in the kernel;
+        /// past it events are counted as suppressed (counts stay exact). 0: no limit.
+        #[arg(long, default_value_t = probe_common_default_rate(), value_name = "N")]
+        events_per_second: u32,
     },
     /// What this kernel lets sysfence do, and which syscalls `deny` can prevent.
     ///
@@ -259,6 +263,10 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
+const fn probe_common_default_rate() -> u32 {
+    probe_common::DEFAULT_EVENTS_PER_SECOND
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYSFENCE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -308,6 +316,7 @@ fn main() -> ExitCode {
             policies,
             rescan_every,
             log_format,
+            events_per_second,
         } => {
             init_logging(log_format);
             tokio::runtime::Builder::new_multi_thread()
@@ -319,6 +328,7 @@ fn main() -> ExitCode {
                     rt.block_on(daemon::run(daemon::AgentOptions {
                         policies,
                         rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
+                        events_per_second,
                     }))
                 })
                 .map(|()| ExitCode::SUCCESS)

@@ -49,6 +49,7 @@ pub struct Probe {
     policies: Array<MapData, PolicySlot>,
     counts: PerCpuArray<MapData, u64>,
     settings: Array<MapData, ProbeSettings>,
+    current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -70,6 +71,7 @@ pub struct ProbeStats {
     pub events_dropped: u64,
     pub kill_failed: u64,
     pub mark_failed: u64,
+    pub events_suppressed: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -218,7 +220,7 @@ impl Probe {
                 .context("attaching to raw_syscalls:sys_enter")?;
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-        Ok(Probe {
+        let mut probe = Probe {
             workloads: take(&mut ebpf, "WORKLOADS")?,
             cache: take(&mut ebpf, "CGROUP_CACHE")?,
             book: CacheBook::default(),
@@ -231,7 +233,11 @@ impl Probe {
             max_slots: options.max_slots,
             ncpus,
             btf: Some(btf),
-        })
+            current_settings: ProbeSettings::default(),
+        };
+        // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
+        probe.write_settings()?;
+        Ok(probe)
     }
 
     /// Attach the empty `sys_enter_floor` program (benchmark only).
@@ -455,12 +461,19 @@ impl Probe {
 
     /// Levels (bit per level) at which bindings sit, for the ancestor fallback.
     pub fn set_ancestor_levels(&mut self, levels: u32) -> anyhow::Result<()> {
-        let settings = ProbeSettings {
-            ancestor_levels: levels & !1,
-            _reserved: 0,
-        };
+        self.current_settings.ancestor_levels = levels & !1;
+        self.write_settings()
+    }
+
+    /// Violation events per (workload, syscall) per second; 0 = no limit.
+    pub fn set_event_rate(&mut self, per_second: u32) -> anyhow::Result<()> {
+        self.current_settings.events_per_second = per_second;
+        self.write_settings()
+    }
+
+    fn write_settings(&mut self) -> anyhow::Result<()> {
         self.settings
-            .set(0, settings, 0)
+            .set(0, self.current_settings, 0)
             .context("writing SETTINGS")
     }
 
@@ -484,6 +497,7 @@ impl Probe {
             events_dropped: sum(stat::EVENTS_DROPPED)?,
             kill_failed: sum(stat::KILL_FAILED)?,
             mark_failed: sum(stat::MARK_FAILED)?,
+            events_suppressed: sum(stat::EVENTS_SUPPRESSED)?,
         })
     }
 }

@@ -318,12 +318,45 @@ pub const fn cache_index(cgroup_id: u64) -> u32 {
 
 /// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeSettings {
     /// Bit `l` set: some binding sits at cgroup level `l` (1..=31). On a `WORKLOADS` miss
     /// the probe tries the task's ancestors at those levels, deepest first.
     pub ancestor_levels: u32,
+    /// Violation events per (cgroup, syscall) per second; past it, events are counted
+    /// as suppressed (and carried by the next event) instead of sent. 0 = no limit.
+    pub events_per_second: u32,
+}
+
+/// Default of [`ProbeSettings::events_per_second`].
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 20;
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            ancestor_levels: 0,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
+        }
+    }
+}
+
+/// Key of `EVENT_LIMITS`: one rate limit per workload and syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateKey {
+    pub cgroup_id: u64,
+    pub index: u32,
     pub _reserved: u32,
+}
+
+/// Value of `EVENT_LIMITS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateState {
+    pub window_start_ns: u64,
+    pub sent: u32,
+    /// Suppressed since the last event sent for this key.
+    pub suppressed: u32,
 }
 
 /// Length of a task's `comm`.
@@ -351,6 +384,10 @@ pub struct ViolationEvent {
     pub hook: u32,
     /// [`EVENT_FALLBACK_KILLED`], ...
     pub flags: u32,
+    /// Events of the same workload and syscall suppressed by the rate limit since the
+    /// previous event sent for them (their calls are in the exact counters).
+    pub suppressed: u32,
+    pub _reserved: u32,
 }
 
 /// Event flag: `not-preventable`, and the fallback killed the task after the syscall.
@@ -534,7 +571,9 @@ pub mod stat {
     pub const KILL_FAILED: u32 = 1;
     /// `DENY_MARKS` was full: a `deny` fell back at once.
     pub const MARK_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Violation events not sent because of the per-(workload, syscall) rate limit.
+    pub const EVENTS_SUPPRESSED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
@@ -542,7 +581,9 @@ const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
-const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
+const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyMark>() == 48);
 const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
 const _: () = assert!(ALLOW_WORDS.is_power_of_two());
@@ -554,6 +595,8 @@ mod pod {
     unsafe impl aya::Pod for super::PolicySlot {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::CacheEntry {}
+    unsafe impl aya::Pod for super::RateKey {}
+    unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
     unsafe impl aya::Pod for super::DenyMark {}

@@ -19,11 +19,11 @@ use aya_ebpf::{
         bpf_get_current_comm,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_send_signal,
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_send_signal,
         },
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
@@ -31,10 +31,11 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
-    Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
-    EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY, MARK_IO_URING, NO_SLOT,
-    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, TS_COMPAT, UNCLASSIFIED_INDEX,
-    ViolationEvent, action, cache_index, classify, decide, io_uring_op_syscall, mode, stat,
+    Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, DEFAULT_EVENTS_PER_SECOND,
+    Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY,
+    MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState,
+    TS_COMPAT, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index, classify, decide,
+    io_uring_op_syscall, mode, stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -80,6 +81,10 @@ static CGROUP_CACHE: Array<CacheEntry> = Array::with_max_entries(CGROUP_CACHE_SI
 /// Probe-wide settings, one entry. Written by the agent; read by `sys_enter`.
 #[map]
 static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
+
+/// Per-(workload, syscall) violation event rate limits. Written and read by `emit`.
+#[map]
+static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Probe health counters (`probe_common::stat`), per CPU. Written by `sys_enter`; read by
 /// the agent.
@@ -478,6 +483,54 @@ fn in_compat_syscall(task: *const u8) -> bool {
     status & TS_COMPAT != 0
 }
 
+/// Whether an event for (cgroup, syscall) may be sent now: `Some(n)` with the number
+/// suppressed since the last one sent, or `None` past the limit. Updates race between
+/// CPUs, which makes the limit approximate; counts stay exact in COUNTS.
+#[inline(always)]
+fn rate_limit(cgroup_id: u64, index: u32) -> Option<u32> {
+    let limit = SETTINGS
+        .get(0)
+        .map_or(DEFAULT_EVENTS_PER_SECOND, |s| s.events_per_second);
+    if limit == 0 {
+        return Some(0);
+    }
+    let key = RateKey {
+        cgroup_id,
+        index,
+        _reserved: 0,
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match EVENT_LIMITS.get_ptr_mut(key) {
+        Some(state) => {
+            // SAFETY: map value; concurrent updates only make the limit approximate.
+            unsafe {
+                if now.wrapping_sub((*state).window_start_ns) >= 1_000_000_000 {
+                    (*state).window_start_ns = now;
+                    (*state).sent = 0;
+                }
+                if (*state).sent >= limit {
+                    (*state).suppressed += 1;
+                    return None;
+                }
+                (*state).sent += 1;
+                let suppressed = (*state).suppressed;
+                (*state).suppressed = 0;
+                Some(suppressed)
+            }
+        }
+        None => {
+            let state = RateState {
+                window_start_ns: now,
+                sent: 1,
+                suppressed: 0,
+            };
+            let _ = EVENT_LIMITS.insert(key, state, 0);
+            Some(0)
+        }
+    }
+}
+
 /// One event's fields, as `emit` writes them.
 struct Report {
     slot: u32,
@@ -492,6 +545,10 @@ struct Report {
 
 #[inline(always)]
 fn emit(r: &Report) {
+    let Some(suppressed) = rate_limit(r.cgroup_id, r.index) else {
+        bump(stat::EVENTS_SUPPRESSED);
+        return;
+    };
     let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
         bump(stat::EVENTS_DROPPED);
         return;
@@ -512,6 +569,8 @@ fn emit(r: &Report) {
         comm,
         hook: r.hook,
         flags: r.flags,
+        suppressed,
+        _reserved: 0,
     });
     entry.submit(0);
 }
