@@ -1,6 +1,8 @@
 //! Helpers for sysfence's integration tests: privilege gates, the binaries under test,
 //! cgroups that clean up after themselves.
 
+pub mod catalog;
+
 use std::{
     fs,
     os::unix::process::CommandExt as _,

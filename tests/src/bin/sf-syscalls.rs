@@ -7,6 +7,7 @@
 //! sf-syscalls sleep MS         sleeps, then exits 0
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
+//! sf-syscalls try-all DIR NAME...  catalog calls (tests/src/catalog.rs), each in a child
 //! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
 //!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
 //!                              `side-effect: none` or `side-effect: present` where it can
@@ -89,6 +90,10 @@ fn main() {
             // SAFETY: no arguments; an invalid number just fails with ENOSYS.
             let r = unsafe { libc::syscall(nr) };
             println!("raw {nr} = {r}");
+        }
+        Some("try-all") => {
+            let dir: String = arg(&args, 2, "a directory");
+            sysfence_tests::catalog::run_all(std::path::Path::new(&dir), &args[3..]);
         }
         Some("try") => {
             let name: String = arg(&args, 2, "an operation name");
