@@ -36,7 +36,7 @@ fn assert_denied_with(syscall: &str, op: &str, error: &str) -> Value {
         run(&p, None, &[WORKLOAD, "try", op, target.to_str().unwrap()]);
     assert_eq!(code, 0, "the workload survives a denial: {stdout}{stderr}");
     assert!(
-        stdout.contains(&format!("{op}: error: Operation not permitted")),
+        stdout.contains(&format!("{op}: error: {error}")),
         "{op}: {stdout}"
     );
     assert!(
