@@ -26,6 +26,8 @@ pub struct AgentOptions {
     pub cri_sockets: Option<Vec<PathBuf>>,
     /// Runtime state roots besides the default ones.
     pub runtime_roots: Vec<PathBuf>,
+    /// Violation events per (workload, syscall) per second, limited in the kernel.
+    pub events_per_second: u32,
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -58,6 +60,8 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     } else {
         Err("not asked for".to_string())
     };
+    probe.settle();
+    probe.set_event_rate(options.events_per_second)?;
     let mut slots = Vec::new();
     for policy in policies {
         let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
@@ -125,6 +129,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         event = "stopping",
         signal = stop,
         events_dropped = stats.events_dropped,
+        events_suppressed = stats.events_suppressed,
         kill_failed = stats.kill_failed
     );
     workloads.unbind_all(&mut probe)?;

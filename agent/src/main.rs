@@ -121,6 +121,10 @@ enum Command {
         /// /run/crun, /run/youki, /var/run/runsc and /run/containerd/runc/*; repeatable.
         #[arg(long, value_name = "DIR")]
         runtime_root: Vec<PathBuf>,
+        /// Violation events per workload and syscall per second, limited in the kernel;
+        /// past it events are counted as suppressed (counts stay exact). 0: no limit.
+        #[arg(long, default_value_t = probe_common_default_rate(), value_name = "N")]
+        events_per_second: u32,
     },
     /// Run an OCI runtime (runc, crun, runsc, youki) with ARGS, binding each container
     /// before its entrypoint runs.
@@ -171,6 +175,12 @@ enum Command {
         what: String,
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// Cgroups to bind to the policy (idle).
+        #[arg(long, default_value_t = 1)]
+        workloads: u32,
+        /// Also create a bound cgroup for the workload and print its path (idle).
+        #[arg(long)]
+        caller: bool,
     },
 }
 
@@ -296,6 +306,10 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
     }
 }
 
+const fn probe_common_default_rate() -> u32 {
+    probe_common::DEFAULT_EVENTS_PER_SECOND
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SYSFENCE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -334,9 +348,13 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => sysfence::doctor::run(json).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),
-        Command::BenchHold { what, policy } => {
-            sysfence::bench_support::hold(&what, policy.as_deref()).map(|()| ExitCode::SUCCESS)
-        }
+        Command::BenchHold {
+            what,
+            policy,
+            workloads,
+            caller,
+        } => sysfence::bench_support::hold(&what, policy.as_deref(), workloads, caller)
+            .map(|()| ExitCode::SUCCESS),
         Command::Wrap {
             runtime,
             socket,
@@ -359,6 +377,7 @@ fn main() -> ExitCode {
             cri_socket,
             no_cri,
             runtime_root,
+            events_per_second,
         } => {
             init_logging(log_format);
             tokio::runtime::Builder::new_multi_thread()
@@ -379,6 +398,7 @@ fn main() -> ExitCode {
                             Some(cri_socket)
                         },
                         runtime_roots: runtime_root,
+                        events_per_second,
                     }))
                 })
                 .map(|()| ExitCode::SUCCESS)

@@ -40,6 +40,8 @@ impl Default for ProbeOptions {
 /// The kernel side, loaded and attached. Dropping it detaches everything.
 pub struct Probe {
     ebpf: Ebpf,
+    /// The kernel's BTF, parsed once, until [`Probe::settle`]: attaching programs needs it.
+    btf: Option<Btf>,
     workloads: HashMap<MapData, u64, Binding>,
     cache: Array<MapData, CacheEntry>,
     /// What the agent has written to WORKLOADS, and which cgroups share each cache index.
@@ -47,6 +49,7 @@ pub struct Probe {
     policies: Array<MapData, PolicySlot>,
     counts: PerCpuArray<MapData, u64>,
     settings: Array<MapData, ProbeSettings>,
+    current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -68,6 +71,7 @@ pub struct ProbeStats {
     pub events_dropped: u64,
     pub kill_failed: u64,
     pub mark_failed: u64,
+    pub events_suppressed: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -110,27 +114,41 @@ pub fn preflight() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Offsets along `task->cgroups->dfl_cgrp->kn->id`, read from the kernel's BTF, for the
-/// probe's direct read of the cgroup id. `None` (the probe then uses the helper) when a
-/// member is missing, or the id is not a plain u64.
-pub fn cgroup_id_path() -> Option<[u32; 4]> {
-    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).ok()?;
-    let path = [
-        member_offset(&btf, "task_struct", "cgroups").ok()?,
-        member_offset(&btf, "css_set", "dfl_cgrp").ok()?,
-        member_offset(&btf, "cgroup", "kn").ok()?,
-        member_offset(&btf, "kernfs_node", "id").ok()?,
-    ];
-    // An offset of 0 would read as "no path": none of these members comes first.
-    path.iter().all(|&o| o != 0).then_some(path)
+/// Where the probe finds what it reads in kernel structures, from the running kernel's
+/// BTF (parsed once, at load).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelLayout {
+    /// `thread_info.status` within `task_struct` (ia32 detection).
+    pub task_status: u32,
+    /// `task->cgroups->dfl_cgrp->kn->id`, or zeros: the probe then uses the helper.
+    pub cgroup_id_path: [u32; 4],
+    /// `task_struct.flags`, or 0: the io_uring worker check is then off.
+    pub task_flags: u32,
 }
 
-/// Offset of `thread_info.status` within `task_struct`, read from the kernel's BTF.
-pub fn task_status_offset() -> anyhow::Result<u32> {
-    let btf = btf_rs::Btf::from_file(VMLINUX_BTF).context("reading kernel BTF")?;
-    let thread_info = member_offset(&btf, "task_struct", "thread_info")?;
-    let status = member_offset(&btf, "thread_info", "status")?;
-    Ok(thread_info + status)
+impl KernelLayout {
+    pub fn read() -> anyhow::Result<KernelLayout> {
+        let btf = btf_rs::Btf::from_file(VMLINUX_BTF).context("reading kernel BTF")?;
+        let task_status = member_offset(&btf, "task_struct", "thread_info")?
+            + member_offset(&btf, "thread_info", "status")?;
+        let path = [
+            member_offset(&btf, "task_struct", "cgroups"),
+            member_offset(&btf, "css_set", "dfl_cgrp"),
+            member_offset(&btf, "cgroup", "kn"),
+            member_offset(&btf, "kernfs_node", "id"),
+        ];
+        // An offset of 0 would read as "no path": none of these members comes first.
+        let cgroup_id_path = match path {
+            [Ok(a), Ok(b), Ok(c), Ok(d)] if [a, b, c, d].iter().all(|&o| o != 0) => [a, b, c, d],
+            _ => [0; 4],
+        };
+        let task_flags = member_offset(&btf, "task_struct", "flags").unwrap_or(0);
+        Ok(KernelLayout {
+            task_status,
+            cgroup_id_path,
+            task_flags,
+        })
+    }
 }
 
 fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Result<u32> {
@@ -167,17 +185,17 @@ where
 impl Probe {
     pub fn load(options: ProbeOptions) -> anyhow::Result<Probe> {
         preflight()?;
-        let status_offset = task_status_offset()?;
+        let layout = KernelLayout::read()?;
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
         let counters = options
             .max_slots
             .checked_mul(COUNTERS_PER_SLOT)
             .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
-        let cgroup_path = cgroup_id_path().unwrap_or([0; 4]);
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
-            .override_global("CGROUP_ID_PATH", &cgroup_path, true)
-            .override_global("TASK_STATUS_OFFSET", &status_offset, true)
+            .override_global("CGROUP_ID_PATH", &layout.cgroup_id_path, true)
+            .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
+            .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .map_max_entries("POLICIES", options.max_slots)
             .map_max_entries("COUNTS", counters)
             .load(PROBE_OBJECT)
@@ -202,7 +220,7 @@ impl Probe {
                 .context("attaching to raw_syscalls:sys_enter")?;
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
-        Ok(Probe {
+        let mut probe = Probe {
             workloads: take(&mut ebpf, "WORKLOADS")?,
             cache: take(&mut ebpf, "CGROUP_CACHE")?,
             book: CacheBook::default(),
@@ -214,12 +232,17 @@ impl Probe {
             _logger: logger,
             max_slots: options.max_slots,
             ncpus,
-        })
+            btf: Some(btf),
+            current_settings: ProbeSettings::default(),
+        };
+        // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
+        probe.write_settings()?;
+        Ok(probe)
     }
 
     /// Attach the empty `sys_enter_floor` program (benchmark only).
     pub fn attach_floor(&mut self) -> anyhow::Result<()> {
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let btf = self.btf()?;
         let program: &mut BtfTracePoint = self
             .ebpf
             .program_mut("sys_enter_floor")
@@ -238,7 +261,7 @@ impl Probe {
         if let Some(reason) = lsm_unavailable_reason() {
             bail!(reason);
         }
-        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let btf = self.btf()?;
         let mut support = DenySupport::default();
         for (prog, hook) in LSM_PROGRAM_NAMES.iter().zip(LSM_HOOK_NAMES) {
             let result = (|| -> anyhow::Result<()> {
@@ -282,6 +305,21 @@ impl Probe {
                 .with_context(|| format!("attaching {name}"))?;
         }
         Ok(support)
+    }
+
+    fn btf(&mut self) -> anyhow::Result<Btf> {
+        match self.btf.take() {
+            Some(btf) => Ok(btf),
+            None => Btf::from_sys_fs().context("reading kernel BTF"),
+        }
+    }
+
+    /// Done attaching: drop the parsed kernel BTF and give the memory back to the
+    /// system (it is most of a fresh agent's footprint).
+    pub fn settle(&mut self) {
+        self.btf = None;
+        // SAFETY: plain glibc call; trims free heap memory.
+        unsafe { libc::malloc_trim(0) };
     }
 
     pub fn max_slots(&self) -> u32 {
@@ -434,12 +472,19 @@ impl Probe {
 
     /// Levels (bit per level) at which bindings sit, for the ancestor fallback.
     pub fn set_ancestor_levels(&mut self, levels: u32) -> anyhow::Result<()> {
-        let settings = ProbeSettings {
-            ancestor_levels: levels & !1,
-            _reserved: 0,
-        };
+        self.current_settings.ancestor_levels = levels & !1;
+        self.write_settings()
+    }
+
+    /// Violation events per (workload, syscall) per second; 0 = no limit.
+    pub fn set_event_rate(&mut self, per_second: u32) -> anyhow::Result<()> {
+        self.current_settings.events_per_second = per_second;
+        self.write_settings()
+    }
+
+    fn write_settings(&mut self) -> anyhow::Result<()> {
         self.settings
-            .set(0, settings, 0)
+            .set(0, self.current_settings, 0)
             .context("writing SETTINGS")
     }
 
@@ -463,6 +508,7 @@ impl Probe {
             events_dropped: sum(stat::EVENTS_DROPPED)?,
             kill_failed: sum(stat::KILL_FAILED)?,
             mark_failed: sum(stat::MARK_FAILED)?,
+            events_suppressed: sum(stat::EVENTS_SUPPRESSED)?,
         })
     }
 }

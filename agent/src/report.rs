@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use probe_common::{
-    Decision, EVENT_FALLBACK_KILLED, LSM_HOOK_NAMES, Outcome, PolicySlot, ViolationEvent, decide,
-    index_to_syscall,
+    Decision, EVENT_FALLBACK_KILLED, EVENT_IO_URING, LSM_HOOK_NAMES, Outcome, PolicySlot,
+    ViolationEvent, decide, index_to_syscall,
 };
 use serde::Serialize;
 
@@ -38,6 +38,10 @@ pub struct ViolationRow {
     /// For `not-preventable`: the fallback killed the task after the syscall ran.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback_killed: bool,
+    /// The operation came through io_uring, not its own syscall: `count` is the number
+    /// of events (io_uring work is not in the syscall counters).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub via_io_uring: bool,
     /// An example offender, from the first event; `None` in monitor mode (no events).
     pub pid: Option<u32>,
     pub comm: Option<String>,
@@ -56,8 +60,13 @@ pub fn summarize(
     events: &[ViolationEvent],
 ) -> (Vec<CountRow>, Vec<ViolationRow>) {
     let mut by_index: BTreeMap<u32, Vec<&ViolationEvent>> = BTreeMap::new();
+    let mut via_ring: BTreeMap<u32, Vec<&ViolationEvent>> = BTreeMap::new();
     for e in events {
-        by_index.entry(e.index).or_default().push(e);
+        if e.flags & EVENT_IO_URING != 0 {
+            via_ring.entry(e.index).or_default().push(e);
+        } else {
+            by_index.entry(e.index).or_default().push(e);
+        }
     }
     let mut count_rows = Vec::new();
     let mut violations = Vec::new();
@@ -105,8 +114,26 @@ pub fn summarize(
             },
             hook,
             fallback_killed: seen.iter().any(|e| e.flags & EVENT_FALLBACK_KILLED != 0),
+            via_io_uring: false,
             pid: example.map(|e| e.tgid),
             comm: example.map(|e| comm_str(&e.comm)),
+        });
+    }
+    for (index, seen) in via_ring {
+        let (abi, syscall, nr) = abi_and_name(index);
+        let first = seen[0];
+        violations.push(ViolationRow {
+            abi,
+            syscall,
+            nr,
+            count: seen.len() as u64,
+            outcome: Outcome::from_u32(first.outcome).map_or("unknown", Outcome::name),
+            outcomes: BTreeMap::new(),
+            hook: LSM_HOOK_NAMES.get(first.hook as usize).copied(),
+            fallback_killed: false,
+            via_io_uring: true,
+            pid: Some(first.tgid),
+            comm: Some(comm_str(&first.comm)),
         });
     }
     count_rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));

@@ -46,6 +46,9 @@ pub struct RunReport {
     pub counts: Vec<CountRow>,
     pub violations: Vec<ViolationRow>,
     pub events_dropped: u64,
+    /// Events not sent because of the per-(workload, syscall) rate limit; the counts
+    /// above are exact all the same.
+    pub events_suppressed: u64,
 }
 
 static PENDING_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -104,6 +107,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     } else {
         Err("not asked for".to_string())
     };
+    probe.settle();
     let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
     if let Some(note) = &enforcement.degraded {
         eprintln!("sysfence: {note}");
@@ -187,6 +191,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         counts: count_rows,
         violations,
         events_dropped: stats.events_dropped,
+        events_suppressed: stats.events_suppressed,
     };
     if !options.quiet {
         print_summary(&run_report);

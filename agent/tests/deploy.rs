@@ -248,7 +248,6 @@ fn kubelet_configmap_dir(data: &BTreeMap<String, String>) -> tempfile::TempDir {
 /// times and rejected as a duplicate: the agent would not start in the DaemonSet. The
 /// fix belongs to `policy::collect_dir` (skip entries whose names start with `.`).
 #[test]
-#[ignore = "policy::expand_paths reads kubelet's ..data directories: every policy loads 3 times"]
 fn kubelet_configmap_layout_loads() {
     let data = configmap_data(&manifests());
     let dir = kubelet_configmap_dir(&data);

@@ -318,12 +318,45 @@ pub const fn cache_index(cgroup_id: u64) -> u32 {
 
 /// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeSettings {
     /// Bit `l` set: some binding sits at cgroup level `l` (1..=31). On a `WORKLOADS` miss
     /// the probe tries the task's ancestors at those levels, deepest first.
     pub ancestor_levels: u32,
+    /// Violation events per (cgroup, syscall) per second; past it, events are counted
+    /// as suppressed (and carried by the next event) instead of sent. 0 = no limit.
+    pub events_per_second: u32,
+}
+
+/// Default of [`ProbeSettings::events_per_second`].
+pub const DEFAULT_EVENTS_PER_SECOND: u32 = 20;
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings {
+            ancestor_levels: 0,
+            events_per_second: DEFAULT_EVENTS_PER_SECOND,
+        }
+    }
+}
+
+/// Key of `EVENT_LIMITS`: one rate limit per workload and syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateKey {
+    pub cgroup_id: u64,
+    pub index: u32,
     pub _reserved: u32,
+}
+
+/// Value of `EVENT_LIMITS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateState {
+    pub window_start_ns: u64,
+    pub sent: u32,
+    /// Suppressed since the last event sent for this key.
+    pub suppressed: u32,
 }
 
 /// Length of a task's `comm`.
@@ -351,6 +384,10 @@ pub struct ViolationEvent {
     pub hook: u32,
     /// [`EVENT_FALLBACK_KILLED`], ...
     pub flags: u32,
+    /// Events of the same workload and syscall suppressed by the rate limit since the
+    /// previous event sent for them (their calls are in the exact counters).
+    pub suppressed: u32,
+    pub _reserved: u32,
 }
 
 /// Event flag: `not-preventable`, and the fallback killed the task after the syscall.
@@ -370,7 +407,52 @@ pub struct DenyMark {
     /// The first hook that denied it.
     pub hook: u32,
     pub fallback_kill: u32,
-    pub _reserved: u32,
+    /// [`MARK_DENY`] or [`MARK_IO_URING`].
+    pub kind: u32,
+}
+
+/// A [`DenyMark`] for a syscall the hooks must fail.
+pub const MARK_DENY: u32 = 0;
+/// A [`DenyMark`] for an allowed `io_uring_enter`: operations it runs inline are judged
+/// by the hooks as the syscall they stand for (see [`io_uring_op_syscall`]).
+pub const MARK_IO_URING: u32 = 1;
+
+/// Event flag: the operation came through io_uring (inline in `io_uring_enter`, or in an
+/// io_uring worker thread), not through its own syscall.
+pub const EVENT_IO_URING: u32 = 2;
+
+/// `PF_IO_WORKER` in `task_struct.flags`: an io_uring worker (io-wq or SQPOLL) thread.
+pub const PF_IO_WORKER: u32 = 0x10;
+
+/// x86_64 number of `io_uring_enter` (the same in the i386 table).
+pub const IO_URING_ENTER: u32 = 426;
+
+/// The x86_64 syscall an io_uring operation reaching LSM hook `hook` stands for, for
+/// the hooks where that is unambiguous. An operation submitted through a ring is judged
+/// as this syscall: denied if the policy does not allow it.
+pub const fn io_uring_op_syscall(hook: u32) -> Option<u32> {
+    match hook {
+        0 => Some(257),  // file_open: openat
+        14 => Some(257), // inode_create: openat (O_CREAT)
+        15 => Some(265), // inode_link: linkat
+        16 => Some(263), // inode_unlink: unlinkat
+        17 => Some(266), // inode_symlink: symlinkat
+        18 => Some(258), // inode_mkdir: mkdirat
+        19 => Some(263), // inode_rmdir: unlinkat
+        20 => Some(259), // inode_mknod: mknodat
+        21 => Some(316), // inode_rename: renameat2
+        23 => Some(188), // inode_setxattr: setxattr
+        25 => Some(191), // inode_getxattr: getxattr
+        52 => Some(41),  // socket_create: socket
+        53 => Some(49),  // socket_bind: bind
+        54 => Some(42),  // socket_connect: connect
+        55 => Some(50),  // socket_listen: listen
+        56 => Some(288), // socket_accept: accept4
+        57 => Some(46),  // socket_sendmsg: sendmsg
+        58 => Some(47),  // socket_recvmsg: recvmsg
+        61 => Some(48),  // socket_shutdown: shutdown
+        _ => None,
+    }
 }
 
 /// Calls `$m!` with every LSM hook the probe attaches, as `(id, program, "hook")`.
@@ -489,7 +571,9 @@ pub mod stat {
     pub const KILL_FAILED: u32 = 1;
     /// `DENY_MARKS` was full: a `deny` fell back at once.
     pub const MARK_FAILED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Violation events not sent because of the per-(workload, syscall) rate limit.
+    pub const EVENTS_SUPPRESSED: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
@@ -497,7 +581,9 @@ const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
-const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
+const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyMark>() == 48);
 const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
 const _: () = assert!(ALLOW_WORDS.is_power_of_two());
@@ -509,6 +595,8 @@ mod pod {
     unsafe impl aya::Pod for super::PolicySlot {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::CacheEntry {}
+    unsafe impl aya::Pod for super::RateKey {}
+    unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
     unsafe impl aya::Pod for super::DenyMark {}
@@ -652,6 +740,22 @@ mod tests {
             decide(&u, Some(1)),
             Decision::Violation { kill: true, .. }
         ));
+    }
+
+    #[test]
+    fn io_uring_hooks_name_the_syscall_they_stand_for() {
+        let name = |h: &str| LSM_HOOK_NAMES.iter().position(|n| *n == h).unwrap() as u32;
+        assert_eq!(io_uring_op_syscall(name("file_open")), Some(257));
+        assert_eq!(io_uring_op_syscall(name("inode_mkdir")), Some(258));
+        assert_eq!(io_uring_op_syscall(name("inode_rename")), Some(316));
+        assert_eq!(io_uring_op_syscall(name("socket_connect")), Some(42));
+        assert_eq!(io_uring_op_syscall(name("socket_accept")), Some(288));
+        assert_eq!(io_uring_op_syscall(name("capable")), None);
+        for (i, h) in LSM_HOOK_NAMES.iter().enumerate() {
+            if let Some(nr) = io_uring_op_syscall(i as u32) {
+                assert!(nr < 512, "{h}");
+            }
+        }
     }
 
     #[test]

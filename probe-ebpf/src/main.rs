@@ -19,11 +19,11 @@ use aya_ebpf::{
         bpf_get_current_comm,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_send_signal,
+            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_send_signal,
         },
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
@@ -31,9 +31,11 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
-    Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
-    EVENT_FALLBACK_KILLED, NO_SLOT, Outcome, PolicySlot, ProbeSettings, TS_COMPAT,
-    UNCLASSIFIED_INDEX, ViolationEvent, cache_index, classify, decide, stat,
+    Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, DEFAULT_EVENTS_PER_SECOND,
+    Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY,
+    MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState,
+    TS_COMPAT, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index, classify, decide,
+    io_uring_op_syscall, mode, stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -79,6 +81,10 @@ static CGROUP_CACHE: Array<CacheEntry> = Array::with_max_entries(CGROUP_CACHE_SI
 /// Probe-wide settings, one entry. Written by the agent; read by `sys_enter`.
 #[map]
 static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
+
+/// Per-(workload, syscall) violation event rate limits. Written and read by `emit`.
+#[map]
+static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
 /// Probe health counters (`probe_common::stat`), per CPU. Written by `sys_enter`; read by
 /// the agent.
@@ -189,7 +195,16 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         unsafe { *count += 1 };
     }
     match decide(slot, index) {
-        Decision::Allow => {}
+        Decision::Allow => {
+            // An allowed io_uring_enter under a deny policy: the hooks judge what it
+            // runs inline as the syscalls those operations stand for.
+            if slot.action >= action::DENY_OR_KILL
+                && slot.mode == mode::ENFORCE
+                && index.is_some_and(|i| i & 511 == IO_URING_ENTER)
+            {
+                mark_io_uring(slot_id, cgroup_id, id, counter);
+            }
+        }
         Decision::Violation {
             outcome,
             kill,
@@ -222,7 +237,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 consumed: 0,
                 hook: 0,
                 fallback_kill: fallback_kill as u32,
-                _reserved: 0,
+                kind: MARK_DENY,
             };
             let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
             // SAFETY: plain data; a stale mark of this thread (if any) is replaced.
@@ -253,6 +268,31 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 });
             }
         }
+    }
+}
+
+#[inline(always)]
+fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: plain data.
+    if unsafe { DENY_MARKS.get(key) }.is_some() {
+        return;
+    }
+    let mark = DenyMark {
+        boot_ns: 0,
+        cgroup_id,
+        id,
+        index,
+        slot,
+        consumed: 0,
+        hook: 0,
+        fallback_kill: 0,
+        kind: MARK_IO_URING,
+    };
+    if DENY_MARKS.insert(key, mark, 0).is_ok() {
+        pending_add(1);
+    } else {
+        bump(stat::MARK_FAILED);
     }
 }
 
@@ -302,6 +342,9 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if DENY_MARKS.remove(key).is_ok() {
         pending_add(u64::MAX);
     }
+    if mark.kind == MARK_IO_URING {
+        return 0;
+    }
     let mut flags = 0;
     let outcome = if mark.consumed != 0 {
         Outcome::Denied
@@ -340,27 +383,78 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Offset of `task_struct.flags`, from the kernel's BTF (agent, at load time): tells
+/// io_uring worker threads (`PF_IO_WORKER`) apart.
+#[unsafe(no_mangle)]
+static TASK_FLAGS_OFFSET: u32 = 0;
+
 /// Every LSM hook: fail the operation if the current thread is in a syscall its policy
-/// denies. The first hook to do so is recorded for the report.
+/// denies (the first hook to do so is recorded for the report), or if it is io_uring
+/// work standing for a syscall the policy denies.
 #[inline(always)]
-fn deny_if_marked(hook: u32) -> i32 {
-    if !denial_in_flight() {
-        return 0;
-    }
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    match DENY_MARKS.get_ptr_mut(key) {
-        Some(mark) => {
+fn lsm_check(hook: u32) -> i32 {
+    if denial_in_flight() {
+        let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        if let Some(mark) = DENY_MARKS.get_ptr_mut(key) {
             // SAFETY: map value of this thread; only this thread writes it meanwhile.
             unsafe {
-                if (*mark).consumed == 0 {
-                    (*mark).consumed = 1;
-                    (*mark).hook = hook;
+                if (*mark).kind == MARK_DENY {
+                    if (*mark).consumed == 0 {
+                        (*mark).consumed = 1;
+                        (*mark).hook = hook;
+                    }
+                    return -EPERM;
                 }
+                return judge_io_uring(hook, (*mark).slot, (*mark).cgroup_id);
             }
-            -EPERM
         }
+    }
+    if io_uring_op_syscall(hook).is_none() {
+        return 0;
+    }
+    // SAFETY: a read of this program's frozen .rodata.
+    let flags_offset = unsafe { core::ptr::read_volatile(&TASK_FLAGS_OFFSET) };
+    if flags_offset == 0 {
+        return 0;
+    }
+    // SAFETY: helper with no arguments; BTF-checked loads at offsets from the kernel's BTF.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let flags =
+        unsafe { core::ptr::read_volatile(task.wrapping_add(flags_offset as usize) as *const u32) };
+    if flags & PF_IO_WORKER == 0 {
+        return 0;
+    }
+    let cgroup_id = current_cgroup_id(task);
+    match bound_slot(cgroup_id) {
+        Some(slot) => judge_io_uring(hook, slot, cgroup_id),
         None => 0,
     }
+}
+
+/// io_uring work of a policed task reached `hook`: deny it (enforce + deny) when the
+/// policy does not allow the x86_64 syscall the operation stands for.
+#[inline(always)]
+fn judge_io_uring(hook: u32, slot_id: u32, cgroup_id: u64) -> i32 {
+    let Some(nr) = io_uring_op_syscall(hook) else {
+        return 0;
+    };
+    let Some(slot) = POLICIES.get(slot_id) else {
+        return 0;
+    };
+    if slot.mode != mode::ENFORCE || slot.action < action::DENY_OR_KILL || slot.allows(nr) {
+        return 0;
+    }
+    emit(&Report {
+        slot: slot_id,
+        mode: slot.mode,
+        outcome: Outcome::Denied as u32,
+        cgroup_id,
+        id: nr as i64,
+        index: nr,
+        hook,
+        flags: EVENT_IO_URING,
+    });
+    -EPERM
 }
 
 macro_rules! define_lsm_hooks {
@@ -369,7 +463,7 @@ macro_rules! define_lsm_hooks {
             #[doc = concat!("LSM `", $hook, "`: denies it for a thread marked by `sys_enter`.")]
             #[lsm(hook = $hook)]
             pub fn $prog(_ctx: LsmContext) -> i32 {
-                deny_if_marked($id)
+                lsm_check($id)
             }
         )*
     };
@@ -389,6 +483,54 @@ fn in_compat_syscall(task: *const u8) -> bool {
     status & TS_COMPAT != 0
 }
 
+/// Whether an event for (cgroup, syscall) may be sent now: `Some(n)` with the number
+/// suppressed since the last one sent, or `None` past the limit. Updates race between
+/// CPUs, which makes the limit approximate; counts stay exact in COUNTS.
+#[inline(always)]
+fn rate_limit(cgroup_id: u64, index: u32) -> Option<u32> {
+    let limit = SETTINGS
+        .get(0)
+        .map_or(DEFAULT_EVENTS_PER_SECOND, |s| s.events_per_second);
+    if limit == 0 {
+        return Some(0);
+    }
+    let key = RateKey {
+        cgroup_id,
+        index,
+        _reserved: 0,
+    };
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    match EVENT_LIMITS.get_ptr_mut(key) {
+        Some(state) => {
+            // SAFETY: map value; concurrent updates only make the limit approximate.
+            unsafe {
+                if now.wrapping_sub((*state).window_start_ns) >= 1_000_000_000 {
+                    (*state).window_start_ns = now;
+                    (*state).sent = 0;
+                }
+                if (*state).sent >= limit {
+                    (*state).suppressed += 1;
+                    return None;
+                }
+                (*state).sent += 1;
+                let suppressed = (*state).suppressed;
+                (*state).suppressed = 0;
+                Some(suppressed)
+            }
+        }
+        None => {
+            let state = RateState {
+                window_start_ns: now,
+                sent: 1,
+                suppressed: 0,
+            };
+            let _ = EVENT_LIMITS.insert(key, state, 0);
+            Some(0)
+        }
+    }
+}
+
 /// One event's fields, as `emit` writes them.
 struct Report {
     slot: u32,
@@ -403,6 +545,10 @@ struct Report {
 
 #[inline(always)]
 fn emit(r: &Report) {
+    let Some(suppressed) = rate_limit(r.cgroup_id, r.index) else {
+        bump(stat::EVENTS_SUPPRESSED);
+        return;
+    };
     let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
         bump(stat::EVENTS_DROPPED);
         return;
@@ -423,6 +569,8 @@ fn emit(r: &Report) {
         comm,
         hook: r.hook,
         flags: r.flags,
+        suppressed,
+        _reserved: 0,
     });
     entry.submit(0);
 }

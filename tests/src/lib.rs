@@ -1,6 +1,7 @@
 //! Helpers for sysfence's integration tests: privilege gates, the binaries under test,
 //! cgroups that clean up after themselves.
 
+pub mod catalog;
 pub mod oci;
 
 use std::{

@@ -1,68 +1,103 @@
-//! `cargo xtask bench`: nanoseconds per getppid(2) under each setup, measured in one
-//! run with the setups interleaved round by round, so drift hits all of them alike.
+//! `cargo xtask bench`: what sysfence costs, measured in one run.
+//!
+//! - Per-syscall cost of getppid(2), and of an openat+read+write+close mix on tmpfs,
+//!   under every setup, the setups interleaved round by round so that drift on this
+//!   shared machine hits all of them alike; medians, and overheads as ratios to the
+//!   floor (an empty `tp_btf/sys_enter` program) measured in the same run.
+//! - Scale: the cost with 1, 100 and 1,000 bound workloads, and the kernel memory of
+//!   the probe's maps.
+//! - The agent: time from start to programs attached, RSS with 1,000 workloads bound,
+//!   and the violation event path under a flood.
 
 use std::{
-    io::{BufRead as _, BufReader},
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow, bail};
 use serde::Serialize;
+
+use crate::packages;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Rounds; every setup is measured once per round.
     #[arg(long, default_value_t = 8)]
     rounds: usize,
-    /// getppid calls per measurement.
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Syscalls per measurement.
+    #[arg(long, default_value_t = 1_000_000)]
     calls: u64,
-    /// Also write the results as JSON here.
+    /// Write the results as JSON here (default: target/bench/results.json).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Skip the agent measurements (start time, RSS, event flood).
+    #[arg(long)]
+    no_agent: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
 enum Setup {
     Nothing,
     Floor,
     Unpoliced,
-    Policed,
+    PolicedMonitor,
+    PolicedAudit,
+    PolicedEnforce,
+    Seccomp,
+    Bpftrace,
 }
 
 impl Setup {
-    const ALL: [Setup; 4] = [
+    const ALL: [Setup; 8] = [
         Setup::Nothing,
         Setup::Floor,
         Setup::Unpoliced,
-        Setup::Policed,
+        Setup::PolicedMonitor,
+        Setup::PolicedAudit,
+        Setup::PolicedEnforce,
+        Setup::Seccomp,
+        Setup::Bpftrace,
     ];
 
     fn label(self) -> &'static str {
         match self {
             Setup::Nothing => "nothing attached",
-            Setup::Floor => "empty tp_btf/sys_enter (floor)",
+            Setup::Floor => "empty tp_btf/sys_enter (the floor)",
             Setup::Unpoliced => "sysfence, caller not policed",
-            Setup::Policed => "sysfence, caller policed (enforce, allowed)",
+            Setup::PolicedMonitor => "sysfence policed, monitor",
+            Setup::PolicedAudit => "sysfence policed, audit, allowed",
+            Setup::PolicedEnforce => "sysfence policed, enforce, allowed",
+            Setup::Seccomp => "libseccomp filter, same allowlist",
+            Setup::Bpftrace => "bpftrace count per cgroup",
         }
     }
+}
 
-    fn key(self) -> &'static str {
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Workload {
+    Getppid,
+    Mix,
+}
+
+impl Workload {
+    fn arg(self) -> &'static str {
         match self {
-            Setup::Nothing => "nothing",
-            Setup::Floor => "floor",
-            Setup::Unpoliced => "unpoliced",
-            Setup::Policed => "policed_enforce_allowed",
+            Workload::Getppid => "getppid",
+            Workload::Mix => "mix",
         }
     }
 }
 
 #[derive(Serialize)]
 struct Row {
-    setup: &'static str,
+    workload: Workload,
+    setup: Setup,
     samples_ns: Vec<f64>,
-    best_ns: f64,
     median_ns: f64,
     /// Median minus the median of "nothing attached".
     overhead_ns: f64,
@@ -70,10 +105,44 @@ struct Row {
     ratio_to_floor: Option<f64>,
 }
 
+#[derive(Serialize, Default)]
+struct Results {
+    machine: String,
+    rounds: usize,
+    calls: u64,
+    rows: Vec<Row>,
+    scale: Vec<ScaleRow>,
+    map_memory_bytes: BTreeMap<u32, u64>,
+    agent: Option<AgentFigures>,
+}
+
+#[derive(Serialize)]
+struct ScaleRow {
+    workloads: u32,
+    unpoliced_median_ns: f64,
+    policed_median_ns: f64,
+}
+
+#[derive(Serialize)]
+struct AgentFigures {
+    start_to_attached_ms: f64,
+    rss_kib_1000_workloads: u64,
+    bind_1000_workloads_ms: f64,
+    flood_calls: u64,
+    flood_calls_per_sec: f64,
+    flood_events_logged: u64,
+    flood_events_dropped: u64,
+    flood_agent_cpu_percent: f64,
+    flood_agent_rss_kib: u64,
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
+    if n == 0 {
+        return f64::NAN;
+    }
     if n % 2 == 1 {
         s[n / 2]
     } else {
@@ -81,7 +150,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn parse_ns(stdout: &[u8]) -> anyhow::Result<f64> {
+fn parse_number(stdout: &[u8]) -> anyhow::Result<f64> {
     let text = String::from_utf8_lossy(stdout);
     text.lines()
         .last()
@@ -89,24 +158,128 @@ fn parse_ns(stdout: &[u8]) -> anyhow::Result<f64> {
         .ok_or_else(|| anyhow!("no measurement in output: {text:?}"))
 }
 
-fn measure(setup: Setup, bin: &Path, policy: &Path, calls: u64) -> anyhow::Result<f64> {
-    let sysfence = bin.join("sysfence");
-    let workload = bin.join("sf-syscalls");
-    let calls = calls.to_string();
-    match setup {
-        Setup::Nothing => {
-            let out = Command::new(&workload)
-                .args(["bench-getppid", &calls])
-                .output()?;
-            parse_ns(&out.stdout)
+struct Env {
+    root: PathBuf,
+    sysfence: PathBuf,
+    workload: PathBuf,
+    policy: PathBuf,
+    profile: PathBuf,
+    tmpfs: PathBuf,
+}
+
+/// A `sysfence bench-hold` setup, released when dropped.
+struct Held {
+    child: Child,
+    lines: Vec<String>,
+}
+
+impl Held {
+    fn start(env: &Env, args: &[&str]) -> anyhow::Result<Held> {
+        let mut child = Command::new(&env.sysfence)
+            .arg("bench-hold")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = Vec::new();
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        loop {
+            let mut line = String::new();
+            if out.read_line(&mut line)? == 0 {
+                let _ = child.wait();
+                bail!("bench-hold {} did not start", args.join(" "));
+            }
+            let line = line.trim().to_string();
+            if line == "ready" {
+                break;
+            }
+            lines.push(line);
         }
-        Setup::Policed => {
-            let out = Command::new(&sysfence)
-                .args(["run", "--quiet", "--mode", "enforce", "--policy"])
-                .arg(policy)
+        Ok(Held { child, lines })
+    }
+
+    fn value(&self, key: &str) -> Option<&str> {
+        self.lines
+            .iter()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the workload (optionally inside a cgroup); returns its printed number.
+fn workload(
+    env: &Env,
+    w: Workload,
+    calls: u64,
+    extra: &[&str],
+    cgroup: Option<&str>,
+) -> anyhow::Result<f64> {
+    let calls = calls.to_string();
+    let out = match cgroup {
+        None => Command::new(&env.workload)
+            .args([w.arg(), &calls])
+            .args(extra)
+            .env("SF_BENCH_TMPFS", &env.tmpfs)
+            .output()?,
+        Some(cg) => Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("echo $$ > {cg}/cgroup.procs && exec \"$0\" \"$@\""))
+            .arg(&env.workload)
+            .args([w.arg(), &calls])
+            .args(extra)
+            .env("SF_BENCH_TMPFS", &env.tmpfs)
+            .output()?,
+    };
+    if !out.status.success() {
+        bail!(
+            "workload failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_number(&out.stdout)
+}
+
+fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyhow::Result<f64> {
+    match setup {
+        Setup::Nothing => workload(env, w, calls, &[], None),
+        Setup::Seccomp => workload(
+            env,
+            w,
+            calls,
+            &["--seccomp", env.profile.to_str().expect("utf-8")],
+            None,
+        ),
+        Setup::Floor => {
+            let _held = Held::start(env, &["floor"])?;
+            workload(env, w, calls, &[], None)
+        }
+        Setup::Unpoliced => {
+            let _held = Held::start(
+                env,
+                &["idle", "--policy", env.policy.to_str().expect("utf-8")],
+            )?;
+            workload(env, w, calls, &[], None)
+        }
+        Setup::PolicedMonitor | Setup::PolicedAudit | Setup::PolicedEnforce => {
+            let mode = match setup {
+                Setup::PolicedMonitor => "monitor",
+                Setup::PolicedAudit => "audit",
+                _ => "enforce",
+            };
+            let out = Command::new(&env.sysfence)
+                .args(["run", "--quiet", "--mode", mode, "--policy"])
+                .arg(&env.policy)
                 .arg("--")
-                .arg(&workload)
-                .args(["bench-getppid", &calls])
+                .arg(&env.workload)
+                .args([w.arg(), &calls.to_string()])
+                .env("SF_BENCH_TMPFS", &env.tmpfs)
                 .output()?;
             if !out.status.success() {
                 bail!(
@@ -114,86 +287,501 @@ fn measure(setup: Setup, bin: &Path, policy: &Path, calls: u64) -> anyhow::Resul
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            parse_ns(&out.stdout)
+            parse_number(&out.stdout)
         }
-        Setup::Floor | Setup::Unpoliced => {
-            let mut hold = Command::new(&sysfence);
-            hold.arg("bench-hold");
-            if setup == Setup::Floor {
-                hold.arg("floor");
-            } else {
-                hold.arg("idle").arg("--policy").arg(policy);
-            }
-            let mut child = hold.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+        Setup::Bpftrace => {
+            let mut bt = Command::new("bpftrace")
+                .env("BPFTRACE_NO_USER_SYMBOLS", "1")
+                .args([
+                    "-e",
+                    "tracepoint:raw_syscalls:sys_enter { @[cgroup, args->id] = count(); }",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace")?;
+            let mut out = BufReader::new(bt.stdout.take().expect("piped"));
             let mut line = String::new();
-            BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-            if line.trim() != "ready" {
-                let _ = child.wait();
-                bail!("{} did not start", setup.label());
+            out.read_line(&mut line)?;
+            if !line.contains("Attaching") {
+                let _ = bt.kill();
+                let _ = bt.wait();
+                bail!("bpftrace did not attach: {line:?}");
             }
-            let out = Command::new(&workload)
-                .args(["bench-getppid", &calls])
-                .output();
-            drop(child.stdin.take());
-            child.wait()?;
-            parse_ns(&out?.stdout)
+            let ns = workload(env, w, calls, &[], None);
+            // SAFETY: signalling the bpftrace process started above.
+            unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+            // Drain its map dump so it can exit.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while out.read_line(&mut sink).unwrap_or(0) > 0 {
+                    sink.clear();
+                }
+            });
+            bt.wait()?;
+            ns
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cpus} CPUs, kernel {}", kernel.trim())
+}
+
+/// tracefs, mounted for bpftrace if it was not; unmounted again on drop.
+struct Tracefs {
+    mounted_here: bool,
+}
+
+impl Tracefs {
+    const PATH: &'static str = "/sys/kernel/tracing";
+
+    fn ensure() -> anyhow::Result<Tracefs> {
+        if Path::new(Self::PATH).join("events").exists() {
+            return Ok(Tracefs {
+                mounted_here: false,
+            });
+        }
+        let status = Command::new("mount")
+            .args(["-t", "tracefs", "tracefs", Self::PATH])
+            .status()?;
+        if !status.success() {
+            bail!(
+                "mounting tracefs at {} failed: bpftrace needs it",
+                Self::PATH
+            );
+        }
+        Ok(Tracefs { mounted_here: true })
+    }
+}
+
+impl Drop for Tracefs {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = Command::new("umount").arg(Self::PATH).status();
         }
     }
 }
 
 pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    let policy = root.join("bench/getppid-policy.yaml");
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); Setup::ALL.len()];
+    packages::install(&["bpftrace"])?;
+    let _tracefs = Tracefs::ensure()?;
+    let out_dir = root.join("target/bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let env = Env {
+        root: root.to_path_buf(),
+        sysfence: bin.join("sysfence"),
+        workload: bin.join("sf-bench"),
+        policy: root.join("bench/getppid-policy.yaml"),
+        profile: out_dir.join("getppid-policy.seccomp.json"),
+        tmpfs: PathBuf::from("/dev/shm"),
+    };
+    let status = Command::new(&env.sysfence)
+        .args(["policy", "export-seccomp"])
+        .arg(&env.policy)
+        .arg("-o")
+        .arg(&env.profile)
+        .status()?;
+    if !status.success() {
+        bail!("exporting the bench policy as a seccomp profile failed");
+    }
+
+    let mut results = Results {
+        machine: machine(),
+        rounds: args.rounds,
+        calls: args.calls,
+        ..Default::default()
+    };
+    let mut samples: BTreeMap<(Workload, Setup), Vec<f64>> = BTreeMap::new();
     for round in 0..args.rounds {
         eprint!("\rxtask: bench round {}/{}", round + 1, args.rounds);
-        for (i, setup) in Setup::ALL.into_iter().enumerate() {
-            let ns = measure(setup, bin, &policy, args.calls).with_context(|| setup.label())?;
-            samples[i].push(ns);
+        for w in [Workload::Getppid, Workload::Mix] {
+            let calls = if w == Workload::Mix {
+                args.calls / 4
+            } else {
+                args.calls
+            };
+            for setup in Setup::ALL {
+                let ns = measure(&env, setup, w, calls)
+                    .with_context(|| format!("{:?}: {}", w, setup.label()))?;
+                samples.entry((w, setup)).or_default().push(ns);
+            }
         }
     }
     eprintln!();
-    let base = median(&samples[0]);
-    let floor_overhead = median(&samples[1]) - base;
-    let rows: Vec<Row> = Setup::ALL
-        .into_iter()
-        .zip(samples)
-        .map(|(setup, s)| {
+    for w in [Workload::Getppid, Workload::Mix] {
+        let base = median(&samples[&(w, Setup::Nothing)]);
+        let floor = median(&samples[&(w, Setup::Floor)]) - base;
+        for setup in Setup::ALL {
+            let s = samples.remove(&(w, setup)).unwrap_or_default();
             let med = median(&s);
-            let overhead = med - base;
-            Row {
-                setup: setup.key(),
-                best_ns: s.iter().copied().fold(f64::INFINITY, f64::min),
+            results.rows.push(Row {
+                workload: w,
+                setup,
                 median_ns: med,
-                overhead_ns: overhead,
-                ratio_to_floor: (setup != Setup::Nothing && floor_overhead > 0.0)
-                    .then(|| overhead / floor_overhead),
+                overhead_ns: med - base,
+                ratio_to_floor: (setup != Setup::Nothing && floor > 0.0)
+                    .then(|| (med - base) / floor),
                 samples_ns: s,
-            }
-        })
-        .collect();
+            });
+        }
+    }
+
+    // Scale: the cost of a syscall with 1, 100 and 1000 bound workloads.
+    for n in [1u32, 100, 1000] {
+        eprintln!("xtask: bench scale, {n} bound workloads");
+        let held = Held::start(
+            &env,
+            &[
+                "idle",
+                "--policy",
+                env.policy.to_str().expect("utf-8"),
+                "--workloads",
+                &n.to_string(),
+                "--caller",
+            ],
+        )?;
+        let caller = held
+            .value("caller-cgroup")
+            .ok_or_else(|| anyhow!("no caller cgroup"))?
+            .to_string();
+        let memory: u64 = held
+            .value("map-memory")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        results.map_memory_bytes.insert(n, memory);
+        let mut unpoliced = Vec::new();
+        let mut policed = Vec::new();
+        for _ in 0..args.rounds.min(5) {
+            unpoliced.push(workload(&env, Workload::Getppid, args.calls, &[], None)?);
+            policed.push(workload(
+                &env,
+                Workload::Getppid,
+                args.calls,
+                &[],
+                Some(&caller),
+            )?);
+        }
+        drop(held);
+        results.scale.push(ScaleRow {
+            workloads: n,
+            unpoliced_median_ns: median(&unpoliced),
+            policed_median_ns: median(&policed),
+        });
+    }
+
+    if !args.no_agent {
+        results.agent = Some(agent_figures(&env).context("agent measurements")?);
+    }
+
+    print_table(&results);
+    let json = args.json.unwrap_or_else(|| out_dir.join("results.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")?;
+    eprintln!("xtask: wrote {}", json.display());
+    Ok(())
+}
+
+fn print_table(r: &Results) {
+    println!("machine: {}", r.machine);
     println!(
-        "getppid(2), {} calls per sample, {} rounds interleaved, ns per call",
-        args.calls, args.rounds
+        "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run",
+        r.rounds
     );
-    println!(
-        "{:<46} {:>8} {:>8} {:>10} {:>12}",
-        "setup", "best", "median", "overhead", "x floor"
-    );
-    for (setup, r) in Setup::ALL.into_iter().zip(&rows) {
+    for w in [Workload::Getppid, Workload::Mix] {
+        println!();
         println!(
-            "{:<46} {:>8.1} {:>8.1} {:>10.1} {:>12}",
-            setup.label(),
-            r.best_ns,
-            r.median_ns,
-            r.overhead_ns,
-            r.ratio_to_floor
-                .map_or("-".to_string(), |x| format!("{x:.2}"))
+            "{} (ns per syscall)",
+            match w {
+                Workload::Getppid => format!("getppid(2), {} calls per sample", r.calls),
+                Workload::Mix => format!(
+                    "openat+read+write+close on tmpfs, {} rounds per sample",
+                    r.calls / 4
+                ),
+            }
+        );
+        println!("| setup | median | overhead | x floor |");
+        println!("| --- | ---: | ---: | ---: |");
+        for row in r.rows.iter().filter(|row| row.workload == w) {
+            println!(
+                "| {} | {:.1} | {:.1} | {} |",
+                row.setup.label(),
+                row.median_ns,
+                row.overhead_ns,
+                row.ratio_to_floor
+                    .map_or("-".to_string(), |x| format!("{x:.2}"))
+            );
+        }
+    }
+    println!();
+    println!("scale: getppid ns per call with N workloads bound");
+    println!("| workloads bound | caller not policed | caller policed | probe map memory |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for s in &r.scale {
+        println!(
+            "| {} | {:.1} | {:.1} | {} KiB |",
+            s.workloads,
+            s.unpoliced_median_ns,
+            s.policed_median_ns,
+            r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
         );
     }
-    println!("overhead = median - median(nothing attached); x floor = overhead / floor overhead");
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&rows)? + "\n")?;
-        eprintln!("xtask: wrote {}", path.display());
+    if let Some(a) = &r.agent {
+        println!();
+        println!("agent");
+        println!("| figure | value |");
+        println!("| --- | ---: |");
+        println!(
+            "| start to programs attached | {:.0} ms |",
+            a.start_to_attached_ms
+        );
+        println!(
+            "| 1,000 cgroups created to all bound | {:.0} ms |",
+            a.bind_1000_workloads_ms
+        );
+        println!(
+            "| RSS with 1,000 workloads bound | {} KiB |",
+            a.rss_kib_1000_workloads
+        );
+        println!(
+            "| flood: denied syscalls (audit) | {} at {:.0}/s |",
+            a.flood_calls, a.flood_calls_per_sec
+        );
+        println!(
+            "| flood: events logged / dropped (counted) | {} / {} |",
+            a.flood_events_logged, a.flood_events_dropped
+        );
+        println!(
+            "| flood: agent CPU, RSS | {:.0}% of one core, {} KiB |",
+            a.flood_agent_cpu_percent, a.flood_agent_rss_kib
+        );
     }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            })
+        })
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// The agent, with its stdout lines counted in the background.
+struct AgentRun {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AgentRun {
+    fn start(env: &Env, policies: &Path) -> anyhow::Result<AgentRun> {
+        let mut child = Command::new(&env.sysfence)
+            .args(["agent", "--rescan-every", "1", "--policies"])
+            .arg(policies)
+            .env("SYSFENCE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let out = child.stdout.take().expect("piped");
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(l);
+            }
+        });
+        Ok(AgentRun { child, lines })
+    }
+
+    fn count(&self, needle: &str) -> u64 {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count() as u64
+    }
+
+    fn wait_for(&self, needle: &str, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.count(needle) < n {
+            if Instant::now() > deadline {
+                bail!(
+                    "agent logged {} of {n} `{needle}` lines",
+                    self.count(needle)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        // SAFETY: signalling the agent started above.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for AgentRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn write_policy(
+    dir: &Path,
+    name: &str,
+    selector: &str,
+    mode: &str,
+    deny: &str,
+) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(dir.join(format!("{name}.yaml")))?;
+    write!(
+        f,
+        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    cgroupPath: \"{selector}\"\n  mode: {mode}\n  include: [runtime-default]\n  deny: [{deny}]\n"
+    )?;
     Ok(())
+}
+
+fn agent_figures(env: &Env) -> anyhow::Result<AgentFigures> {
+    let cg_root = cgroup_v2_root().ok_or_else(|| anyhow!("no cgroup v2 hierarchy mounted"))?;
+    let base = cg_root.join(format!("sysfence-bench-{}", std::process::id()));
+    let policies = env
+        .root
+        .join(format!("target/bench/policies-{}", std::process::id()));
+    std::fs::create_dir_all(&policies)?;
+    let name = base
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    write_policy(
+        &policies,
+        "bench-many",
+        &format!("{name}/w*"),
+        "enforce",
+        "mount",
+    )?;
+    write_policy(
+        &policies,
+        "bench-flood",
+        &format!("{name}/flood"),
+        "audit",
+        "getppid",
+    )?;
+    std::fs::create_dir_all(base.join("flood"))?;
+    let cleanup = || {
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&base);
+        let _ = std::fs::remove_dir_all(&policies);
+    };
+    let result = (|| -> anyhow::Result<AgentFigures> {
+        let started = Instant::now();
+        let agent = AgentRun::start(env, &policies)?;
+        agent.wait_for("\"started\"", 1, Duration::from_secs(30))?;
+        let start_to_attached_ms = started.elapsed().as_secs_f64() * 1e3;
+
+        let t = Instant::now();
+        for i in 0..1000 {
+            std::fs::create_dir(base.join(format!("w{i}")))?;
+        }
+        // `flood` is bound at start; the 1000 come on top.
+        agent.wait_for("\"bound\"", 1001, Duration::from_secs(60))?;
+        let bind_1000_workloads_ms = t.elapsed().as_secs_f64() * 1e3;
+        let pid = agent.child.id();
+        let rss_kib_1000_workloads = rss_kib(pid);
+
+        let calls: u64 = 1_000_000;
+        let ticks0 = cpu_ticks(pid);
+        let t = Instant::now();
+        let out = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec \"$0\" loop-denied {calls}",
+                base.join("flood").display()
+            ))
+            .arg(&env.workload)
+            .output()?;
+        let flood_calls_per_sec = parse_number(&out.stdout)?;
+        // Let the agent drain what is in the ring buffer.
+        std::thread::sleep(Duration::from_millis(500));
+        let elapsed = t.elapsed().as_secs_f64();
+        let ticks = cpu_ticks(pid) - ticks0;
+        // SAFETY: sysconf is always safe.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let flood_agent_cpu_percent = ticks as f64 / hz / elapsed * 100.0;
+        let flood_agent_rss_kib = rss_kib(pid);
+        let lines = agent.stop();
+        let flood_events_logged =
+            lines.iter().filter(|l| l.contains("\"violation\"")).count() as u64;
+        let flood_events_dropped = lines
+            .iter()
+            .find(|l| l.contains("\"stopping\""))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| v["events_dropped"].as_u64())
+            .unwrap_or(0);
+        Ok(AgentFigures {
+            start_to_attached_ms,
+            rss_kib_1000_workloads,
+            bind_1000_workloads_ms,
+            flood_calls: calls,
+            flood_calls_per_sec,
+            flood_events_logged,
+            flood_events_dropped,
+            flood_agent_cpu_percent,
+            flood_agent_rss_kib,
+        })
+    })();
+    cleanup();
+    result
+}
+
+/// The cgroup v2 mount point (the shortest of the cgroup2 mounts).
+fn cgroup_v2_root() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .min_by_key(|p| p.as_os_str().len())
 }

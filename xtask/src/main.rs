@@ -140,6 +140,14 @@ fn cargo(tools: &toolchain::Tools) -> Command {
     cmd
 }
 
+/// PATH with the eBPF tools first.
+fn tools_path(tools: &toolchain::Tools) -> std::ffi::OsString {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![tools.dir.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    std::env::join_paths(paths).expect("PATH entries are valid")
+}
+
 fn run_step(name: &str, cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: {name}");
     let status = cmd.status().with_context(|| format!("starting {name}"))?;
@@ -176,6 +184,22 @@ fn test(tools: &toolchain::Tools, no_lint: bool, fuzz_seconds: u64) -> anyhow::R
                 "-D",
                 "warnings",
             ]),
+        )?;
+        run_step(
+            "clippy (kernel side)",
+            Command::new("rustup")
+                .args([
+                    "run",
+                    "nightly",
+                    "cargo",
+                    "clippy",
+                    "--release",
+                    "--target",
+                    "bpfel-unknown-none",
+                ])
+                .args(["-Z", "build-std=core", "--", "-D", "warnings"])
+                .current_dir("probe-ebpf")
+                .env("PATH", tools_path(tools)),
         )?;
     }
     build(tools, false)?;

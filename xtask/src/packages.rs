@@ -19,11 +19,23 @@ struct Need {
     program: Option<&'static str>,
 }
 
-const BUILD: &[Need] = &[Need {
-    what: "protoc, for the CRI API bindings (k8s-cri)",
-    packages: &["protobuf-compiler"],
-    program: Some("protoc"),
-}];
+const BUILD: &[Need] = &[
+    Need {
+        what: "protoc, for the CRI API bindings (k8s-cri)",
+        packages: &["protobuf-compiler"],
+        program: Some("protoc"),
+    },
+    Need {
+        what: "libseccomp, which the bench workloads link (the peer sysfence is compared with)",
+        packages: &["libseccomp-dev"],
+        program: None,
+    },
+    Need {
+        what: "pkg-config, to find libseccomp",
+        packages: &["pkg-config"],
+        program: Some("pkg-config"),
+    },
+];
 
 const TEST: &[Need] = &[
     Need {
@@ -53,7 +65,7 @@ const TEST: &[Need] = &[
     },
 ];
 
-fn installed(pkg: &str) -> bool {
+pub fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
@@ -79,7 +91,7 @@ fn has_candidate(pkg: &str) -> bool {
         })
 }
 
-fn apt_get(args: &[&str]) -> anyhow::Result<()> {
+pub fn apt_get(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask: apt-get {}", args.join(" "));
     let status = Command::new("apt-get")
         .args(args)
@@ -138,6 +150,22 @@ pub fn ensure(for_tests: bool) -> anyhow::Result<()> {
     let mut args = vec!["install", "-y", "--no-install-recommends"];
     args.extend(&chosen);
     if apt_get(&args).is_err() && !updated {
+        apt_get(&["update"])?;
+        apt_get(&args)?;
+    }
+    Ok(())
+}
+
+/// Install those of `pkgs` that are missing; on failure, `apt-get update` once and retry.
+pub fn install(pkgs: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(&missing);
+    if let Err(first) = apt_get(&args) {
+        eprintln!("xtask: {first:#}; running apt-get update and retrying");
         apt_get(&["update"])?;
         apt_get(&args)?;
     }

@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::packages;
 use anyhow::{Context as _, bail};
 
 use crate::{Tally, cargo, target_dir, toolchain::Tools};
@@ -48,6 +49,10 @@ pub struct VmArgs {
     timeout_secs: u64,
     /// Run only the tests whose name contains this (passed to each test executable).
     filter: Option<String>,
+    /// Only measure which syscalls `deny` prevents on each kernel, and store the tables
+    /// in policies/preventability/kernels.json (commit them; `doctor` shows them).
+    #[arg(long)]
+    measure_preventability: bool,
 }
 
 impl Default for VmArgs {
@@ -56,8 +61,36 @@ impl Default for VmArgs {
             kernel: None,
             timeout_secs: 1200,
             filter: None,
+            measure_preventability: false,
         }
     }
+}
+
+/// Marker of the preventability table a guest prints (tests/tests/preventability.rs).
+const PREVENTABILITY: &str = "SYSFENCE-PREVENTABILITY ";
+
+/// Store measured tables in policies/preventability/kernels.json, replacing the table
+/// of the same `major.minor`.
+fn store_preventability(root: &Path, measured: &[String]) -> anyhow::Result<()> {
+    let path = root.join("policies/preventability/kernels.json");
+    let mut tables: Vec<serde_json::Value> = serde_json::from_str(&fs::read_to_string(&path)?)?;
+    let mm = |t: &serde_json::Value| {
+        let k = t["kernel"].as_str().unwrap_or("");
+        k.split(['.', '-']).take(2).collect::<Vec<_>>().join(".")
+    };
+    for m in measured {
+        let table: serde_json::Value = serde_json::from_str(m)?;
+        tables.retain(|t| mm(t) != mm(&table));
+        tables.push(table);
+    }
+    tables.sort_by_key(|t| mm(t));
+    fs::write(&path, serde_json::to_string_pretty(&tables)? + "\n")?;
+    eprintln!(
+        "xtask: wrote {} table(s) to {}",
+        measured.len(),
+        path.display()
+    );
+    Ok(())
 }
 
 fn ci() -> bool {
@@ -84,6 +117,13 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
     }
     // An explicit --kernel choice needs only what it names.
     .filter(|_| args.kernel.is_none());
+    let mut args = args;
+    if args.measure_preventability {
+        // The guest's test then prints its table without comparing it to the committed one.
+        // SAFETY: single-threaded at this point.
+        unsafe { std::env::set_var("SYSFENCE_MEASURE", "1") };
+        args.filter = Some("measure_what_deny_prevents".to_string());
+    }
     let exes = test_executables(tools)?;
     let stage = Stage::new(&target_dir(root).join(format!("vm-test-{}", std::process::id())))?;
     let initrd = build_initramfs(&stage.0, root, &kernels, &exes, args.filter.as_deref())?;
@@ -113,6 +153,20 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
         rows.push((k.release.clone(), r));
     }
     drop(stage);
+    if args.measure_preventability {
+        let measured: Vec<String> = rows
+            .iter()
+            .filter_map(|(_, r)| r.preventability.clone())
+            .collect();
+        if measured.len() != rows.len() {
+            failures.push(format!(
+                "{} of {} kernels printed a preventability table",
+                measured.len(),
+                rows.len()
+            ));
+        }
+        store_preventability(root, &measured)?;
+    }
 
     eprintln!("xtask: vm-test summary (TCG, -smp 2, -m 1536):");
     for (release, r) in &rows {
@@ -146,13 +200,6 @@ fn secs(d: Option<Duration>) -> String {
 // ---------------------------------------------------------------------------------------
 // Packages
 
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| o.status.success() && o.stdout.ends_with(b"install ok installed"))
-}
-
 /// `Candidate:` of `apt-cache policy`, None when unknown or `(none)`.
 fn candidate(pkg: &str) -> Option<String> {
     let out = Command::new("apt-cache")
@@ -166,56 +213,22 @@ fn candidate(pkg: &str) -> Option<String> {
         .filter(|c| c != "(none)")
 }
 
-fn apt_get(args: &[&str]) -> anyhow::Result<()> {
-    eprintln!("xtask: apt-get {}", args.join(" "));
-    let out = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdin(Stdio::null())
-        .output()
-        .context("running apt-get")?;
-    let _ = std::io::stderr().write_all(&out.stdout);
-    let _ = std::io::stderr().write_all(&out.stderr);
-    if !out.status.success() {
-        let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| l.starts_with("E:"))
-            .map(str::to_string)
-            .collect();
-        bail!(
-            "apt-get {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            errors.join(" / ")
-        );
-    }
-    Ok(())
-}
-
-/// Install `pkgs`; on failure, `apt-get update` once and retry.
-fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
-    let mut args = vec!["install", "-y", "--no-install-recommends"];
-    args.extend(pkgs);
-    if let Err(first) = apt_get(&args) {
-        eprintln!("xtask: {first:#}; running apt-get update and retrying");
-        apt_get(&["update"])?;
-        apt_get(&args)?;
-    }
-    Ok(())
-}
-
 /// Install what is missing. Returns why there is no 6.12 kernel, if there is none.
 fn ensure_packages() -> anyhow::Result<Option<String>> {
-    let missing: Vec<&str> = REQUIRED.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = REQUIRED
+        .iter()
+        .copied()
+        .filter(|p| !packages::installed(p))
+        .collect();
     if !missing.is_empty() {
-        apt_install(&missing).context("installing the VM test packages")?;
+        packages::install(&missing).context("installing the VM test packages")?;
     }
-    if installed(KERNEL_6_12) || boot_has_6_12() {
+    if packages::installed(KERNEL_6_12) || boot_has_6_12() {
         return Ok(None);
     }
     if candidate(KERNEL_6_12).is_none() {
         eprintln!("xtask: {KERNEL_6_12} has no candidate; running apt-get update");
-        apt_get(&["update"])?;
+        packages::apt_get(&["update"])?;
     }
     let Some(version) = candidate(KERNEL_6_12) else {
         return Ok(Some(format!(
@@ -224,7 +237,7 @@ fn ensure_packages() -> anyhow::Result<Option<String>> {
              and bookworm-backports; neither offers it here)"
         )));
     };
-    match apt_install(&[KERNEL_6_12]) {
+    match packages::install(&[KERNEL_6_12]) {
         Ok(()) => Ok(None),
         Err(e) => Ok(Some(format!(
             "{KERNEL_6_12} {version} is offered but did not install: {e:#}"
@@ -476,6 +489,9 @@ echo "SYSFENCE-VM: cgroup mounts: $(grep cgroup /proc/mounts | tr '\n' ';')"
     if ci() {
         s.push_str("export CI=true\n");
     }
+    if std::env::var_os("SYSFENCE_MEASURE").is_some() {
+        s.push_str("export SYSFENCE_MEASURE=1\n");
+    }
     s.push_str(&format!(
         "echo \"SYSFENCE-VM: CI=${{CI:-}}\"\ncd {}\n",
         sh_quote(&cwd.display().to_string())
@@ -637,6 +653,8 @@ fn build_initramfs(
 
 struct BootResult {
     passed: u64,
+    /// The preventability table the guest printed, if any.
+    preventability: Option<String>,
     failed: u64,
     /// Until /init's first line.
     boot: Option<Duration>,
@@ -666,6 +684,7 @@ fn boot(
     let started = Instant::now();
     let mut r = BootResult {
         passed: 0,
+        preventability: None,
         failed: 0,
         boot: None,
         total: Duration::ZERO,
@@ -716,6 +735,9 @@ fn boot(
             Ok(line) => {
                 let line = printable(&line);
                 println!("{line}");
+                if let Some(table) = line.strip_prefix(PREVENTABILITY) {
+                    r.preventability = Some(table.trim().to_string());
+                }
                 if let Some((p, f)) = tally.count(&line) {
                     r.passed += p;
                     r.failed += f;

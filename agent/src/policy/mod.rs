@@ -88,6 +88,14 @@ fn collect_dir(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
     entries.sort();
+    // Hidden entries are not policies: kubelet mounts a ConfigMap as `..data` and a
+    // timestamped `..2026_...` directory beside the per-key links; reading them too
+    // would load every policy three times.
+    entries.retain(|p| {
+        !p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+    });
     for p in entries {
         if p.is_dir() {
             collect_dir(&p, out)?;

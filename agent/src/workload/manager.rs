@@ -868,6 +868,13 @@ impl Manager {
             pod = w.and_then(|w| w.pod.as_deref()).unwrap_or(""),
             namespace = w.and_then(|w| w.namespace.as_deref()).unwrap_or(""),
             image = w.and_then(|w| w.image.as_deref()).unwrap_or(""),
+            hook = probe_common::LSM_HOOK_NAMES
+                .get(event.hook as usize)
+                .filter(|_| event.outcome == Outcome::Denied as u32)
+                .copied()
+                .unwrap_or(""),
+            via_io_uring = event.flags & probe_common::EVENT_IO_URING != 0,
+            suppressed = event.suppressed,
         );
     }
 

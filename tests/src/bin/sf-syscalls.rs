@@ -7,6 +7,7 @@
 //! sf-syscalls sleep MS         sleeps, then exits 0
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
+//! sf-syscalls try-all DIR NAME...  catalog calls (tests/src/catalog.rs), each in a child
 //! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
 //!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
 //!                              `side-effect: none` or `side-effect: present` where it can
@@ -89,6 +90,10 @@ fn main() {
             // SAFETY: no arguments; an invalid number just fails with ENOSYS.
             let r = unsafe { libc::syscall(nr) };
             println!("raw {nr} = {r}");
+        }
+        Some("try-all") => {
+            let dir: String = arg(&args, 2, "a directory");
+            sysfence_tests::catalog::run_all(std::path::Path::new(&dir), &args[3..]);
         }
         Some("try") => {
             let name: String = arg(&args, 2, "an operation name");
@@ -278,6 +283,39 @@ fn try_one(name: &str, path: &str) {
         "getppid" => {
             let r = getppid();
             errno_result(name, r);
+        }
+        "uring-mkdirat" => {
+            // mkdirat through an io_uring ring: the kernel runs it in an io-wq worker.
+            let mut ring = match io_uring::IoUring::new(8) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("io_uring_setup: error: {e}");
+                    return;
+                }
+            };
+            let target = cstr(path);
+            let sqe = io_uring::opcode::MkDirAt::new(
+                io_uring::types::Fd(libc::AT_FDCWD),
+                target.as_ptr(),
+            )
+            .mode(0o755)
+            .build();
+            // SAFETY: `target` outlives the submission, which is waited for below.
+            unsafe { ring.submission().push(&sqe).expect("queue has room") };
+            if let Err(e) = ring.submit_and_wait(1) {
+                println!("io_uring_enter: error: {e}");
+                return;
+            }
+            let result = ring.completion().next().expect("one completion").result();
+            if result < 0 {
+                println!(
+                    "{name}: error: {}",
+                    std::io::Error::from_raw_os_error(-result)
+                );
+            } else {
+                println!("{name}: ok");
+            }
+            side_effect(std::path::Path::new(path).exists());
         }
         other => {
             eprintln!("sf-syscalls: unknown operation {other}");

@@ -1,0 +1,104 @@
+//! Benchmark workloads. Each prints one number: nanoseconds per syscall.
+//!
+//! sf-bench getppid N [--seccomp PROFILE]  N getppid(2) calls
+//! sf-bench mix N [--seccomp PROFILE]      N rounds of openat+read+write+close on a
+//!                                         tmpfs file (4 syscalls a round)
+//! sf-bench loop-denied N                  N getppid(2) calls as fast as possible (an
+//!                                         audit policy that denies getppid makes each
+//!                                         one a violation event); prints calls/s
+//!
+//! `--seccomp PROFILE` first installs a libseccomp filter allowing the names of an OCI
+//! seccomp profile (as `sysfence policy export-seccomp` writes), so the same allowlist
+//! can be compared under seccomp and under sysfence.
+use std::{ffi::CString, time::Instant};
+
+use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+
+fn getppid() {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::syscall(libc::SYS_getppid) };
+}
+
+fn install_seccomp(profile: &str) {
+    let text = std::fs::read_to_string(profile).unwrap_or_else(|e| panic!("{profile}: {e}"));
+    let json: serde_json::Value = serde_json::from_str(&text).expect("profile is JSON");
+    let mut filter = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM)).expect("seccomp_init");
+    let mut allowed = 0;
+    for rule in json["syscalls"].as_array().expect("syscalls") {
+        for name in rule["names"].as_array().expect("names") {
+            if let Ok(sc) = ScmpSyscall::from_name(name.as_str().expect("name")) {
+                filter
+                    .add_rule(ScmpAction::Allow, sc)
+                    .expect("seccomp_rule_add");
+                allowed += 1;
+            }
+        }
+    }
+    filter.load().expect("seccomp_load");
+    eprintln!("sf-bench: seccomp filter allowing {allowed} syscalls loaded");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: sf-bench getppid|mix|loop-denied N [--seccomp PROFILE]");
+        std::process::exit(64)
+    });
+    if let Some(i) = args.iter().position(|a| a == "--seccomp") {
+        install_seccomp(args.get(i + 1).expect("--seccomp PROFILE"));
+    }
+    match args[1].as_str() {
+        "getppid" => {
+            for _ in 0..n / 10 {
+                getppid();
+            }
+            let start = Instant::now();
+            for _ in 0..n {
+                getppid();
+            }
+            println!("{:.2}", start.elapsed().as_nanos() as f64 / n as f64);
+        }
+        "mix" => {
+            let dir = std::env::var("SF_BENCH_TMPFS").unwrap_or_else(|_| "/dev/shm".into());
+            let path =
+                CString::new(format!("{dir}/sf-bench-{}", std::process::id())).expect("path");
+            let mut buf = [7u8; 64];
+            let round = |buf: &mut [u8; 64]| {
+                // SAFETY: valid path and buffer; errors are checked below.
+                unsafe {
+                    let fd = libc::openat(
+                        libc::AT_FDCWD,
+                        path.as_ptr(),
+                        libc::O_RDWR | libc::O_CREAT,
+                        0o600,
+                    );
+                    assert!(fd >= 0, "openat: {}", std::io::Error::last_os_error());
+                    libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    libc::write(fd, buf.as_ptr().cast(), buf.len());
+                    libc::close(fd);
+                }
+            };
+            for _ in 0..n / 10 {
+                round(&mut buf);
+            }
+            let start = Instant::now();
+            for _ in 0..n {
+                round(&mut buf);
+            }
+            println!("{:.2}", start.elapsed().as_nanos() as f64 / (4 * n) as f64);
+            // SAFETY: valid path.
+            unsafe { libc::unlink(path.as_ptr()) };
+        }
+        "loop-denied" => {
+            let start = Instant::now();
+            for _ in 0..n {
+                getppid();
+            }
+            println!("{:.0}", n as f64 / start.elapsed().as_secs_f64());
+        }
+        other => {
+            eprintln!("sf-bench: unknown workload {other}");
+            std::process::exit(64);
+        }
+    }
+}
