@@ -50,15 +50,23 @@ fn measure(denied: &[&str], setup: &[&str]) -> BTreeMap<String, (String, Option<
         let v = violation(&report, name).unwrap_or_else(|| {
             panic!("{name}: no violation reported; workload said:\n{stdout}\n{report:#}")
         });
-        let outcome = v["outcome"].as_str().unwrap().to_string();
+        // Several calls of one syscall can settle differently (glibc's getrlimit is a
+        // read-only prlimit64 in another entry's setup): the catalog's own call decides,
+        // and it is the one that failed where any call was denied.
+        let mut outcome = v["outcome"].as_str().unwrap().to_string();
+        if v["outcomes"].get("denied").is_some() && stdout.contains(&format!("{name}: error")) {
+            outcome = "denied".to_string();
+        }
         let hook = v["hook"].as_str().map(str::to_string);
         let line = stdout
             .lines()
             .find(|l| l.starts_with(&format!("{name}: ")))
             .unwrap_or("");
         if outcome == "denied" {
+            // EPERM from the hook, or what the kernel made of it: Debian's
+            // perf_event_open turns the `capable` hook's EPERM into EACCES ("other").
             assert!(
-                line.contains("Operation not permitted"),
+                line.contains(": error"),
                 "{name} reported denied, but: {line}"
             );
         }
@@ -103,7 +111,14 @@ fn measure_what_deny_prevents() {
         "measured_with": "cargo xtask vm-test --measure-preventability (tests/tests/preventability.rs)",
         "syscalls": syscalls,
     });
-    println!("SYSFENCE-PREVENTABILITY {measured}");
+    // Straight to the process's stdout: the test harness captures `println!`, and the
+    // VM harness reads this line from the console.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        writeln!(out, "SYSFENCE-PREVENTABILITY {measured}").unwrap();
+        out.flush().unwrap();
+    }
     let denied = table.values().filter(|(o, _)| o == "denied").count();
     eprintln!(
         "{release}: {denied} of {} catalog syscalls preventable",

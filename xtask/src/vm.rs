@@ -735,8 +735,9 @@ fn boot(
             Ok(line) => {
                 let line = printable(&line);
                 println!("{line}");
-                if let Some(table) = line.strip_prefix(PREVENTABILITY) {
-                    r.preventability = Some(table.trim().to_string());
+                // The test harness may print the test's name on the same line first.
+                if let Some(at) = line.find(PREVENTABILITY) {
+                    r.preventability = Some(line[at + PREVENTABILITY.len()..].trim().to_string());
                 }
                 if let Some((p, f)) = tally.count(&line) {
                     r.passed += p;
