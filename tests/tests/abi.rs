@@ -143,3 +143,38 @@ fn check_warns_about_io_uring_and_multiplexers() {
     );
     assert!(stderr.contains("3 warnings"), "{stderr}");
 }
+
+/// x32: x86_64 numbers with `__X32_SYSCALL_BIT`, judged in the x32 table. The CI host
+/// has x32 off; the VMs boot with `syscall.x32=y` and run this.
+#[test]
+#[ignore = "needs a kernel with x32 syscalls on: runs in the QEMU VMs (syscall.x32=y)"]
+fn x32_syscalls_are_judged_as_x32() {
+    assert!(privileged("x32_syscalls_are_judged_as_x32"));
+    let x32_getpid = (0x4000_0000u64 + 39).to_string();
+    let out = std::process::Command::new(WORKLOAD)
+        .args(["raw", &x32_getpid])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    let ret: i64 = stdout.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        ret > 0,
+        "x32 syscalls are not enabled on this kernel: {stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), "  include: [runtime-default]\n");
+    let (code, report, stdout, stderr) = run(&p, Some("enforce"), &[WORKLOAD, "raw", &x32_getpid]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(count_of(&report, "x32", "getpid"), 1, "{report:#}");
+
+    let p = policy(
+        dir.path(),
+        "  include: [runtime-default]\n  abi:\n    x32: deny\n",
+    );
+    let (code, report, _, _) = run(&p, Some("enforce"), &[WORKLOAD, "raw", &x32_getpid]);
+    assert_eq!(code, 137, "{report:#}");
+    let v = violation(&report, "getpid").expect("getpid (x32) violation");
+    assert_eq!(v["abi"], "x32");
+    assert_eq!(v["outcome"], "killed-after");
+}
