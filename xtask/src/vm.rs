@@ -471,7 +471,9 @@ mnt cgroup2 /sys/fs/cgroup
 mnt bpf /sys/fs/bpf
 mnt securityfs /sys/kernel/security
 mnt tracefs /sys/kernel/tracing
-mnt tmpfs /tmp
+# No tmpfs over /tmp: the root is already in memory, and the workspace (whose absolute
+# paths the test binaries carry) may itself live under /tmp.
+mkdir -p /tmp && chmod 1777 /tmp
 # Only errors from the kernel on the console from now on (panics and oopses still show).
 dmesg -n 4
 echo "SYSFENCE-VM: START"
