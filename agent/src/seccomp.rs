@@ -483,17 +483,6 @@ fn normalize_cap(cap: &str) -> String {
     }
 }
 
-/// Kubernetes-style name, as the policy compiler requires.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric()
-}
-
 fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names
         .into_iter()
@@ -663,7 +652,7 @@ struct AbiOut {
 /// Convert a seccomp profile (JSON text) into a sysfence policy. See the module
 /// documentation for how the profile is resolved and approximated.
 pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportError> {
-    if !valid_name(&options.name) {
+    if !crate::policy::compile::valid_name(&options.name) {
         return Err(ImportError::InvalidName {
             name: options.name.clone(),
         });

@@ -283,21 +283,7 @@ fn ensure_podman() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("podman is missing: install Debian's `podman` package (needs root)");
     }
-    for args in [
-        &["update", "-q"][..],
-        &["install", "-y", "-q", "podman"][..],
-    ] {
-        eprintln!("xtask: apt-get {}", args.join(" "));
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed ({status})", args.join(" "));
-        }
-    }
+    crate::packages::install(&["podman"])?;
     quiet(podman().arg("--version")).map(drop)
 }
 

@@ -561,7 +561,7 @@ pub fn compile(
 }
 
 /// Kubernetes-style name: lowercase alphanumerics, `-` and `.`, 1 to 253 characters.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name
