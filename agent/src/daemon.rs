@@ -101,6 +101,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut rescan = tokio::time::interval(options.rescan_every);
+    // The ring buffer's wakeup can be lost (the kernel wakes the reader only when it
+    // has caught up, and the reader's position store can pass the producer's check):
+    // a periodic drain bounds how long an event can wait for the next one.
+    let mut drain = tokio::time::interval(Duration::from_millis(100));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     info!(event = "started", cgroup_root = %root.display(), runtime_socket = %options.runtime_socket.display(), bound = workloads.bound_count());
 
     let stop = loop {
@@ -113,6 +118,13 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
                     }
                 }
                 guard.clear_ready();
+            }
+            _ = drain.tick() => {
+                while let Some(item) = ring.get_mut().next() {
+                    if let Some(event) = probe::decode_violation(&item) {
+                        workloads.log_violation(&event);
+                    }
+                }
             }
             Some(()) = wake_rx.recv() => workloads.rescan(&mut probe).await?,
             _ = rescan.tick() => workloads.rescan(&mut probe).await?,

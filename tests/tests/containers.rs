@@ -276,6 +276,7 @@ mod host_only {
         let mut policed = 0;
         let mut bound_us = Vec::new();
         let mut cgroup_ids = Vec::new();
+        let mut unpoliced_ids = Vec::new();
         for i in 0..STARTS {
             let id = format!("gap-{i}");
             let v = wait_for(Duration::from_secs(10), || {
@@ -289,6 +290,8 @@ mod host_only {
             });
             if v.is_some() {
                 policed += 1;
+            } else {
+                unpoliced_ids.push(id.clone());
             }
             let b = events
                 .iter()
@@ -318,9 +321,29 @@ mod host_only {
         );
         assert!(printed_any.is_empty(), "ran unpoliced: {printed_any:?}");
         assert_eq!(killed, STARTS, "every start died by SIGKILL");
+        if policed != STARTS {
+            // Say what the agent did log for those containers, to tell a lost event
+            // from a misattributed one.
+            let events = agent.events();
+            for id in &unpoliced_ids {
+                let cgroup_id = events
+                    .iter()
+                    .find(|v| v["event"] == "bound" && v["container_id"] == id.as_str())
+                    .and_then(|b| b["cgroup_id"].as_u64());
+                eprintln!(
+                    "gap test: {id} (cgroup id {cgroup_id:?}): no matching violation; its events:"
+                );
+                for v in events.iter().filter(|v| {
+                    v["container_id"] == id.as_str()
+                        || (cgroup_id.is_some() && v["cgroup_id"].as_u64() == cgroup_id)
+                }) {
+                    eprintln!("  {v}");
+                }
+            }
+        }
         assert_eq!(
             policed, STARTS,
-            "every start was policed from its first call"
+            "every start was policed from its first call (unmatched: {unpoliced_ids:?})"
         );
 
         // Containers come and go: no WORKLOADS entry outlives its cgroup.
