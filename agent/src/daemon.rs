@@ -1,18 +1,31 @@
 //! `sysfence agent`: the node daemon. Binds policies to the workloads their selectors
 //! match, now and as workloads appear (discovery and binding live in
-//! [`crate::workload`]), answers the runtime wrapper on its socket, and logs violations
-//! as JSON lines.
+//! [`crate::workload`]), answers the runtime wrapper on its socket, reloads changed
+//! policy files without a window, serves its API and metrics, and logs violations as
+//! JSON lines.
+//!
+//! The probe is pinned (see [`crate::probe::pins`]): when the agent stops, even by
+//! SIGKILL, enforcement goes on, and the next agent adopts it.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context as _;
+use probe_common::{ViolationEvent, index_to_syscall};
+use serde_json::{Value, json};
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 use tracing::{info, warn};
 
 use crate::{
-    cgroup,
+    api, cgroup,
+    metrics::{self, Snapshot, ViolationKey},
     policy::{self, CompiledPolicy},
-    probe::{self, Probe, ProbeOptions},
+    probe::{self, Probe, ProbeOptions, pins},
+    syscall_table,
     workload::{self, Manager, ManagerOptions},
 };
 
@@ -28,6 +41,119 @@ pub struct AgentOptions {
     pub runtime_roots: Vec<PathBuf>,
     /// Violation events per (workload, syscall) per second, limited in the kernel.
     pub events_per_second: u32,
+    /// Pin root (`None`: an unpinned probe that goes with the agent).
+    pub pin_root: Option<PathBuf>,
+    /// The local API socket.
+    pub api_socket: PathBuf,
+    /// Serve Prometheus metrics and /healthz here.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Violation records kept for `sysfence report` (the newest).
+const RECENT_VIOLATIONS: usize = 10_000;
+/// Quiet time after a change in the policy directory before reloading (editors and
+/// kubelet write in several steps).
+const RELOAD_SETTLE: Duration = Duration::from_millis(5);
+
+/// `sysfence agent --uninstall`: remove everything pinned under `root`.
+pub fn uninstall(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    pins::remove_tree(root)
+}
+
+/// Whether deny (BPF LSM) is attached: `Ok` or why not.
+type DenyState = Result<(), String>;
+
+fn compile_slots(
+    policies: Vec<CompiledPolicy>,
+    deny: &DenyState,
+) -> Vec<(CompiledPolicy, probe_common::PolicySlot)> {
+    policies
+        .into_iter()
+        .map(|policy| {
+            let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
+            if let Some(note) = &enforcement.degraded {
+                warn!(event = "degraded", policy = %policy.name, "{note}");
+            }
+            (policy, enforcement.slot)
+        })
+        .collect()
+}
+
+fn try_enable_deny(probe: &mut Probe) -> DenyState {
+    match probe.enable_deny() {
+        Ok(support) => {
+            info!(
+                event = "deny_path",
+                hooks = support.hooks.len(),
+                unavailable = support.unavailable.len()
+            );
+            Ok(())
+        }
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// What the agent keeps for its API and metrics.
+struct Telemetry {
+    started: SystemTime,
+    recent: VecDeque<Value>,
+    violations: BTreeMap<ViolationKey, u64>,
+    /// The key of the last event per (cgroup id, syscall index), to name violations
+    /// the rate limit holds back, and the highest total exported per key (a counter
+    /// never goes back, even when a scrape falls between the kernel sending an event
+    /// and the agent reading it).
+    by_rate_key: std::collections::HashMap<(u64, u32), ViolationKey>,
+    exported: std::cell::RefCell<BTreeMap<ViolationKey, u64>>,
+    reloads: BTreeMap<String, u64>,
+    last_reload_success: SystemTime,
+    last_reload: Value,
+}
+
+impl Telemetry {
+    fn record_violation(&mut self, event: &ViolationEvent, v: Value) {
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let key = ViolationKey {
+            policy: s("policy"),
+            namespace: s("namespace"),
+            pod: s("pod"),
+            container: s("container"),
+            cgroup: s("cgroup"),
+            abi: s("abi"),
+            syscall: s("syscall"),
+            outcome: s("outcome"),
+        };
+        *self.violations.entry(key.clone()).or_default() +=
+            1 + v["suppressed"].as_u64().unwrap_or(0);
+        self.by_rate_key.insert((event.cgroup_id, event.index), key);
+        let mut v = v;
+        v["t_ms"] = json!(unix_ms(SystemTime::now()));
+        self.recent.push_back(v);
+        if self.recent.len() > RECENT_VIOLATIONS {
+            self.recent.pop_front();
+        }
+    }
+
+    fn count_reload(&mut self, result: &str) {
+        *self.reloads.entry(result.to_string()).or_default() += 1;
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Agent {
+    options: AgentOptions,
+    probe: Probe,
+    workloads: Manager,
+    deny: DenyState,
+    telemetry: Telemetry,
+    /// When the first event of a policy directory change not yet applied arrived.
+    change_seen: Option<Instant>,
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -41,49 +167,67 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         warn!(event = "no_policies", dir = %options.policies.display(), "no SyscallPolicy found: nothing will be policed");
     }
 
-    let mut probe = Probe::load(ProbeOptions {
+    let probe_options = ProbeOptions {
         max_slots: workload::manager::slots_needed(policies.len()),
         attach: true,
-    })?;
+    };
+    let mut probe = match &options.pin_root {
+        Some(root) => Probe::load_pinned(probe_options, root)?,
+        None => Probe::load(probe_options)?,
+    };
+    if probe.adopted() {
+        info!(
+            event = "adopted",
+            pin_dir = %probe.pin_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+            bindings = probe.bindings().count(),
+            programs = %serde_json::to_string(probe.attachments()).unwrap_or_default(),
+            "took over the pinned probe: enforcement never stopped"
+        );
+    }
     let deny = if policies.iter().any(CompiledPolicy::wants_deny) {
-        match probe.enable_deny() {
-            Ok(support) => {
-                info!(
-                    event = "deny_path",
-                    hooks = support.hooks.len(),
-                    unavailable = support.unavailable.len()
-                );
-                Ok(())
-            }
-            Err(e) => Err(format!("{e:#}")),
-        }
+        try_enable_deny(&mut probe)
     } else {
         Err("not asked for".to_string())
     };
     probe.settle();
     probe.set_event_rate(options.events_per_second)?;
-    let mut slots = Vec::new();
-    for policy in policies {
-        let enforcement = policy.enforcement(deny.as_ref().map(|_| ()).map_err(String::as_str));
-        if let Some(note) = &enforcement.degraded {
-            warn!(event = "degraded", policy = %policy.name, "{note}");
-        }
-        slots.push((policy, enforcement.slot));
-    }
+    let slots = compile_slots(policies, &deny);
 
     let root = cgroup::v2_root()?;
     let mut workloads = Manager::new(
         ManagerOptions {
             cgroup_root: root.clone(),
-            cri_sockets: options.cri_sockets,
-            runtime_roots: options.runtime_roots,
+            cri_sockets: options.cri_sockets.clone(),
+            runtime_roots: options.runtime_roots.clone(),
         },
         slots,
         &mut probe,
     )?;
     workloads.rescan(&mut probe).await?;
+    if probe.adopted() {
+        let stale = workloads.finish_adoption(&mut probe)?;
+        info!(
+            event = "adoption_finished",
+            bound = workloads.bound_count(),
+            stale_bindings_removed = stale
+        );
+    }
+    let retired = probe.retire_stale_layouts()?;
+    if !retired.is_empty() {
+        info!(
+            event = "migrated",
+            removed_pins = retired.len(),
+            "the probe of an earlier layout was replaced once this one policed every workload"
+        );
+    }
+    for link in probe.retire_unwanted_links()? {
+        info!(event = "link_removed", link = %link.display());
+    }
+
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     workloads.spawn_watcher(wake_tx)?;
+    let (reload_tx, mut reload_rx) = mpsc::channel(1);
+    spawn_policy_watcher(&options.policies, reload_tx)?;
     // Without its socket the agent still binds what it discovers; `sysfence wrap`
     // then refuses to start containers (unless --fail-open), which makes it visible.
     let (_idle, idle_requests) = mpsc::channel(1);
@@ -94,27 +238,67 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             idle_requests
         }
     };
+    let mut api_requests = api::serve(&options.api_socket)?;
+    let (_idle_asks, idle_asks) = mpsc::channel(1);
+    let mut asks = match options.metrics {
+        Some(addr) => {
+            let (tx, rx) = mpsc::channel(4);
+            let local = metrics::serve(addr, tx).await?;
+            info!(event = "metrics", address = %local, "GET /metrics, /healthz");
+            rx
+        }
+        None => idle_asks,
+    };
 
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register(probe.take_violations()?) }
         .map_err(|e| anyhow::anyhow!("polling the violation ring buffer: {e}"))?;
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(SignalKind::hangup())?;
     let mut rescan = tokio::time::interval(options.rescan_every);
     // The ring buffer's wakeup can be lost (the kernel wakes the reader only when it
     // has caught up, and the reader's position store can pass the producer's check):
     // a periodic drain bounds how long an event can wait for the next one.
     let mut drain = tokio::time::interval(Duration::from_millis(100));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    info!(event = "started", cgroup_root = %root.display(), runtime_socket = %options.runtime_socket.display(), bound = workloads.bound_count());
+    let mut watch_tick = tokio::time::interval(Duration::from_secs(1));
+    watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let now = SystemTime::now();
+    let mut agent = Agent {
+        options,
+        probe,
+        workloads,
+        deny,
+        change_seen: None,
+        telemetry: Telemetry {
+            started: now,
+            recent: VecDeque::new(),
+            violations: BTreeMap::new(),
+            by_rate_key: std::collections::HashMap::new(),
+            exported: std::cell::RefCell::new(BTreeMap::new()),
+            reloads: BTreeMap::new(),
+            last_reload_success: now,
+            last_reload: json!({"result": "initial", "t_ms": unix_ms(now)}),
+        },
+    };
+    let mut watches: Vec<Watch> = Vec::new();
+    let mut reload_at: Option<tokio::time::Instant> = None;
+    info!(event = "started", cgroup_root = %root.display(), runtime_socket = %agent.options.runtime_socket.display(), api_socket = %agent.options.api_socket.display(), bound = agent.workloads.bound_count(), pinned = agent.probe.pin_dir().is_some(), adopted = agent.probe.adopted());
 
     let stop = loop {
+        let reload_sleep = async {
+            match reload_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 while let Some(item) = guard.get_inner_mut().next() {
                     if let Some(event) = probe::decode_violation(&item) {
-                        workloads.log_violation(&event);
+                        agent.on_violation(&event);
                     }
                 }
                 guard.clear_ready();
@@ -122,21 +306,59 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             _ = drain.tick() => {
                 while let Some(item) = ring.get_mut().next() {
                     if let Some(event) = probe::decode_violation(&item) {
-                        workloads.log_violation(&event);
+                        agent.on_violation(&event);
                     }
                 }
             }
-            Some(()) = wake_rx.recv() => workloads.rescan(&mut probe).await?,
-            _ = rescan.tick() => workloads.rescan(&mut probe).await?,
+            Some(()) = wake_rx.recv() => agent.workloads.rescan(&mut agent.probe).await?,
+            _ = rescan.tick() => {
+                agent.workloads.rescan(&mut agent.probe).await?;
+                agent.workloads.scrub_free_slots(&mut agent.probe)?;
+            }
             Some(pending) = requests.recv() => {
-                let answer = workloads.handle(&mut probe, pending.request).await;
+                let answer = agent.workloads.handle(&mut agent.probe, pending.request).await;
                 let _ = pending.reply.send(answer);
             }
+            Some(()) = reload_rx.recv() => {
+                reload_at = Some(tokio::time::Instant::now() + RELOAD_SETTLE);
+                agent.change_seen.get_or_insert_with(Instant::now);
+            }
+            _ = hup.recv() => {
+                info!(event = "reload_requested", signal = "SIGHUP");
+                reload_at = Some(tokio::time::Instant::now());
+            }
+            _ = reload_sleep => {
+                reload_at = None;
+                agent.reload().await;
+            }
+            Some(req) = api_requests.recv() => {
+                if let Some(w) = agent.api(req) {
+                    watches.push(w);
+                }
+            }
+            _ = watch_tick.tick(), if !watches.is_empty() => {
+                watches.retain(|w| !w.reply.is_closed());
+                for w in &watches {
+                    let _ = w.reply.try_send(agent.watch_snapshot(w));
+                }
+            }
+            Some(ask) = asks.recv() => match ask {
+                metrics::Ask::Snapshot(tx) => {
+                    // Events first: their counts and the kernel's pending ones add up.
+                    while let Some(item) = ring.get_mut().next() {
+                        if let Some(event) = probe::decode_violation(&item) {
+                            agent.on_violation(&event);
+                        }
+                    }
+                    let _ = tx.send(agent.snapshot());
+                }
+                metrics::Ask::Health(tx) => { let _ = tx.send(()); }
+            },
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
         }
     };
-    let stats = probe.stats()?;
+    let stats = agent.probe.stats()?;
     info!(
         event = "stopping",
         signal = stop,
@@ -144,9 +366,331 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         events_suppressed = stats.events_suppressed,
         kill_failed = stats.kill_failed
     );
-    workloads.unbind_all(&mut probe)?;
-    let _ = std::fs::remove_file(&options.runtime_socket);
-    drop(probe);
-    info!(event = "stopped");
+    let _ = std::fs::remove_file(&agent.options.runtime_socket);
+    let _ = std::fs::remove_file(&agent.options.api_socket);
+    match agent.probe.pin_dir() {
+        Some(dir) => info!(
+            event = "stopped",
+            pinned = %dir.display(),
+            bound = agent.workloads.bound_count(),
+            "enforcement stays pinned; a restarted agent adopts it (`sysfence agent --uninstall` removes it)"
+        ),
+        None => {
+            agent.workloads.unbind_all(&mut agent.probe)?;
+            info!(event = "stopped");
+        }
+    }
+    Ok(())
+}
+
+/// A `watch` client: which workloads, since when.
+struct Watch {
+    filter: Value,
+    reply: mpsc::Sender<Value>,
+}
+
+impl Agent {
+    fn on_violation(&mut self, event: &ViolationEvent) {
+        let record = self.workloads.log_violation(event);
+        self.telemetry.record_violation(event, record);
+    }
+
+    /// Reload the policy directory; on any error the policies in force stay.
+    async fn reload(&mut self) {
+        let t0 = Instant::now();
+        if self.change_seen.is_none() {
+            // SIGHUP: count from now.
+            self.change_seen = Some(t0);
+        }
+        let dir = self.options.policies.clone();
+        let files = match policy::expand_paths(std::slice::from_ref(&dir)) {
+            Ok(f) => f,
+            Err(e) => {
+                self.telemetry.count_reload("rejected");
+                warn!(event = "reload_rejected", dir = %dir.display(), error = %e, "policies in force are kept");
+                return;
+            }
+        };
+        let (policies, warnings) = match policy::load_files(&files).into_result() {
+            Ok(ok) => ok,
+            Err(rejected) => {
+                for d in rejected
+                    .0
+                    .iter()
+                    .filter(|d| d.severity == policy::Severity::Error)
+                {
+                    warn!(event = "policy_rejected", file = %d.file, line = d.line, column = d.column, message = %d.message, help = d.help.as_deref().unwrap_or(""));
+                }
+                self.telemetry.count_reload("rejected");
+                self.telemetry.last_reload = json!({
+                    "result": "rejected",
+                    "t_ms": unix_ms(SystemTime::now()),
+                    "errors": rejected.0.iter().filter(|d| d.severity == policy::Severity::Error).map(|d| d.to_string()).collect::<Vec<_>>(),
+                });
+                warn!(event = "reload_rejected", dir = %dir.display(), "policies in force are kept");
+                self.change_seen = None;
+                return;
+            }
+        };
+        for w in &warnings {
+            warn!(event = "policy_warning", file = %w.file, line = w.line, column = w.column, message = %w.message);
+        }
+        if policies.iter().any(CompiledPolicy::wants_deny) && self.deny.is_err() {
+            self.deny = try_enable_deny(&mut self.probe);
+            self.probe.settle();
+        }
+        let slots = compile_slots(policies, &self.deny);
+        let compile_us = t0.elapsed().as_micros() as u64;
+        let t_apply = Instant::now();
+        let change_seen = self.change_seen.take();
+        match self.workloads.reload(&mut self.probe, slots).await {
+            Ok(summary) => {
+                let took_us = t0.elapsed().as_micros() as u64;
+                let apply_us = t_apply.elapsed().as_micros() as u64;
+                // From the first inotify event of the change to the last map write.
+                let change_to_applied_us = change_seen.map(|t| t.elapsed().as_micros() as u64);
+                let result = if summary.is_noop() {
+                    "unchanged"
+                } else {
+                    "applied"
+                };
+                self.telemetry.count_reload(result);
+                self.telemetry.last_reload_success = SystemTime::now();
+                self.telemetry.last_reload = json!({
+                    "result": result,
+                    "t_ms": unix_ms(SystemTime::now()),
+                    "took_us": took_us,
+                    "summary": summary,
+                });
+                info!(
+                    event = "policies_reloaded",
+                    result,
+                    added = %summary.added.join(","),
+                    changed = %summary.changed.join(","),
+                    removed = %summary.removed.join(","),
+                    unchanged = summary.unchanged.len(),
+                    rebound = summary.rebound,
+                    took_us,
+                    compile_us,
+                    apply_us,
+                    change_to_applied_us,
+                );
+            }
+            Err(e) => {
+                self.telemetry.count_reload("failed");
+                self.telemetry.last_reload = json!({"result": "failed", "t_ms": unix_ms(SystemTime::now()), "error": format!("{e:#}")});
+                warn!(event = "reload_failed", error = %format!("{e:#}"), "policies in force are kept");
+            }
+        }
+    }
+
+    /// Answer an API request; a `watch` becomes a [`Watch`] fed every second.
+    fn api(&mut self, req: api::ApiRequest) -> Option<Watch> {
+        let op = req.request["op"].as_str().unwrap_or("").to_string();
+        let answer = match op.as_str() {
+            "status" => self.status(),
+            "events" => json!({
+                "ok": true,
+                "since_ms": unix_ms(self.telemetry.started),
+                "workloads": self.workloads.bound_rows(),
+                "violations": self.telemetry.recent,
+            }),
+            "watch" => {
+                let w = Watch {
+                    filter: req.request.clone(),
+                    reply: req.reply.clone(),
+                };
+                let _ = req.reply.try_send(self.watch_snapshot(&w));
+                return Some(w);
+            }
+            other => {
+                json!({"ok": false, "error": format!("unknown op `{other}`: status, events, watch")})
+            }
+        };
+        let _ = req.reply.try_send(answer);
+        None
+    }
+
+    fn status(&self) -> Value {
+        let stats = self.probe.stats().ok();
+        let (used, capacity) = self.workloads.slot_usage();
+        json!({
+            "ok": true,
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "started_ms": unix_ms(self.telemetry.started),
+            "policies_dir": self.options.policies.display().to_string(),
+            "probe": {
+                "pinned": self.probe.pin_dir().map(|p| p.display().to_string()),
+                "adopted": self.probe.adopted(),
+                "layout": pins::LAYOUT_VERSION,
+                "programs": self.probe.attachments(),
+                "deny": match &self.deny { Ok(()) => "attached".to_string(), Err(e) => e.clone() },
+                "slots_used": used,
+                "slots": capacity,
+                "stats": stats,
+            },
+            "last_reload": self.telemetry.last_reload,
+            "reloads": self.telemetry.reloads,
+            "policies": self.workloads.policy_rows(),
+            "workloads": self.workloads.bound_rows(),
+        })
+    }
+
+    /// Cumulative per-policy counts, and violations, of the workloads a watch selects.
+    fn watch_snapshot(&self, w: &Watch) -> Value {
+        let f = |k: &str| w.filter[k].as_str().filter(|s| !s.is_empty());
+        let rows: Vec<Value> = self
+            .workloads
+            .bound_rows()
+            .into_iter()
+            .filter(|r| {
+                ["namespace", "pod", "container"]
+                    .iter()
+                    .all(|k| f(k).is_none_or(|want| r[*k] == want))
+                    && f("cgroup")
+                        .is_none_or(|c| r["cgroup"].as_str().is_some_and(|g| g.contains(c)))
+            })
+            .map(|mut r| {
+                let mut violations = serde_json::Map::new();
+                for (k, n) in &self.telemetry.violations {
+                    if r["cgroup"] == k.cgroup.as_str() {
+                        *violations
+                            .entry(format!("{}:{}", k.abi, k.syscall))
+                            .or_insert(json!(0)) = json!(
+                            violations
+                                .get(&format!("{}:{}", k.abi, k.syscall))
+                                .and_then(Value::as_u64)
+                                .unwrap_or(0)
+                                + n
+                        );
+                    }
+                }
+                r["violations"] = Value::Object(violations);
+                r
+            })
+            .collect();
+        json!({"t_ms": unix_ms(SystemTime::now()), "counts_per": "policy", "workloads": rows})
+    }
+
+    /// Everything `/metrics` exports, read now.
+    fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for (slot, policy, monitor_only) in self.workloads.counted_slots() {
+            let mode = if monitor_only {
+                "monitor-only"
+            } else {
+                "as-written"
+            };
+            let Ok(counts) = self.probe.slot_counts(slot) else {
+                continue;
+            };
+            for (index, n) in counts {
+                let (abi, name) = syscall_table::describe_index(index);
+                let abi = abi.map_or("unknown", |a| a.name()).to_string();
+                let name = if index_to_syscall(index).is_some() {
+                    name.to_string()
+                } else {
+                    "unclassified".to_string()
+                };
+                *s.syscalls
+                    .entry((policy.clone(), mode.to_string(), abi, name))
+                    .or_default() += n;
+            }
+        }
+        s.violations = self.telemetry.violations.clone();
+        if let Ok(pending) = self.probe.pending_suppressed() {
+            for (cgroup_id, index, n) in pending {
+                if let Some(key) = self.telemetry.by_rate_key.get(&(cgroup_id, index)) {
+                    *s.violations.entry(key.clone()).or_default() += n;
+                }
+            }
+        }
+        let mut exported = self.telemetry.exported.borrow_mut();
+        for (key, n) in s.violations.iter_mut() {
+            let high = exported.entry(key.clone()).or_default();
+            *n = (*n).max(*high);
+            *high = *n;
+        }
+        drop(exported);
+        for row in self.workloads.policy_rows() {
+            s.bound.insert(
+                row["name"].as_str().unwrap_or("").to_string(),
+                row["bound"].as_u64().unwrap_or(0),
+            );
+        }
+        s.reloads = self.telemetry.reloads.clone();
+        s.last_reload_success = self
+            .telemetry
+            .last_reload_success
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if let Ok(stats) = self.probe.stats() {
+            s.events_dropped = stats.events_dropped;
+            s.events_suppressed = stats.events_suppressed;
+            s.kill_failed = stats.kill_failed;
+            s.mark_failed = stats.mark_failed;
+        }
+        let (used, capacity) = self.workloads.slot_usage();
+        s.slots_used = used as u64;
+        s.slots_capacity = capacity as u64;
+        s.probe = vec![
+            ("pinned".into(), self.probe.pin_dir().is_some().to_string()),
+            ("adopted".into(), self.probe.adopted().to_string()),
+            ("layout".into(), pins::LAYOUT_VERSION.to_string()),
+            (
+                "deny".into(),
+                if self.deny.is_ok() { "attached" } else { "off" }.into(),
+            ),
+        ];
+        s
+    }
+}
+
+/// Watch the policy directory (and its subdirectories, including kubelet's `..data`
+/// swap): each change sends a reload request.
+fn spawn_policy_watcher(dir: &Path, reload: mpsc::Sender<()>) -> anyhow::Result<()> {
+    use inotify::{Inotify, WatchMask};
+    let mut inotify = Inotify::init().context("inotify_init")?;
+    let mask = WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MODIFY
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MOVED_TO
+        | WatchMask::MOVED_FROM
+        | WatchMask::ATTRIB;
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+            for e in entries.flatten() {
+                let p = e.path();
+                // Not through symlinks (kubelet's ..data): the swap shows in `dir`.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    for d in &dirs {
+        inotify
+            .watches()
+            .add(d, mask)
+            .with_context(|| format!("watching {}", d.display()))?;
+    }
+    std::thread::Builder::new()
+        .name("policy-watch".into())
+        .spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(events) = inotify.read_events_blocking(&mut buf) {
+                if events.count() > 0
+                    && let Err(mpsc::error::TrySendError::Closed(())) = reload.try_send(())
+                {
+                    break;
+                }
+            }
+        })
+        .context("starting the policy watcher")?;
     Ok(())
 }

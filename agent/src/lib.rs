@@ -3,14 +3,17 @@
 //! The binary is in `main.rs`; this library holds everything it is made of, so that
 //! tests can reach it.
 
+pub mod api;
 pub mod bench_support;
 pub mod cgroup;
 pub mod daemon;
 pub mod doctor;
+pub mod metrics;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod run;
 pub mod seccomp;
+pub mod status;
 pub mod syscall_table;
 pub mod workload;

@@ -95,11 +95,37 @@ enum Command {
     ///
     /// Cgroups created later are bound as they appear. Violations are logged as JSON
     /// lines on stdout. SIGINT or SIGTERM stop it cleanly. Needs root.
-    #[command(after_help = "Example:\n  sysfence agent --policies /etc/sysfence/policies")]
+    ///
+    /// The probe is pinned under --pin-path: when the agent stops (SIGTERM, a crash,
+    /// SIGKILL) enforcement goes on, and the next agent adopts the pinned probe, its
+    /// bindings and counters, without a moment unpoliced. Changes to the policy
+    /// directory (or SIGHUP) reload it: a changed policy is written into a free slot
+    /// and its workloads switched to it in one map write each; a file that does not
+    /// compile is rejected with file:line:reason and the policies in force stay.
+    #[command(
+        after_help = "Examples:\n  sysfence agent --policies /etc/sysfence/policies --metrics 127.0.0.1:9464\n  sysfence status\n  sysfence agent --uninstall     # stop policing: remove the pinned probe"
+    )]
     Agent {
         /// Directory of policy and set files.
-        #[arg(long, value_name = "DIR")]
-        policies: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "uninstall")]
+        policies: Option<PathBuf>,
+        /// Where the probe is pinned (on bpffs; /sys/fs/bpf is mounted if need be).
+        #[arg(long, value_name = "DIR", default_value = sysfence::probe::pins::DEFAULT_ROOT)]
+        pin_path: PathBuf,
+        /// Do not pin: enforcement ends with the agent (for trials).
+        #[arg(long)]
+        no_pin: bool,
+        /// Remove the pinned probe (programs detach, maps go) and exit. Run it after
+        /// stopping the agent; the node is unpoliced from then on.
+        #[arg(long)]
+        uninstall: bool,
+        /// Serve Prometheus metrics (GET /metrics) and a liveness probe (GET /healthz)
+        /// on this address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// The local API socket (`sysfence status`, `report`, `watch`).
+        #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
+        api_socket: PathBuf,
         /// Seconds between full rescans of the cgroup tree (inotify catches most
         /// changes at once).
         #[arg(long, default_value_t = 2.0, value_name = "SECS")]
@@ -154,6 +180,18 @@ enum Command {
         /// The runtime's arguments.
         #[arg(last = true, value_name = "ARGS", allow_hyphen_values = true)]
         args: Vec<OsString>,
+    },
+    /// The running agent's health, its probe, its policies and its bound workloads.
+    #[command(
+        after_help = "Examples:\n  sysfence status\n  sysfence status --json | jq .workloads"
+    )]
+    Status {
+        /// The agent's API socket.
+        #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
+        api: PathBuf,
+        /// Print the agent's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// What this kernel lets sysfence do, and which syscalls `deny` can prevent.
     ///
@@ -369,6 +407,29 @@ fn main() -> ExitCode {
             args,
         })
         .map(|never| match never {}),
+        Command::Status { api, json } => sysfence::status::print(&api, json).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Agent {
+            uninstall: true,
+            pin_path,
+            ..
+        } => daemon::uninstall(&pin_path).map(|removed| {
+            if removed.is_empty() {
+                println!("nothing pinned under {}", pin_path.display());
+            } else {
+                println!(
+                    "removed {} pins under {}: the probe is detached, nothing is policed",
+                    removed.len(),
+                    pin_path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }),
         Command::Agent {
             policies,
             rescan_every,
@@ -378,7 +439,13 @@ fn main() -> ExitCode {
             no_cri,
             runtime_root,
             events_per_second,
+            pin_path,
+            no_pin,
+            uninstall: false,
+            metrics,
+            api_socket,
         } => {
+            let policies = policies.expect("clap requires --policies without --uninstall");
             init_logging(log_format);
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -399,6 +466,9 @@ fn main() -> ExitCode {
                         },
                         runtime_roots: runtime_root,
                         events_per_second,
+                        pin_root: (!no_pin).then_some(pin_path),
+                        api_socket,
+                        metrics,
                     }))
                 })
                 .map(|()| ExitCode::SUCCESS)

@@ -1,6 +1,8 @@
 //! The loaded kernel side: programs attached, and typed handles on its maps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+pub mod pins;
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
@@ -11,7 +13,7 @@ use aya::{
 };
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
-    NO_SLOT, PolicySlot, ProbeSettings, ViolationEvent, cache_index, stat,
+    NO_SLOT, PolicySlot, ProbeSettings, RateKey, RateState, ViolationEvent, cache_index, stat,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -51,6 +53,10 @@ pub struct Probe {
     settings: Array<MapData, ProbeSettings>,
     current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
+    limits: HashMap<MapData, RateKey, RateState>,
+    /// The pin directory, when the probe is pinned.
+    pinned: Option<pins::Pinned>,
+    attached: Vec<(&'static str, pins::Attached)>,
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     max_slots: u32,
@@ -183,21 +189,50 @@ where
 }
 
 impl Probe {
+    /// Load and attach a probe of its own: everything goes when it is dropped.
     pub fn load(options: ProbeOptions) -> anyhow::Result<Probe> {
+        Self::load_inner(options, None)
+    }
+
+    /// Load the node's probe pinned under `root` (see [`pins`]): maps and links
+    /// outlive the agent, and a probe pinned by an earlier agent of the same layout is
+    /// adopted, with its bindings, policies and counters, without a moment unpoliced.
+    /// `options.max_slots` is a minimum: an adopted probe keeps its capacity.
+    pub fn load_pinned(options: ProbeOptions, root: &Path) -> anyhow::Result<Probe> {
+        Self::load_inner(options, Some(root))
+    }
+
+    fn load_inner(mut options: ProbeOptions, pin_root: Option<&Path>) -> anyhow::Result<Probe> {
         preflight()?;
         let layout = KernelLayout::read()?;
         let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let pinned = match pin_root {
+            Some(root) => Some(pins::prepare(root, options.max_slots)?),
+            None => None,
+        };
+        if let Some(p) = &pinned
+            && let Some(capacity) = p.adopted_slots
+        {
+            options.max_slots = capacity;
+        }
         let counters = options
             .max_slots
             .checked_mul(COUNTERS_PER_SLOT)
             .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&btf))
             .override_global("CGROUP_ID_PATH", &layout.cgroup_id_path, true)
             .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .map_max_entries("POLICIES", options.max_slots)
-            .map_max_entries("COUNTS", counters)
+            .map_max_entries("COUNTS", counters);
+        if let Some(p) = &pinned {
+            for name in pins::PINNED_MAPS {
+                loader.map_pin_path(name, p.dir.join(name));
+            }
+        }
+        let mut ebpf = loader
             .load(PROBE_OBJECT)
             .context("loading the sysfence probe into the kernel")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
@@ -207,6 +242,7 @@ impl Probe {
                 None
             }
         };
+        let mut attached = Vec::new();
         if options.attach {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut("sys_enter")
@@ -215,12 +251,27 @@ impl Probe {
             program
                 .load("sys_enter", &btf)
                 .context("verifying the sys_enter program")?;
-            program
-                .attach()
-                .context("attaching to raw_syscalls:sys_enter")?;
+            match &pinned {
+                Some(p) => {
+                    let how = pins::attach_pinned(&p.dir, "sys_enter", program, |prog| {
+                        let id = prog.attach()?;
+                        Ok(prog.take_link(id)?.into())
+                    })
+                    .context("attaching to raw_syscalls:sys_enter")?;
+                    attached.push(("sys_enter", how));
+                }
+                None => {
+                    program
+                        .attach()
+                        .context("attaching to raw_syscalls:sys_enter")?;
+                }
+            }
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
+        let adopted = pinned.as_ref().is_some_and(|p| p.adopted_slots.is_some());
         let mut probe = Probe {
+            pinned,
+            attached,
             workloads: take(&mut ebpf, "WORKLOADS")?,
             cache: take(&mut ebpf, "CGROUP_CACHE")?,
             book: CacheBook::default(),
@@ -228,6 +279,7 @@ impl Probe {
             counts: take(&mut ebpf, "COUNTS")?,
             settings: take(&mut ebpf, "SETTINGS")?,
             stats: take(&mut ebpf, "STATS")?,
+            limits: take(&mut ebpf, "EVENT_LIMITS")?,
             ebpf,
             _logger: logger,
             max_slots: options.max_slots,
@@ -235,9 +287,114 @@ impl Probe {
             btf: Some(btf),
             current_settings: ProbeSettings::default(),
         };
-        // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
-        probe.write_settings()?;
+        if adopted {
+            // The pinned probe is live: take its settings and bindings as they are.
+            probe.current_settings = probe.settings.get(&0, 0).context("reading SETTINGS")?;
+            probe.read_back_bindings()?;
+        } else {
+            // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
+            probe.write_settings()?;
+        }
         Ok(probe)
+    }
+
+    /// Whether this probe took over a pinned probe left by an earlier agent.
+    pub fn adopted(&self) -> bool {
+        self.pinned
+            .as_ref()
+            .is_some_and(|p| p.adopted_slots.is_some())
+    }
+
+    /// Where this probe is pinned, if it is.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pinned.as_ref().map(|p| p.dir.as_path())
+    }
+
+    /// How each pinned program came to be attached (kept from the earlier agent,
+    /// replaced by this build's, or new).
+    pub fn attachments(&self) -> &[(&'static str, pins::Attached)] {
+        &self.attached
+    }
+
+    /// Pinned probes of other layouts, left by agents of other versions.
+    pub fn stale_layouts(&self) -> &[PathBuf] {
+        self.pinned.as_ref().map_or(&[], |p| p.stale.as_slice())
+    }
+
+    /// Remove the pinned probes of other layouts: their programs detach. Call once
+    /// this probe polices everything they did (after the first bind pass), so that
+    /// the handover leaves no moment unpoliced.
+    pub fn retire_stale_layouts(&mut self) -> anyhow::Result<Vec<PathBuf>> {
+        let Some(p) = &mut self.pinned else {
+            return Ok(Vec::new());
+        };
+        let mut removed = Vec::new();
+        for dir in std::mem::take(&mut p.stale) {
+            removed.extend(pins::remove_tree(&dir)?);
+        }
+        Ok(removed)
+    }
+
+    /// Remove pinned links this agent did not attach or keep (the deny path of an
+    /// earlier agent, when no policy asks for `deny` now); their programs detach.
+    pub fn retire_unwanted_links(&mut self) -> anyhow::Result<Vec<PathBuf>> {
+        let Some(p) = &self.pinned else {
+            return Ok(Vec::new());
+        };
+        let keep: Vec<&str> = self.attached.iter().map(|(n, _)| *n).collect();
+        let mut removed = Vec::new();
+        for path in pins::unwanted_links(&p.dir, &keep) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            removed.push(path);
+        }
+        Ok(removed)
+    }
+
+    /// Rebuild the book from the pinned WORKLOADS and CGROUP_CACHE, and mend any
+    /// cache entry that disagrees with it.
+    fn read_back_bindings(&mut self) -> anyhow::Result<()> {
+        let mut known = Vec::new();
+        for item in self.workloads.iter() {
+            let (id, binding) = item.context("reading WORKLOADS")?;
+            known.push((id, binding.slot));
+        }
+        for (id, slot) in known {
+            self.book.known.insert(id, slot);
+            self.book
+                .by_index
+                .entry(cache_index(id))
+                .or_default()
+                .insert(id);
+        }
+        let mut wrong = Vec::new();
+        for index in 0..probe_common::CGROUP_CACHE_SIZE {
+            let entry = self.cache.get(&index, 0).context("reading CGROUP_CACHE")?;
+            if entry.cgroup_id != 0 {
+                self.book.cache.insert(index, entry.cgroup_id);
+            }
+            let ids = self.book.by_index.get(&index);
+            let expected = match ids.map_or(0, |s| s.len()) {
+                0 => 0,
+                1 => *ids.and_then(|s| s.first()).expect("one id"),
+                _ => CACHE_COLLISION,
+            };
+            let slot_ok = expected == 0
+                || expected == CACHE_COLLISION
+                || self.book.known.get(&expected) == Some(&entry.slot);
+            if entry.cgroup_id != expected || !slot_ok {
+                wrong.push(index);
+            }
+        }
+        for index in wrong {
+            self.write_cache(index)?;
+        }
+        Ok(())
+    }
+
+    /// A slot's policy as the kernel holds it.
+    pub fn read_slot(&self, slot: u32) -> anyhow::Result<PolicySlot> {
+        self.check_slot(slot)?;
+        self.policies.get(&slot, 0).context("reading POLICIES")
     }
 
     /// Attach the empty `sys_enter_floor` program (benchmark only).
@@ -271,7 +428,18 @@ impl Probe {
                     .ok_or_else(|| anyhow!("probe object has no {prog}"))?
                     .try_into()?;
                 program.load(hook, &btf)?;
-                program.attach()?;
+                match &self.pinned {
+                    Some(p) => {
+                        let how = pins::attach_pinned(&p.dir, prog, program, |prog| {
+                            let id = prog.attach()?;
+                            Ok(prog.take_link(id)?.into())
+                        })?;
+                        self.attached.push((prog, how));
+                    }
+                    None => {
+                        program.attach()?;
+                    }
+                }
                 Ok(())
             })();
             match result {
@@ -300,9 +468,21 @@ impl Probe {
             program
                 .load(name, &btf)
                 .with_context(|| format!("verifying {name}"))?;
-            program
-                .attach()
-                .with_context(|| format!("attaching {name}"))?;
+            match &self.pinned {
+                Some(p) => {
+                    let how = pins::attach_pinned(&p.dir, name, program, |prog| {
+                        let id = prog.attach()?;
+                        Ok(prog.take_link(id)?.into())
+                    })
+                    .with_context(|| format!("attaching {name}"))?;
+                    self.attached.push((name, how));
+                }
+                None => {
+                    program
+                        .attach()
+                        .with_context(|| format!("attaching {name}"))?;
+                }
+            }
         }
         Ok(support)
     }
@@ -333,14 +513,25 @@ impl Probe {
 
     /// Write a policy into a slot, zeroing its counters first so they start at 0.
     pub fn fill_slot(&mut self, slot: u32, policy: &PolicySlot) -> anyhow::Result<()> {
+        self.zero_counts(slot)?;
+        self.write_slot(slot, policy)
+    }
+
+    /// Write a policy into a slot whose counters are known to be zero.
+    pub fn write_slot(&mut self, slot: u32, policy: &PolicySlot) -> anyhow::Result<()> {
+        self.check_slot(slot)?;
+        self.policies
+            .set(slot, policy, 0)
+            .context("writing POLICIES")
+    }
+
+    /// Zero a slot's counters (no workload may be bound to it).
+    pub fn zero_counts(&mut self, slot: u32) -> anyhow::Result<()> {
         self.check_slot(slot)?;
         for i in 0..COUNTERS_PER_SLOT {
             let zeros = PerCpuValues::try_from(vec![0u64; self.ncpus])?;
             self.counts.set(slot * COUNTERS_PER_SLOT + i, zeros, 0)?;
         }
-        self.policies
-            .set(slot, policy, 0)
-            .context("writing POLICIES")?;
         Ok(())
     }
 
@@ -497,6 +688,19 @@ impl Probe {
             let total: u64 = values.iter().sum();
             if total > 0 {
                 out.push((i, total));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Violations suppressed by the rate limit and not yet carried by an event, per
+    /// (cgroup id, syscall index): with the events' own counts, exact totals.
+    pub fn pending_suppressed(&self) -> anyhow::Result<Vec<(u64, u32, u64)>> {
+        let mut out = Vec::new();
+        for item in self.limits.iter() {
+            let (key, state) = item.context("reading EVENT_LIMITS")?;
+            if state.suppressed > 0 {
+                out.push((key.cgroup_id, key.index, u64::from(state.suppressed)));
             }
         }
         Ok(out)

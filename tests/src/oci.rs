@@ -218,20 +218,67 @@ pub fn write_wrapper(dir: &Path, runtime: &Path, socket: &Path) -> PathBuf {
 }
 
 /// The agent, with its runtime socket; its stdout and stderr lines are collected.
+/// Each test's agent pins its probe in a directory of its own and has its own API
+/// socket; the pins are removed when the `Agent` is dropped (a later agent may adopt
+/// them meanwhile: see [`Agent::restart`]).
 pub struct Agent {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     pub socket: PathBuf,
+    pub api: PathBuf,
+    pub pin_path: PathBuf,
+    args: Vec<std::ffi::OsString>,
 }
+
+static AGENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl Agent {
     pub fn start(policies: &Path, socket: &Path, extra: &[&str]) -> Agent {
+        let n = AGENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tag = format!("{}-{n}", std::process::id());
+        let pin_path = PathBuf::from(format!("/sys/fs/bpf/sysfence-test-{tag}"));
+        let api = std::env::temp_dir().join(format!("sysfence-test-api-{tag}.sock"));
+        let mut args: Vec<std::ffi::OsString> = ["agent", "--rescan-every", "0.5", "--policies"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.push(policies.into());
+        args.push("--runtime-socket".into());
+        args.push(socket.into());
+        args.push("--api-socket".into());
+        args.push(api.clone().into());
+        args.push("--pin-path".into());
+        args.push(pin_path.clone().into());
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn(args, socket, api, pin_path)
+    }
+
+    /// SIGKILL this agent (its pins stay: enforcement goes on), run `while_down`, and
+    /// start another with the same arguments, which adopts the pins. Returns the new
+    /// agent and the old one's log.
+    pub fn restart_after_sigkill_with(mut self, while_down: impl FnOnce()) -> (Agent, String) {
+        // SAFETY: signalling the child we started, by its PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        while_down();
+        let old_log = self.log();
+        let args = std::mem::take(&mut self.args);
+        let (socket, api, pin_path) =
+            (self.socket.clone(), self.api.clone(), self.pin_path.clone());
+        // The new agent owns the pins now.
+        self.pin_path = PathBuf::new();
+        drop(self);
+        (Self::spawn(args, &socket, api, pin_path), old_log)
+    }
+
+    fn spawn(
+        args: Vec<std::ffi::OsString>,
+        socket: &Path,
+        api: PathBuf,
+        pin_path: PathBuf,
+    ) -> Agent {
         let mut child = sysfence()
-            .args(["agent", "--rescan-every", "0.5", "--policies"])
-            .arg(policies)
-            .arg("--runtime-socket")
-            .arg(socket)
-            .args(extra)
+            .args(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -252,9 +299,27 @@ impl Agent {
             child,
             lines,
             socket: socket.to_path_buf(),
+            api,
+            pin_path,
+            args,
         };
         agent.wait_line("started", |v| v["event"] == "started");
         agent
+    }
+
+    /// PID of the agent process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One request on the agent's API socket, its first answer line.
+    pub fn api(&self, request: &Value) -> Value {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.api).expect("agent API socket");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{request}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("API answer {line:?}: {e}"))
     }
 
     /// Every JSON line so far.
@@ -303,6 +368,12 @@ impl Agent {
         v
     }
 
+    /// SIGTERM and wait, leaving the pins for the caller to remove (`--uninstall`).
+    pub fn stop_keeping_pins(mut self) -> (i32, String) {
+        self.pin_path = PathBuf::new();
+        self.stop()
+    }
+
     /// SIGTERM, wait, and return the exit code and the whole log.
     pub fn stop(mut self) -> (i32, String) {
         // SAFETY: signalling the child we started, by its PID.
@@ -318,6 +389,22 @@ impl Drop for Agent {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.api);
+        if !self.pin_path.as_os_str().is_empty() {
+            let out = sysfence()
+                .args(["agent", "--uninstall", "--pin-path"])
+                .arg(&self.pin_path)
+                .output();
+            if let Ok(o) = &out
+                && !o.status.success()
+            {
+                eprintln!(
+                    "removing the test agent's pins in {} failed: {}",
+                    self.pin_path.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
         }
     }
 }

@@ -1,15 +1,10 @@
 //! Host integration tests: the real probe on the running kernel, real cgroups.
 //! Run with `cargo xtask test` (as root; one at a time).
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::process::Command;
 
 use serde_json::Value;
-use sysfence_tests::*;
+use sysfence_tests::{oci::Agent, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -136,74 +131,6 @@ fn run_passes_the_exit_status_through() {
     assert!(!cg.exists(), "{} left behind", cg.display());
 }
 
-/// Collects an agent's stdout lines in the background.
-struct Agent {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    fn start(policies: &std::path::Path) -> Agent {
-        let mut child = sysfence()
-            .args(["agent", "--rescan-every", "0.5", "--policies"])
-            .arg(policies)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let lines = lines.clone();
-            std::thread::spawn(move || {
-                for l in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().unwrap().push(l);
-                }
-            });
-        }
-        Agent { child, lines }
-    }
-
-    fn wait_line(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(Duration::from_secs(20), || {
-            self.lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| pred(v))
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "agent never logged {what}; log:\n{}",
-                self.lines.lock().unwrap().join("\n")
-            )
-        })
-    }
-
-    fn stop(mut self) -> (i32, Vec<String>) {
-        // SAFETY: signalling the child we started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        (
-            status.code().unwrap_or(-1),
-            self.lines.lock().unwrap().clone(),
-        )
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
     if !privileged("agent_binds_new_cgroups_and_leaves_everything_else_alone") {
@@ -222,8 +149,7 @@ fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
             ),
         ),
     );
-    let agent = Agent::start(dir.path());
-    agent.wait_line("started", |v| v["event"] == "started");
+    let agent = Agent::start(dir.path(), &dir.path().join("runtime.sock"), &["--no-cri"]);
 
     // A cgroup created after the agent started is bound as it appears.
     let work = TestCgroup::create(&format!("{base}/w1"));
@@ -264,13 +190,9 @@ fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
     drop(work);
     agent.wait_line("the unbinding of w1", |v| v["event"] == "unbound");
 
-    let (code, lines) = agent.stop();
-    assert_eq!(code, 0, "clean stop on SIGTERM; log:\n{}", lines.join("\n"));
-    assert!(
-        lines.iter().any(|l| l.contains("\"stopped\"")),
-        "{}",
-        lines.join("\n")
-    );
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "clean stop on SIGTERM; log:\n{log}");
+    assert!(log.contains("\"stopped\""), "{log}");
 }
 
 #[test]

@@ -17,6 +17,7 @@ use super::{
     Kind, Runtime, Workload, cgroup_naming,
     cri::{self, CriCache},
     runtime::{self, Annotations, StateEntry},
+    slots::SlotPool,
     socket::{self, Request, StartRequest},
 };
 use crate::{
@@ -26,10 +27,11 @@ use crate::{
     syscall_table,
 };
 
-/// Policy `i` lives in slot `2i` as written and in slot `2i + 1` monitor-only (for
-/// sandboxed runtimes).
+/// Slots to give the probe for `policies` policies. Each policy takes two (as written,
+/// and monitor-only for sandboxed runtimes); the rest is room for reloads, which write
+/// a changed policy into free slots before switching, and for policies added later.
 pub fn slots_needed(policies: usize) -> u32 {
-    (policies as u32).max(1) * 2
+    2 * (policies as u32).max(8) + 4
 }
 
 pub struct ManagerOptions {
@@ -43,8 +45,27 @@ pub struct ManagerOptions {
 
 struct PolicyEntry {
     policy: CompiledPolicy,
+    /// What `slot` holds (as written); `monitor_slot` holds it with mode monitor.
+    content: PolicySlot,
     slot: u32,
     monitor_slot: u32,
+}
+
+/// What a reload changed, by policy name.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub unchanged: Vec<String>,
+    /// Workloads switched to another slot.
+    pub rebound: usize,
+}
+
+impl ReloadSummary {
+    pub fn is_noop(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
 }
 
 /// Which policy a workload gets, and whether monitor-only.
@@ -56,6 +77,10 @@ struct Choice {
 
 struct BoundEntry {
     choice: Choice,
+    /// The slot written to `WORKLOADS`.
+    slot: u32,
+    /// The policy's name (indexes change on reload).
+    policy: String,
     rel: String,
 }
 
@@ -97,6 +122,13 @@ pub struct Manager {
     /// not yet): new empty cgroups may be that container's.
     creating: bool,
     levels: u32,
+    slots: SlotPool,
+    /// Which policy each slot holds or held last, and whether monitor-only: names the
+    /// policy of a violation event, even one from a slot freed since.
+    slot_owner: HashMap<u32, (String, bool)>,
+    /// Slots a pinned probe's bindings pointed at when this agent took over; freed
+    /// after the first rescan has re-pointed them ([`Manager::finish_adoption`]).
+    adopted_slots: Vec<u32>,
 }
 
 impl Manager {
@@ -107,17 +139,68 @@ impl Manager {
         policies: Vec<(CompiledPolicy, PolicySlot)>,
         probe: &mut Probe,
     ) -> anyhow::Result<Manager> {
+        let mut pool = SlotPool::new(probe.max_slots());
+        // Adopting a pinned probe: a slot that already holds exactly a policy's content
+        // is that policy's (its workloads stay where they are, its counters go on);
+        // slots that bindings point at stay untouched until they are re-pointed.
+        let mut pinned: Vec<Option<PolicySlot>> = vec![None; probe.max_slots() as usize];
+        let mut adopted_slots = Vec::new();
+        if probe.adopted() {
+            for (i, p) in pinned.iter_mut().enumerate() {
+                let content = probe.read_slot(i as u32)?;
+                if content.live != 0 {
+                    *p = Some(content);
+                }
+            }
+            for (_, slot) in probe.bindings() {
+                if slot != probe_common::NO_SLOT && !adopted_slots.contains(&slot) {
+                    pool.claim(slot);
+                    adopted_slots.push(slot);
+                }
+            }
+        }
+        if probe.adopted() {
+            // Counters of pinned slots no policy takes are not zero: zero before reuse.
+            let now = std::time::Instant::now();
+            for slot in 0..probe.max_slots() {
+                pool.mark_dirty(slot, now);
+            }
+        }
+        let mut taken = HashSet::new();
+        let mut place = |probe: &mut Probe, content: PolicySlot| -> anyhow::Result<u32> {
+            if let Some(i) = pinned
+                .iter()
+                .enumerate()
+                .position(|(i, p)| *p == Some(content) && !taken.contains(&(i as u32)))
+            {
+                taken.insert(i as u32);
+                pool.claim(i as u32);
+                return Ok(i as u32);
+            }
+            let (slot, _) = pool.allocate(std::time::Instant::now()).map_err(|_| {
+                anyhow!(
+                    "no free policy slot: the probe has {} ({} policies at most);                      raise the capacity with fewer policies per file set, or run                      `sysfence agent --uninstall` and start again",
+                    probe.max_slots(),
+                    (probe.max_slots() - 4) / 2
+                )
+            })?;
+            taken.insert(slot);
+            probe.fill_slot(slot, &content)?;
+            Ok(slot)
+        };
         let mut entries = Vec::new();
-        for (i, (policy, slot)) in policies.into_iter().enumerate() {
-            let (s, m) = (2 * i as u32, 2 * i as u32 + 1);
-            probe.fill_slot(s, &slot)?;
-            probe.fill_slot(
-                m,
-                &PolicySlot {
+        let mut slot_owner = HashMap::new();
+        for (policy, slot) in policies {
+            let s = place(probe, slot)?;
+            let m = place(
+                probe,
+                PolicySlot {
                     mode: mode::MONITOR,
                     ..slot
                 },
             )?;
+            slot_owner.insert(s, (policy.name.clone(), false));
+            slot_owner.insert(m, (policy.name.clone(), true));
             info!(
                 event = "policy_loaded",
                 policy = %policy.name,
@@ -133,6 +216,7 @@ impl Manager {
             }
             entries.push(PolicyEntry {
                 policy,
+                content: slot,
                 slot: s,
                 monitor_slot: m,
             });
@@ -164,7 +248,263 @@ impl Manager {
             adopted: HashMap::new(),
             creating: false,
             levels: u32::MAX,
+            slots: pool,
+            slot_owner,
+            adopted_slots,
         })
+    }
+
+    /// After the first rescan of an agent that adopted a pinned probe: forget the
+    /// bindings no workload of this agent has (cgroups gone while no agent ran), and
+    /// free the slots no policy of this agent holds.
+    pub fn finish_adoption(&mut self, probe: &mut Probe) -> anyhow::Result<usize> {
+        let stale: Vec<u64> = probe
+            .bindings()
+            .map(|(id, _)| id)
+            .filter(|id| !self.bound.contains_key(id))
+            .collect();
+        for id in &stale {
+            probe.unbind(*id)?;
+        }
+        let held: HashSet<u32> = self
+            .policies
+            .iter()
+            .flat_map(|e| [e.slot, e.monitor_slot])
+            .collect();
+        let now = std::time::Instant::now();
+        for slot in std::mem::take(&mut self.adopted_slots) {
+            if !held.contains(&slot) {
+                self.slots.release(slot, now);
+            }
+        }
+        self.update_levels(probe)?;
+        Ok(stale.len())
+    }
+
+    /// Apply a new set of policies without a moment unpoliced: a changed policy is
+    /// written into free slots, its workloads switched there, and its old slots freed.
+    /// Unchanged policies keep their slots and counters.
+    pub async fn reload(
+        &mut self,
+        probe: &mut Probe,
+        policies: Vec<(CompiledPolicy, PolicySlot)>,
+    ) -> anyhow::Result<ReloadSummary> {
+        let mut summary = ReloadSummary::default();
+        let mut old: HashMap<String, PolicyEntry> = std::mem::take(&mut self.policies)
+            .into_iter()
+            .map(|e| (e.policy.name.clone(), e))
+            .collect();
+        let mut entries = Vec::new();
+        let mut result = Ok(());
+        for (policy, content) in policies {
+            if let Some(prev) = old.remove(&policy.name) {
+                if prev.content == content {
+                    if prev.policy.selector == policy.selector && prev.policy.file == policy.file {
+                        summary.unchanged.push(policy.name.clone());
+                    } else {
+                        summary.changed.push(policy.name.clone());
+                    }
+                    entries.push(PolicyEntry {
+                        policy,
+                        content,
+                        slot: prev.slot,
+                        monitor_slot: prev.monitor_slot,
+                    });
+                    continue;
+                }
+                // Changed content: new slots below; the old ones are freed after the
+                // switch.
+                old.insert(format!("\0{}", policy.name), prev);
+                summary.changed.push(policy.name.clone());
+            } else {
+                summary.added.push(policy.name.clone());
+            }
+            let monitor = PolicySlot {
+                mode: mode::MONITOR,
+                ..content
+            };
+            let s = match self.fresh_slot(probe, &content).await {
+                Ok(s) => s,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let m = match self.fresh_slot(probe, &monitor).await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.slots.release(s, std::time::Instant::now());
+                    result = Err(e);
+                    break;
+                }
+            };
+            self.slot_owner.insert(s, (policy.name.clone(), false));
+            self.slot_owner.insert(m, (policy.name.clone(), true));
+            entries.push(PolicyEntry {
+                policy,
+                content,
+                slot: s,
+                monitor_slot: m,
+            });
+        }
+        if let Err(e) = result {
+            // Out of slots: keep what is in force. Free the slots filled so far.
+            let now = std::time::Instant::now();
+            let prev_slots: HashSet<u32> = old
+                .values()
+                .flat_map(|e| [e.slot, e.monitor_slot])
+                .collect();
+            for e in &entries {
+                for slot in [e.slot, e.monitor_slot] {
+                    if !prev_slots.contains(&slot) {
+                        self.slots.release(slot, now);
+                    }
+                }
+            }
+            let mut restored: Vec<PolicyEntry> = old.into_values().collect();
+            restored.extend(entries.into_iter().filter(|e| prev_slots.contains(&e.slot)));
+            self.policies = restored;
+            self.reindex_bound();
+            return Err(e);
+        }
+        for name in old.keys().filter(|n| !n.starts_with('\0')) {
+            summary.removed.push(name.clone());
+        }
+        self.policies = entries;
+        self.reindex_bound();
+        let before: HashMap<u64, u32> = self.bound.iter().map(|(id, b)| (*id, b.slot)).collect();
+        self.apply_all(probe)?;
+        summary.rebound = self
+            .bound
+            .iter()
+            .filter(|(id, b)| before.get(id).is_some_and(|s| *s != b.slot))
+            .count();
+        let now = std::time::Instant::now();
+        for e in old.values() {
+            self.slots.release(e.slot, now);
+            self.slots.release(e.monitor_slot, now);
+        }
+        Ok(summary)
+    }
+
+    /// Point the bound workloads' choices at the policies' current indexes; a workload
+    /// whose policy is gone gets another (or none) from `apply_all`.
+    fn reindex_bound(&mut self) {
+        let index: HashMap<&str, usize> = self
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.policy.name.as_str(), i))
+            .collect();
+        for b in self.bound.values_mut() {
+            b.choice.policy = index.get(b.policy.as_str()).copied().unwrap_or(usize::MAX);
+        }
+    }
+
+    /// A free slot, written with `content` (waiting out the quarantine if need be).
+    async fn fresh_slot(&mut self, probe: &mut Probe, content: &PolicySlot) -> anyhow::Result<u32> {
+        loop {
+            match self.slots.allocate(std::time::Instant::now()) {
+                Ok((slot, dirty)) => {
+                    let written = if dirty {
+                        probe.fill_slot(slot, content)
+                    } else {
+                        probe.write_slot(slot, content)
+                    };
+                    if let Err(e) = written {
+                        self.slots.release(slot, std::time::Instant::now());
+                        return Err(e);
+                    }
+                    return Ok(slot);
+                }
+                Err(wait) if wait == std::time::Duration::MAX => {
+                    return Err(anyhow!(
+                        "no free policy slot: {} of {} in use; this agent's probe holds {}                          policies at most (restart the agent with fewer policies, or run                          `sysfence agent --uninstall` and start it again to resize)",
+                        self.slots.used(),
+                        self.slots.capacity(),
+                        (self.slots.capacity() - 4) / 2
+                    ));
+                }
+                Err(wait) => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
+    /// Zero the counters of freed slots past their quarantine, off the reload path.
+    pub fn scrub_free_slots(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        for slot in self.slots.scrubbable(std::time::Instant::now()) {
+            probe.zero_counts(slot)?;
+            self.slots.mark_clean(slot);
+        }
+        Ok(())
+    }
+
+    /// Policies in force: name, file, mode, slot, monitor slot, workloads bound.
+    pub fn policy_rows(&self) -> Vec<Value> {
+        self.policies
+            .iter()
+            .map(|e| {
+                let bound = self
+                    .bound
+                    .values()
+                    .filter(|b| b.policy == e.policy.name)
+                    .count();
+                json!({
+                    "name": e.policy.name,
+                    "file": e.policy.file.display().to_string(),
+                    "mode": e.policy.mode.as_str(),
+                    "slot": e.slot,
+                    "monitor_slot": e.monitor_slot,
+                    "allowed": e.policy.allowed_names.len(),
+                    "bound": bound,
+                })
+            })
+            .collect()
+    }
+
+    /// The bound workloads, described.
+    pub fn bound_rows(&self) -> Vec<Value> {
+        let mut rows: Vec<Value> = self
+            .bound
+            .iter()
+            .map(|(id, b)| {
+                let w = self.workloads.get(id);
+                json!({
+                    "cgroup_id": id,
+                    "cgroup": b.rel,
+                    "policy": b.policy,
+                    "slot": b.slot,
+                    "mode": if b.choice.monitor_only { "monitor" } else {
+                        self.policies.get(b.choice.policy).map_or("?", |e| e.policy.mode.as_str())
+                    },
+                    "runtime": w.and_then(|w| w.runtime.as_ref()).map_or("", |r| r.name()),
+                    "container_id": w.and_then(|w| w.container_id.as_deref()).unwrap_or(""),
+                    "container": w.and_then(|w| w.container.as_deref()).unwrap_or(""),
+                    "pod": w.and_then(|w| w.pod.as_deref()).unwrap_or(""),
+                    "namespace": w.and_then(|w| w.namespace.as_deref()).unwrap_or(""),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a["cgroup"].as_str().cmp(&b["cgroup"].as_str()));
+        rows
+    }
+
+    /// Slots in use, and the probe's capacity.
+    pub fn slot_usage(&self) -> (usize, u32) {
+        (self.slots.used(), self.slots.capacity())
+    }
+
+    /// Per-slot counts to read for metrics: (slot, policy, monitor-only).
+    pub fn counted_slots(&self) -> Vec<(u32, String, bool)> {
+        self.policies
+            .iter()
+            .flat_map(|e| {
+                [
+                    (e.slot, e.policy.name.clone(), false),
+                    (e.monitor_slot, e.policy.name.clone(), true),
+                ]
+            })
+            .collect()
     }
 
     pub fn bound_count(&self) -> usize {
@@ -612,7 +952,9 @@ impl Manager {
             })
             .collect();
         for (id, choice) in &want {
-            if self.bound.get(id).map(|b| b.choice) != Some(*choice) {
+            if self.bound.get(id).map(|b| (b.choice, b.slot))
+                != Some((*choice, self.slot_of(*choice)))
+            {
                 self.bind(probe, *id, *choice, Via::Discovery)?;
             }
         }
@@ -676,6 +1018,8 @@ impl Manager {
             id,
             BoundEntry {
                 choice,
+                slot,
+                policy: p.name.clone(),
                 rel: w.cgroup_path,
             },
         );
@@ -685,7 +1029,7 @@ impl Manager {
     fn unbind(&mut self, probe: &mut Probe, id: u64) -> anyhow::Result<()> {
         probe.unbind(id)?;
         if let Some(b) = self.bound.remove(&id) {
-            info!(event = "unbound", policy = %self.policies[b.choice.policy].policy.name, cgroup = %b.rel, cgroup_id = id);
+            info!(event = "unbound", policy = %b.policy, cgroup = %b.rel, cgroup_id = id);
         }
         Ok(())
     }
@@ -721,7 +1065,7 @@ impl Manager {
                     "bound": self.bound.iter().map(|(id, b)| json!({
                         "cgroup_id": id,
                         "cgroup": b.rel,
-                        "policy": self.policies[b.choice.policy].policy.name,
+                        "policy": b.policy,
                         "monitor_only": b.choice.monitor_only,
                     })).collect::<Vec<_>>(),
                     "workloads": self.workloads.values().filter(|w| w.is_container()).collect::<Vec<_>>(),
@@ -790,7 +1134,7 @@ impl Manager {
         let choice = self.workloads.get(&id).and_then(|w| self.choose(w));
         let reply = match choice {
             Some(c) => {
-                if self.bound.get(&id).map(|b| b.choice) != Some(c) {
+                if self.bound.get(&id).map(|b| (b.choice, b.slot)) != Some((c, self.slot_of(c))) {
                     self.bind(probe, id, c, Via::Start { sent_ns: s.sent_ns })?;
                 }
                 let p = &self.policies[c.policy].policy;
@@ -841,41 +1185,77 @@ impl Manager {
         Some(own)
     }
 
-    /// Log one violation event as a JSON line, with what is known of its workload.
-    pub fn log_violation(&self, event: &ViolationEvent) {
+    /// One violation event, with what is known of its workload, as logged and as the
+    /// API serves it.
+    pub fn violation_record(&self, event: &ViolationEvent) -> Value {
         let (abi, name) = syscall_table::describe_index(event.index);
-        let entry = self.policies.get((event.slot / 2) as usize);
-        let policy = entry.map_or("?", |e| e.policy.name.as_str());
+        let owner = self.slot_owner.get(&event.slot);
         let w = self.describe(event.cgroup_id);
-        let outcome = Outcome::from_u32(event.outcome).map_or("unknown", |o| o.name());
-        warn!(
-            event = "violation",
-            policy,
-            monitor_only = event.slot % 2 == 1,
-            cgroup = w.map_or("", |w| w.cgroup_path.as_str()),
-            cgroup_id = event.cgroup_id,
-            pid = event.tgid,
-            tid = event.pid,
-            comm = %probe::comm_str(&event.comm),
-            abi = abi.map_or("unknown", |a| a.name()),
-            syscall = %syscall_table::label(abi, &name),
-            nr = index_to_syscall(event.index).map(|(_, nr)| nr as i64).unwrap_or(event.id),
-            outcome,
-            runtime = w.and_then(|w| w.runtime.as_ref()).map_or("", |r| r.name()),
-            sandboxed = w.is_some_and(Workload::sandboxed),
-            container_id = w.and_then(|w| w.container_id.as_deref()).unwrap_or(""),
-            container = w.and_then(|w| w.container.as_deref()).unwrap_or(""),
-            pod = w.and_then(|w| w.pod.as_deref()).unwrap_or(""),
-            namespace = w.and_then(|w| w.namespace.as_deref()).unwrap_or(""),
-            image = w.and_then(|w| w.image.as_deref()).unwrap_or(""),
-            hook = probe_common::LSM_HOOK_NAMES
+        let text = |f: fn(&Workload) -> Option<&String>| w.and_then(f).map_or("", |s| s.as_str());
+        // The task may be gone (killed) by now; then the exe is unknown.
+        let exe = std::fs::read_link(format!("/proc/{}/exe", event.tgid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        json!({
+            "policy": owner.map_or("?", |(name, _)| name.as_str()),
+            "monitor_only": owner.is_some_and(|(_, m)| *m),
+            "cgroup": w.map_or("", |w| w.cgroup_path.as_str()),
+            "cgroup_id": event.cgroup_id,
+            "pid": event.tgid,
+            "tid": event.pid,
+            "comm": probe::comm_str(&event.comm),
+            "exe": exe,
+            "abi": abi.map_or("unknown", |a| a.name()),
+            "syscall": syscall_table::label(abi, &name),
+            "nr": index_to_syscall(event.index).map(|(_, nr)| nr as i64).unwrap_or(event.id),
+            "outcome": Outcome::from_u32(event.outcome).map_or("unknown", |o| o.name()),
+            "runtime": w.and_then(|w| w.runtime.as_ref()).map_or("", |r| r.name()),
+            "sandboxed": w.is_some_and(Workload::sandboxed),
+            "container_id": text(|w| w.container_id.as_ref()),
+            "container": text(|w| w.container.as_ref()),
+            "pod": text(|w| w.pod.as_ref()),
+            "namespace": text(|w| w.namespace.as_ref()),
+            "image": text(|w| w.image.as_ref()),
+            "hook": probe_common::LSM_HOOK_NAMES
                 .get(event.hook as usize)
                 .filter(|_| event.outcome == Outcome::Denied as u32)
                 .copied()
                 .unwrap_or(""),
-            via_io_uring = event.flags & probe_common::EVENT_IO_URING != 0,
-            suppressed = event.suppressed,
+            "via_io_uring": event.flags & probe_common::EVENT_IO_URING != 0,
+            "suppressed": event.suppressed,
+        })
+    }
+
+    /// Log one violation event as a JSON line; the record logged.
+    pub fn log_violation(&self, event: &ViolationEvent) -> Value {
+        let v = self.violation_record(event);
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        warn!(
+            event = "violation",
+            policy = %s("policy"),
+            monitor_only = v["monitor_only"].as_bool(),
+            cgroup = %s("cgroup"),
+            cgroup_id = v["cgroup_id"].as_u64(),
+            pid = v["pid"].as_u64(),
+            tid = v["tid"].as_u64(),
+            comm = %s("comm"),
+            exe = %s("exe"),
+            abi = %s("abi"),
+            syscall = %s("syscall"),
+            nr = v["nr"].as_i64(),
+            outcome = %s("outcome"),
+            runtime = %s("runtime"),
+            sandboxed = v["sandboxed"].as_bool(),
+            container_id = %s("container_id"),
+            container = %s("container"),
+            pod = %s("pod"),
+            namespace = %s("namespace"),
+            image = %s("image"),
+            hook = %s("hook"),
+            via_io_uring = v["via_io_uring"].as_bool(),
+            suppressed = v["suppressed"].as_u64(),
         );
+        v
     }
 
     /// Unbind everything (agent shutdown) and remove the cgroups it adopted, if empty.

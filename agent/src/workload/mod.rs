@@ -74,6 +74,7 @@ pub mod cgroup_naming;
 pub mod cri;
 pub mod manager;
 pub mod runtime;
+pub mod slots;
 pub mod socket;
 
 use std::collections::BTreeMap;

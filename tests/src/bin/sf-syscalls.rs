@@ -7,6 +7,8 @@
 //! sf-syscalls sleep MS         sleeps, then exits 0
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
+//! sf-syscalls loop NR N        N raw x86_64 syscalls NR without arguments
+//! sf-syscalls kill PID SIG     one kill(2); prints "kill: ok" or the error
 //! sf-syscalls try-all DIR NAME...  catalog calls (tests/src/catalog.rs), each in a child
 //! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
 //!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
@@ -91,6 +93,26 @@ fn main() {
             let r = unsafe { libc::syscall(nr) };
             println!("raw {nr} = {r}");
         }
+        Some("loop") => {
+            let nr: i64 = arg(&args, 2, "a syscall number");
+            let n: u64 = arg(&args, 3, "a count");
+            for _ in 0..n {
+                // SAFETY: a syscall without arguments (getpid, getppid, ...).
+                unsafe { libc::syscall(nr) };
+            }
+        }
+        Some("kill") => {
+            let pid: i32 = arg(&args, 2, "a pid");
+            let sig: i32 = arg(&args, 3, "a signal number");
+            // SAFETY: plain kill(2).
+            let r = unsafe { libc::syscall(libc::SYS_kill, pid, sig) };
+            if r == 0 {
+                println!("kill: ok");
+            } else {
+                println!("kill: {}", std::io::Error::last_os_error());
+                std::process::exit(1);
+            }
+        }
         Some("try-all") => {
             let dir: String = arg(&args, 2, "a directory");
             sysfence_tests::catalog::run_all(std::path::Path::new(&dir), &args[3..]);
@@ -109,7 +131,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: sf-syscalls getppid N | bench-getppid N | mkdir PATH | sleep MS | int80 NR [A B C] | raw NR"
+                "usage: sf-syscalls getppid N | bench-getppid N | mkdir PATH | sleep MS | int80 NR [A B C] | raw NR | loop NR N | kill PID SIG"
             );
             std::process::exit(64);
         }

@@ -1,0 +1,660 @@
+//! The node daemon when things go wrong: SIGKILL and restart, 100 reloads under load,
+//! malformed policies, a flood of violations; and what it exports (metrics, status).
+//! Run with `cargo xtask test` (as root; one at a time).
+
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    os::unix::process::ExitStatusExt as _,
+    path::Path,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use sysfence_tests::{oci::Agent, *};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
+const SYS_GETPID: u32 = 39;
+const SYS_GETPPID: u32 = 110;
+const SYS_GETUID: u32 = 102;
+
+fn enforce_denying(base: &str, deny: &str) -> String {
+    format!(
+        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [{deny}]\n"
+    )
+}
+
+/// Run `sf-syscalls ARGS` in `cg` and return how it ended.
+fn in_cgroup(cg: &TestCgroup, args: &[&str]) -> std::process::ExitStatus {
+    cg.command(WORKLOAD).args(args).status().unwrap()
+}
+
+fn killed(status: &std::process::ExitStatus) -> bool {
+    status.signal() == Some(9)
+}
+
+/// The address the agent serves metrics on (it was started with `--metrics 127.0.0.1:0`).
+fn metrics_addr(agent: &Agent) -> String {
+    let v = agent.wait_line("the metrics address", |v| v["event"] == "metrics");
+    v["address"].as_str().unwrap().to_string()
+}
+
+/// GET `path` from `addr` (HTTP/1.1, connection closed): status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    // hyper sends small bodies with a content-length; large ones may be chunked.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// Parse a Prometheus/OpenMetrics text exposition strictly enough to catch a broken
+/// one: every sample line is `name{labels} value`, every family has HELP and TYPE,
+/// and the text ends with `# EOF`. Returns samples by `name{labels}`.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "no # EOF terminator:\n{text}");
+    let mut typed = std::collections::BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split_whitespace().next().unwrap().to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line == "# EOF" {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment line {line:?}");
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample without a value: {line:?}"));
+        let name = series.split('{').next().unwrap();
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "unterminated labels: {line:?}");
+            let labels = &series[name.len() + 1..series.len() - 1];
+            for pair in split_labels(labels) {
+                let (k, v) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("label without `=`: {line:?}"));
+                assert!(
+                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "bad label name in {line:?}"
+                );
+                assert!(
+                    v.starts_with('"') && v.ends_with('"'),
+                    "unquoted label value in {line:?}"
+                );
+            }
+        }
+        let family = ["_total", "_created", "_info"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|f| typed.contains(*f))
+            .unwrap_or(name);
+        assert!(
+            typed.contains(family),
+            "sample of an untyped family: {line:?}"
+        );
+        let v: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value is not a number: {line:?}"));
+        samples.insert(series.to_string(), v);
+    }
+    samples
+}
+
+fn split_labels(labels: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in labels.char_indices() {
+        match c {
+            '\\' if quoted && !escaped => escaped = true,
+            '"' if !escaped => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&labels[start..i]);
+                start = i + 1;
+            }
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+    }
+    if start < labels.len() {
+        out.push(&labels[start..]);
+    }
+    out
+}
+
+/// The sum of the samples of `name` whose labels include every `want` pair.
+fn sample_sum(samples: &BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
+        .filter(|(k, _)| {
+            want.iter()
+                .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn pins_under(path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(path).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
+    if !privileged("sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it") {
+        return;
+    }
+    let base = format!("sysfence-restart-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml("restart", &enforce_denying(&base, "getppid")),
+    );
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::start(
+        &policies,
+        &dir.path().join("runtime.sock"),
+        &["--no-cri", "--metrics", "127.0.0.1:0"],
+    );
+    agent.wait_line("the binding of w", |v| {
+        v["event"] == "bound" && v["cgroup"] == format!("{base}/w")
+    });
+    // 1000 allowed calls, counted before the restart.
+    assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "1000"]).success());
+    let pins = pins_under(&agent.pin_path);
+    assert!(
+        pins.contains(&"v1/WORKLOADS".to_string())
+            && pins.contains(&"v1/links/sys_enter".to_string()),
+        "pins: {pins:?}"
+    );
+
+    // Down: the agent is gone, the pinned probe still polices.
+    let pin_path = agent.pin_path.clone();
+    let api = agent.api.clone();
+    let mut killed_during_downtime = None;
+    let (agent, old_log) = agent.restart_after_sigkill_with(|| {
+        assert!(!api.exists() || std::os::unix::net::UnixStream::connect(&api).is_err());
+        let s = in_cgroup(&work, &["getppid", "1"]);
+        killed_during_downtime = Some(s);
+    });
+    let during = killed_during_downtime.unwrap();
+    assert!(
+        killed(&during),
+        "a violation while no agent ran was not killed: {during:?}; old log:\n{old_log}"
+    );
+    assert_eq!(agent.pin_path, pin_path);
+
+    // Back: adopted, nothing reloaded, the downtime's violation read from the pinned ring.
+    let adopted = agent.wait_line("adoption", |v| v["event"] == "adopted");
+    assert_eq!(adopted["bindings"], 1, "{adopted}");
+    assert!(
+        adopted["programs"].as_str().unwrap().contains("\"kept\""),
+        "the same build keeps the attached program: {adopted}"
+    );
+    let v = agent.wait_line("the downtime's violation", |v| {
+        v["event"] == "violation" && v["syscall"] == "getppid"
+    });
+    assert_eq!(v["cgroup"], format!("{base}/w"), "{v}");
+    assert_eq!(v["outcome"], "killed-after");
+    let started = agent.wait_line("started", |v| v["event"] == "started");
+    assert_eq!(started["adopted"], true);
+    assert_eq!(started["bound"], 1);
+    // Counters adopted: the 1000 calls before the restart are still counted.
+    assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "234"]).success());
+    let addr = metrics_addr(&agent);
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let samples = parse_exposition(&body);
+    let getpid = sample_sum(
+        &samples,
+        "sysfence_syscalls_total",
+        &[
+            ("policy", "restart"),
+            ("syscall", "getpid"),
+            ("mode", "as-written"),
+        ],
+    );
+    assert!(
+        getpid >= 1234.0,
+        "counts from before the restart were lost: getpid {getpid}\n{body}"
+    );
+    let status = agent.api(&json!({"op": "status"}));
+    assert_eq!(status["probe"]["adopted"], true, "{status}");
+    assert_eq!(
+        status["workloads"][0]["cgroup"],
+        format!("{base}/w"),
+        "{status}"
+    );
+
+    // A clean stop keeps enforcement too; --uninstall ends it.
+    let (code, log) = agent.stop_keeping_pins();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        killed(&in_cgroup(&work, &["getppid", "1"])),
+        "policing ended with a clean stop"
+    );
+    let out = sysfence()
+        .args(["agent", "--uninstall", "--pin-path"])
+        .arg(&pin_path)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("removed"), "{stdout}");
+    assert!(!pin_path.exists(), "pins left: {:?}", pins_under(&pin_path));
+    let after = in_cgroup(&work, &["getppid", "1"]);
+    assert!(
+        after.success(),
+        "still policed after --uninstall: {after:?}"
+    );
+}
+
+/// Hammers a policed workload with calls every version allows while the policy flips
+/// 100 times between two versions; a single syscall judged by a half-written or empty
+/// slot would kill it.
+#[test]
+fn a_hundred_reloads_under_load_leave_no_window() {
+    if !privileged("a_hundred_reloads_under_load_leave_no_window") {
+        return;
+    }
+    const RELOADS: usize = 100;
+    let base = format!("sysfence-reload-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let versions = [
+        policy_yaml("flip", &enforce_denying(&base, "getppid")),
+        policy_yaml("flip", &enforce_denying(&base, "getuid")),
+    ];
+    let file = write_policy(&policies, "flip.yaml", &versions[0]);
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
+    agent.wait_line("the binding of w", |v| v["event"] == "bound");
+
+    // Two hammers, one per CPU: getpid, allowed by both versions, without pause.
+    let mut hammers: Vec<Child> = (0..2)
+        .map(|_| {
+            work.command(WORKLOAD)
+                .args(["loop", &SYS_GETPID.to_string(), "1000000000"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut took = Vec::new();
+    for i in 1..=RELOADS {
+        // Write a new file and rename it in place, as editors and kubelet do.
+        let tmp = policies.join(".flip.yaml.tmp");
+        std::fs::write(&tmp, &versions[i % 2]).unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        // (The temporary file's creation may bring an `unchanged` reload first.)
+        agent.wait_line_for(&format!("reload {i}"), Duration::from_secs(20), |v| {
+            v["event"] == "policies_reloaded" && applied_reloads(&agent) >= i
+        });
+        for h in &mut hammers {
+            assert!(
+                h.try_wait().unwrap().is_none(),
+                "a hammer died during reload {i}: a syscall was judged by a half-written policy"
+            );
+        }
+    }
+    let elapsed = t0.elapsed();
+    for v in agent
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "policies_reloaded")
+    {
+        if v["result"] == "unchanged" {
+            continue;
+        }
+        took.push(v["change_to_applied_us"].as_u64().unwrap_or(0));
+        assert_eq!(v["result"], "applied", "{v}");
+        assert_eq!(v["rebound"], 1, "{v}");
+    }
+    assert!(
+        !agent
+            .events()
+            .iter()
+            .any(|v| v["event"] == "reload_rejected"),
+        "a reload saw a half-written file"
+    );
+    for mut h in hammers {
+        assert!(h.try_wait().unwrap().is_none(), "a hammer died");
+        h.kill().unwrap();
+        h.wait().unwrap();
+    }
+    assert_eq!(took.len(), RELOADS);
+    took.sort_unstable();
+    eprintln!(
+        "reload test: {RELOADS} reloads under load in {:.1} s; file change to maps written: median {} us, p95 {} us, max {} us",
+        elapsed.as_secs_f64(),
+        took[RELOADS / 2],
+        took[RELOADS * 95 / 100],
+        took[RELOADS - 1]
+    );
+    let violations: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "violation")
+        .collect();
+    assert!(
+        violations.is_empty(),
+        "violations during the reloads: {violations:?}"
+    );
+    // The last version written (RELOADS even: denies getppid) is the one in force.
+    assert!(killed(&in_cgroup(&work, &["getppid", "1"])));
+    assert!(in_cgroup(&work, &["loop", &SYS_GETUID.to_string(), "1"]).success());
+    // Freed slots were reused: 100 reloads fit in a probe of 20 slots.
+    let status = agent.api(&json!({"op": "status"}));
+    assert_eq!(status["probe"]["slots_used"], 2, "{status}");
+    assert_eq!(status["reloads"]["applied"], RELOADS, "{status}");
+}
+
+fn applied_reloads(agent: &Agent) -> usize {
+    agent
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "policies_reloaded" && v["result"] == "applied")
+        .count()
+}
+
+#[test]
+fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stays() {
+    if !privileged("a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stays")
+    {
+        return;
+    }
+    let base = format!("sysfence-malformed-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let file = write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml("kept", &enforce_denying(&base, "getppid")),
+    );
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::start(
+        &policies,
+        &dir.path().join("runtime.sock"),
+        &["--no-cri", "--metrics", "127.0.0.1:0"],
+    );
+    agent.wait_line("the binding of w", |v| v["event"] == "bound");
+    let addr = metrics_addr(&agent);
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+
+    // A misspelt syscall that would also allow getppid: rejected, nothing changes.
+    let bad = policy_yaml(
+        "kept",
+        &format!(
+            "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  allow: [getppid, getpidd]\n"
+        ),
+    );
+    std::fs::write(&file, &bad).unwrap();
+    let rejected = agent.wait_line("the rejection", |v| v["event"] == "policy_rejected");
+    assert_eq!(rejected["file"], file.display().to_string(), "{rejected}");
+    assert_eq!(
+        (&rejected["line"], &rejected["column"]),
+        (&json!(10), &json!(20)),
+        "{rejected}"
+    );
+    assert!(
+        rejected["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown syscall `getpidd`"),
+        "{rejected}"
+    );
+    agent.wait_line("reload_rejected", |v| v["event"] == "reload_rejected");
+    assert!(
+        killed(&in_cgroup(&work, &["getppid", "1"])),
+        "the rejected change took effect"
+    );
+    let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+    assert_eq!(
+        samples.get("sysfence_policy_reloads_total{result=\"rejected\"}"),
+        Some(&1.0),
+        "{samples:?}"
+    );
+    assert_eq!(
+        samples.get("sysfence_policy_reloads_total{result=\"applied\"}"),
+        Some(&0.0)
+    );
+    assert_eq!(
+        samples.get("sysfence_workloads_bound{policy=\"kept\"}"),
+        Some(&1.0)
+    );
+    let violations = sample_sum(
+        &samples,
+        "sysfence_violations_total",
+        &[
+            ("policy", "kept"),
+            ("syscall", "getppid"),
+            ("outcome", "killed-after"),
+        ],
+    );
+    assert_eq!(violations, 1.0, "{samples:?}");
+    // `sysfence status` says it, readably, and exits 1 while the last reload failed.
+    let out = sysfence()
+        .arg("status")
+        .arg("--api")
+        .arg(&agent.api)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("agent      DEGRADED"), "{stdout}");
+    assert!(
+        stdout.contains("reload     last: rejected (policies in force kept)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown syscall `getpidd`"), "{stdout}");
+    assert!(stdout.contains(&format!("{base}/w")), "{stdout}");
+
+    // A YAML syntax error: rejected too.
+    std::fs::write(&file, "apiVersion: sysfence.dev/v1\nkind: [\n").unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (agent
+            .events()
+            .iter()
+            .filter(|v| v["event"] == "reload_rejected")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .expect("the YAML error was not rejected");
+    assert!(killed(&in_cgroup(&work, &["getppid", "1"])));
+
+    // Fixed: applied, and healthy again.
+    std::fs::write(
+        &file,
+        policy_yaml("kept", &enforce_denying(&base, "getuid")),
+    )
+    .unwrap();
+    agent.wait_line("the applied reload", |v| {
+        v["event"] == "policies_reloaded" && v["result"] == "applied"
+    });
+    assert!(in_cgroup(&work, &["getppid", "1"]).success());
+    let out = sysfence()
+        .arg("status")
+        .arg("--api")
+        .arg(&agent.api)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).0);
+}
+
+fn proc_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// utime + stime of a process, in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit_once(')').unwrap().1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_flood_of_violations_is_counted_exactly_with_bounded_agent_memory_and_cpu() {
+    if !privileged("a_flood_of_violations_is_counted_exactly_with_bounded_agent_memory_and_cpu") {
+        return;
+    }
+    const CALLS: u64 = 3_000_000;
+    let base = format!("sysfence-flood-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(
+            "flood",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::start(
+        &policies,
+        &dir.path().join("runtime.sock"),
+        &["--no-cri", "--metrics", "127.0.0.1:0"],
+    );
+    agent.wait_line("the binding of w", |v| v["event"] == "bound");
+    let addr = metrics_addr(&agent);
+    let pid = agent.pid();
+    let rss_before = proc_rss_kib(pid);
+    let cpu_before = proc_cpu_ticks(pid);
+    let t0 = Instant::now();
+    let status = in_cgroup(
+        &work,
+        &["loop", &SYS_GETPPID.to_string(), &CALLS.to_string()],
+    );
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(
+        status.success(),
+        "audit mode must not stop the flood: {status:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = proc_cpu_ticks(pid) - cpu_before;
+    // SAFETY: sysconf is always safe.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu_share = cpu as f64 / hz / secs;
+    let rss_after = proc_rss_kib(pid);
+    let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+    let counted = sample_sum(
+        &samples,
+        "sysfence_syscalls_total",
+        &[("policy", "flood"), ("syscall", "getppid")],
+    );
+    let violations = sample_sum(
+        &samples,
+        "sysfence_violations_total",
+        &[
+            ("policy", "flood"),
+            ("syscall", "getppid"),
+            ("outcome", "audited"),
+        ],
+    );
+    let dropped = samples["sysfence_events_dropped_total"];
+    let suppressed = samples["sysfence_events_suppressed_total"];
+    let logged = agent
+        .events()
+        .iter()
+        .filter(|v| v["event"] == "violation")
+        .count();
+    eprintln!(
+        "flood test: {CALLS} denied getppid in {secs:.2} s ({:.0}/s); events logged {logged}, suppressed {suppressed}, dropped {dropped}; agent CPU {:.1}% of one core, RSS {rss_before} -> {rss_after} KiB",
+        CALLS as f64 / secs,
+        cpu_share * 100.0
+    );
+    // Exact, from the kernel.
+    assert_eq!(counted, CALLS as f64, "kernel count");
+    // Events are rate-limited in the kernel; each carries how many it stands for.
+    assert_eq!(dropped, 0.0, "ring buffer drops");
+    assert_eq!(
+        violations, CALLS as f64,
+        "events + suppressed must add up to the calls"
+    );
+    assert!(
+        (logged as f64) < 20.0 * (secs + 2.0) + 5.0,
+        "{logged} events for {secs:.1} s at 20/s"
+    );
+    assert!(
+        rss_after < rss_before + 8 * 1024,
+        "agent RSS grew from {rss_before} to {rss_after} KiB during the flood"
+    );
+    assert!(
+        cpu_share < 0.5,
+        "agent used {:.0}% of a core",
+        cpu_share * 100.0
+    );
+}
