@@ -151,6 +151,8 @@ struct Agent {
     probe: Probe,
     workloads: Manager,
     deny: DenyState,
+    /// The self-protection hooks attached, or why not.
+    guards: Result<usize, String>,
     telemetry: Telemetry,
     /// When the first event of a policy directory change not yet applied arrived.
     change_seen: Option<Instant>,
@@ -188,6 +190,20 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         try_enable_deny(&mut probe)
     } else {
         Err("not asked for".to_string())
+    };
+    let guards = match probe.enable_guards(std::process::id()) {
+        Ok(n) => {
+            info!(
+                event = "self_protection",
+                hooks = n,
+                "policed tasks may not signal the agent or write bpffs"
+            );
+            Ok(n)
+        }
+        Err(e) => {
+            warn!(event = "self_protection_unavailable", reason = %format!("{e:#}"), "the baselines' syscall denials (bpf, ptrace, perf_event_open, process_vm_*) remain");
+            Err(format!("{e:#}"))
+        }
     };
     probe.settle();
     probe.set_event_rate(options.events_per_second)?;
@@ -270,6 +286,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         probe,
         workloads,
         deny,
+        guards,
         change_seen: None,
         telemetry: Telemetry {
             started: now,
@@ -526,6 +543,7 @@ impl Agent {
                 "layout": pins::LAYOUT_VERSION,
                 "programs": self.probe.attachments(),
                 "deny": match &self.deny { Ok(()) => "attached".to_string(), Err(e) => e.clone() },
+                "self_protection": match &self.guards { Ok(n) => format!("{n} hooks attached"), Err(e) => e.clone() },
                 "slots_used": used,
                 "slots": capacity,
                 "stats": stats,
@@ -641,6 +659,15 @@ impl Agent {
             (
                 "deny".into(),
                 if self.deny.is_ok() { "attached" } else { "off" }.into(),
+            ),
+            (
+                "self_protection".into(),
+                if self.guards.is_ok() {
+                    "attached"
+                } else {
+                    "off"
+                }
+                .into(),
             ),
         ];
         s

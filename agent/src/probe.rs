@@ -54,6 +54,7 @@ pub struct Probe {
     current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
     limits: HashMap<MapData, RateKey, RateState>,
+    layout: KernelLayout,
     /// The pin directory, when the probe is pinned.
     pinned: Option<pins::Pinned>,
     attached: Vec<(&'static str, pins::Attached)>,
@@ -130,6 +131,9 @@ pub struct KernelLayout {
     pub cgroup_id_path: [u32; 4],
     /// `task_struct.flags`, or 0: the io_uring worker check is then off.
     pub task_flags: u32,
+    /// `task_struct.tgid`, `inode.i_sb`, `super_block.s_magic`, `file.f_inode`,
+    /// `file.f_mode`, or zeros: the self-protection hooks are then not loaded.
+    pub guard: [u32; 5],
 }
 
 impl KernelLayout {
@@ -149,10 +153,22 @@ impl KernelLayout {
             _ => [0; 4],
         };
         let task_flags = member_offset(&btf, "task_struct", "flags").unwrap_or(0);
+        let guard = [
+            member_offset(&btf, "task_struct", "tgid"),
+            member_offset(&btf, "inode", "i_sb"),
+            member_offset(&btf, "super_block", "s_magic"),
+            member_offset(&btf, "file", "f_inode"),
+            member_offset(&btf, "file", "f_mode"),
+        ];
+        let guard = match guard {
+            [Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)] => [a, b, c, d, e],
+            _ => [0; 5],
+        };
         Ok(KernelLayout {
             task_status,
             cgroup_id_path,
             task_flags,
+            guard,
         })
     }
 }
@@ -225,6 +241,7 @@ impl Probe {
             .override_global("CGROUP_ID_PATH", &layout.cgroup_id_path, true)
             .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
+            .override_global("GUARD_OFFSETS", &layout.guard, true)
             .map_max_entries("POLICIES", options.max_slots)
             .map_max_entries("COUNTS", counters);
         if let Some(p) = &pinned {
@@ -270,6 +287,7 @@ impl Probe {
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
         let adopted = pinned.as_ref().is_some_and(|p| p.adopted_slots.is_some());
         let mut probe = Probe {
+            layout,
             pinned,
             attached,
             workloads: take(&mut ebpf, "WORKLOADS")?,
@@ -485,6 +503,61 @@ impl Probe {
             }
         }
         Ok(support)
+    }
+
+    /// Attach the self-protection hooks (BPF LSM): a policed task may not signal
+    /// `agent_tgid`, nor write bpffs. The number of hooks attached.
+    pub fn enable_guards(&mut self, agent_tgid: u32) -> anyhow::Result<usize> {
+        if let Some(reason) = lsm_unavailable_reason() {
+            bail!(reason);
+        }
+        if self.layout.guard == [0; 5] {
+            bail!(
+                "the kernel's BTF lacks a member the guards read (task_struct.tgid, inode.i_sb, super_block.s_magic, file.f_inode or file.f_mode)"
+            );
+        }
+        let btf = self.btf()?;
+        const GUARDS: &[(&str, &str)] = &[
+            ("guard_agent_kill", "task_kill"),
+            ("guard_bpffs_open", "file_open"),
+            ("guard_bpffs_create", "inode_create"),
+            ("guard_bpffs_link", "inode_link"),
+            ("guard_bpffs_unlink", "inode_unlink"),
+            ("guard_bpffs_symlink", "inode_symlink"),
+            ("guard_bpffs_mkdir", "inode_mkdir"),
+            ("guard_bpffs_rmdir", "inode_rmdir"),
+            ("guard_bpffs_mknod", "inode_mknod"),
+            ("guard_bpffs_rename_from", "inode_rename"),
+            ("guard_bpffs_rename_to", "inode_rename"),
+        ];
+        let mut guarded: Array<MapData, u32> = take(&mut self.ebpf, "GUARDED")?;
+        guarded.set(0, agent_tgid, 0).context("writing GUARDED")?;
+        for (prog, hook) in GUARDS {
+            let program: &mut Lsm = self
+                .ebpf
+                .program_mut(prog)
+                .ok_or_else(|| anyhow!("probe object has no {prog}"))?
+                .try_into()?;
+            program
+                .load(hook, &btf)
+                .with_context(|| format!("verifying {prog}"))?;
+            match &self.pinned {
+                Some(p) => {
+                    let how = pins::attach_pinned(&p.dir, prog, program, |prog| {
+                        let id = prog.attach()?;
+                        Ok(prog.take_link(id)?.into())
+                    })
+                    .with_context(|| format!("attaching {prog}"))?;
+                    self.attached.push((prog, how));
+                }
+                None => {
+                    program
+                        .attach()
+                        .with_context(|| format!("attaching {prog}"))?;
+                }
+            }
+        }
+        Ok(GUARDS.len())
     }
 
     fn btf(&mut self) -> anyhow::Result<Btf> {

@@ -57,6 +57,16 @@ pub fn render(v: &Value) -> String {
         },
         s(&probe["deny"])
     );
+    let _ = writeln!(
+        out,
+        "guard      {}",
+        match probe["self_protection"].as_str() {
+            Some(s) if s.ends_with("attached") =>
+                format!("{s}: policed tasks may not signal the agent or write bpffs"),
+            Some(s) => format!("off: {s}"),
+            None => "unknown".to_string(),
+        }
+    );
     let stats = &probe["stats"];
     let _ = writeln!(
         out,

@@ -420,6 +420,27 @@ pub const MARK_IO_URING: u32 = 1;
 /// Event flag: the operation came through io_uring (inline in `io_uring_enter`, or in an
 /// io_uring worker thread), not through its own syscall.
 pub const EVENT_IO_URING: u32 = 2;
+/// `ViolationEvent.flags`: the self-protection hooks refused it (a policed task tried
+/// to signal the agent, or to write bpffs).
+pub const EVENT_SELF_PROTECTION: u32 = 4;
+
+/// x86_64 number of `kill`, reported for a refused signal to the agent.
+pub const KILL: u32 = 62;
+/// Hook ids (see [`for_each_lsm_hook`]) the self-protection programs report.
+pub const HOOK_FILE_OPEN: u32 = 0;
+pub const HOOK_INODE_CREATE: u32 = 14;
+pub const HOOK_INODE_LINK: u32 = 15;
+pub const HOOK_INODE_UNLINK: u32 = 16;
+pub const HOOK_INODE_SYMLINK: u32 = 17;
+pub const HOOK_INODE_MKDIR: u32 = 18;
+pub const HOOK_INODE_RMDIR: u32 = 19;
+pub const HOOK_INODE_MKNOD: u32 = 20;
+pub const HOOK_INODE_RENAME: u32 = 21;
+pub const HOOK_TASK_KILL: u32 = 33;
+/// `statfs` magic of bpffs.
+pub const BPF_FS_MAGIC: u64 = 0xcafe_4a11;
+/// `FMODE_WRITE`.
+pub const FMODE_WRITE: u32 = 0x2;
 
 /// `PF_IO_WORKER` in `task_struct.flags`: an io_uring worker (io-wq or SQPOLL) thread.
 pub const PF_IO_WORKER: u32 = 0x10;

@@ -470,6 +470,148 @@ macro_rules! define_lsm_hooks {
 }
 probe_common::for_each_lsm_hook!(define_lsm_hooks);
 
+/// The agent's tgid (one entry; 0: none). Written by the agent at start; read by
+/// `guard_agent_kill`.
+#[map]
+static GUARDED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Offsets for the self-protection hooks, from the kernel's BTF (agent, at load time):
+/// `task_struct.tgid`, `inode.i_sb`, `super_block.s_magic`, `file.f_inode`,
+/// `file.f_mode`. All zero: the guards are not loaded.
+#[unsafe(no_mangle)]
+static GUARD_OFFSETS: [u32; 5] = [0; 5];
+
+#[inline(always)]
+fn guard_offset(i: usize) -> usize {
+    // SAFETY: a read of this program's frozen .rodata.
+    let offsets = unsafe { core::ptr::read_volatile(&GUARD_OFFSETS) };
+    offsets[i] as usize
+}
+
+/// The slot of the current task's workload, when it is policed.
+#[inline(always)]
+fn current_policed_slot() -> Option<(u32, u64)> {
+    // SAFETY: helper with no arguments; the pointer is only used for BTF-checked loads.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let cgroup_id = current_cgroup_id(task);
+    bound_slot(cgroup_id).map(|slot| (slot, cgroup_id))
+}
+
+/// Refuse, report, and say so: a policed task went for the agent or its pins.
+#[inline(always)]
+fn guard_refuse(slot: u32, cgroup_id: u64, hook: u32, nr: u32) -> i32 {
+    emit(&Report {
+        slot,
+        mode: POLICIES.get(slot).map_or(0, |s| s.mode),
+        outcome: Outcome::Denied as u32,
+        cgroup_id,
+        id: nr as i64,
+        index: nr,
+        hook,
+        flags: probe_common::EVENT_SELF_PROTECTION,
+    });
+    -EPERM
+}
+
+/// LSM `task_kill`: a policed task may not signal the agent (any signal, any mode:
+/// the agent is what polices it).
+#[lsm(hook = "task_kill")]
+pub fn guard_agent_kill(ctx: LsmContext) -> i32 {
+    let Some(&agent) = GUARDED.get(0) else {
+        return 0;
+    };
+    if agent == 0 {
+        return 0;
+    }
+    // SAFETY: arg 0 of task_kill is the target `struct task_struct *`; the load is at
+    // the BTF offset of `tgid` and checked by the verifier.
+    let tgid = unsafe {
+        let target: *const u8 = ctx.arg(0);
+        core::ptr::read_volatile(target.wrapping_add(guard_offset(0)) as *const i32)
+    };
+    if tgid as u32 != agent {
+        return 0;
+    }
+    match current_policed_slot() {
+        Some((slot, cgroup_id)) => guard_refuse(
+            slot,
+            cgroup_id,
+            probe_common::HOOK_TASK_KILL,
+            probe_common::KILL,
+        ),
+        None => 0,
+    }
+}
+
+/// Whether `inode` lives on bpffs.
+#[inline(always)]
+fn on_bpffs(inode: *const u8) -> bool {
+    // SAFETY: BTF-checked loads at offsets from the kernel's BTF: inode->i_sb->s_magic.
+    unsafe {
+        let sb = core::ptr::read_volatile(inode.wrapping_add(guard_offset(1)) as *const *const u8);
+        core::ptr::read_volatile(sb.wrapping_add(guard_offset(2)) as *const u64)
+            == probe_common::BPF_FS_MAGIC
+    }
+}
+
+#[inline(always)]
+fn guard_bpffs_inode(inode: *const u8, hook: u32) -> i32 {
+    if !on_bpffs(inode) {
+        return 0;
+    }
+    match current_policed_slot() {
+        Some((slot, cgroup_id)) => guard_refuse(
+            slot,
+            cgroup_id,
+            hook,
+            io_uring_op_syscall(hook).unwrap_or(UNCLASSIFIED_INDEX),
+        ),
+        None => 0,
+    }
+}
+
+/// LSM `file_open`: a policed task may not open a bpffs file for writing.
+#[lsm(hook = "file_open")]
+pub fn guard_bpffs_open(ctx: LsmContext) -> i32 {
+    // SAFETY: arg 0 of file_open is the `struct file *`; BTF-checked loads.
+    let (inode, fmode) = unsafe {
+        let file: *const u8 = ctx.arg(0);
+        (
+            core::ptr::read_volatile(file.wrapping_add(guard_offset(3)) as *const *const u8),
+            core::ptr::read_volatile(file.wrapping_add(guard_offset(4)) as *const u32),
+        )
+    };
+    if fmode & probe_common::FMODE_WRITE == 0 {
+        return 0;
+    }
+    guard_bpffs_inode(inode, probe_common::HOOK_FILE_OPEN)
+}
+
+macro_rules! guard_bpffs_dir_hooks {
+    ($(($prog:ident, $hook:literal, $arg:literal, $id:expr)),* $(,)?) => {
+        $(
+            #[doc = concat!("LSM `", $hook, "`: a policed task may not change bpffs (pins).")]
+            #[lsm(hook = $hook)]
+            pub fn $prog(ctx: LsmContext) -> i32 {
+                // The hook's argument is the directory's `struct inode *`.
+                let dir: *const u8 = ctx.arg($arg);
+                guard_bpffs_inode(dir, $id)
+            }
+        )*
+    };
+}
+guard_bpffs_dir_hooks! {
+    (guard_bpffs_create, "inode_create", 0, probe_common::HOOK_INODE_CREATE),
+    (guard_bpffs_link, "inode_link", 1, probe_common::HOOK_INODE_LINK),
+    (guard_bpffs_unlink, "inode_unlink", 0, probe_common::HOOK_INODE_UNLINK),
+    (guard_bpffs_symlink, "inode_symlink", 0, probe_common::HOOK_INODE_SYMLINK),
+    (guard_bpffs_mkdir, "inode_mkdir", 0, probe_common::HOOK_INODE_MKDIR),
+    (guard_bpffs_rmdir, "inode_rmdir", 0, probe_common::HOOK_INODE_RMDIR),
+    (guard_bpffs_mknod, "inode_mknod", 0, probe_common::HOOK_INODE_MKNOD),
+    (guard_bpffs_rename_from, "inode_rename", 0, probe_common::HOOK_INODE_RENAME),
+    (guard_bpffs_rename_to, "inode_rename", 2, probe_common::HOOK_INODE_RENAME),
+}
+
 /// Whether the current syscall is an ia32 one (`TS_COMPAT` in `thread_info.status`).
 #[inline(always)]
 fn in_compat_syscall(task: *const u8) -> bool {

@@ -198,3 +198,95 @@ fn io_uring_work_reaching_the_hooks_is_denied_too() {
     assert_eq!(v["via_io_uring"], true, "{v:#}");
     assert_eq!(v["hook"], "inode_mkdir", "{v:#}");
 }
+
+/// Self-protection: a policed task may not signal the agent nor change bpffs, whatever
+/// its policy allows; the same calls from outside any policed cgroup work.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn a_policed_task_cannot_signal_the_agent_or_write_bpffs() {
+    assert!(privileged(
+        "a_policed_task_cannot_signal_the_agent_or_write_bpffs"
+    ));
+    let base = format!("sysfence-guard-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    // Audit: nothing in the policy itself stops kill(2) or mkdir(2).
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(
+            "guarded",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n"
+            ),
+        ),
+    );
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = sysfence_tests::oci::Agent::start(
+        &policies,
+        &dir.path().join("runtime.sock"),
+        &["--no-cri"],
+    );
+    let guard = agent.wait_line("self-protection", |v| {
+        v["event"] == "self_protection" || v["event"] == "self_protection_unavailable"
+    });
+    assert_eq!(guard["event"], "self_protection", "{guard}");
+    agent.wait_line("the binding of w", |v| v["event"] == "bound");
+    let pid = agent.pid().to_string();
+
+    for sig in ["0", "9"] {
+        let out = work
+            .command(WORKLOAD)
+            .args(["kill", &pid, sig])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("kill: Operation not permitted"),
+            "signal {sig} to the agent: {stdout}"
+        );
+    }
+    let status = agent.api(&serde_json::json!({"op": "status"}));
+    assert_eq!(status["ok"], true, "the agent survived: {status}");
+    let v = agent.wait_line("the refused kill", |v| {
+        v["event"] == "violation" && v["self_protection"] == true && v["hook"] == "task_kill"
+    });
+    assert_eq!(v["outcome"], "denied", "{v}");
+    assert_eq!(v["syscall"], "kill", "{v}");
+
+    let target = format!("/sys/fs/bpf/sysfence-guard-{}", std::process::id());
+    let out = work
+        .command(WORKLOAD)
+        .args(["mkdir", &target])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("mkdir: Operation not permitted"),
+        "mkdir on bpffs: {stdout}"
+    );
+    assert!(!std::path::Path::new(&target).exists());
+    let pin = agent.pin_path.join("v1/WORKLOADS");
+    let out = work
+        .command("/bin/rm")
+        .arg("-f")
+        .arg(&pin)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a pin was removed from a policed task"
+    );
+    assert!(pin.exists());
+
+    // From outside any policed cgroup: allowed.
+    let out = std::process::Command::new(WORKLOAD)
+        .args(["kill", &pid, "0"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kill: ok"));
+    std::fs::create_dir(&target).unwrap();
+    std::fs::remove_dir(&target).unwrap();
+}

@@ -474,6 +474,8 @@ mnt tracefs /sys/kernel/tracing
 # No tmpfs over /tmp: the root is already in memory, and the workspace (whose absolute
 # paths the test binaries carry) may itself live under /tmp.
 mkdir -p /tmp && chmod 1777 /tmp
+# Loopback, for the agent's metrics endpoint.
+ip link set lo up || fail "ip link set lo up"
 # Only errors from the kernel on the console from now on (panics and oopses still show).
 dmesg -n 4
 echo "SYSFENCE-VM: START"

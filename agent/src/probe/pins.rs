@@ -56,6 +56,7 @@ pub const PINNED_MAPS: &[&str] = &[
     "STATS",
     "DENY_MARKS",
     "DENY_PENDING",
+    "GUARDED",
 ];
 
 /// A prepared pin directory.
@@ -130,7 +131,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 9] = [
+    let expected: [(&str, u32, u32, Option<u32>); 10] = [
         ("WORKLOADS", 8, size(size_of::<Binding>()), None),
         ("POLICIES", 4, size(size_of::<PolicySlot>()), None),
         ("COUNTS", 4, 8, None),
@@ -150,11 +151,17 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
         ("STATS", 4, 8, Some(probe_common::stat::COUNT)),
         ("DENY_MARKS", 8, size(size_of::<DenyMark>()), None),
         ("DENY_PENDING", 4, 8, Some(1)),
+        ("GUARDED", 4, 4, Some(1)),
     ];
     let mut problems = Vec::new();
     let mut infos = std::collections::HashMap::new();
     for (name, key, value, max) in expected {
         let path = dir.join(name);
+        if !path.exists() && name != "POLICIES" {
+            // A map this build added: it is created, and the pinned programs do not
+            // use it.
+            continue;
+        }
         let info = match MapInfo::from_pin(&path) {
             Ok(i) => i,
             Err(e) => {

@@ -1222,6 +1222,7 @@ impl Manager {
                 .copied()
                 .unwrap_or(""),
             "via_io_uring": event.flags & probe_common::EVENT_IO_URING != 0,
+            "self_protection": event.flags & probe_common::EVENT_SELF_PROTECTION != 0,
             "suppressed": event.suppressed,
         })
     }
@@ -1253,6 +1254,7 @@ impl Manager {
             image = %s("image"),
             hook = %s("hook"),
             via_io_uring = v["via_io_uring"].as_bool(),
+            self_protection = v["self_protection"].as_bool(),
             suppressed = v["suppressed"].as_u64(),
         );
         v
