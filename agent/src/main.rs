@@ -189,12 +189,14 @@ enum Command {
     /// A dry-run report: what a policy would deny, per workload, before enforcing it.
     ///
     /// Evidence, one of:
-    ///   --policy CANDIDATE --from RECORDING  offline: the candidate judged against a
-    ///                                        recording's exact counts; no kernel, no
-    ///                                        root (for CI pipelines);
-    ///   --events AGENT_LOG                   the violations the agent logged (JSON lines)
-    ///                                        for workloads bound to `audit` policies;
-    ///   (neither)                            the running agent, asked on its API socket.
+    ///
+    /// * `--policy CANDIDATE --from RECORDING`: offline, the candidate judged against a
+    ///   recording's exact counts; no kernel, no root (for CI pipelines).
+    ///
+    /// * `--events AGENT_LOG`: the violations the agent logged (JSON lines) for
+    ///   workloads bound to `audit` policies.
+    ///
+    /// * neither: the running agent, asked on its API socket.
     ///
     /// For each workload: the syscalls that would have been denied (exact counts, the
     /// rate-limited events' `suppressed` included; first and last seen; an example pid,

@@ -46,11 +46,12 @@ fn overall(r: &DryRunReport) -> String {
             if r.workloads.len() == 1 { "" } else { "s" }
         )
     } else {
+        let n = r.total_denials();
         format!(
-            "{unsafe_n} of {} workload{} not safe to enforce: {} would-be denials",
+            "{unsafe_n} of {} workload{} not safe to enforce: {n} would-be denial{}",
             r.workloads.len(),
             if r.workloads.len() == 1 { "" } else { "s" },
-            r.total_denials()
+            if n == 1 { "" } else { "s" }
         )
     }
 }

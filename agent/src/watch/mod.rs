@@ -24,7 +24,6 @@ use std::{
 };
 
 use anyhow::Context as _;
-use serde_json::json;
 
 use snapshot::{Counts, Filters, Snapshot, WorkloadCounts};
 
@@ -235,26 +234,45 @@ impl Deltas {
     }
 }
 
-/// The JSON line of one workload's interval.
-pub fn delta_line(source: &str, t_ms: u64, d: &WorkloadDelta) -> serde_json::Value {
+/// The JSON line of one workload's interval, fields in this order.
+#[derive(Debug, serde::Serialize)]
+pub struct DeltaLine<'a> {
+    pub t_ms: u64,
+    pub interval_ms: u64,
+    pub source: &'a str,
+    pub cgroup_id: u64,
+    pub cgroup: &'a str,
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub container_id: &'a str,
+    pub policy: Option<&'a str>,
+    pub mode: Option<&'a str>,
+    pub total: u64,
+    pub deltas: &'a Counts,
+    pub violations: &'a Counts,
+    pub gone: bool,
+}
+
+pub fn delta_line<'a>(source: &'a str, t_ms: u64, d: &'a WorkloadDelta) -> DeltaLine<'a> {
     let w = d.workload;
-    json!({
-        "t_ms": t_ms,
-        "interval_ms": d.interval_ms,
-        "source": source,
-        "cgroup_id": w.identity.cgroup_id,
-        "cgroup": w.identity.cgroup,
-        "namespace": w.identity.namespace,
-        "pod": w.identity.pod,
-        "container": w.identity.container,
-        "container_id": w.identity.container_id,
-        "policy": w.policy,
-        "mode": w.mode,
-        "total": d.counts.values().sum::<u64>(),
-        "deltas": d.counts,
-        "violations": d.violations,
-        "gone": w.gone,
-    })
+    DeltaLine {
+        t_ms,
+        interval_ms: d.interval_ms,
+        source,
+        cgroup_id: w.identity.cgroup_id,
+        cgroup: &w.identity.cgroup,
+        namespace: &w.identity.namespace,
+        pod: &w.identity.pod,
+        container: &w.identity.container,
+        container_id: &w.identity.container_id,
+        policy: w.policy.as_deref(),
+        mode: w.mode.as_deref(),
+        total: d.counts.values().sum(),
+        deltas: &d.counts,
+        violations: &d.violations,
+        gone: w.gone,
+    }
 }
 
 fn json_lines(mut source: Box<dyn Source>, options: &WatchOptions) -> anyhow::Result<()> {
@@ -263,7 +281,8 @@ fn json_lines(mut source: Box<dyn Source>, options: &WatchOptions) -> anyhow::Re
     let kind = source.kind();
     let mut emit = |s: &Snapshot, deltas: &mut Deltas| -> anyhow::Result<()> {
         for d in deltas.apply(s) {
-            writeln!(stdout, "{}", delta_line(kind, s.t_ms, &d)).context("writing stdout")?;
+            let line = serde_json::to_string(&delta_line(kind, s.t_ms, &d))?;
+            writeln!(stdout, "{line}").context("writing stdout")?;
         }
         stdout.flush().context("writing stdout")
     };
@@ -316,7 +335,7 @@ mod tests {
             let s = snap(t, n, gone);
             for w in d.apply(&s) {
                 total += w.counts.values().sum::<u64>();
-                let line = delta_line("standalone", s.t_ms, &w);
+                let line = serde_json::to_value(delta_line("standalone", s.t_ms, &w)).unwrap();
                 assert_eq!(line["total"], w.counts.values().sum::<u64>());
             }
         }
