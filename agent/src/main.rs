@@ -130,6 +130,10 @@ enum Command {
         /// Workloads watched at most (standalone: one probe slot each).
         #[arg(long, default_value_t = 128, value_name = "N")]
         max_workloads: u32,
+        /// A runtime state directory (a runtime's `--root`) to read besides the usual
+        /// ones, to name containers (standalone); repeatable.
+        #[arg(long, value_name = "DIR")]
+        runtime_root: Vec<PathBuf>,
     },
     /// Learn a policy: record the syscalls of live workloads, or of one command.
     ///
@@ -179,6 +183,10 @@ enum Command {
         /// Live workloads recorded at most (one probe slot each).
         #[arg(long, default_value_t = 128, value_name = "N")]
         max_workloads: u32,
+        /// A runtime state directory (a runtime's `--root`) to read besides the usual
+        /// ones, to name containers; repeatable.
+        #[arg(long, value_name = "DIR")]
+        runtime_root: Vec<PathBuf>,
         /// Print nothing on stderr but errors.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -551,6 +559,7 @@ fn main() -> ExitCode {
             api,
             standalone,
             max_workloads,
+            runtime_root,
         } => sysfence::watch::run(sysfence::watch::WatchOptions {
             filters: filters.into(),
             json,
@@ -559,6 +568,7 @@ fn main() -> ExitCode {
             standalone,
             max_workloads,
             count,
+            runtime_roots: runtime_root,
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Record {
@@ -571,6 +581,7 @@ fn main() -> ExitCode {
             no_include,
             interval,
             max_workloads,
+            runtime_root,
             quiet,
             command,
         } => sysfence::record::record(sysfence::record::RecordOptions {
@@ -590,6 +601,7 @@ fn main() -> ExitCode {
             interval: Duration::from_secs_f64(interval.max(0.01)),
             max_workloads,
             quiet,
+            runtime_roots: runtime_root,
         })
         .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
         Command::Report {

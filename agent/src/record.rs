@@ -512,6 +512,8 @@ pub struct RecordOptions {
     pub interval: Duration,
     pub max_workloads: u32,
     pub quiet: bool,
+    /// Runtime state roots to read besides the default ones (live workloads).
+    pub runtime_roots: Vec<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -675,6 +677,7 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
         options.filters.clone(),
         options.max_workloads,
         options.interval.max(Duration::from_secs(1)),
+        options.runtime_roots.clone(),
     )?;
     stop_on_signals();
     let mut base = base_recording(options.filters.clone(), None, options.interval);

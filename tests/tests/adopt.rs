@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sysfence_tests::*;
+use sysfence_tests::{oci, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -564,8 +564,11 @@ fn html_report_renders_in_chromium() {
 
     let url = format!("file://{}", html.display());
     let chromium = |extra: &[&str]| -> (String, String) {
-        let out = Command::new("chromium")
+        // Bounded: a browser that hangs fails the test (timeout exits 124).
+        let out = Command::new("timeout")
             .args([
+                "120",
+                "chromium",
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
@@ -648,4 +651,143 @@ fn html_report_renders_in_chromium() {
     // short ones, drawn to scale.
     assert!(blue >= 7000, "the longest bar is not drawn: {blue} px");
     assert!((150..2000).contains(&orange), "short bars: {orange} px");
+}
+
+#[test]
+fn live_record_of_two_runc_replicas_makes_one_policy() {
+    const TEST: &str = "live_record_of_two_runc_replicas_makes_one_policy";
+    if !privileged(TEST) {
+        return;
+    }
+    let Some(bins) = oci::require(TEST, &["runc"], false) else {
+        return;
+    };
+    oci::become_subreaper();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("sysfence-adopt-runc-{}", std::process::id());
+    let _cgroups = oci::CgroupTrees(vec![base.clone()]);
+    let root = dir.path().join("runc-root");
+    let bundle = dir.path().join("bundle");
+    fs::create_dir_all(&bundle).unwrap();
+    oci::busybox_rootfs(&bundle, &["sh", "sleep", "mkdir", "cat"]);
+    let mut containers = oci::Containers::new(&bins[0], &root);
+
+    let out = dir.path().join("learned");
+    let glob = format!("{base}/*");
+    let mut cmd = sysfence();
+    cmd.args([
+        "record",
+        "--duration",
+        "60s",
+        "--no-include",
+        "--cgroup",
+        &glob,
+    ])
+    .arg("--runtime-root")
+    .arg(&root)
+    .arg("-o")
+    .arg(&out);
+    let recorder = Collected::start(cmd);
+    recorder.wait_stderr("the recorder's start", "recording for");
+
+    // Two replicas of one workload, each doing something the other does not. Each
+    // sleeps first: a live recording binds a started container at its next rescan.
+    let mut pids = Vec::new();
+    for (id, script) in [
+        ("a", "sleep 2; mkdir /tmp/made; sleep 1"),
+        ("b", "sleep 2; cat /etc/passwd; sleep 1"),
+    ] {
+        oci::write_bundle_config(
+            &bundle,
+            &bins[0],
+            &["/bin/sh", "-c", script],
+            &format!("/{base}/{id}"),
+        );
+        let pid_file = dir.path().join(format!("{id}.pid"));
+        let log = dir.path().join(format!("{id}.out"));
+        let created = containers
+            .cmd(&["create", "--bundle"])
+            .arg(&bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(log.with_extension("err")).unwrap())
+            .status()
+            .unwrap();
+        containers.track(id);
+        assert!(
+            created.success(),
+            "runc create {id}: {}",
+            fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        );
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let started = containers.cmd(&["start", id]).output().unwrap();
+        assert!(
+            started.status.success(),
+            "runc start {id}: {}",
+            text(&started).1
+        );
+        pids.push(pid);
+    }
+    for pid in pids {
+        let status = oci::wait_pid(pid, Duration::from_secs(30)).expect("the container exits");
+        assert_eq!(status, 0, "container init status {status:#x}");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, _) = recorder.stop(libc::SIGINT);
+    assert_eq!(code, 0, "record ends early on SIGINT and writes its files");
+
+    let rec: Value =
+        serde_json::from_str(&fs::read_to_string(out.join("recording.json")).unwrap()).unwrap();
+    let workloads = rec["workloads"].as_array().unwrap();
+    let by_id = |id: &str| -> BTreeMap<String, u64> {
+        let w = workloads
+            .iter()
+            .find(|w| w["container_id"] == id)
+            .unwrap_or_else(|| panic!("no workload with container id {id}: {rec}"));
+        assert_eq!(w["runtime"], "runc", "{w}");
+        assert_eq!(w["cgroup"], format!("{base}/{id}"));
+        w["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["syscall"].as_str().unwrap().to_string(),
+                    s["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (by_id("a"), by_id("b"));
+    assert_eq!(workloads.len(), 2, "{rec}");
+    let made_dir = |c: &BTreeMap<String, u64>| c.contains_key("mkdir") || c.contains_key("mkdirat");
+    assert!(made_dir(&a) && !made_dir(&b), "a: {a:?}\nb: {b:?}");
+    assert!(
+        b.contains_key("openat") && !a.contains_key("openat"),
+        "a: {a:?}\nb: {b:?}"
+    );
+    // The runtime's own setup (mount, pivot_root, ...) is not the workload's.
+    assert!(!a.contains_key("pivot_root"), "{a:?}");
+
+    // One policy, the union, selected by the filter.
+    let policy = out.join("policy.yaml");
+    let yaml = fs::read_to_string(&policy).unwrap();
+    let check = sysfence().arg("check").arg(&policy).output().unwrap();
+    assert!(check.status.success(), "{}\n{yaml}", text(&check).1);
+    assert!(yaml.contains(&format!("cgroupPath: \"{glob}\"")), "{yaml}");
+    for name in a.keys().chain(b.keys()) {
+        assert!(
+            yaml.contains(&format!(" {name},"))
+                || yaml.contains(&format!(" {name}]"))
+                || yaml.contains(&format!("[{name},")),
+            "{name} missing from the learned allowlist:\n{yaml}"
+        );
+    }
 }

@@ -67,6 +67,7 @@ impl Standalone {
         filters: Filters,
         max_workloads: u32,
         rescan_every: Duration,
+        runtime_roots: Vec<PathBuf>,
     ) -> anyhow::Result<Standalone> {
         filters.validate()?;
         let max_workloads = max_workloads.max(1);
@@ -80,7 +81,7 @@ impl Standalone {
             ManagerOptions {
                 cgroup_root: root.clone(),
                 cri_sockets: None,
-                runtime_roots: Vec::new(),
+                runtime_roots,
             },
             Vec::new(),
             &mut probe,
@@ -107,8 +108,8 @@ impl Standalone {
         self.probe.max_slots()
     }
 
-    /// The workloads that match the filters now.
-    fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, Identity>> {
+    /// The workloads that match the filters now, and whether each is a container.
+    fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (Identity, bool)>> {
         self.runtime
             .block_on(self.manager.rescan(&mut self.probe))?;
         let answer = self
@@ -118,12 +119,14 @@ impl Standalone {
         for w in answer["workloads"].as_array().into_iter().flatten() {
             let identity = identity_of(w);
             if identity.cgroup_id != 0 && self.filters.matches(&identity) {
-                found.insert(identity.cgroup_id, identity);
+                found.insert(identity.cgroup_id, (identity, true));
             }
         }
         if self.filters.cgroup.is_some() {
             for (rel, abs) in cgroup::walk(&self.root) {
-                if found.values().any(|w| w.cgroup == rel) || !self.filters.cgroup_matches(&rel) {
+                if found.values().any(|(w, _)| w.cgroup == rel)
+                    || !self.filters.cgroup_matches(&rel)
+                {
                     continue;
                 }
                 let Ok(id) = cgroup::id_of(&abs) else {
@@ -140,7 +143,7 @@ impl Standalone {
                         ..Identity::default()
                     });
                 if self.filters.matches(&identity) {
-                    found.insert(id, identity);
+                    found.insert(id, (identity, false));
                 }
             }
         }
@@ -172,8 +175,14 @@ impl Standalone {
             });
         }
         self.unwatched.retain(|id, ()| found.contains_key(id));
-        for (id, identity) in found {
+        for (id, (identity, container)) in found {
             if self.watched.contains_key(&id) || self.unwatched.contains_key(&id) {
+                continue;
+            }
+            // A container its runtime is still setting up (or that waits for `start`)
+            // is left for a later rescan: the runtime's own mounts, pivot_root and the
+            // like are not the workload's calls.
+            if runtime_setting_up(&self.root.join(&identity.cgroup), container) {
                 continue;
             }
             let Some(slot) = self.free.pop() else {
@@ -236,6 +245,20 @@ impl Standalone {
         }
         Ok(snapshot)
     }
+}
+
+/// Whether a cgroup holds only an OCI runtime's own processes (before the entrypoint's
+/// exec), or is an empty container cgroup, as the agent judges it before binding.
+fn runtime_setting_up(dir: &std::path::Path, container: bool) -> bool {
+    let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<&str> = pids.lines().map(str::trim).collect();
+    if pids.is_empty() {
+        return container;
+    }
+    pids.iter().all(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| crate::workload::manager::is_runtime_init_comm(c.trim()))
+    })
 }
 
 /// An [`Identity`] from the JSON of a [`crate::workload::Workload`].
