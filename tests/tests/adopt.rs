@@ -791,3 +791,111 @@ fn live_record_of_two_runc_replicas_makes_one_policy() {
         );
     }
 }
+
+/// A stand-in for the agent's API (the real server is the agent's): answers `watch`
+/// with two cumulative frames and `events` with one answer, lines as in the contract
+/// (agent/src/watch/api.rs). Returns the request lines it received.
+fn fake_agent_api(socket: &Path) -> Arc<Mutex<Vec<String>>> {
+    use std::io::Write as _;
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind fake API");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_err() {
+                continue;
+            }
+            seen.lock().unwrap().push(line.trim().to_string());
+            let request: Value = serde_json::from_str(&line).unwrap_or_default();
+            let identity = r#""cgroup_id":4242,"cgroup":"kubepods/pod1/c1","namespace":"shop","pod":"web-1","container":"web","container_id":"abc""#;
+            let answer = match request["op"].as_str() {
+                Some("watch") => format!(
+                    "{{\"t_ms\":1764374400000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"counts\":{{\"x86_64:read\":10,\"i386:mount\":1}},\"violations\":{{\"x86_64:ptrace\":1}}}}]}}\n\
+                     {{\"t_ms\":1764374401000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"counts\":{{\"x86_64:read\":25,\"i386:mount\":1}},\"violations\":{{\"x86_64:ptrace\":3}}}}]}}\n"
+                ),
+                Some("events") => format!(
+                    "{{\"since_ms\":1764374400000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"bound_ms\":1764374400000}}],\"violations\":[\
+                     {{\"timestamp\":\"2025-11-29T00:00:05.000000Z\",\"level\":\"WARN\",\"event\":\"violation\",\"policy\":\"web\",\"monitor_only\":false,{identity},\"pid\":17,\"tid\":17,\"comm\":\"nginx\",\"exe\":\"/usr/sbin/nginx\",\"abi\":\"x86_64\",\"syscall\":\"ptrace\",\"nr\":101,\"outcome\":\"audited\",\"runtime\":\"runc\",\"sandboxed\":false,\"image\":\"nginx:1.25\",\"hook\":\"\",\"via_io_uring\":false,\"suppressed\":4}},\
+                     {{\"timestamp\":\"2025-11-29T00:00:09.000000Z\",\"level\":\"WARN\",\"event\":\"violation\",\"policy\":\"web\",\"monitor_only\":false,{identity},\"pid\":18,\"tid\":18,\"comm\":\"nginx\",\"abi\":\"i386\",\"syscall\":\"mount (i386)\",\"nr\":21,\"outcome\":\"audited\",\"runtime\":\"runc\",\"sandboxed\":false,\"image\":\"nginx:1.25\",\"hook\":\"\",\"via_io_uring\":false,\"suppressed\":0}}]}}\n"
+                ),
+                _ => "{\"error\":\"unknown op\"}\n".to_string(),
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    requests
+}
+
+#[test]
+fn watch_and_report_read_the_agent_api() {
+    // No root: the data comes from the (stand-in) agent.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let requests = fake_agent_api(&socket);
+
+    let out = sysfence()
+        .args(["watch", "--json", "--namespace", "shop", "--api"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("agent mode"), "the mode is said: {stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for l in &lines {
+        assert_eq!(l["source"], "agent");
+        assert_eq!(l["policy"], "web");
+        assert_eq!(l["mode"], "audit");
+        assert_eq!(l["pod"], "web-1");
+    }
+    // Deltas of cumulative frames.
+    assert_eq!(lines[0]["deltas"]["x86_64:read"], 10);
+    assert_eq!(lines[0]["deltas"]["i386:mount"], 1);
+    assert_eq!(lines[1]["deltas"]["x86_64:read"], 15);
+    assert!(lines[1]["deltas"].get("i386:mount").is_none());
+    assert_eq!(lines[1]["violations"]["x86_64:ptrace"], 2);
+    assert_eq!(lines[1]["interval_ms"], 1000);
+    let request: Value = serde_json::from_str(&requests.lock().unwrap()[0]).unwrap();
+    assert_eq!(request["op"], "watch");
+    assert_eq!(request["namespace"], "shop");
+
+    let out = sysfence()
+        .args(["report", "--format", "json", "--api"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "would-be denials: exit 1; {stderr}"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let w = &report["workloads"][0];
+    assert_eq!(w["name"], "shop/web-1/web");
+    assert_eq!(w["denials"][0]["label"], "ptrace");
+    assert_eq!(w["denials"][0]["count"], 5, "1 event + 4 suppressed");
+    assert_eq!(w["denials"][0]["exe"], "/usr/sbin/nginx");
+    assert_eq!(w["denials"][1]["label"], "mount (i386)");
+    assert_eq!(
+        w["verdict"]["text"],
+        "not safe: 6 would-be denials of 2 syscalls"
+    );
+    assert!(
+        w["suggestion"]
+            .as_str()
+            .unwrap()
+            .contains("allow: [mount, ptrace]"),
+        "{w}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(requests.lock().unwrap().last().unwrap()).unwrap()["op"],
+        "events"
+    );
+}
