@@ -346,6 +346,19 @@ pub fn learned_policy_yaml(
         "# Mode `{}`: bind it in audit first, read `sysfence report`, then enforce.\n",
         options.mode.as_str()
     ));
+    let sandboxed: BTreeSet<&str> = recording
+        .workloads
+        .iter()
+        .map(|w| w.identity.runtime.as_str())
+        .filter(|r| matches!(*r, "runsc" | "kata"))
+        .collect();
+    for r in sandboxed {
+        y.push_str(&format!(
+            "# Sandboxed ({r}): the host saw the sandbox's own syscalls (gVisor's Sentry, \
+             Kata's VMM),\n# not the application's. The agent applies this policy \
+             monitor-only unless its selector\n# names `runtime: {r}`.\n"
+        ));
+    }
     y.push_str("apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n");
     y.push_str(&format!("  name: {}\n", options.name));
     y.push_str(&format!(

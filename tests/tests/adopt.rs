@@ -303,7 +303,8 @@ fn fake_agent_api(socket: &Path) -> Arc<Mutex<Vec<String>>> {
             let answer = match request["op"].as_str() {
                 Some("watch") => format!(
                     "{{\"t_ms\":1764374400000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"counts\":{{\"x86_64:read\":10,\"i386:mount\":1}},\"violations\":{{\"x86_64:ptrace\":1}}}}]}}\n\
-                     {{\"t_ms\":1764374401000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"counts\":{{\"x86_64:read\":25,\"i386:mount\":1}},\"violations\":{{\"x86_64:ptrace\":3}}}}]}}\n"
+                     {{\"t_ms\":1764374401000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"counts\":{{\"x86_64:read\":25,\"i386:mount\":1}},\"violations\":{{\"x86_64:ptrace\":3}}}}]}}\n\
+                     {{\"t_ms\":1764374402000,\"workloads\":[]}}\n"
                 ),
                 Some("events") => format!(
                     "{{\"since_ms\":1764374400000,\"workloads\":[{{{identity},\"policy\":\"web\",\"mode\":\"audit\",\"bound_ms\":1764374400000}}],\"violations\":[\
@@ -337,7 +338,10 @@ fn watch_and_report_read_the_agent_api() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines.len(), 3, "{stdout}");
+    // The third frame lacks the workload: its last line says it is gone.
+    assert_eq!(lines[2]["gone"], true);
+    assert_eq!(lines[2]["total"], 0);
     for l in &lines {
         assert_eq!(l["source"], "agent");
         assert_eq!(l["policy"], "web");

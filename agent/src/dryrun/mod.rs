@@ -316,6 +316,16 @@ pub fn from_recording(
          process per call, so no example pid is shown (an audit run names them)"
             .to_string(),
     ];
+    for w in &recording.workloads {
+        if matches!(w.identity.runtime.as_str(), "runsc" | "kata") {
+            notes.push(format!(
+                "{} runs on {}: its counts are the sandbox's own syscalls, not the \
+                 application's",
+                w.identity.display_name(),
+                w.identity.runtime
+            ));
+        }
+    }
     if let Some(cmd) = &recording.command {
         notes.push(format!("recorded command: {}", cmd.join(" ")));
     }

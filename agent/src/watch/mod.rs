@@ -43,6 +43,26 @@ pub trait Source: Send {
 struct AgentSource {
     client: api::ApiClient,
     first: Option<Snapshot>,
+    /// The last frame's workloads: one that is missing from the next frame is reported
+    /// once more, as gone.
+    last: HashMap<u64, WorkloadCounts>,
+}
+
+/// Add, as gone, the workloads of the previous frame that this one lacks.
+fn mark_departed(last: &mut HashMap<u64, WorkloadCounts>, mut s: Snapshot) -> Snapshot {
+    let now: HashMap<u64, WorkloadCounts> = s
+        .workloads
+        .iter()
+        .map(|w| (w.identity.cgroup_id, w.clone()))
+        .collect();
+    for (id, mut w) in std::mem::take(last) {
+        if !now.contains_key(&id) {
+            w.gone = true;
+            s.workloads.push(w);
+        }
+    }
+    *last = now;
+    s
 }
 
 impl Source for AgentSource {
@@ -56,13 +76,14 @@ impl Source for AgentSource {
         "agent"
     }
     fn next_snapshot(&mut self) -> anyhow::Result<Option<Snapshot>> {
-        if let Some(s) = self.first.take() {
-            return Ok(Some(s));
-        }
-        match self.client.next_line()? {
-            Some(line) => api::parse_watch_line(&line).map(Some),
-            None => Ok(None),
-        }
+        let next = match self.first.take() {
+            Some(s) => s,
+            None => match self.client.next_line()? {
+                Some(line) => api::parse_watch_line(&line)?,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(mark_departed(&mut self.last, next)))
     }
     fn finish(self: Box<Self>) -> anyhow::Result<Option<Snapshot>> {
         Ok(None)
@@ -144,6 +165,7 @@ fn open_source(options: &WatchOptions) -> anyhow::Result<Box<dyn Source>> {
                 Ok(AgentSource {
                     client,
                     first: Some(first),
+                    last: HashMap::new(),
                 })
             });
         match attempt {
@@ -346,6 +368,30 @@ mod tests {
         // A workload seen again after it went is counted from zero.
         let s = snap(4000, 2, false);
         assert_eq!(d.apply(&s)[0].counts.values().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn a_workload_missing_from_the_next_frame_is_reported_gone_once() {
+        let mut last = HashMap::new();
+        let first = mark_departed(&mut last, snap(1000, 3, false));
+        assert_eq!(first.workloads.len(), 1);
+        let empty = mark_departed(
+            &mut last,
+            Snapshot {
+                t_ms: 2000,
+                workloads: Vec::new(),
+            },
+        );
+        assert_eq!(empty.workloads.len(), 1);
+        assert!(empty.workloads[0].gone);
+        let again = mark_departed(
+            &mut last,
+            Snapshot {
+                t_ms: 3000,
+                workloads: Vec::new(),
+            },
+        );
+        assert!(again.workloads.is_empty());
     }
 
     #[test]
