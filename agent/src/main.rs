@@ -5,9 +5,10 @@ use sysfence::{daemon, policy, run};
 
 /// Per-container syscall allowlists, enforced by eBPF in the host kernel.
 ///
-/// Adopt a policy in steps: write or include an allowlist, `check` it, try it on one
-/// command with `run --mode audit`, then let the `agent` bind it to cgroups in audit
-/// mode, and switch to `enforce` once it reports no violations.
+/// Adopt a policy in four steps: `watch` what workloads call, `record` a policy from
+/// it (it passes `check`), `report` what it would deny (a dry run, offline or from the
+/// agent's audit events), then enforce it (`run --mode enforce`, or the `agent` with
+/// `mode: enforce`) once the report says it is safe.
 #[derive(Parser)]
 #[command(
     name = "sysfence",
