@@ -5,9 +5,10 @@ use sysfence::{daemon, policy, run};
 
 /// Per-container syscall allowlists, enforced by eBPF in the host kernel.
 ///
-/// Adopt a policy in steps: write or include an allowlist, `check` it, try it on one
-/// command with `run --mode audit`, then let the `agent` bind it to cgroups in audit
-/// mode, and switch to `enforce` once it reports no violations.
+/// Adopt a policy in four steps: `watch` what workloads call, `record` a policy from
+/// it (it passes `check`), `report` what it would deny (a dry run, offline or from the
+/// agent's audit events), then enforce it (`run --mode enforce`, or the `agent` with
+/// `mode: enforce`) once the report says it is safe.
 #[derive(Parser)]
 #[command(
     name = "sysfence",
@@ -90,6 +91,152 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<OsString>,
+    },
+    /// Show live syscalls per workload (pod, container or cgroup).
+    ///
+    /// On a terminal: a top-like table (rows = workload x syscall; columns rate/s,
+    /// total, ABI, violations; keys r/t/v/s/w sort, arrows scroll, q quits). Otherwise,
+    /// or with --json: one JSON line per interval per workload with the per-syscall
+    /// deltas since the previous line ({"t_ms","interval_ms","source","cgroup_id",
+    /// "cgroup","namespace","pod","container","policy","mode","total","deltas":
+    /// {"x86_64:read":12},"violations":{..},"gone"}); the last line of a workload that
+    /// went away, or of every workload when watch stops, has "gone": true.
+    ///
+    /// Data comes from the running agent's API (with each workload's policy, mode and
+    /// violations) or, when the socket is missing or refuses, from sysfence's own probe
+    /// (standalone: monitor only, one counting slot per workload, so counts are exact
+    /// per workload). The mode used is printed on stderr and in the title bar. Needs
+    /// root in standalone mode.
+    #[command(
+        after_help = "Examples:\n  sysfence watch                                  # every container, on a terminal\n  sysfence watch --namespace shop --pod web-1\n  sysfence watch --cgroup 'system.slice/*' --json --interval 5\n  sysfence watch --standalone --json --count 10 > calls.jsonl"
+    )]
+    Watch {
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// JSON lines on stdout even on a terminal.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between snapshots (standalone; the agent sends one per second).
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Stop after N intervals.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The agent's API socket.
+        #[arg(long, value_name = "PATH", default_value = sysfence::watch::api::DEFAULT_API_SOCKET)]
+        api: PathBuf,
+        /// Use sysfence's own probe even if the agent runs.
+        #[arg(long)]
+        standalone: bool,
+        /// Workloads watched at most (standalone: one probe slot each).
+        #[arg(long, default_value_t = 128, value_name = "N")]
+        max_workloads: u32,
+        /// A runtime state directory (a runtime's `--root`) to read besides the usual
+        /// ones, to name containers (standalone); repeatable.
+        #[arg(long, value_name = "DIR")]
+        runtime_root: Vec<PathBuf>,
+    },
+    /// Learn a policy: record the syscalls of live workloads, or of one command.
+    ///
+    /// Live: `record [FILTERS] --duration 60s` counts every workload matching the
+    /// filters (as `watch` does, with its own probe: it works with or without the
+    /// agent) and learns one policy from the union of what they did (replicas of one
+    /// workload make one policy). Command: `record -o DIR -- CMD ARGS` runs the command
+    /// in a fresh cgroup that it joins before exec (its first syscall is counted),
+    /// until it exits; sysfence then exits with the command's status.
+    ///
+    /// Writes DIR/policy.yaml (passes `sysfence check`; mode audit by default; the
+    /// allowlist is every syscall observed, per ABI; selector from the filters) and
+    /// DIR/recording.json (versioned; exact counts per workload, ABI and syscall, first
+    /// and last seen, the workloads' identity, the time span, the command). Live
+    /// recordings include `runtime-default` (what a container's start needs, which a
+    /// recording of running workloads cannot see); the YAML says so and how many names
+    /// that adds. Needs root.
+    #[command(
+        after_help = "Examples:\n  sysfence record -o learned/ -- ./server --selftest\n  sysfence record --namespace shop --container web --duration 10m -o web/\n  sysfence record --cgroup 'system.slice/nginx.service' --duration 60s -o nginx/ --no-include\n\nNext: sysfence report --policy learned/policy.yaml --from learned/recording.json"
+    )]
+    Record {
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// How long to record live workloads: 90s, 10m, 1h, 500ms (plain numbers are
+        /// seconds).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Directory for policy.yaml and recording.json (created if missing).
+        #[arg(long, short = 'o', value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+        /// metadata.name of the policy (default: learned-<command|container|pod|...>).
+        #[arg(long)]
+        name: Option<String>,
+        /// Mode written in the policy.
+        #[arg(long, value_enum, default_value_t = ModeArg::Audit)]
+        mode: ModeArg,
+        /// A set to include (repeatable; default: runtime-default for live workloads,
+        /// none for a command).
+        #[arg(long = "include", value_name = "SET", conflicts_with = "no_include")]
+        include: Vec<String>,
+        /// Include no set: allow only what was observed.
+        #[arg(long)]
+        no_include: bool,
+        /// Seconds between samples (first/last seen are exact to this).
+        #[arg(long, default_value_t = 0.1, value_name = "SECS")]
+        interval: f64,
+        /// Live workloads recorded at most (one probe slot each).
+        #[arg(long, default_value_t = 128, value_name = "N")]
+        max_workloads: u32,
+        /// A runtime state directory (a runtime's `--root`) to read besides the usual
+        /// ones, to name containers; repeatable.
+        #[arg(long, value_name = "DIR")]
+        runtime_root: Vec<PathBuf>,
+        /// Print nothing on stderr but errors.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+        /// The command and its arguments.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
+    /// A dry-run report: what a policy would deny, per workload, before enforcing it.
+    ///
+    /// Evidence, one of:
+    ///
+    /// * `--policy CANDIDATE --from RECORDING`: offline, the candidate judged against a
+    ///   recording's exact counts; no kernel, no root (for CI pipelines).
+    ///
+    /// * `--events AGENT_LOG`: the violations the agent logged (JSON lines) for
+    ///   workloads bound to `audit` policies.
+    ///
+    /// * neither: the running agent, asked on its API socket.
+    ///
+    /// For each workload: the syscalls that would have been denied (exact counts, the
+    /// rate-limited events' `suppressed` included; first and last seen; an example pid,
+    /// comm and exe from audit events), the policy change that would allow them (YAML
+    /// to add), and a verdict: "safe to enforce: 0 would-be denials in 3h" or "not
+    /// safe: N would-be denials of K syscalls".
+    ///
+    /// Exit status: 0 when nothing would be denied, 1 when something would, 2 on error.
+    #[command(
+        after_help = "Examples:\n  sysfence report --policy learned/policy.yaml --from learned/recording.json\n  sysfence report --events /var/log/sysfence.jsonl --format markdown\n  sysfence report --format html -o dry-run.html          # from the running agent\n\nIn CI:\n  sysfence report --policy web.yaml --from web-recording.json --format markdown >> \"$GITHUB_STEP_SUMMARY\" || exit 1"
+    )]
+    Report {
+        /// The candidate policy (one SyscallPolicy). With --events, it makes the
+        /// suggested changes exact (spec.deny, spec.abi).
+        #[arg(long, short = 'p', value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// A recording made by `sysfence record` (offline report).
+        #[arg(long, value_name = "RECORDING", conflicts_with = "events")]
+        from: Option<PathBuf>,
+        /// The agent's JSON-lines log.
+        #[arg(long, value_name = "AGENT_LOG")]
+        events: Option<PathBuf>,
+        /// The agent's API socket, asked when neither --from nor --events is given.
+        #[arg(long, value_name = "PATH", default_value = sysfence::watch::api::DEFAULT_API_SOCKET)]
+        api: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+        /// Write the report here instead of stdout.
+        #[arg(long, short = 'o', value_name = "OUT")]
+        output: Option<PathBuf>,
     },
     /// Run the node agent: bind every policy in DIR to the cgroups its selector matches.
     ///
@@ -220,6 +367,65 @@ enum Command {
         #[arg(long)]
         caller: bool,
     },
+}
+
+/// Which workloads: every filter given must match (names exactly; --cgroup is a glob
+/// under the cgroup v2 root where `*` stops at `/`, as a policy's cgroupPath).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct FilterArgs {
+    /// The pod's namespace.
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// The pod's name.
+    #[arg(long, value_name = "POD")]
+    pod: Option<String>,
+    /// The container's name.
+    #[arg(long, value_name = "NAME")]
+    container: Option<String>,
+    /// A cgroup path glob, e.g. 'kubepods/*/pod*/*' (any cgroup, container or not).
+    #[arg(long, value_name = "GLOB")]
+    cgroup: Option<String>,
+}
+
+impl From<FilterArgs> for sysfence::watch::snapshot::Filters {
+    fn from(f: FilterArgs) -> Self {
+        sysfence::watch::snapshot::Filters {
+            namespace: f.namespace,
+            pod: f.pod,
+            container: f.container,
+            cgroup: f.cgroup,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Table,
+    Json,
+    Markdown,
+    Html,
+}
+
+/// `90s`, `10m`, `1h`, `500ms`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((t, ""), |i| t.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a duration such as 90s, 10m, 1h, 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (ms, s, m, h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("`{text}`: the duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Subcommand)]
@@ -383,6 +589,83 @@ fn main() -> ExitCode {
                 command,
             })
             .map(|code| ExitCode::from(code.clamp(0, 255) as u8))
+        }
+        Command::Watch {
+            filters,
+            json,
+            interval,
+            count,
+            api,
+            standalone,
+            max_workloads,
+            runtime_root,
+        } => sysfence::watch::run(sysfence::watch::WatchOptions {
+            filters: filters.into(),
+            json,
+            interval: Duration::from_secs_f64(interval.max(0.05)),
+            api,
+            standalone,
+            max_workloads,
+            count,
+            runtime_roots: runtime_root,
+        })
+        .map(|()| ExitCode::SUCCESS),
+        Command::Record {
+            filters,
+            duration,
+            output,
+            name,
+            mode,
+            include,
+            no_include,
+            interval,
+            max_workloads,
+            runtime_root,
+            quiet,
+            command,
+        } => sysfence::record::record(sysfence::record::RecordOptions {
+            output,
+            filters: filters.into(),
+            duration,
+            command,
+            name,
+            mode: mode.into(),
+            include: if no_include {
+                Some(Vec::new())
+            } else if include.is_empty() {
+                None
+            } else {
+                Some(include)
+            },
+            interval: Duration::from_secs_f64(interval.max(0.01)),
+            max_workloads,
+            quiet,
+            runtime_roots: runtime_root,
+        })
+        .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
+        Command::Report {
+            policy,
+            from,
+            events,
+            api,
+            format,
+            output,
+        } => {
+            use sysfence::dryrun::command::{Format, ReportOptions};
+            sysfence::dryrun::command::run(ReportOptions {
+                policy,
+                from,
+                events,
+                api,
+                format: match format {
+                    ReportFormat::Table => Format::Table,
+                    ReportFormat::Json => Format::Json,
+                    ReportFormat::Markdown => Format::Markdown,
+                    ReportFormat::Html => Format::Html,
+                },
+                output,
+            })
+            .map(|code| ExitCode::from(code as u8))
         }
         Command::Doctor { json } => sysfence::doctor::run(json).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),

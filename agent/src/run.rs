@@ -8,7 +8,7 @@ use std::{
         unix::process::{CommandExt as _, ExitStatusExt as _},
     },
     path::PathBuf,
-    process::Command,
+    process::{Child, Command, ExitStatus},
     sync::atomic::{AtomicI32, Ordering},
     thread,
     time::Duration,
@@ -120,25 +120,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let cg = OwnedCgroup::create(&root, &format!("sysfence/run-{}", std::process::id()))?;
     probe.bind(cg.id, slot)?;
 
-    let procs = cg.procs_file()?;
-    let procs_fd = procs.as_raw_fd();
-    let mut command = Command::new(&options.command[0]);
-    command.args(&options.command[1..]);
-    // SAFETY: the closure only calls write(2), which is async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            // Join the policed cgroup before exec: the command's first syscall is policed.
-            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    forward_signals();
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", options.command[0].to_string_lossy()))?;
-    drop(procs);
+    let mut child = spawn_in_cgroup(&cg, &options.command)?;
 
     let mut events: Vec<ViolationEvent> = Vec::new();
     let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
@@ -149,18 +131,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
             }
         }
     };
-    let status = loop {
+    let status = wait_forwarding(&mut child, || {
         drain(&mut ring, &mut events);
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
-        if sig != 0 {
-            // SAFETY: plain libc call on our own child.
-            unsafe { libc::kill(child.id() as i32, sig) };
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+        Ok(())
+    })?;
     // What the command left behind does not outlive `run`.
     cg.kill_all(Duration::from_secs(5))?;
     drain(&mut ring, &mut events);
@@ -171,11 +145,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     drop(cg);
 
     let (count_rows, violations) = report::summarize(&enforcement.slot, &counts, &events);
-    let (exit_code, signal) = match (status.code(), status.signal()) {
-        (Some(code), _) => (code, None),
-        (None, Some(sig)) => (128 + sig, Some(sig)),
-        (None, None) => return Err(anyhow!("child ended with unknown status {status:?}")),
-    };
+    let exit_code = exit_code(&status)?;
+    let signal = status.signal();
     let run_report = RunReport {
         exit_code,
         signal,
@@ -201,6 +172,63 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(exit_code)
+}
+
+/// Start `command` so that it joins `cg` before it executes: its first syscall is
+/// already in the cgroup (the write that moves it is not; `execve` is).
+pub fn spawn_in_cgroup(cg: &OwnedCgroup, command: &[OsString]) -> anyhow::Result<Child> {
+    let Some(program) = command.first() else {
+        bail!("no command given");
+    };
+    let procs = cg.procs_file()?;
+    let procs_fd = procs.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(&command[1..]);
+    // SAFETY: the closure only calls write(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Join the cgroup before exec: the command's first syscall is in it.
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    forward_signals();
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    drop(procs);
+    Ok(child)
+}
+
+/// Wait for `child`, passing SIGINT/SIGTERM/SIGHUP on to it, and calling `tick` every
+/// few milliseconds meanwhile.
+pub fn wait_forwarding(
+    child: &mut Child,
+    mut tick: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<ExitStatus> {
+    loop {
+        tick()?;
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        let sig = PENDING_SIGNAL.swap(0, Ordering::SeqCst);
+        if sig != 0 {
+            // SAFETY: plain libc call on our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The status as a shell reports it: the exit code, or 128+N for signal N.
+pub fn exit_code(status: &ExitStatus) -> anyhow::Result<i32> {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => Ok(code),
+        (None, Some(sig)) => Ok(128 + sig),
+        (None, None) => Err(anyhow!("child ended with unknown status {status:?}")),
+    }
 }
 
 fn print_summary(r: &RunReport) {

@@ -4,7 +4,8 @@
 //! - build: `protobuf-compiler` (k8s-cri's build script runs `protoc` for the CRI API);
 //! - tests: the container runtimes the integration tests drive (runc, crun, gVisor's
 //!   runsc, containerd) and `busybox-static`, from which they build root filesystems
-//!   and images (no registry is used).
+//!   and images (no registry is used), `strace` (the independent count of
+//!   tests/tests/adopt.rs) and `chromium` (renders the HTML dry-run report headless).
 
 use std::process::{Command, Stdio};
 
@@ -62,6 +63,16 @@ const TEST: &[Need] = &[
         what: "busybox-static, for root filesystems and images",
         packages: &["busybox-static"],
         program: None,
+    },
+    Need {
+        what: "strace, the independent tracer whose counts `watch` and `record` are checked against",
+        packages: &["strace"],
+        program: Some("strace"),
+    },
+    Need {
+        what: "chromium, to render the HTML dry-run report headless",
+        packages: &["chromium"],
+        program: Some("chromium"),
     },
 ];
 

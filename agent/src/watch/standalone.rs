@@ -1,0 +1,327 @@
+//! The standalone source: sysfence's own probe, monitor only, one counting slot per
+//! workload, so counts are per workload whether or not the agent runs.
+//!
+//! Workloads are found by the agent's own discovery ([`Manager`], given no policy, so
+//! it binds nothing): containers from cgroupfs, the runtimes' state and the CRI. With
+//! `--cgroup`, any cgroup whose path matches counts too, container or not. Each
+//! matching workload gets a slot that allows everything in `monitor` mode (nothing is
+//! judged, every call is counted) and its cgroup is bound to it; its child cgroups
+//! count with it through the probe's ancestor fallback.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use probe_common::{PolicySlot, mode};
+
+use super::snapshot::{Counts, Filters, Identity, Snapshot, SyscallKey, WorkloadCounts, now_ms};
+use crate::{
+    cgroup,
+    probe::{Probe, ProbeOptions},
+    workload::{Manager, ManagerOptions, socket::Request},
+};
+
+/// A slot that counts every call and judges none.
+pub fn allow_all_slot() -> PolicySlot {
+    PolicySlot {
+        mode: mode::MONITOR,
+        live: 1,
+        allow: [u64::MAX; probe_common::ALLOW_WORDS],
+        ..PolicySlot::EMPTY
+    }
+}
+
+/// The per-index counts of a probe slot as keyed counts.
+pub fn keyed(counts: &[(u32, u64)]) -> Counts {
+    counts
+        .iter()
+        .map(|&(i, n)| (SyscallKey::of_index(i), n))
+        .collect()
+}
+
+struct Watched {
+    identity: Identity,
+    slot: u32,
+}
+
+pub struct Standalone {
+    probe: Probe,
+    manager: Manager,
+    runtime: tokio::runtime::Runtime,
+    root: PathBuf,
+    filters: Filters,
+    watched: BTreeMap<u64, Watched>,
+    free: Vec<u32>,
+    /// Workloads that matched but found no free slot (said once each).
+    unwatched: HashMap<u64, ()>,
+    rescan_every: Duration,
+    last_rescan: Option<Instant>,
+}
+
+impl Standalone {
+    /// Load the probe with `max_workloads` slots.
+    pub fn new(
+        filters: Filters,
+        max_workloads: u32,
+        rescan_every: Duration,
+        runtime_roots: Vec<PathBuf>,
+    ) -> anyhow::Result<Standalone> {
+        filters.validate()?;
+        let max_workloads = max_workloads.max(1);
+        let mut probe = Probe::load(ProbeOptions {
+            max_slots: max_workloads,
+            attach: true,
+        })?;
+        probe.settle();
+        let root = cgroup::v2_root()?;
+        let manager = Manager::new(
+            ManagerOptions {
+                cgroup_root: root.clone(),
+                cri_sockets: None,
+                runtime_roots,
+            },
+            Vec::new(),
+            &mut probe,
+        )?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for discovery")?;
+        Ok(Standalone {
+            probe,
+            manager,
+            runtime,
+            root,
+            filters,
+            watched: BTreeMap::new(),
+            free: (0..max_workloads).rev().collect(),
+            unwatched: HashMap::new(),
+            rescan_every,
+            last_rescan: None,
+        })
+    }
+
+    pub fn max_workloads(&self) -> u32 {
+        self.probe.max_slots()
+    }
+
+    /// The workloads that match the filters now, and whether each is a container.
+    fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (Identity, bool)>> {
+        self.runtime
+            .block_on(self.manager.rescan(&mut self.probe))?;
+        let answer = self
+            .runtime
+            .block_on(self.manager.handle(&mut self.probe, Request::Workloads));
+        let mut found = BTreeMap::new();
+        for w in answer["workloads"].as_array().into_iter().flatten() {
+            let identity = identity_of(w);
+            if identity.cgroup_id != 0 && self.filters.matches(&identity) {
+                found.insert(identity.cgroup_id, (identity, true));
+            }
+        }
+        if self.filters.cgroup.is_some() {
+            for (rel, abs) in cgroup::walk(&self.root) {
+                if found.values().any(|(w, _)| w.cgroup == rel)
+                    || !self.filters.cgroup_matches(&rel)
+                {
+                    continue;
+                }
+                let Ok(id) = cgroup::id_of(&abs) else {
+                    continue;
+                };
+                let identity = self
+                    .manager
+                    .describe(id)
+                    .filter(|w| w.cgroup_id == id)
+                    .map(|w| identity_of(&serde_json::to_value(w).unwrap_or_default()))
+                    .unwrap_or(Identity {
+                        cgroup_id: id,
+                        cgroup: rel,
+                        ..Identity::default()
+                    });
+                if self.filters.matches(&identity) {
+                    found.insert(id, (identity, false));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Bind new workloads to free slots, retire those that are gone (their last counts
+    /// are returned).
+    fn rescan(&mut self) -> anyhow::Result<Vec<WorkloadCounts>> {
+        let found = self.discover()?;
+        let mut retired = Vec::new();
+        let gone: Vec<u64> = self
+            .watched
+            .keys()
+            .filter(|id| !found.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            let w = self.watched.remove(&id).expect("watched");
+            let counts = keyed(&self.probe.slot_counts(w.slot)?);
+            self.probe.unbind(id)?;
+            self.probe.free_slot(w.slot)?;
+            self.free.push(w.slot);
+            retired.push(WorkloadCounts {
+                identity: w.identity,
+                counts,
+                gone: true,
+                ..WorkloadCounts::default()
+            });
+        }
+        self.unwatched.retain(|id, ()| found.contains_key(id));
+        for (id, (identity, container)) in found {
+            if self.watched.contains_key(&id) || self.unwatched.contains_key(&id) {
+                continue;
+            }
+            // A container its runtime is still setting up (or that waits for `start`)
+            // is left for a later rescan: the runtime's own mounts, pivot_root and the
+            // like are not the workload's calls.
+            if runtime_setting_up(&self.root.join(&identity.cgroup), container) {
+                continue;
+            }
+            let Some(slot) = self.free.pop() else {
+                eprintln!(
+                    "sysfence: no free counting slot for {} (cgroup {}): raise --max-workloads \
+                     (now {})",
+                    identity.display_name(),
+                    identity.cgroup,
+                    self.probe.max_slots()
+                );
+                self.unwatched.insert(id, ());
+                continue;
+            };
+            self.probe.fill_slot(slot, &allow_all_slot())?;
+            self.probe.bind(id, slot)?;
+            self.watched.insert(id, Watched { identity, slot });
+        }
+        let levels = self.watched.values().fold(0u32, |acc, w| {
+            acc | 1u32
+                .checked_shl(cgroup::level(&w.identity.cgroup))
+                .unwrap_or(0)
+        });
+        self.probe.set_ancestor_levels(levels)?;
+        Ok(retired)
+    }
+
+    /// Rescan if due, then read every watched workload's counts.
+    pub fn poll(&mut self) -> anyhow::Result<Snapshot> {
+        let retired = if self
+            .last_rescan
+            .is_none_or(|t| t.elapsed() >= self.rescan_every)
+        {
+            self.last_rescan = Some(Instant::now());
+            self.rescan()?
+        } else {
+            Vec::new()
+        };
+        let mut workloads = retired;
+        for w in self.watched.values() {
+            workloads.push(WorkloadCounts {
+                identity: w.identity.clone(),
+                counts: keyed(&self.probe.slot_counts(w.slot)?),
+                ..WorkloadCounts::default()
+            });
+        }
+        Ok(Snapshot {
+            t_ms: now_ms(),
+            workloads,
+        })
+    }
+
+    /// Unbind everything (also done when dropped, by the probe's detach).
+    pub fn close(mut self) -> anyhow::Result<Snapshot> {
+        let mut snapshot = self.poll()?;
+        for w in &mut snapshot.workloads {
+            w.gone = true;
+        }
+        for (id, _) in std::mem::take(&mut self.watched) {
+            self.probe.unbind(id)?;
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Whether a cgroup holds only an OCI runtime's own processes (before the entrypoint's
+/// exec), or is an empty container cgroup, as the agent judges it before binding.
+fn runtime_setting_up(dir: &std::path::Path, container: bool) -> bool {
+    let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    let pids: Vec<&str> = pids.lines().map(str::trim).collect();
+    if pids.is_empty() {
+        return container;
+    }
+    pids.iter().all(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| crate::workload::manager::is_runtime_init_comm(c.trim()))
+    })
+}
+
+/// An [`Identity`] from the JSON of a [`crate::workload::Workload`].
+fn identity_of(w: &serde_json::Value) -> Identity {
+    let s = |k: &str| w[k].as_str().unwrap_or_default().to_string();
+    Identity {
+        cgroup_id: w["cgroup_id"].as_u64().unwrap_or(0),
+        cgroup: s("cgroup_path"),
+        namespace: s("namespace"),
+        pod: s("pod"),
+        container: s("container"),
+        container_id: s("container_id"),
+        image: s("image"),
+        runtime: s("runtime"),
+        labels: w["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_all_slot_allows_every_index_and_judges_none() {
+        let slot = allow_all_slot();
+        for i in 0..probe_common::SYSCALL_INDEXES {
+            assert_eq!(
+                probe_common::decide(&slot, Some(i)),
+                probe_common::Decision::Allow
+            );
+        }
+        // What cannot be classified is still "monitored": counted, no event, no kill.
+        assert!(matches!(
+            probe_common::decide(&slot, None),
+            probe_common::Decision::Violation {
+                kill: false,
+                event: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn identity_from_workload_json() {
+        let w = crate::workload::Workload {
+            cgroup_id: 7,
+            cgroup_path: "a/b".into(),
+            runtime: Some(crate::workload::Runtime::Runc),
+            pod: Some("web-1".into()),
+            namespace: Some("shop".into()),
+            container: Some("nginx".into()),
+            ..Default::default()
+        };
+        let id = identity_of(&serde_json::to_value(&w).unwrap());
+        assert_eq!(id.cgroup, "a/b");
+        assert_eq!(id.runtime, "runc");
+        assert_eq!(id.display_name(), "shop/web-1/nginx");
+    }
+}
