@@ -26,6 +26,7 @@ use crate::{
     policy::{self, CompiledPolicy},
     probe::{self, Probe, ProbeOptions, pins},
     syscall_table,
+    watch::snapshot::{Filters, SyscallKey},
     workload::{self, Manager, ManagerOptions},
 };
 
@@ -106,6 +107,8 @@ struct Telemetry {
     /// never goes back, even when a scrape falls between the kernel sending an event
     /// and the agent reading it).
     by_rate_key: std::collections::HashMap<(u64, u32), ViolationKey>,
+    /// Violations per workload (cgroup id) and `abi:syscall`, for watches.
+    watch_violations: std::collections::HashMap<u64, BTreeMap<String, u64>>,
     exported: std::cell::RefCell<BTreeMap<ViolationKey, u64>>,
     reloads: BTreeMap<String, u64>,
     last_reload_success: SystemTime,
@@ -128,6 +131,12 @@ impl Telemetry {
         *self.violations.entry(key.clone()).or_default() +=
             1 + v["suppressed"].as_u64().unwrap_or(0);
         self.by_rate_key.insert((event.cgroup_id, event.index), key);
+        *self
+            .watch_violations
+            .entry(event.cgroup_id)
+            .or_default()
+            .entry(SyscallKey::of_index(event.index).to_string())
+            .or_default() += 1 + u64::from(event.suppressed);
         let mut v = v;
         v["t_ms"] = json!(unix_ms(SystemTime::now()));
         self.recent.push_back(v);
@@ -293,6 +302,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             recent: VecDeque::new(),
             violations: BTreeMap::new(),
             by_rate_key: std::collections::HashMap::new(),
+            watch_violations: std::collections::HashMap::new(),
             exported: std::cell::RefCell::new(BTreeMap::new()),
             reloads: BTreeMap::new(),
             last_reload_success: now,
@@ -354,9 +364,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
                 }
             }
             _ = watch_tick.tick(), if !watches.is_empty() => {
-                watches.retain(|w| !w.reply.is_closed());
-                for w in &watches {
-                    let _ = w.reply.try_send(agent.watch_snapshot(w));
+                let (ended, live): (Vec<Watch>, Vec<Watch>) =
+                    watches.drain(..).partition(|w| w.reply.is_closed());
+                for w in &ended {
+                    agent.watch_end(w);
+                }
+                watches = live;
+                for w in &mut watches {
+                    let frame = agent.watch_frame(w);
+                    let _ = w.reply.try_send(frame);
                 }
             }
             Some(ask) = asks.recv() => match ask {
@@ -400,10 +416,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A `watch` client: which workloads, since when.
+/// A `watch` client: its filter, the workloads it looks at (each counted in a slot
+/// of its own meanwhile), and their counts when it began looking.
 struct Watch {
     filter: Value,
     reply: mpsc::Sender<Value>,
+    baseline: std::collections::HashMap<u64, BTreeMap<u32, u64>>,
 }
 
 impl Agent {
@@ -513,11 +531,13 @@ impl Agent {
                 "violations": self.telemetry.recent,
             }),
             "watch" => {
-                let w = Watch {
+                let mut w = Watch {
                     filter: req.request.clone(),
                     reply: req.reply.clone(),
+                    baseline: std::collections::HashMap::new(),
                 };
-                let _ = req.reply.try_send(self.watch_snapshot(&w));
+                let frame = self.watch_frame(&mut w);
+                let _ = req.reply.try_send(frame);
                 return Some(w);
             }
             other => {
@@ -555,53 +575,118 @@ impl Agent {
         })
     }
 
-    /// Cumulative per-policy counts, and violations, of the workloads a watch selects.
-    fn watch_snapshot(&self, w: &Watch) -> Value {
-        let f = |k: &str| w.filter[k].as_str().filter(|s| !s.is_empty());
-        let rows: Vec<Value> = self
-            .workloads
+    /// The bound workloads a watch's filter selects (as `sysfence watch` filters).
+    fn watch_rows(&self, filter: &Value) -> Vec<Value> {
+        let filters: Filters = serde_json::from_value(filter.clone()).unwrap_or_default();
+        let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+        self.workloads
             .bound_rows()
             .into_iter()
             .filter(|r| {
-                ["namespace", "pod", "container"]
-                    .iter()
-                    .all(|k| f(k).is_none_or(|want| r[*k] == want))
-                    && f("cgroup")
-                        .is_none_or(|c| r["cgroup"].as_str().is_some_and(|g| g.contains(c)))
+                let eq = |want: &Option<String>, k: &str| {
+                    want.as_deref()
+                        .filter(|w| !w.is_empty())
+                        .is_none_or(|w| w == text(r, k))
+                };
+                eq(&filters.namespace, "namespace")
+                    && eq(&filters.pod, "pod")
+                    && eq(&filters.container, "container")
+                    && filters.cgroup_matches(&text(r, "cgroup"))
             })
+            .collect()
+    }
+
+    /// One frame of a watch: cumulative counts since the watch began, per workload
+    /// (each counted in a slot of its own while watched), and its violations. Workloads
+    /// that appear are taken on, those gone are let go.
+    fn watch_frame(&mut self, w: &mut Watch) -> Value {
+        let rows = self.watch_rows(&w.filter);
+        let ids: Vec<u64> = rows
+            .iter()
+            .filter_map(|r| r["cgroup_id"].as_u64())
+            .collect();
+        let new: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !w.baseline.contains_key(id))
+            .collect();
+        let gone: Vec<u64> = w
+            .baseline
+            .keys()
+            .copied()
+            .filter(|id| !ids.contains(id))
+            .collect();
+        if let Err(e) = self.workloads.watch_release(&mut self.probe, &gone) {
+            warn!(event = "watch_failed", error = %format!("{e:#}"));
+        }
+        for id in &gone {
+            w.baseline.remove(id);
+        }
+        if !new.is_empty() {
+            match self.workloads.watch_acquire(&mut self.probe, &new) {
+                Ok(shared) if !shared.is_empty() => {
+                    warn!(
+                        event = "watch_slots_exhausted",
+                        workloads = shared.len(),
+                        "no free slot to count these workloads apart"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => warn!(event = "watch_failed", error = %format!("{e:#}")),
+            }
+            for id in &new {
+                let now = self.workloads.workload_counts(&self.probe, *id);
+                w.baseline.insert(*id, now);
+            }
+        }
+        let workloads: Vec<Value> = rows
+            .into_iter()
             .map(|mut r| {
+                let id = r["cgroup_id"].as_u64().unwrap_or(0);
+                let base = w.baseline.get(&id);
+                let mut counts = serde_json::Map::new();
+                if self.workloads.counted_apart(id) {
+                    for (index, n) in self.workloads.workload_counts(&self.probe, id) {
+                        let before = base.and_then(|b| b.get(&index)).copied().unwrap_or(0);
+                        if n > before {
+                            counts
+                                .insert(SyscallKey::of_index(index).to_string(), json!(n - before));
+                        }
+                    }
+                } else {
+                    r["note"] =
+                        json!("no free policy slot to count this workload apart: counts not shown");
+                }
                 let mut violations = serde_json::Map::new();
-                for (k, n) in &self.telemetry.violations {
-                    if r["cgroup"] == k.cgroup.as_str() {
-                        *violations
-                            .entry(format!("{}:{}", k.abi, k.syscall))
-                            .or_insert(json!(0)) = json!(
-                            violations
-                                .get(&format!("{}:{}", k.abi, k.syscall))
-                                .and_then(Value::as_u64)
-                                .unwrap_or(0)
-                                + n
-                        );
+                if let Some(v) = self.telemetry.watch_violations.get(&id) {
+                    for (key, n) in v {
+                        violations.insert(key.clone(), json!(n));
                     }
                 }
+                r["counts"] = Value::Object(counts);
                 r["violations"] = Value::Object(violations);
                 r
             })
             .collect();
-        json!({"t_ms": unix_ms(SystemTime::now()), "counts_per": "policy", "workloads": rows})
+        json!({"t_ms": unix_ms(SystemTime::now()), "workloads": workloads})
+    }
+
+    /// A watch ended: let its workloads go.
+    fn watch_end(&mut self, w: &Watch) {
+        let ids: Vec<u64> = w.baseline.keys().copied().collect();
+        if let Err(e) = self.workloads.watch_release(&mut self.probe, &ids) {
+            warn!(event = "watch_failed", error = %format!("{e:#}"));
+        }
     }
 
     /// Everything `/metrics` exports, read now.
     fn snapshot(&self) -> Snapshot {
         let mut s = Snapshot::default();
-        for (slot, policy, monitor_only) in self.workloads.counted_slots() {
+        for ((policy, monitor_only), counts) in self.workloads.policy_counts(&self.probe) {
             let mode = if monitor_only {
                 "monitor-only"
             } else {
                 "as-written"
-            };
-            let Ok(counts) = self.probe.slot_counts(slot) else {
-                continue;
             };
             for (index, n) in counts {
                 let (abi, name) = syscall_table::describe_index(index);

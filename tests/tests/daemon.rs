@@ -658,3 +658,141 @@ fn a_flood_of_violations_is_counted_exactly_with_bounded_agent_memory_and_cpu() 
         cpu_share * 100.0
     );
 }
+
+/// `sysfence watch` through the agent: each watched workload is counted in a slot of
+/// its own while watched, so the counts are per workload and exact; policy totals go on
+/// counting across it.
+#[test]
+fn watch_through_the_agent_counts_each_workload_apart() {
+    if !privileged("watch_through_the_agent_counts_each_workload_apart") {
+        return;
+    }
+    let base = format!("sysfence-watch-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(
+            "watched",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    let w1 = TestCgroup::create(&format!("{base}/w1"));
+    let w2 = TestCgroup::create(&format!("{base}/w2"));
+    let agent = Agent::start(
+        &policies,
+        &dir.path().join("runtime.sock"),
+        &["--no-cri", "--metrics", "127.0.0.1:0"],
+    );
+    wait_for(Duration::from_secs(10), || {
+        (agent
+            .events()
+            .iter()
+            .filter(|v| v["event"] == "bound")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .expect("both workloads bound");
+    let addr = metrics_addr(&agent);
+
+    let mut watch = sysfence()
+        .args(["watch", "--json", "--api"])
+        .arg(&agent.api)
+        .args(["--cgroup", &format!("{base}/*")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let reader = {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                    lines.lock().unwrap().push(v);
+                }
+            }
+        })
+    };
+    // The agent took both workloads into slots of their own.
+    wait_for(Duration::from_secs(10), || {
+        let s = agent.api(&json!({"op": "status"}));
+        (s["probe"]["slots_used"] == 4).then_some(())
+    })
+    .expect("two watch slots in use");
+
+    assert!(in_cgroup(&w1, &["loop", &SYS_GETUID.to_string(), "5000"]).success());
+    assert!(in_cgroup(&w2, &["loop", &SYS_GETUID.to_string(), "777"]).success());
+    assert!(in_cgroup(&w1, &["getppid", "3"]).success());
+
+    let sum = |cgroup: &str, field: &str, key: &str| -> u64 {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["cgroup"] == cgroup)
+            .filter_map(|v| v[field][key].as_u64())
+            .sum()
+    };
+    let (c1, c2) = (format!("{base}/w1"), format!("{base}/w2"));
+    wait_for(Duration::from_secs(15), || {
+        (sum(&c1, "deltas", "x86_64:getuid") >= 5000
+            && sum(&c2, "deltas", "x86_64:getuid") >= 777
+            && sum(&c1, "violations", "x86_64:getppid") >= 3)
+            .then_some(())
+    });
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    reader.join().unwrap();
+    let mut stderr = String::new();
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "watch: {status:?}\n{stderr}");
+    assert!(stderr.contains("agent mode"), "{stderr}");
+    assert_eq!(
+        sum(&c1, "deltas", "x86_64:getuid"),
+        5000,
+        "w1 counted apart"
+    );
+    assert_eq!(sum(&c2, "deltas", "x86_64:getuid"), 777, "w2 counted apart");
+    assert_eq!(sum(&c1, "deltas", "x86_64:getppid"), 3);
+    assert_eq!(sum(&c1, "violations", "x86_64:getppid"), 3);
+    assert_eq!(sum(&c2, "violations", "x86_64:getppid"), 0);
+    let first = lines.lock().unwrap().first().cloned().unwrap();
+    assert_eq!(first["policy"], "watched", "{first}");
+
+    // The watch gone, both go back to the policy's slot; the policy's total kept
+    // every call, counted apart or not.
+    wait_for(Duration::from_secs(10), || {
+        let s = agent.api(&json!({"op": "status"}));
+        (s["probe"]["slots_used"] == 2).then_some(())
+    })
+    .expect("the watch slots are freed");
+    assert!(in_cgroup(&w2, &["loop", &SYS_GETUID.to_string(), "1000"]).success());
+    let total = wait_for(Duration::from_secs(10), || {
+        let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+        let n = sample_sum(
+            &samples,
+            "sysfence_syscalls_total",
+            &[("policy", "watched"), ("syscall", "getuid")],
+        );
+        (n == 6777.0).then_some(n)
+    });
+    assert_eq!(total, Some(6777.0), "the policy total lost calls");
+}

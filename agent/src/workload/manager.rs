@@ -3,7 +3,7 @@
 //! with it as workloads come and go.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     path::{Path, PathBuf},
 };
 
@@ -51,6 +51,16 @@ struct PolicyEntry {
     monitor_slot: u32,
 }
 
+impl PolicyEntry {
+    fn slot_for(&self, monitor_only: bool) -> u32 {
+        if monitor_only {
+            self.monitor_slot
+        } else {
+            self.slot
+        }
+    }
+}
+
 /// What a reload changed, by policy name.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ReloadSummary {
@@ -82,6 +92,8 @@ struct BoundEntry {
     /// The policy's name (indexes change on reload).
     policy: String,
     rel: String,
+    /// When it was first bound (Unix ms).
+    since_ms: u64,
 }
 
 /// How a binding came about, for logs.
@@ -129,6 +141,35 @@ pub struct Manager {
     /// Slots a pinned probe's bindings pointed at when this agent took over; freed
     /// after the first rescan has re-pointed them ([`Manager::finish_adoption`]).
     adopted_slots: Vec<u32>,
+    /// Watchers per workload (`sysfence watch` through the API).
+    watch_refs: HashMap<u64, u32>,
+    /// Watched workloads counted in a slot of their own (a copy of their policy's):
+    /// counting per workload only where a view asks for it.
+    private: HashMap<u64, Private>,
+    /// Freed slots whose counters hold calls the totals still need: read when their
+    /// quarantine ends (in-flight increments have landed by then), then zeroed.
+    retired: Vec<Retired>,
+    /// Calls counted in slots since freed, per (policy, monitor-only) and per watched
+    /// workload: totals never go back when a slot changes.
+    policy_carry: HashMap<(String, bool), BTreeMap<u32, u64>>,
+    workload_carry: HashMap<u64, BTreeMap<u32, u64>>,
+}
+
+/// A watched workload's own slot.
+struct Private {
+    slot: u32,
+    /// The policy content it copies: when the policy changes, the copy is retired.
+    content: PolicySlot,
+    policy: String,
+    monitor_only: bool,
+}
+
+/// A freed slot whose counters are still to be carried.
+struct Retired {
+    slot: u32,
+    policy: String,
+    monitor_only: bool,
+    workload: Option<u64>,
 }
 
 impl Manager {
@@ -251,7 +292,199 @@ impl Manager {
             slots: pool,
             slot_owner,
             adopted_slots,
+            watch_refs: HashMap::new(),
+            private: HashMap::new(),
+            retired: Vec::new(),
+            policy_carry: HashMap::new(),
+            workload_carry: HashMap::new(),
         })
+    }
+
+    /// The slot a bound workload should point at: its own copy while watched (and the
+    /// copy still matches its policy), else its policy's.
+    fn want_slot(&self, id: u64, c: Choice) -> u32 {
+        let slot = self.slot_of(c);
+        let e = &self.policies[c.policy];
+        match self.private.get(&id) {
+            Some(p)
+                if p.policy == e.policy.name
+                    && p.monitor_only == c.monitor_only
+                    && p.content == Self::content_of(e, c.monitor_only) =>
+            {
+                p.slot
+            }
+            _ => slot,
+        }
+    }
+
+    fn content_of(e: &PolicyEntry, monitor_only: bool) -> PolicySlot {
+        if monitor_only {
+            PolicySlot {
+                mode: mode::MONITOR,
+                ..e.content
+            }
+        } else {
+            e.content
+        }
+    }
+
+    /// Free a slot whose counters the totals still need (see `retired`).
+    fn retire(&mut self, slot: u32, policy: String, monitor_only: bool, workload: Option<u64>) {
+        self.slots.release(slot, std::time::Instant::now());
+        self.slot_owner.insert(slot, (policy.clone(), monitor_only));
+        self.retired.push(Retired {
+            slot,
+            policy,
+            monitor_only,
+            workload,
+        });
+    }
+
+    /// Private slots no longer pointed at (the workload left, or its policy changed):
+    /// retired.
+    fn retire_stale_private(&mut self) {
+        let stale: Vec<u64> = self
+            .private
+            .iter()
+            .filter(|(id, p)| self.bound.get(id).is_none_or(|b| b.slot != p.slot))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            let p = self.private.remove(&id).expect("listed");
+            self.retire(p.slot, p.policy, p.monitor_only, Some(id));
+        }
+    }
+
+    /// A `watch` starts looking at these bound workloads: each gets a slot of its own
+    /// (a copy of its policy's), so that its calls are counted apart. Workloads left
+    /// sharing their policy's slot (no free slot) are returned.
+    pub fn watch_acquire(&mut self, probe: &mut Probe, ids: &[u64]) -> anyhow::Result<Vec<u64>> {
+        for id in ids {
+            *self.watch_refs.entry(*id).or_default() += 1;
+        }
+        self.ensure_private(probe)?;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !self.private.contains_key(id))
+            .collect())
+    }
+
+    /// A `watch` stops looking at these workloads: the last watcher gone, they go back
+    /// to their policy's slot.
+    pub fn watch_release(&mut self, probe: &mut Probe, ids: &[u64]) -> anyhow::Result<()> {
+        for id in ids {
+            let Some(n) = self.watch_refs.get_mut(id) else {
+                continue;
+            };
+            *n -= 1;
+            if *n > 0 {
+                continue;
+            }
+            self.watch_refs.remove(id);
+            self.workload_carry.remove(id);
+            if let Some(p) = self.private.remove(id) {
+                if let Some(b) = self.bound.get_mut(id) {
+                    let slot = self.policies[b.choice.policy].slot_for(b.choice.monitor_only);
+                    probe.bind(*id, slot)?;
+                    b.slot = slot;
+                }
+                self.retire(p.slot, p.policy, p.monitor_only, Some(*id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give every watched, bound workload without a slot of its own one, if free.
+    fn ensure_private(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let want: Vec<u64> = self
+            .watch_refs
+            .keys()
+            .filter(|id| self.bound.contains_key(id) && !self.private.contains_key(id))
+            .copied()
+            .collect();
+        for id in want {
+            let Ok((slot, dirty)) = self.slots.allocate(std::time::Instant::now()) else {
+                break;
+            };
+            let b = &self.bound[&id];
+            let e = &self.policies[b.choice.policy];
+            let content = Self::content_of(e, b.choice.monitor_only);
+            let (policy, monitor_only) = (e.policy.name.clone(), b.choice.monitor_only);
+            let written = if dirty {
+                probe.fill_slot(slot, &content)
+            } else {
+                probe.write_slot(slot, &content)
+            };
+            if let Err(e) = written.and_then(|()| probe.bind(id, slot)) {
+                self.slots.release(slot, std::time::Instant::now());
+                return Err(e);
+            }
+            self.slot_owner.insert(slot, (policy.clone(), monitor_only));
+            self.bound.get_mut(&id).expect("bound").slot = slot;
+            self.private.insert(
+                id,
+                Private {
+                    slot,
+                    content,
+                    policy,
+                    monitor_only,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A watched workload's calls since it was first watched (its own slot, the ones
+    /// it had before, and those freed but not yet carried).
+    pub fn workload_counts(&self, probe: &Probe, id: u64) -> BTreeMap<u32, u64> {
+        let mut total = self.workload_carry.get(&id).cloned().unwrap_or_default();
+        let slots = self.private.get(&id).map(|p| p.slot).into_iter().chain(
+            self.retired
+                .iter()
+                .filter(|r| r.workload == Some(id))
+                .map(|r| r.slot),
+        );
+        for slot in slots {
+            for (index, n) in probe.slot_counts(slot).unwrap_or_default() {
+                *total.entry(index).or_default() += n;
+            }
+        }
+        total
+    }
+
+    /// Whether a workload is counted in a slot of its own.
+    pub fn counted_apart(&self, id: u64) -> bool {
+        self.private.contains_key(&id)
+    }
+
+    /// Calls per (policy, monitor-only) and syscall index: the policies' slots, the
+    /// watched workloads' own slots, freed slots not yet carried, and the carry.
+    pub fn policy_counts(&self, probe: &Probe) -> BTreeMap<(String, bool), BTreeMap<u32, u64>> {
+        let mut out: BTreeMap<(String, bool), BTreeMap<u32, u64>> = BTreeMap::new();
+        let mut add = |key: (String, bool), slot: u32| {
+            let counts = out.entry(key).or_default();
+            for (index, n) in probe.slot_counts(slot).unwrap_or_default() {
+                *counts.entry(index).or_default() += n;
+            }
+        };
+        for e in &self.policies {
+            add((e.policy.name.clone(), false), e.slot);
+            add((e.policy.name.clone(), true), e.monitor_slot);
+        }
+        for p in self.private.values() {
+            add((p.policy.clone(), p.monitor_only), p.slot);
+        }
+        for r in &self.retired {
+            add((r.policy.clone(), r.monitor_only), r.slot);
+        }
+        for (key, carry) in &self.policy_carry {
+            let counts = out.entry(key.clone()).or_default();
+            for (index, n) in carry {
+                *counts.entry(*index).or_default() += n;
+            }
+        }
+        out
     }
 
     /// After the first rescan of an agent that adopted a pinned probe: forget the
@@ -379,10 +612,9 @@ impl Manager {
             .iter()
             .filter(|(id, b)| before.get(id).is_some_and(|s| *s != b.slot))
             .count();
-        let now = std::time::Instant::now();
-        for e in old.values() {
-            self.slots.release(e.slot, now);
-            self.slots.release(e.monitor_slot, now);
+        for e in old.into_values() {
+            self.retire(e.slot, e.policy.name.clone(), false, None);
+            self.retire(e.monitor_slot, e.policy.name, true, None);
         }
         Ok(summary)
     }
@@ -433,6 +665,25 @@ impl Manager {
     /// Zero the counters of freed slots past their quarantine, off the reload path.
     pub fn scrub_free_slots(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
         for slot in self.slots.scrubbable(std::time::Instant::now()) {
+            let counts = probe.slot_counts(slot)?;
+            for r in self.retired.iter().filter(|r| r.slot == slot) {
+                let carry = self
+                    .policy_carry
+                    .entry((r.policy.clone(), r.monitor_only))
+                    .or_default();
+                for (index, n) in &counts {
+                    *carry.entry(*index).or_default() += n;
+                }
+                if let Some(id) = r.workload
+                    && self.watch_refs.contains_key(&id)
+                {
+                    let carry = self.workload_carry.entry(id).or_default();
+                    for (index, n) in &counts {
+                        *carry.entry(*index).or_default() += n;
+                    }
+                }
+            }
+            self.retired.retain(|r| r.slot != slot);
             probe.zero_counts(slot)?;
             self.slots.mark_clean(slot);
         }
@@ -482,6 +733,9 @@ impl Manager {
                     "container": w.and_then(|w| w.container.as_deref()).unwrap_or(""),
                     "pod": w.and_then(|w| w.pod.as_deref()).unwrap_or(""),
                     "namespace": w.and_then(|w| w.namespace.as_deref()).unwrap_or(""),
+                    "image": w.and_then(|w| w.image.as_deref()).unwrap_or(""),
+                    "labels": w.map_or(json!({}), |w| json!(w.labels)),
+                    "bound_ms": b.since_ms,
                 })
             })
             .collect();
@@ -492,19 +746,6 @@ impl Manager {
     /// Slots in use, and the probe's capacity.
     pub fn slot_usage(&self) -> (usize, u32) {
         (self.slots.used(), self.slots.capacity())
-    }
-
-    /// Per-slot counts to read for metrics: (slot, policy, monitor-only).
-    pub fn counted_slots(&self) -> Vec<(u32, String, bool)> {
-        self.policies
-            .iter()
-            .flat_map(|e| {
-                [
-                    (e.slot, e.policy.name.clone(), false),
-                    (e.monitor_slot, e.policy.name.clone(), true),
-                ]
-            })
-            .collect()
     }
 
     pub fn bound_count(&self) -> usize {
@@ -915,12 +1156,7 @@ impl Manager {
     }
 
     fn slot_of(&self, c: Choice) -> u32 {
-        let e = &self.policies[c.policy];
-        if c.monitor_only {
-            e.monitor_slot
-        } else {
-            e.slot
-        }
+        self.policies[c.policy].slot_for(c.monitor_only)
     }
 
     fn apply_all(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
@@ -953,7 +1189,7 @@ impl Manager {
             .collect();
         for (id, choice) in &want {
             if self.bound.get(id).map(|b| (b.choice, b.slot))
-                != Some((*choice, self.slot_of(*choice)))
+                != Some((*choice, self.want_slot(*id, *choice)))
             {
                 self.bind(probe, *id, *choice, Via::Discovery)?;
             }
@@ -967,11 +1203,13 @@ impl Manager {
         for id in gone {
             self.unbind(probe, id)?;
         }
+        self.retire_stale_private();
+        self.ensure_private(probe)?;
         self.update_levels(probe)
     }
 
     fn bind(&mut self, probe: &mut Probe, id: u64, choice: Choice, via: Via) -> anyhow::Result<()> {
-        let slot = self.slot_of(choice);
+        let slot = self.want_slot(id, choice);
         probe.bind(id, slot)?;
         let bound_ns = socket::monotonic_ns();
         let w = self.workloads.get(&id).cloned().unwrap_or_default();
@@ -1014,6 +1252,14 @@ impl Manager {
             image = w.image.as_deref().unwrap_or(""),
             note = %note,
         );
+        let since_ms = self.bound.get(&id).map_or_else(
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            },
+            |b| b.since_ms,
+        );
         self.bound.insert(
             id,
             BoundEntry {
@@ -1021,6 +1267,7 @@ impl Manager {
                 slot,
                 policy: p.name.clone(),
                 rel: w.cgroup_path,
+                since_ms,
             },
         );
         Ok(())
@@ -1134,7 +1381,9 @@ impl Manager {
         let choice = self.workloads.get(&id).and_then(|w| self.choose(w));
         let reply = match choice {
             Some(c) => {
-                if self.bound.get(&id).map(|b| (b.choice, b.slot)) != Some((c, self.slot_of(c))) {
+                if self.bound.get(&id).map(|b| (b.choice, b.slot))
+                    != Some((c, self.want_slot(id, c)))
+                {
                     self.bind(probe, id, c, Via::Start { sent_ns: s.sent_ns })?;
                 }
                 let p = &self.policies[c.policy].policy;
