@@ -287,7 +287,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     // a periodic drain bounds how long an event can wait for the next one.
     let mut drain = tokio::time::interval(Duration::from_millis(100));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut watch_tick = tokio::time::interval(Duration::from_secs(1));
+    // A watch gets its first frame when it asks; then one per second.
+    let mut watch_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let now = SystemTime::now();
     let mut agent = Agent {
@@ -422,6 +426,8 @@ struct Watch {
     filter: Value,
     reply: mpsc::Sender<Value>,
     baseline: std::collections::HashMap<u64, BTreeMap<u32, u64>>,
+    /// Violations per workload when the watch began looking at it.
+    violations_before: std::collections::HashMap<u64, BTreeMap<String, u64>>,
 }
 
 impl Agent {
@@ -535,6 +541,7 @@ impl Agent {
                     filter: req.request.clone(),
                     reply: req.reply.clone(),
                     baseline: std::collections::HashMap::new(),
+                    violations_before: std::collections::HashMap::new(),
                 };
                 let frame = self.watch_frame(&mut w);
                 let _ = req.reply.try_send(frame);
@@ -621,6 +628,7 @@ impl Agent {
         }
         for id in &gone {
             w.baseline.remove(id);
+            w.violations_before.remove(id);
         }
         if !new.is_empty() {
             match self.workloads.watch_acquire(&mut self.probe, &new) {
@@ -637,6 +645,8 @@ impl Agent {
             for id in &new {
                 let now = self.workloads.workload_counts(&self.probe, *id);
                 w.baseline.insert(*id, now);
+                let seen = self.telemetry.watch_violations.get(id).cloned().unwrap_or_default();
+                w.violations_before.insert(*id, seen);
             }
         }
         let workloads: Vec<Value> = rows
@@ -659,8 +669,12 @@ impl Agent {
                 }
                 let mut violations = serde_json::Map::new();
                 if let Some(v) = self.telemetry.watch_violations.get(&id) {
+                    let before = w.violations_before.get(&id);
                     for (key, n) in v {
-                        violations.insert(key.clone(), json!(n));
+                        let since = n - before.and_then(|b| b.get(key)).copied().unwrap_or(0);
+                        if since > 0 {
+                            violations.insert(key.clone(), json!(since));
+                        }
                     }
                 }
                 r["counts"] = Value::Object(counts);

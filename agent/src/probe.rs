@@ -538,9 +538,16 @@ impl Probe {
                 .program_mut(prog)
                 .ok_or_else(|| anyhow!("probe object has no {prog}"))?
                 .try_into()?;
-            program
-                .load(hook, &btf)
-                .with_context(|| format!("verifying {prog}"))?;
+            if let Err(e) = program.load(hook, &btf) {
+                let text = format!("{e:#}");
+                if text.contains("Operation not permitted") {
+                    bail!(
+                        "BPF LSM programs are refused by this kernel (loading {prog} fails with \
+                         EPERM), although `bpf` is in {LSM_LIST}"
+                    );
+                }
+                return Err(anyhow::Error::from(e).context(format!("verifying {prog}")));
+            }
             match &self.pinned {
                 Some(p) => {
                     let how = pins::attach_pinned(&p.dir, prog, program, |prog| {
