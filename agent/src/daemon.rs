@@ -645,7 +645,12 @@ impl Agent {
             for id in &new {
                 let now = self.workloads.workload_counts(&self.probe, *id);
                 w.baseline.insert(*id, now);
-                let seen = self.telemetry.watch_violations.get(id).cloned().unwrap_or_default();
+                let seen = self
+                    .telemetry
+                    .watch_violations
+                    .get(id)
+                    .cloned()
+                    .unwrap_or_default();
                 w.violations_before.insert(*id, seen);
             }
         }

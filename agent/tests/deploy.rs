@@ -463,7 +463,9 @@ fn systemd_unit_verifies() {
     };
     assert_eq!(
         value("ExecStart"),
-        ["/usr/local/bin/sysfence agent --policies /etc/sysfence/policies --metrics 127.0.0.1:9464"]
+        [
+            "/usr/local/bin/sysfence agent --policies /etc/sysfence/policies --metrics 127.0.0.1:9464"
+        ]
     );
     assert_eq!(value("ExecReload"), ["/bin/kill -HUP $MAINPID"]);
     assert_eq!(value("Restart"), ["on-failure"]);
