@@ -805,3 +805,159 @@ fn watch_through_the_agent_counts_each_workload_apart() {
     });
     assert_eq!(total, Some(6777.0), "the policy total lost calls");
 }
+
+/// Create a BPF array map and pin it at `path` (as an agent of another build would
+/// have left it).
+fn pin_array_map(path: &Path, value_size: u32, entries: u32) {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Attr {
+        words: [u32; 32],
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    let mut create = Attr::default();
+    create.words[..4].copy_from_slice(&[BPF_MAP_TYPE_ARRAY, 4, value_size, entries]);
+    // SAFETY: bpf(2) with a zeroed attr describing an array map; returns an fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            &mut create as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut pin = Attr::default();
+    let ptr = c.as_ptr() as u64;
+    pin.words[0] = ptr as u32;
+    pin.words[1] = (ptr >> 32) as u32;
+    pin.words[2] = fd as u32;
+    // SAFETY: bpf(2) reading the path (alive for the call) and the fd.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            &mut pin as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_OBJ_PIN {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: closing the fd we created; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// Pins of another layout version are replaced once the new probe polices everything;
+/// pins of this version with other maps are refused, naming the difference.
+#[test]
+fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
+    if !privileged("pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason") {
+        return;
+    }
+    let base = format!("sysfence-layout-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml("layout", &enforce_denying(&base, "getppid")),
+    );
+    let pin_root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/sysfence-layout-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::create_dir_all(pin_root.join("v0/links"));
+    pin_array_map(&pin_root.join("v0/WORKLOADS"), 8, 16);
+
+    // A probe of layout v0: replaced.
+    let agent = |extra: &[&str]| {
+        sysfence()
+            .args(["agent", "--no-cri", "--policies"])
+            .arg(&policies)
+            .arg("--pin-path")
+            .arg(&pin_root)
+            .arg("--api-socket")
+            .arg(dir.path().join("api.sock"))
+            .arg("--runtime-socket")
+            .arg(dir.path().join("runtime.sock"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = agent(&[]);
+    let log = wait_for_line(&mut child, "\"started\"");
+    assert!(log.contains("\"event\":\"migrated\""), "{log}");
+    assert!(!pin_root.join("v0").exists(), "the v0 pins are still there");
+    assert!(pin_root.join("v1/links/sys_enter").exists());
+    // SAFETY: signalling the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let out = sysfence()
+        .args(["agent", "--uninstall", "--pin-path"])
+        .arg(&pin_root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    // This layout's directory, but a POLICIES of another value size: refused.
+    std::fs::create_dir_all(pin_root.join("v1/links")).unwrap();
+    pin_array_map(&pin_root.join("v1/POLICIES"), 8, 20);
+    let out = agent(&[]).wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    let _ = sysfence()
+        .args(["agent", "--uninstall", "--pin-path"])
+        .arg(&pin_root)
+        .output();
+    assert_eq!(out.status.code(), Some(2), "an error: {stderr}");
+    assert!(
+        stderr.contains("does not have this agent's layout v1")
+            && stderr.contains("POLICIES: key/value 4/8 bytes")
+            && stderr.contains("sysfence agent --uninstall"),
+        "{stderr}"
+    );
+}
+
+/// Read `child`'s stdout until a line contains `needle`; everything read so far.
+fn wait_for_line(child: &mut Child, needle: &str) -> String {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            log.push_str(&l);
+            log.push('\n');
+            if l.contains(needle) {
+                return log;
+            }
+        }
+    }
+    panic!("no line with {needle} in 30 s:\n{log}");
+}
