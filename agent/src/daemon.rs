@@ -107,6 +107,9 @@ struct Telemetry {
     /// never goes back, even when a scrape falls between the kernel sending an event
     /// and the agent reading it).
     by_rate_key: std::collections::HashMap<(u64, u32), ViolationKey>,
+    /// The sequence number of the last record per (cgroup id, syscall index).
+    last_record: std::collections::HashMap<(u64, u32), u64>,
+    next_seq: u64,
     /// Violations per workload (cgroup id) and `abi:syscall`, for watches.
     watch_violations: std::collections::HashMap<u64, BTreeMap<String, u64>>,
     exported: std::cell::RefCell<BTreeMap<ViolationKey, u64>>,
@@ -138,7 +141,13 @@ impl Telemetry {
             .entry(SyscallKey::of_index(event.index).to_string())
             .or_default() += 1 + u64::from(event.suppressed);
         let mut v = v;
-        v["t_ms"] = json!(unix_ms(SystemTime::now()));
+        let now = unix_ms(SystemTime::now());
+        v["t_ms"] = json!(now);
+        v["timestamp"] = json!(crate::watch::snapshot::iso_ms(now));
+        self.next_seq += 1;
+        v["seq"] = json!(self.next_seq);
+        self.last_record
+            .insert((event.cgroup_id, event.index), self.next_seq);
         self.recent.push_back(v);
         if self.recent.len() > RECENT_VIOLATIONS {
             self.recent.pop_front();
@@ -307,6 +316,8 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             violations: BTreeMap::new(),
             by_rate_key: std::collections::HashMap::new(),
             watch_violations: std::collections::HashMap::new(),
+            last_record: std::collections::HashMap::new(),
+            next_seq: 0,
             exported: std::cell::RefCell::new(BTreeMap::new()),
             reloads: BTreeMap::new(),
             last_reload_success: now,
@@ -534,7 +545,7 @@ impl Agent {
                 "ok": true,
                 "since_ms": unix_ms(self.telemetry.started),
                 "workloads": self.workloads.bound_rows(),
-                "violations": self.telemetry.recent,
+                "violations": self.recent_violations(),
             }),
             "watch" => {
                 let mut w = Watch {
@@ -553,6 +564,24 @@ impl Agent {
         };
         let _ = req.reply.try_send(answer);
         None
+    }
+
+    /// The violation records kept, with the calls the kernel's rate limit still holds
+    /// back added to the last record of their workload and syscall: each record stands
+    /// for `1 + suppressed` calls, and the total is exact.
+    fn recent_violations(&self) -> Vec<Value> {
+        let mut records: Vec<Value> = self.telemetry.recent.iter().cloned().collect();
+        if let Ok(pending) = self.probe.pending_suppressed() {
+            for (cgroup_id, index, n) in pending {
+                let Some(last) = self.telemetry.last_record.get(&(cgroup_id, index)) else {
+                    continue;
+                };
+                if let Some(r) = records.iter_mut().rev().find(|r| r["seq"] == *last) {
+                    r["suppressed"] = json!(r["suppressed"].as_u64().unwrap_or(0) + n);
+                }
+            }
+        }
+        records
     }
 
     fn status(&self) -> Value {

@@ -961,3 +961,80 @@ fn wait_for_line(child: &mut Child, needle: &str) -> String {
     }
     panic!("no line with {needle} in 30 s:\n{log}");
 }
+
+/// `sysfence report` asks the running agent: every would-be denial counted, those the
+/// kernel's rate limit still holds back included.
+#[test]
+fn report_from_the_running_agent_counts_every_would_be_denial() {
+    if !privileged("report_from_the_running_agent_counts_every_would_be_denial") {
+        return;
+    }
+    let base = format!("sysfence-report-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(
+            "dry",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    let noisy = TestCgroup::create(&format!("{base}/noisy"));
+    let quiet = TestCgroup::create(&format!("{base}/quiet"));
+    let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
+    wait_for(Duration::from_secs(10), || {
+        (agent
+            .events()
+            .iter()
+            .filter(|v| v["event"] == "bound")
+            .count()
+            >= 2)
+            .then_some(())
+    })
+    .expect("both workloads bound");
+    assert!(in_cgroup(&noisy, &["getppid", "500"]).success());
+    assert!(in_cgroup(&quiet, &["loop", &SYS_GETUID.to_string(), "100"]).success());
+    agent.wait_line("a violation", |v| v["event"] == "violation");
+    let out = sysfence()
+        .args(["report", "--format", "json", "--api"])
+        .arg(&agent.api)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "something would be denied: {stderr}"
+    );
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let rows = report["workloads"].as_array().unwrap();
+    let noisy_row = rows
+        .iter()
+        .find(|w| w["workload"]["cgroup"] == format!("{base}/noisy"))
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(noisy_row["would_be_denials"], 500, "{noisy_row:#}");
+    assert_eq!(noisy_row["denials"][0]["syscall"], "getppid");
+    assert_eq!(noisy_row["denials"][0]["comm"], "sf-syscalls");
+    assert_eq!(noisy_row["verdict"]["safe"], false);
+    assert!(
+        noisy_row["denials"][0]["first_ms"].as_u64().is_some(),
+        "{noisy_row:#}"
+    );
+    let quiet_row = rows
+        .iter()
+        .find(|w| w["workload"]["cgroup"] == format!("{base}/quiet"))
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(quiet_row["verdict"]["safe"], true, "{quiet_row:#}");
+    assert!(
+        quiet_row["verdict"]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("safe to enforce: 0 would-be denials in"),
+        "{quiet_row:#}"
+    );
+}

@@ -237,69 +237,26 @@ pub fn human_span(ms: u64) -> String {
 
 /// `2026-11-29T01:02:03.456Z` from unix milliseconds.
 pub fn iso_ms(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        ms % 1000
-    )
+    let t = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms as i64);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
+    let text = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    // RFC 3339 drops a zero fraction; reports line up better with it always there.
+    match text.strip_suffix('Z') {
+        Some(base) if !base.contains('.') => format!("{base}.000Z"),
+        _ => text,
+    }
 }
 
 /// Unix milliseconds of an RFC 3339 time (`2026-11-29T01:02:03.456789Z`, or with a
 /// `+01:00` offset), as tracing's JSON logs write `timestamp`.
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (date, time) = s.split_once(['T', ' '])?;
-    let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let (clock, offset_s) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
-        (c, 0i64)
-    } else if let Some(i) = time.rfind(['+', '-']) {
-        let (c, off) = time.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        (
-            c,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
-    } else {
-        (time, 0)
-    };
-    let mut c = clock.split(':');
-    let hh: i64 = c.next()?.parse().ok()?;
-    let mm: i64 = c.next()?.parse().ok()?;
-    let sec_text = c.next()?;
-    let (whole, frac) = sec_text.split_once('.').unwrap_or((sec_text, ""));
-    let ss: i64 = whole.parse().ok()?;
-    let frac_ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil.
-    let yy = if m <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let total = days * 86400 + hh * 3600 + mm * 60 + ss - offset_s;
-    u64::try_from(total * 1000 + frac_ms).ok()
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]
