@@ -268,21 +268,8 @@ impl Probe {
             program
                 .load("sys_enter", &btf)
                 .context("verifying the sys_enter program")?;
-            match &pinned {
-                Some(p) => {
-                    let how = pins::attach_pinned(&p.dir, "sys_enter", program, |prog| {
-                        let id = prog.attach()?;
-                        Ok(prog.take_link(id)?.into())
-                    })
-                    .context("attaching to raw_syscalls:sys_enter")?;
-                    attached.push(("sys_enter", how));
-                }
-                None => {
-                    program
-                        .attach()
-                        .context("attaching to raw_syscalls:sys_enter")?;
-                }
-            }
+            pins::attach(pinned.as_ref(), &mut attached, "sys_enter", program)
+                .context("attaching to raw_syscalls:sys_enter")?;
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
         let adopted = pinned.as_ref().is_some_and(|p| p.adopted_slots.is_some());
@@ -446,18 +433,7 @@ impl Probe {
                     .ok_or_else(|| anyhow!("probe object has no {prog}"))?
                     .try_into()?;
                 program.load(hook, &btf)?;
-                match &self.pinned {
-                    Some(p) => {
-                        let how = pins::attach_pinned(&p.dir, prog, program, |prog| {
-                            let id = prog.attach()?;
-                            Ok(prog.take_link(id)?.into())
-                        })?;
-                        self.attached.push((prog, how));
-                    }
-                    None => {
-                        program.attach()?;
-                    }
-                }
+                pins::attach(self.pinned.as_ref(), &mut self.attached, prog, program)?;
                 Ok(())
             })();
             match result {
@@ -486,21 +462,8 @@ impl Probe {
             program
                 .load(name, &btf)
                 .with_context(|| format!("verifying {name}"))?;
-            match &self.pinned {
-                Some(p) => {
-                    let how = pins::attach_pinned(&p.dir, name, program, |prog| {
-                        let id = prog.attach()?;
-                        Ok(prog.take_link(id)?.into())
-                    })
-                    .with_context(|| format!("attaching {name}"))?;
-                    self.attached.push((name, how));
-                }
-                None => {
-                    program
-                        .attach()
-                        .with_context(|| format!("attaching {name}"))?;
-                }
-            }
+            pins::attach(self.pinned.as_ref(), &mut self.attached, name, program)
+                .with_context(|| format!("attaching {name}"))?;
         }
         Ok(support)
     }
@@ -548,21 +511,8 @@ impl Probe {
                 }
                 return Err(anyhow::Error::from(e).context(format!("verifying {prog}")));
             }
-            match &self.pinned {
-                Some(p) => {
-                    let how = pins::attach_pinned(&p.dir, prog, program, |prog| {
-                        let id = prog.attach()?;
-                        Ok(prog.take_link(id)?.into())
-                    })
-                    .with_context(|| format!("attaching {prog}"))?;
-                    self.attached.push((prog, how));
-                }
-                None => {
-                    program
-                        .attach()
-                        .with_context(|| format!("attaching {prog}"))?;
-                }
-            }
+            pins::attach(self.pinned.as_ref(), &mut self.attached, prog, program)
+                .with_context(|| format!("attaching {prog}"))?;
         }
         Ok(GUARDS.len())
     }

@@ -26,6 +26,37 @@ fn enforce_denying(base: &str, deny: &str) -> String {
     )
 }
 
+/// A test's cgroup `sysfence-TAG-PID` (removed on drop), a temporary directory, and
+/// an empty policy directory in it.
+fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, std::path::PathBuf) {
+    let base = format!("sysfence-{tag}-{}", std::process::id());
+    let cgroup = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    (base, cgroup, dir, policies)
+}
+
+/// A policy over `base/*` in audit mode, denying `deny` from runtime-default.
+fn audit_denying(base: &str, deny: &str) -> String {
+    format!(
+        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [{deny}]\n"
+    )
+}
+
+/// Wait until the agent has logged `n` bindings.
+fn wait_bound(agent: &Agent, n: usize) {
+    wait_for(Duration::from_secs(10), || {
+        let bound = agent
+            .events()
+            .iter()
+            .filter(|v| v["event"] == "bound")
+            .count();
+        (bound >= n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("fewer than {n} workloads bound:\n{}", agent.log()));
+}
+
 /// Run `sf-syscalls ARGS` in `cg` and return how it ended.
 fn in_cgroup(cg: &TestCgroup, args: &[&str]) -> std::process::ExitStatus {
     cg.command(WORKLOAD).args(args).status().unwrap()
@@ -196,11 +227,7 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     if !privileged("sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it") {
         return;
     }
-    let base = format!("sysfence-restart-{}", std::process::id());
-    let _base = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let (base, _base, dir, policies) = scene("restart");
     write_policy(
         &policies,
         "p.yaml",
@@ -311,11 +338,7 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
     {
         return;
     }
-    let base = format!("sysfence-malformed-{}", std::process::id());
-    let _base = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let (base, _base, dir, policies) = scene("malformed");
     let file = write_policy(
         &policies,
         "p.yaml",
@@ -448,11 +471,7 @@ mod host_only {
             return;
         }
         const RELOADS: usize = 100;
-        let base = format!("sysfence-reload-{}", std::process::id());
-        let _base = TestCgroup::create(&base);
-        let dir = tempfile::tempdir().unwrap();
-        let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
+        let (base, _base, dir, policies) = scene("reload");
         let versions = [
             policy_yaml("flip", &enforce_denying(&base, "getppid")),
             policy_yaml("flip", &enforce_denying(&base, "getuid")),
@@ -575,20 +594,11 @@ mod host_only {
             return;
         }
         const CALLS: u64 = 3_000_000;
-        let base = format!("sysfence-flood-{}", std::process::id());
-        let _base = TestCgroup::create(&base);
-        let dir = tempfile::tempdir().unwrap();
-        let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
+        let (base, _base, dir, policies) = scene("flood");
         write_policy(
             &policies,
             "p.yaml",
-            &policy_yaml(
-                "flood",
-                &format!(
-                    "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
-                ),
-            ),
+            &policy_yaml("flood", &audit_denying(&base, "getppid")),
         );
         let work = TestCgroup::create(&format!("{base}/w"));
         let agent = Agent::start(
@@ -676,20 +686,11 @@ fn watch_through_the_agent_counts_each_workload_apart() {
     if !privileged("watch_through_the_agent_counts_each_workload_apart") {
         return;
     }
-    let base = format!("sysfence-watch-{}", std::process::id());
-    let _base = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let (base, _base, dir, policies) = scene("watch");
     write_policy(
         &policies,
         "p.yaml",
-        &policy_yaml(
-            "watched",
-            &format!(
-                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
-            ),
-        ),
+        &policy_yaml("watched", &audit_denying(&base, "getppid")),
     );
     let w1 = TestCgroup::create(&format!("{base}/w1"));
     let w2 = TestCgroup::create(&format!("{base}/w2"));
@@ -698,16 +699,7 @@ fn watch_through_the_agent_counts_each_workload_apart() {
         &dir.path().join("runtime.sock"),
         &["--no-cri", "--metrics", "127.0.0.1:0"],
     );
-    wait_for(Duration::from_secs(10), || {
-        (agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "bound")
-            .count()
-            >= 2)
-            .then_some(())
-    })
-    .expect("both workloads bound");
+    wait_bound(&agent, 2);
     let addr = metrics_addr(&agent);
 
     let mut watch = sysfence()
@@ -866,11 +858,7 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     if !privileged("pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason") {
         return;
     }
-    let base = format!("sysfence-layout-{}", std::process::id());
-    let _base = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let (base, _base, dir, policies) = scene("layout");
     write_policy(
         &policies,
         "p.yaml",
@@ -969,34 +957,16 @@ fn report_from_the_running_agent_counts_every_would_be_denial() {
     if !privileged("report_from_the_running_agent_counts_every_would_be_denial") {
         return;
     }
-    let base = format!("sysfence-report-{}", std::process::id());
-    let _base = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
+    let (base, _base, dir, policies) = scene("report");
     write_policy(
         &policies,
         "p.yaml",
-        &policy_yaml(
-            "dry",
-            &format!(
-                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [getppid]\n"
-            ),
-        ),
+        &policy_yaml("dry", &audit_denying(&base, "getppid")),
     );
     let noisy = TestCgroup::create(&format!("{base}/noisy"));
     let quiet = TestCgroup::create(&format!("{base}/quiet"));
     let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
-    wait_for(Duration::from_secs(10), || {
-        (agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "bound")
-            .count()
-            >= 2)
-            .then_some(())
-    })
-    .expect("both workloads bound");
+    wait_bound(&agent, 2);
     assert!(in_cgroup(&noisy, &["getppid", "500"]).success());
     assert!(in_cgroup(&quiet, &["loop", &SYS_GETUID.to_string(), "100"]).success());
     agent.wait_line("a violation", |v| v["event"] == "violation");

@@ -274,15 +274,11 @@ fn pinned_program_tag(path: &Path) -> anyhow::Result<u64> {
 
 /// Attach `program` (already loaded) through a pinned link named `name`, or keep the
 /// pinned link when it runs the same program.
-pub fn attach_pinned<P>(
+pub fn attach_pinned<P: Attach>(
     dir: &Path,
     name: &str,
     program: &mut P,
-    attach: impl FnOnce(&mut P) -> anyhow::Result<FdLink>,
-) -> anyhow::Result<Attached>
-where
-    P: ProgramTag,
-{
+) -> anyhow::Result<Attached> {
     let path = dir.join("links").join(name);
     let old_tag = if path.exists() {
         match pinned_program_tag(&path) {
@@ -301,7 +297,7 @@ where
     {
         return Ok(Attached::Kept);
     }
-    let link = attach(program)?;
+    let link = program.attach_link()?;
     // No dots: bpffs refuses them in names (EPERM), they are reserved.
     let fresh = dir.join("links").join(format!("{name}_new"));
     let _ = std::fs::remove_file(&fresh);
@@ -319,21 +315,53 @@ where
     })
 }
 
-/// A loaded program whose tag can be read.
-pub trait ProgramTag {
+/// A loaded program that can be attached, pinned or not.
+pub trait Attach {
+    /// The tag (hash of the instructions) of the loaded program.
     fn tag(&self) -> anyhow::Result<u64>;
+    /// Attach, and hand the attachment over as a link to pin.
+    fn attach_link(&mut self) -> anyhow::Result<FdLink>;
+    /// Attach for as long as the program object lives.
+    fn attach_unpinned(&mut self) -> anyhow::Result<()>;
 }
 
-impl ProgramTag for aya::programs::BtfTracePoint {
-    fn tag(&self) -> anyhow::Result<u64> {
-        Ok(self.info()?.tag())
-    }
-}
+macro_rules! impl_attach {
+    ($($program:ty),*) => {$(
+        impl Attach for $program {
+            fn tag(&self) -> anyhow::Result<u64> {
+                Ok(self.info()?.tag())
+            }
 
-impl ProgramTag for aya::programs::Lsm {
-    fn tag(&self) -> anyhow::Result<u64> {
-        Ok(self.info()?.tag())
+            fn attach_link(&mut self) -> anyhow::Result<FdLink> {
+                let id = self.attach()?;
+                Ok(self.take_link(id)?.into())
+            }
+
+            fn attach_unpinned(&mut self) -> anyhow::Result<()> {
+                self.attach()?;
+                Ok(())
+            }
+        }
+    )*};
+}
+impl_attach!(aya::programs::BtfTracePoint, aya::programs::Lsm);
+
+/// Attach a loaded program: through a pinned link in `pinned` (recorded in
+/// `attached`), or for as long as the probe lives.
+pub fn attach(
+    pinned: Option<&Pinned>,
+    attached: &mut Vec<(&'static str, Attached)>,
+    name: &'static str,
+    program: &mut impl Attach,
+) -> anyhow::Result<()> {
+    match pinned {
+        Some(p) => {
+            let how = attach_pinned(&p.dir, name, program)?;
+            attached.push((name, how));
+        }
+        None => program.attach_unpinned()?,
     }
+    Ok(())
 }
 
 /// Remove a pin tree (links first, so programs detach before their maps go); the
