@@ -580,9 +580,20 @@ mod host_only {
         // burst of 300 getppid exceeds the kernel's event rate limit (20/s): the events
         // that were held back ride, as `suppressed`, on the next event, which the final
         // `getppid 1` after a pause sends.
+        // Its own pins and API socket, removed at the end (a stop keeps the pins).
+        let pins = PinsRemoved(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/sysfence-test-adopt-{}",
+            std::process::id()
+        )));
         let mut cmd = sysfence();
         cmd.args(["agent", "--no-cri", "--rescan-every", "0.5", "--policies"])
-            .arg(&policies);
+            .arg(&policies)
+            .arg("--pin-path")
+            .arg(&pins.0)
+            .arg("--api-socket")
+            .arg(dir.path().join("api.sock"))
+            .arg("--runtime-socket")
+            .arg(dir.path().join("runtime.sock"));
         let agent = Collected::start(cmd);
         agent.wait_json("the binding", |v| {
             v["event"] == "bound" && v["cgroup"] == rel.as_str()
@@ -912,5 +923,17 @@ mod host_only {
                 "{name} missing from the learned allowlist:\n{yaml}"
             );
         }
+    }
+}
+
+/// Removes an agent's pins when dropped (`sysfence agent --uninstall`).
+struct PinsRemoved(std::path::PathBuf);
+
+impl Drop for PinsRemoved {
+    fn drop(&mut self) {
+        let _ = sysfence()
+            .args(["agent", "--uninstall", "--pin-path"])
+            .arg(&self.0)
+            .output();
     }
 }
