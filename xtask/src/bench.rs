@@ -22,6 +22,8 @@ use serde::Serialize;
 
 use crate::packages;
 
+mod nginx;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Rounds; every setup is measured once per round.
@@ -36,6 +38,18 @@ pub struct BenchArgs {
     /// Skip the agent measurements (start time, RSS, event flood).
     #[arg(long)]
     no_agent: bool,
+    /// Skip the nginx + wrk measurement.
+    #[arg(long)]
+    no_nginx: bool,
+    /// nginx rounds; every nginx setup is measured once per round.
+    #[arg(long, default_value_t = 5)]
+    nginx_rounds: usize,
+    /// Seconds of wrk load per nginx sample.
+    #[arg(long, default_value_t = 5)]
+    nginx_seconds: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    nginx_connections: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
@@ -113,7 +127,96 @@ struct Results {
     rows: Vec<Row>,
     scale: Vec<ScaleRow>,
     map_memory_bytes: BTreeMap<u32, u64>,
+    /// The probe's maps as the kernel reports them, with 1,000 workloads bound.
+    maps: Vec<MapLine>,
+    memory_per_workload: Option<MemoryPerWorkload>,
+    nginx: Option<nginx::NginxFigures>,
     agent: Option<AgentFigures>,
+}
+
+/// One map of the probe, from `bpf_map_info` and its fdinfo (`memlock` is the kernel's
+/// own accounting of the map's memory).
+#[derive(Serialize, Clone)]
+struct MapLine {
+    name: String,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    memlock: u64,
+}
+
+impl MapLine {
+    fn parse(line: &str) -> Option<MapLine> {
+        let mut f = line.strip_prefix("map ")?.split_whitespace();
+        Some(MapLine {
+            name: f.next()?.to_string(),
+            map_type: f.next()?.parse().ok()?,
+            key_size: f.next()?.parse().ok()?,
+            value_size: f.next()?.parse().ok()?,
+            max_entries: f.next()?.parse().ok()?,
+            memlock: f.next()?.parse().ok()?,
+        })
+    }
+
+    fn per_entry(&self) -> f64 {
+        self.memlock as f64 / f64::from(self.max_entries.max(1))
+    }
+}
+
+/// Kernel map memory per bound workload, from the maps' own accounting: a binding
+/// costs one `WORKLOADS` entry and one `CGROUP_CACHE` entry, and its policy's slot (one
+/// `POLICIES` entry and the slot's per-CPU `COUNTS`) is shared by every workload bound
+/// to that policy.
+#[derive(Serialize)]
+struct MemoryPerWorkload {
+    workloads_entry_bytes: f64,
+    cache_entry_bytes: f64,
+    /// One policy slot: its POLICIES entry and its COUNTS (per CPU).
+    slot_bytes: f64,
+    possible_cpus: u32,
+    /// A workload whose policy no other workload shares.
+    own_policy_bytes: f64,
+    /// 1,000 workloads sharing one policy (the bench's scale setup).
+    shared_by_1000_bytes: f64,
+    /// Everything else, preallocated once whatever is bound (ring buffer, deny marks,
+    /// rate limits, the WORKLOADS and cache capacity not in use, ...).
+    total_bytes: u64,
+}
+
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .map(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    Some(b.parse::<u32>().ok()? - a.parse::<u32>().ok()? + 1)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn memory_per_workload(maps: &[MapLine]) -> Option<MemoryPerWorkload> {
+    let find = |n: &str| maps.iter().find(|m| m.name == n);
+    let workloads = find("WORKLOADS")?;
+    let cache = find("CGROUP_CACHE")?;
+    let policies = find("POLICIES")?;
+    let counts = find("COUNTS")?;
+    let slots = f64::from(policies.max_entries.max(1));
+    let slot_bytes = policies.per_entry() + counts.memlock as f64 / slots;
+    let binding = workloads.per_entry() + cache.per_entry();
+    Some(MemoryPerWorkload {
+        workloads_entry_bytes: workloads.per_entry(),
+        cache_entry_bytes: cache.per_entry(),
+        slot_bytes,
+        possible_cpus: possible_cpus(),
+        own_policy_bytes: binding + slot_bytes,
+        shared_by_1000_bytes: binding + slot_bytes / 1000.0,
+        total_bytes: maps.iter().map(|m| m.memlock).sum(),
+    })
 }
 
 #[derive(Serialize)]
@@ -167,9 +270,10 @@ struct Env {
     tmpfs: PathBuf,
 }
 
-/// A `sysfence bench-hold` setup, released when dropped.
+/// A `sysfence bench-hold` setup, released when dropped (or by [`Held::finish`]).
 struct Held {
     child: Child,
+    out: Option<BufReader<std::process::ChildStdout>>,
     lines: Vec<String>,
 }
 
@@ -195,7 +299,11 @@ impl Held {
             }
             lines.push(line);
         }
-        Ok(Held { child, lines })
+        Ok(Held {
+            child,
+            out: Some(out),
+            lines,
+        })
     }
 
     fn value(&self, key: &str) -> Option<&str> {
@@ -203,11 +311,31 @@ impl Held {
             .iter()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
     }
+
+    /// Release the setup; the lines it printed on the way out (the slot's counts).
+    fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        drop(self.child.stdin.take());
+        let mut lines = Vec::new();
+        if let Some(out) = self.out.take() {
+            for line in out.lines() {
+                lines.push(line?.trim().to_string());
+            }
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("bench-hold failed on release ({status})");
+        }
+        Ok(lines)
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
+        // Drain what it prints on the way out, so that it exits cleanly.
+        if let Some(out) = self.out.take() {
+            for _ in out.lines().map_while(Result::ok) {}
+        }
         let _ = self.child.wait();
     }
 }
@@ -461,6 +589,14 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         results.map_memory_bytes.insert(n, memory);
+        if n == 1000 {
+            results.maps = held
+                .lines
+                .iter()
+                .filter_map(|l| MapLine::parse(l))
+                .collect();
+            results.memory_per_workload = memory_per_workload(&results.maps);
+        }
         let mut unpoliced = Vec::new();
         let mut policed = Vec::new();
         for _ in 0..args.rounds.min(5) {
@@ -479,6 +615,20 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
             unpoliced_median_ns: median(&unpoliced),
             policed_median_ns: median(&policed),
         });
+    }
+
+    if !args.no_nginx {
+        results.nginx = Some(
+            nginx::run(
+                &env,
+                nginx::NginxArgs {
+                    rounds: args.nginx_rounds,
+                    seconds: args.nginx_seconds,
+                    connections: args.nginx_connections,
+                },
+            )
+            .context("nginx measurements")?,
+        );
     }
 
     if !args.no_agent {
@@ -534,6 +684,68 @@ fn print_table(r: &Results) {
             s.unpoliced_median_ns,
             s.policed_median_ns,
             r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
+        );
+    }
+    if let Some(m) = &r.memory_per_workload {
+        println!();
+        println!(
+            "kernel map memory per bound workload (the maps' memlock / max_entries; {} possible CPUs)",
+            m.possible_cpus
+        );
+        println!("| item | bytes |");
+        println!("| --- | ---: |");
+        println!("| WORKLOADS entry | {:.0} |", m.workloads_entry_bytes);
+        println!("| CGROUP_CACHE entry | {:.0} |", m.cache_entry_bytes);
+        println!(
+            "| one policy slot (POLICIES entry + per-CPU COUNTS) | {:.0} |",
+            m.slot_bytes
+        );
+        println!(
+            "| per workload, policy not shared | {:.0} |",
+            m.own_policy_bytes
+        );
+        println!(
+            "| per workload, 1,000 sharing one policy | {:.0} |",
+            m.shared_by_1000_bytes
+        );
+        println!(
+            "| all maps, preallocated (does not grow) | {} |",
+            m.total_bytes
+        );
+        println!("maps: name type key value max_entries memlock");
+        for map in &r.maps {
+            println!(
+                "  {} {} {} {} {} {}",
+                map.name, map.map_type, map.key_size, map.value_size, map.max_entries, map.memlock
+            );
+        }
+    }
+    if let Some(n) = &r.nginx {
+        println!();
+        println!(
+            "nginx in a runc container ({}, 1 worker, a {}-byte file), {} on loopback, {} rounds interleaved; medians",
+            n.nginx_version, 15, n.wrk, n.rounds
+        );
+        println!("| setup | requests/s | p99 latency |");
+        println!("| --- | ---: | ---: |");
+        for row in &n.rows {
+            println!(
+                "| {} | {:.0} | {:.0} us |",
+                row.setup.label(),
+                row.rps_median,
+                row.p99_us_median
+            );
+        }
+        println!(
+            "throughput loss policed vs unpoliced: {:.2}%; p99 policed/unpoliced: {:.2}",
+            n.throughput_loss_percent, n.p99_ratio
+        );
+        println!(
+            "policy: runtime-default + {} learned ({}); {} syscalls policed, {} violations",
+            n.learned_beyond_runtime_default.len(),
+            n.learned_beyond_runtime_default.join(", "),
+            n.policed_syscalls,
+            n.policed_violations
         );
     }
     if let Some(a) = &r.agent {
