@@ -11,7 +11,7 @@ use aya::{
 };
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
-    NO_SLOT, PolicySlot, ProbeSettings, ViolationEvent, cache_index, stat,
+    NO_SLOT, PolicySlot, ProbeSettings, ViolationEvent, cache_index, generation, stat,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -51,6 +51,11 @@ pub struct Probe {
     settings: Array<MapData, ProbeSettings>,
     current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
+    /// `GENERATION`, and the agent's entry of it as last written.
+    generation: Array<MapData, u64>,
+    agent_generation: u64,
+    /// The programs that invalidate `TASK_MEMO` are attached: the memo is on.
+    memo: bool,
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     max_slots: u32,
@@ -207,6 +212,29 @@ impl Probe {
                 None
             }
         };
+        // The programs that invalidate sys_enter's per-task memo go first; without them
+        // the memo stays off.
+        let memo = options.attach
+            && [
+                ("memo_cgroup_attach", "cgroup_attach_task"),
+                ("memo_task_exit", "sched_process_exit"),
+            ]
+            .into_iter()
+            .all(|(name, tp)| {
+                let result = (|| -> anyhow::Result<()> {
+                    let program: &mut BtfTracePoint = ebpf
+                        .program_mut(name)
+                        .ok_or_else(|| anyhow!("probe object has no {name} program"))?
+                        .try_into()?;
+                    program.load(tp, &btf)?;
+                    program.attach()?;
+                    Ok(())
+                })();
+                if let Err(e) = &result {
+                    tracing::debug!(error = %format!("{e:#}"), "{name}: per-task memo off");
+                }
+                result.is_ok()
+            });
         if options.attach {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut("sys_enter")
@@ -228,6 +256,9 @@ impl Probe {
             counts: take(&mut ebpf, "COUNTS")?,
             settings: take(&mut ebpf, "SETTINGS")?,
             stats: take(&mut ebpf, "STATS")?,
+            generation: take(&mut ebpf, "GENERATION")?,
+            agent_generation: 0,
+            memo: false,
             ebpf,
             _logger: logger,
             max_slots: options.max_slots,
@@ -237,6 +268,11 @@ impl Probe {
         };
         // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
         probe.write_settings()?;
+        if memo {
+            probe.agent_generation = probe.generation.get(&generation::AGENT, 0).unwrap_or(0);
+            probe.memo = true;
+            probe.turn_generation()?;
+        }
         Ok(probe)
     }
 
@@ -386,7 +422,22 @@ impl Probe {
             .entry(index)
             .or_default()
             .insert(cgroup_id);
-        self.write_cache(index)
+        let written = self.write_cache(index);
+        self.turn_generation()?;
+        written
+    }
+
+    /// After a change to what `sys_enter` looks up (WORKLOADS, CGROUP_CACHE, SETTINGS):
+    /// a new generation, so that no CPU's per-task memo (`TASK_MEMO`) answers from
+    /// before the change. No-op while the memo is off.
+    fn turn_generation(&mut self) -> anyhow::Result<()> {
+        if !self.memo {
+            return Ok(());
+        }
+        self.agent_generation += 1;
+        self.generation
+            .set(generation::AGENT, self.agent_generation, 0)
+            .context("writing GENERATION")
     }
 
     /// Forget a cgroup: its tasks go back to the slow path (ancestors, or nothing).
@@ -400,11 +451,14 @@ impl Probe {
             }
         }
         // Cache first: it must never name a cgroup WORKLOADS no longer has.
-        self.write_cache(index)?;
-        match self.workloads.remove(&cgroup_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("removing from WORKLOADS"),
-        }
+        let written =
+            self.write_cache(index)
+                .and_then(|()| match self.workloads.remove(&cgroup_id) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(e).context("removing from WORKLOADS"),
+                });
+        self.turn_generation()?;
+        written
     }
 
     /// Bring one cache entry in line with the book. A reader sees either the old entry,
@@ -485,7 +539,8 @@ impl Probe {
     fn write_settings(&mut self) -> anyhow::Result<()> {
         self.settings
             .set(0, self.current_settings, 0)
-            .context("writing SETTINGS")
+            .context("writing SETTINGS")?;
+        self.turn_generation()
     }
 
     /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only.
