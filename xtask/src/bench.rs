@@ -6,6 +6,9 @@
 //!   floor (an empty `tp_btf/sys_enter` program) measured in the same run.
 //! - Scale: the cost with 1, 100 and 1,000 bound workloads, and the kernel memory of
 //!   the probe's maps.
+//! - nginx in a runc container under wrk (see `nginx.rs`): requests per second and p99
+//!   latency, policed in enforce mode against unpoliced.
+//! - Kernel map memory per bound workload, from the maps' own accounting.
 //! - The agent: time from start to programs attached, RSS with 1,000 workloads bound,
 //!   and the violation event path under a flood.
 
@@ -42,10 +45,10 @@ pub struct BenchArgs {
     #[arg(long)]
     no_nginx: bool,
     /// nginx rounds; every nginx setup is measured once per round.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 8)]
     nginx_rounds: usize,
     /// Seconds of wrk load per nginx sample.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 3)]
     nginx_seconds: u64,
     /// wrk connections.
     #[arg(long, default_value_t = 32)]
