@@ -729,19 +729,23 @@ fn print_table(r: &Results) {
             "nginx in a runc container ({}, 1 worker, a {}-byte file), {} on loopback, {} rounds interleaved; medians",
             n.nginx_version, 15, n.wrk, n.rounds
         );
-        println!("| setup | requests/s | p99 latency |");
-        println!("| --- | ---: | ---: |");
+        println!("| setup | requests/s | p99 latency | nginx CPU per request |");
+        println!("| --- | ---: | ---: | ---: |");
         for row in &n.rows {
             println!(
-                "| {} | {:.0} | {:.0} us |",
+                "| {} | {:.0} | {:.0} us | {:.2} us |",
                 row.setup.label(),
                 row.rps_median,
-                row.p99_us_median
+                row.p99_us_median,
+                row.cpu_us_per_request_median
             );
         }
         println!(
-            "throughput loss policed vs unpoliced: {:.2}%; p99 policed/unpoliced: {:.2}",
-            n.throughput_loss_percent, n.p99_ratio
+            "policed vs unpoliced: throughput loss {:.2}%; p99 x{:.2}; nginx CPU per request {:+.2}%; {:.1} syscalls per request",
+            n.throughput_loss_percent,
+            n.p99_ratio,
+            n.cpu_per_request_increase_percent,
+            n.syscalls_per_request
         );
         println!(
             "policy: runtime-default + {} learned ({}); {} syscalls policed, {} violations",

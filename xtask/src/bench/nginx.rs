@@ -10,6 +10,10 @@
 //! run in monitor mode through the bench's own probe, then `runtime-default` plus
 //! every syscall counted, so that enforce mode never kills nginx; the policed rounds
 //! check that nothing was counted as a violation.
+//!
+//! Requests per second and latency swing with whatever else the machine runs. The CPU
+//! time the container's cgroup used per request (`cpu.stat`) does much less: it is what
+//! policing adds to nginx itself, and is reported beside them.
 
 use std::{
     collections::BTreeSet,
@@ -62,6 +66,9 @@ pub struct NginxRow {
     pub p99_us_samples: Vec<f64>,
     pub rps_median: f64,
     pub p99_us_median: f64,
+    /// CPU time of the container's cgroup per request served, in µs.
+    pub cpu_us_per_request_samples: Vec<f64>,
+    pub cpu_us_per_request_median: f64,
 }
 
 #[derive(Serialize)]
@@ -75,6 +82,10 @@ pub struct NginxFigures {
     pub throughput_loss_percent: f64,
     /// policed p99 / unpoliced p99, medians.
     pub p99_ratio: f64,
+    /// (policed - unpoliced) / unpoliced, of the median CPU time per request, in %.
+    pub cpu_per_request_increase_percent: f64,
+    /// Syscalls of the container per request, in the policed rounds (exact counts).
+    pub syscalls_per_request: f64,
     /// Syscalls counted in the learning run that `runtime-default` does not allow.
     pub learned_beyond_runtime_default: Vec<String>,
     /// Distinct syscalls counted in the learning run.
@@ -296,8 +307,18 @@ fn write_bundle(
     Ok(())
 }
 
-/// One wrk run: requests per second and p99 latency in µs.
-fn wrk(port: u16, args: NginxArgs) -> anyhow::Result<(f64, f64)> {
+/// The CPU time a cgroup (relative to the cgroup v2 root) has used, in µs.
+fn cgroup_cpu_usec(cgroup: &str) -> anyhow::Result<u64> {
+    let root = super::cgroup_v2_root().ok_or_else(|| anyhow!("no cgroup v2 hierarchy"))?;
+    let path = root.join(cgroup).join("cpu.stat");
+    let text = fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no usage_usec in {}", path.display()))
+}
+
+/// One wrk run: (requests per second, p99 latency in µs, requests).
+fn wrk(port: u16, args: NginxArgs) -> anyhow::Result<(f64, f64, u64)> {
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -328,7 +349,11 @@ fn wrk(port: u16, args: NginxArgs) -> anyhow::Result<(f64, f64)> {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .and_then(|v| parse_latency_us(v.trim()))
         .ok_or_else(|| anyhow!("no 99% latency in wrk output: {text}"))?;
-    Ok((rps, p99))
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ")?.0.parse().ok())
+        .ok_or_else(|| anyhow!("no request count in wrk output: {text}"))?;
+    Ok((rps, p99, requests))
 }
 
 /// wrk's `1.05ms`, `285.00us`, `1.20s` as µs.
@@ -448,8 +473,10 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
 
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); NginxSetup::ALL.len()];
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); NginxSetup::ALL.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); NginxSetup::ALL.len()];
     let mut violations = 0;
     let mut policed_syscalls = 0;
+    let mut policed_requests = 0;
     for round in 0..args.rounds {
         eprint!("\rxtask: bench nginx round {}/{}", round + 1, args.rounds);
         for (i, setup) in NginxSetup::ALL.into_iter().enumerate() {
@@ -478,10 +505,14 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
                     ],
                 )?),
             };
-            let (r, p) = wrk(port, args)?;
+            let usec = cgroup_cpu_usec(&c.cgroup)?;
+            let (r, p, requests) = wrk(port, args)?;
+            let usec = cgroup_cpu_usec(&c.cgroup)? - usec;
+            cpu[i].push(usec as f64 / requests.max(1) as f64);
             if let Some(held) = held {
                 let lines = held.finish()?;
                 if setup == NginxSetup::PolicedEnforce {
+                    policed_requests += requests;
                     for (_, _, n, violation) in counts(&lines) {
                         policed_syscalls += n;
                         if violation {
@@ -514,6 +545,8 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
             p99_us_median: median(&p99[i]),
             rps_samples: rps[i].clone(),
             p99_us_samples: p99[i].clone(),
+            cpu_us_per_request_median: median(&cpu[i]),
+            cpu_us_per_request_samples: cpu[i].clone(),
         })
         .collect();
     let unpoliced = &rows[1];
@@ -529,6 +562,11 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
         throughput_loss_percent: (unpoliced.rps_median - policed.rps_median) / unpoliced.rps_median
             * 100.0,
         p99_ratio: policed.p99_us_median / unpoliced.p99_us_median,
+        cpu_per_request_increase_percent: (policed.cpu_us_per_request_median
+            - unpoliced.cpu_us_per_request_median)
+            / unpoliced.cpu_us_per_request_median
+            * 100.0,
+        syscalls_per_request: policed_syscalls as f64 / policed_requests.max(1) as f64,
         learned_beyond_runtime_default: beyond.into_iter().collect(),
         learned_syscalls: allow.len(),
         policed_violations: violations,
