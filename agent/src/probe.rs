@@ -156,6 +156,19 @@ impl KernelLayout {
     }
 }
 
+/// Whether `sys_enter`'s per-task memo is worth turning on: it replaces one helper call
+/// with per-CPU array lookups, which kernels from 6.10 inline on x86-64 (before, each is
+/// a helper call itself).
+fn memo_pays_off() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    cfg!(target_arch = "x86_64") && version >= (6, 10)
+}
+
 fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Result<u32> {
     for t in btf
         .resolve_types_by_name(strukt)
@@ -215,6 +228,7 @@ impl Probe {
         // The programs that invalidate sys_enter's per-task memo go first; without them
         // the memo stays off.
         let memo = options.attach
+            && memo_pays_off()
             && [
                 ("memo_cgroup_attach", "cgroup_attach_task"),
                 ("memo_task_exit", "sched_process_exit"),
