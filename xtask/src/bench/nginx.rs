@@ -405,10 +405,20 @@ fn write_policy(
     Ok(())
 }
 
+/// A program on PATH, or in the sbin directories a root shell's PATH may lack.
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{name} not found after installing it"))
+}
+
 pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
     packages::install(&["nginx", "wrk", "runc"])?;
-    let nginx = PathBuf::from("/usr/sbin/nginx");
-    let runc = PathBuf::from("/usr/sbin/runc");
+    let nginx = which("nginx")?;
+    let runc = which("runc")?;
     let version = Command::new(&nginx)
         .arg("-v")
         .output()
