@@ -8,6 +8,7 @@ use crate::{
     cgroup::{self, OwnedCgroup},
     policy,
     probe::{Probe, ProbeOptions},
+    syscall_table,
 };
 
 /// Bytes of kernel memory charged to this process's BPF maps (`memlock` in the maps'
@@ -28,20 +29,65 @@ pub fn map_memory() -> u64 {
         .sum()
 }
 
+/// One line per BPF map this process holds, as the kernel reports it (`bpf_map_info`
+/// for the name, the map's fdinfo for the rest, `memlock` being the kernel's own
+/// `bpf_map_memory_usage`): `map NAME TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES MEMLOCK`.
+pub fn map_info_lines() -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return Vec::new();
+    };
+    let mut lines: Vec<String> = fds
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            let field = |k: &str| {
+                info.lines().find_map(|l| {
+                    l.strip_prefix(k)
+                        .and_then(|v| v.strip_prefix(':'))
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
+            };
+            let id = field("map_id")? as u32;
+            let name = aya::maps::MapInfo::from_id(id)
+                .ok()
+                .and_then(|i| i.name_as_str().map(str::to_string))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| format!("id{id}"));
+            Some(format!(
+                "map {name} {} {} {} {} {}",
+                field("map_type")?,
+                field("key_size")?,
+                field("value_size")?,
+                field("max_entries")?,
+                field("memlock")?
+            ))
+        })
+        .collect();
+    lines.sort();
+    lines.dedup();
+    lines
+}
+
 /// Hold one setup until stdin closes, after printing `ready`:
 /// - `floor`: the empty `sys_enter` program alone;
 /// - `idle`: sysfence attached as the agent runs it, `policy` in a slot bound to
 ///   `workloads` fresh cgroups and every other cgroup known unpoliced; with `caller`,
 ///   one more bound cgroup is created for the benchmark's workload, and its path is
-///   printed as `caller-cgroup PATH`. `map-memory BYTES` is printed too.
+///   printed as `caller-cgroup PATH`; with `bind`, that existing cgroup (a path under
+///   the cgroup v2 root, or absolute) is bound too. `map-memory BYTES` and one `map`
+///   line per map ([`map_info_lines`]) are printed too. When stdin closes, the slot's
+///   exact counts are printed, `count ABI NAME N allowed|violation`.
 pub fn hold(
     what: &str,
     policy_file: Option<&Path>,
     workloads: u32,
     caller: bool,
+    bind: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut cgroups: Vec<OwnedCgroup> = Vec::new();
-    let _probe: Probe = match what {
+    let mut slot_policy = None;
+    let probe: Probe = match what {
         "floor" => {
             let mut probe = Probe::load(ProbeOptions {
                 max_slots: 1,
@@ -62,17 +108,23 @@ pub fn hold(
                 max_slots: 1,
                 attach: true,
             })?;
-            probe.fill_slot(
-                0,
-                &p.enforcement(Err("the benchmark attaches no LSM hook"))
-                    .slot,
-            )?;
+            let slot = p
+                .enforcement(Err("the benchmark attaches no LSM hook"))
+                .slot;
+            probe.fill_slot(0, &slot)?;
+            slot_policy = Some(slot);
             let root = cgroup::v2_root()?;
             let base = format!("sysfence/bench-{}", std::process::id());
-            for i in 0..workloads.max(1) {
+            for i in 0..workloads {
                 let cg = OwnedCgroup::create(&root, &format!("{base}/w{i}"))?;
                 probe.bind(cg.id, 0)?;
                 cgroups.push(cg);
+            }
+            let mut bound: Vec<u64> = cgroups.iter().map(|c| c.id).collect();
+            if let Some(path) = bind {
+                let id = cgroup::id_of(&root.join(path))?;
+                probe.bind(id, 0)?;
+                bound.push(id);
             }
             if caller {
                 let cg = OwnedCgroup::create(&root, &format!("{base}/caller"))?;
@@ -81,7 +133,7 @@ pub fn hold(
                 cgroups.push(cg);
             }
             // As the agent does: every other cgroup is known to be unpoliced.
-            let bound: Vec<u64> = cgroups.iter().map(|c| c.id).collect();
+            bound.extend(cgroups.iter().map(|c| c.id));
             for (_, abs) in cgroup::walk(&root) {
                 if let Ok(id) = cgroup::id_of(&abs)
                     && !bound.contains(&id)
@@ -95,9 +147,26 @@ pub fn hold(
         other => bail!("unknown setup {other}: floor or idle"),
     };
     println!("map-memory {}", map_memory());
+    for line in map_info_lines() {
+        println!("{line}");
+    }
     println!("ready");
     let mut sink = Vec::new();
     std::io::stdin().read_to_end(&mut sink)?;
+    if let Some(slot) = slot_policy {
+        for (index, n) in probe.slot_counts(0)? {
+            let (abi, name) = syscall_table::describe_index(index);
+            let verdict = match probe_common::decide(&slot, Some(index)) {
+                probe_common::Decision::Allow if abi.is_some() => "allowed",
+                _ => "violation",
+            };
+            println!(
+                "count {} {name} {n} {verdict}",
+                abi.map_or("unknown", |a| a.name())
+            );
+        }
+    }
+    drop(probe);
     // Children first: a cgroup is removed only once empty, its parent after it.
     while let Some(cg) = cgroups.pop() {
         drop(cg);

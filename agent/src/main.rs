@@ -366,6 +366,9 @@ enum Command {
         /// Also create a bound cgroup for the workload and print its path (idle).
         #[arg(long)]
         caller: bool,
+        /// Also bind this existing cgroup (under the cgroup v2 root) (idle).
+        #[arg(long)]
+        bind: Option<PathBuf>,
     },
 }
 
@@ -674,8 +677,15 @@ fn main() -> ExitCode {
             policy,
             workloads,
             caller,
-        } => sysfence::bench_support::hold(&what, policy.as_deref(), workloads, caller)
-            .map(|()| ExitCode::SUCCESS),
+            bind,
+        } => sysfence::bench_support::hold(
+            &what,
+            policy.as_deref(),
+            workloads,
+            caller,
+            bind.as_deref(),
+        )
+        .map(|()| ExitCode::SUCCESS),
         Command::Wrap {
             runtime,
             socket,

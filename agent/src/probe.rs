@@ -13,7 +13,8 @@ use aya::{
 };
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
-    NO_SLOT, PolicySlot, ProbeSettings, RateKey, RateState, ViolationEvent, cache_index, stat,
+    NO_SLOT, PolicySlot, ProbeSettings, RateKey, RateState, ViolationEvent, cache_index,
+    generation, stat,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -58,6 +59,11 @@ pub struct Probe {
     /// The pin directory, when the probe is pinned.
     pinned: Option<pins::Pinned>,
     attached: Vec<(&'static str, pins::Attached)>,
+    /// `GENERATION`, and the agent's entry of it as last written.
+    generation: Array<MapData, u64>,
+    agent_generation: u64,
+    /// The programs that invalidate `TASK_MEMO` are attached: the memo is on.
+    memo: bool,
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     max_slots: u32,
@@ -173,6 +179,19 @@ impl KernelLayout {
     }
 }
 
+/// Whether `sys_enter`'s per-task memo is worth turning on: it replaces one helper call
+/// with per-CPU array lookups, which kernels from 6.10 inline on x86-64 (before, each is
+/// a helper call itself).
+fn memo_pays_off() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    cfg!(target_arch = "x86_64") && version >= (6, 10)
+}
+
 fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Result<u32> {
     for t in btf
         .resolve_types_by_name(strukt)
@@ -260,6 +279,30 @@ impl Probe {
             }
         };
         let mut attached = Vec::new();
+        // The programs that invalidate sys_enter's per-task memo go first (pinned with
+        // the rest: a memo left without them would outlive a task's move); without them
+        // the memo stays off.
+        let memo = options.attach
+            && memo_pays_off()
+            && [
+                ("memo_cgroup_attach", "cgroup_attach_task"),
+                ("memo_task_exit", "sched_process_exit"),
+            ]
+            .into_iter()
+            .all(|(name, tp)| {
+                let result = (|| -> anyhow::Result<()> {
+                    let program: &mut BtfTracePoint = ebpf
+                        .program_mut(name)
+                        .ok_or_else(|| anyhow!("probe object has no {name} program"))?
+                        .try_into()?;
+                    program.load(tp, &btf)?;
+                    pins::attach(pinned.as_ref(), &mut attached, name, program)
+                })();
+                if let Err(e) = &result {
+                    tracing::debug!(error = %format!("{e:#}"), "{name}: per-task memo off");
+                }
+                result.is_ok()
+            });
         if options.attach {
             let program: &mut BtfTracePoint = ebpf
                 .program_mut("sys_enter")
@@ -285,6 +328,9 @@ impl Probe {
             settings: take(&mut ebpf, "SETTINGS")?,
             stats: take(&mut ebpf, "STATS")?,
             limits: take(&mut ebpf, "EVENT_LIMITS")?,
+            generation: take(&mut ebpf, "GENERATION")?,
+            agent_generation: 0,
+            memo: false,
             ebpf,
             _logger: logger,
             max_slots: options.max_slots,
@@ -299,6 +345,19 @@ impl Probe {
         } else {
             // Until written, SETTINGS holds zeros: no rate limit. Write the defaults now.
             probe.write_settings()?;
+        }
+        if memo {
+            // Go on from the pinned value: a generation must never come back, or a stale
+            // memo entry would be taken as current.
+            probe.agent_generation = probe.generation.get(&generation::AGENT, 0).unwrap_or(0);
+            probe.memo = true;
+            probe.turn_generation()?;
+        } else {
+            // A kept sys_enter of an earlier agent may have had the memo on: off.
+            probe
+                .generation
+                .set(generation::AGENT, 0, 0)
+                .context("writing GENERATION")?;
         }
         Ok(probe)
     }
@@ -607,7 +666,22 @@ impl Probe {
             .entry(index)
             .or_default()
             .insert(cgroup_id);
-        self.write_cache(index)
+        let written = self.write_cache(index);
+        self.turn_generation()?;
+        written
+    }
+
+    /// After a change to what `sys_enter` looks up (WORKLOADS, CGROUP_CACHE, SETTINGS):
+    /// a new generation, so that no CPU's per-task memo (`TASK_MEMO`) answers from
+    /// before the change. No-op while the memo is off.
+    fn turn_generation(&mut self) -> anyhow::Result<()> {
+        if !self.memo {
+            return Ok(());
+        }
+        self.agent_generation += 1;
+        self.generation
+            .set(generation::AGENT, self.agent_generation, 0)
+            .context("writing GENERATION")
     }
 
     /// Forget a cgroup: its tasks go back to the slow path (ancestors, or nothing).
@@ -621,11 +695,14 @@ impl Probe {
             }
         }
         // Cache first: it must never name a cgroup WORKLOADS no longer has.
-        self.write_cache(index)?;
-        match self.workloads.remove(&cgroup_id) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e).context("removing from WORKLOADS"),
-        }
+        let written =
+            self.write_cache(index)
+                .and_then(|()| match self.workloads.remove(&cgroup_id) {
+                    Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+                    Err(e) => Err(e).context("removing from WORKLOADS"),
+                });
+        self.turn_generation()?;
+        written
     }
 
     /// Bring one cache entry in line with the book. A reader sees either the old entry,
@@ -706,7 +783,8 @@ impl Probe {
     fn write_settings(&mut self) -> anyhow::Result<()> {
         self.settings
             .set(0, self.current_settings, 0)
-            .context("writing SETTINGS")
+            .context("writing SETTINGS")?;
+        self.turn_generation()
     }
 
     /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only.

@@ -316,6 +316,55 @@ pub const fn cache_index(cgroup_id: u64) -> u32 {
     (cgroup_id & (CGROUP_CACHE_SIZE as u64 - 1)) as u32
 }
 
+/// Value of `TASK_MEMO[memo_index(regs)]`, per CPU: what `sys_enter` last found for the
+/// task whose syscall registers sit at `regs` (the top of its kernel stack, unique among
+/// live tasks), so that the next syscall of that task on that CPU needs neither
+/// `bpf_get_current_task_btf()` nor the cgroup lookup. Valid while `generation` equals
+/// the current [`memo_generation`]: the agent bumps it after every change to what the
+/// lookup reads, the kernel side when a task changes cgroup or exits (its stack, hence
+/// `regs`, may then serve another task).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskMemo {
+    pub regs: u64,
+    pub generation: u64,
+    pub cgroup_id: u64,
+    /// The bound slot, or [`NO_SLOT`].
+    pub slot: u32,
+    pub _reserved: u32,
+}
+
+/// Entries of `TASK_MEMO` per CPU (a power of two).
+pub const TASK_MEMO_SIZE: u32 = 8;
+
+/// Index of a task's syscall registers in `TASK_MEMO`. Kernel stacks are 16 KiB-aligned
+/// (and guard-paged), so the bits above 14 tell tasks apart.
+#[inline(always)]
+pub const fn memo_index(regs: u64) -> u32 {
+    (((regs >> 14) ^ (regs >> 17)) & (TASK_MEMO_SIZE as u64 - 1)) as u32
+}
+
+/// `GENERATION` entries: bumped by the agent (0 = the memo is off), and by the kernel side.
+pub mod generation {
+    /// Written by the agent only: 0 until it has attached the invalidating programs, then
+    /// bumped after every change to `WORKLOADS`, `CGROUP_CACHE` or `SETTINGS`.
+    pub const AGENT: u32 = 0;
+    /// Bumped (atomically) by the probe when a task changes cgroup or exits.
+    pub const KERNEL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// The generation a [`TaskMemo`] must carry to be valid: `None` when the memo is off.
+/// Both counters only grow, so their sum changes whenever either does.
+#[inline(always)]
+pub const fn memo_generation(agent: u64, kernel: u64) -> Option<u64> {
+    if agent == 0 {
+        None
+    } else {
+        Some(agent.wrapping_add(kernel))
+    }
+}
+
 /// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -601,6 +650,8 @@ const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
+const _: () = assert!(core::mem::size_of::<TaskMemo>() == 32);
+const _: () = assert!(TASK_MEMO_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
@@ -616,6 +667,7 @@ mod pod {
     unsafe impl aya::Pod for super::PolicySlot {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::CacheEntry {}
+    unsafe impl aya::Pod for super::TaskMemo {}
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::ProbeSettings {}
@@ -777,6 +829,27 @@ mod tests {
                 assert!(nr < 512, "{h}");
             }
         }
+    }
+
+    #[test]
+    fn memo_index_spreads_kernel_stacks() {
+        // vmap'd 16 KiB stacks with a guard page land 32 KiB apart.
+        let base = 0xffff_c900_0000_0000u64 + 0x3f58;
+        let used: std::collections::BTreeSet<u32> =
+            (0..8u64).map(|i| memo_index(base + i * 0x8000)).collect();
+        assert!(used.len() >= 4, "{used:?}");
+        for i in 0..64u64 {
+            assert!(memo_index(base + i * 0x4000) < TASK_MEMO_SIZE);
+        }
+    }
+
+    #[test]
+    fn memo_generation_is_off_until_the_agent_turns_it_on() {
+        assert_eq!(memo_generation(0, 5), None);
+        assert_eq!(memo_generation(1, 0), Some(1));
+        // A bump on either side changes it.
+        assert_ne!(memo_generation(2, 0), memo_generation(1, 0));
+        assert_ne!(memo_generation(1, 1), memo_generation(1, 0));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! sysfence kernel side.
 //!
 //! The path of one syscall (see the design doc):
-//! 1. `sys_enter` reads the task's cgroup v2 id and looks up its [`Binding`] in
-//!    `WORKLOADS`, falling back to the task's ancestors at the levels named in
-//!    `SETTINGS`. No binding: return at once.
+//! 1. `sys_enter` first asks its per-CPU `TASK_MEMO` (keyed by the task's syscall
+//!    registers, valid for one `GENERATION`) what it found last time for this task.
+//!    Otherwise it reads the task's cgroup v2 id and looks up its [`Binding`] in
+//!    `CGROUP_CACHE` and `WORKLOADS`, falling back to the task's ancestors at the levels
+//!    named in `SETTINGS`, and remembers the answer. No binding: return at once.
 //! 2. The syscall is classified into (ABI, number) and judged by
 //!    [`probe_common::decide`] against the slot's allow bitmap: the whole decision.
 //! 3. The call is counted in `COUNTS`; a violation may kill and emit an event.
@@ -34,8 +36,8 @@ use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, DEFAULT_EVENTS_PER_SECOND,
     Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY,
     MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState,
-    TS_COMPAT, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index, classify, decide,
-    io_uring_op_syscall, mode, stat,
+    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
+    classify, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -102,18 +104,128 @@ static DENY_MARKS: HashMap<u64, DenyMark> = HashMap::with_max_entries(16384, 0);
 #[map]
 static DENY_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Per CPU, what `sys_enter` last found for a few tasks (see [`TaskMemo`]). Written and
+/// read by `sys_enter` only.
+#[map]
+static TASK_MEMO: PerCpuArray<TaskMemo> = PerCpuArray::with_max_entries(TASK_MEMO_SIZE, 0);
+
+/// Per CPU, one u64 through which `sys_enter` turns the `pt_regs` pointer it is given
+/// into a number. Written and read by `sys_enter` only.
+#[map]
+static REGS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The generations a `TASK_MEMO` entry is valid for (`probe_common::generation`):
+/// `AGENT` written by the agent after every binding or settings change (0: memo off),
+/// `KERNEL` bumped by `memo_cgroup_attach` and `memo_task_exit`; read by `sys_enter`.
+#[map]
+static GENERATION: Array<u64> = Array::with_max_entries(generation::COUNT, 0);
+
 const EPERM: i32 = 1;
 
 /// `raw_syscalls:sys_enter`: polices every syscall of every bound workload.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    // The memo entry for this task on this CPU; null when the memo is off. (A raw
+    // pointer, not an Option: the verifier refuses to read the registers a `None`
+    // leaves undefined.)
+    let mut generation = 0;
+    let mut regs = 0;
+    let mut memo: *mut TaskMemo = core::ptr::null_mut();
+    if let Some(g) = current_generation()
+        && let Some(r) = regs_address(&ctx)
+        && let Some(m) = TASK_MEMO.get_ptr_mut(memo_index(r))
+    {
+        (generation, regs, memo) = (g, r, m);
+        // SAFETY: this CPU's entry; this program does not nest with itself on a CPU.
+        let m = unsafe { *m };
+        if m.regs == regs && m.generation == generation {
+            if m.slot != NO_SLOT {
+                // SAFETY: as below.
+                let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+                police(&ctx, task, m.slot, m.cgroup_id);
+            }
+            return 0;
+        }
+    }
     // SAFETY: helper with no arguments; the pointer is only used for BTF-checked loads.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let cgroup_id = current_cgroup_id(task);
-    if let Some(slot) = bound_slot(cgroup_id) {
+    let slot = bound_slot_or_none(cgroup_id);
+    if !memo.is_null() {
+        // SAFETY: as above. Stored with the generation read before the lookup, so an
+        // answer that a concurrent change made stale is never taken as current.
+        unsafe {
+            *memo = TaskMemo {
+                regs,
+                generation,
+                cgroup_id,
+                slot,
+                _reserved: 0,
+            }
+        };
+    }
+    if slot != NO_SLOT {
         police(&ctx, task, slot, cgroup_id);
     }
     0
+}
+
+/// The address of the task's saved user registers, at the top of its kernel stack:
+/// unique among live tasks, and read without a helper call. The verifier types the
+/// argument as a `pt_regs` pointer, on which no arithmetic is allowed; stored into a map
+/// and read back, it is a plain number (a privileged program may store a pointer).
+#[inline(always)]
+fn regs_address(ctx: &BtfTracePointContext) -> Option<u64> {
+    let regs: u64 = ctx.arg(0);
+    let scratch = REGS_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's u64; this program does not nest with itself on a CPU.
+    unsafe {
+        core::ptr::write_volatile(scratch, regs);
+        Some(core::ptr::read_volatile(scratch))
+    }
+}
+
+/// The generation memo entries must carry now, or `None` when the memo is off. Read
+/// before anything the lookup reads.
+#[inline(always)]
+fn current_generation() -> Option<u64> {
+    let agent = GENERATION.get_ptr(generation::AGENT)?;
+    let kernel = GENERATION.get_ptr(generation::KERNEL)?;
+    // SAFETY: u64 map values that live as long as the program; aligned loads do not tear.
+    // Volatile, as are the loads of the lookup after them (the cgroup walk; the map
+    // lookups are helper calls): the compiler keeps them in this order, and x86 does not
+    // reorder loads with loads.
+    unsafe {
+        memo_generation(
+            core::ptr::read_volatile(agent),
+            core::ptr::read_volatile(kernel),
+        )
+    }
+}
+
+/// `cgroup:cgroup_attach_task`: a task changed cgroup; what `sys_enter` remembered about
+/// tasks may be stale. Attached with `sys_enter`.
+#[btf_tracepoint(function = "cgroup_attach_task")]
+pub fn memo_cgroup_attach(_ctx: BtfTracePointContext) -> i32 {
+    bump_kernel_generation();
+    0
+}
+
+/// `sched:sched_process_exit`: a task is exiting; its kernel stack (the memo key) may
+/// serve another task next. Attached with `sys_enter`.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn memo_task_exit(_ctx: BtfTracePointContext) -> i32 {
+    bump_kernel_generation();
+    0
+}
+
+#[inline(always)]
+fn bump_kernel_generation() {
+    if let Some(p) = GENERATION.get_ptr_mut(generation::KERNEL) {
+        // SAFETY: a u64 map value that lives as long as the program; every kernel-side
+        // writer uses this atomic add.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+    }
 }
 
 /// Benchmark floor: an empty `raw_syscalls:sys_enter` program. Never attached by the
@@ -150,20 +262,32 @@ fn current_cgroup_id(task: *const u8) -> u64 {
 /// The slot bound to the current task's cgroup, or to its deepest bound ancestor.
 #[inline(always)]
 fn bound_slot(cgroup_id: u64) -> Option<u32> {
+    let slot = bound_slot_or_none(cgroup_id);
+    (slot != NO_SLOT).then_some(slot)
+}
+
+/// As [`bound_slot`], with [`NO_SLOT`] for none: a plain number in every path (the
+/// verifier refuses to read the register an `Option`'s `None` leaves undefined, which
+/// the memo's store would).
+#[inline(always)]
+fn bound_slot_or_none(cgroup_id: u64) -> u32 {
     // The common case, policed or not: an inlined array access and one compare.
     if let Some(entry) = CGROUP_CACHE.get(cache_index(cgroup_id))
         && entry.cgroup_id == cgroup_id
     {
-        return (entry.slot != NO_SLOT).then_some(entry.slot);
+        return entry.slot;
     }
     // SAFETY: the value is plain data and the map is only read here.
     if let Some(binding) = unsafe { WORKLOADS.get(cgroup_id) } {
         // NO_SLOT: known and unpoliced (the common case on a node): one lookup.
-        return (binding.slot != NO_SLOT).then_some(binding.slot);
+        return binding.slot;
     }
-    let levels = SETTINGS.get(0)?.ancestor_levels;
+    let Some(settings) = SETTINGS.get(0) else {
+        return NO_SLOT;
+    };
+    let levels = settings.ancestor_levels;
     if levels == 0 {
-        return None;
+        return NO_SLOT;
     }
     let mut level: i32 = 31;
     while level > 0 {
@@ -174,12 +298,12 @@ fn bound_slot(cgroup_id: u64) -> Option<u32> {
                 && let Some(binding) = unsafe { WORKLOADS.get(ancestor) }
                 && binding.slot != NO_SLOT
             {
-                return Some(binding.slot);
+                return binding.slot;
             }
         }
         level -= 1;
     }
-    None
+    NO_SLOT
 }
 
 #[inline(always)]

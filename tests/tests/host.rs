@@ -327,3 +327,83 @@ fn doctor_reports_lsm_and_deny_falls_back_accordingly() {
         assert_eq!(v["outcome"], "killed-after");
     }
 }
+
+/// Wait up to `secs` for a child to exit; its status, or `None` (then it is killed).
+fn exit_within(child: &mut Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let status = wait_for(Duration::from_secs(secs), || {
+        child.try_wait().ok().flatten()
+    });
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    status
+}
+
+/// `sys_enter` remembers, per CPU, what it found for the tasks it saw last (so that an
+/// unpoliced task skips the lookup). A task that keeps making syscalls must still be
+/// policed from the moment its cgroup is bound, and from the moment it is moved into a
+/// bound cgroup.
+#[test]
+fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
+    if !privileged("a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup") {
+        return;
+    }
+    let base = format!("sysfence-test-memo-{}", std::process::id());
+    let _base = TestCgroup::create(&base);
+    // Running, and making syscalls, before any policy exists.
+    let early = TestCgroup::create(&format!("{base}/early"));
+    let mut before = early
+        .command(WORKLOAD)
+        .args(["getppid", "100000000000"])
+        .spawn()
+        .unwrap();
+    let mut outside = Command::new(WORKLOAD)
+        .args(["getppid", "100000000000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "no-getppid.yaml",
+        &policy_yaml(
+            "no-getppid",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    let agent = Agent::start(dir.path());
+    agent.wait_line("started", |v| v["event"] == "started");
+
+    // Bound while it runs: killed at its next getppid.
+    let status = exit_within(&mut before, 10);
+    assert_eq!(
+        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(9),
+        "a task in a cgroup bound while it ran was not policed: {status:?}"
+    );
+
+    // Unpoliced, and still running, while the agent runs.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        outside.try_wait().unwrap().is_none(),
+        "an unpoliced process was touched"
+    );
+    // Moved into a bound cgroup while it runs: killed at its next getppid.
+    let work = TestCgroup::create(&format!("{base}/w1"));
+    agent.wait_line("the binding of w1", |v| {
+        v["event"] == "bound" && v["cgroup"] == format!("{base}/w1")
+    });
+    std::fs::write(work.path.join("cgroup.procs"), outside.id().to_string()).unwrap();
+    let status = exit_within(&mut outside, 10);
+    assert_eq!(
+        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(9),
+        "a task moved into a bound cgroup was not policed: {status:?}"
+    );
+    let (code, lines) = agent.stop();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+}

@@ -6,6 +6,9 @@
 //!   floor (an empty `tp_btf/sys_enter` program) measured in the same run.
 //! - Scale: the cost with 1, 100 and 1,000 bound workloads, and the kernel memory of
 //!   the probe's maps.
+//! - nginx in a runc container under wrk (see `nginx.rs`): requests per second and p99
+//!   latency, policed in enforce mode against unpoliced.
+//! - Kernel map memory per bound workload, from the maps' own accounting.
 //! - The agent: time from start to programs attached, RSS with 1,000 workloads bound,
 //!   and the violation event path under a flood.
 
@@ -22,6 +25,8 @@ use serde::Serialize;
 
 use crate::packages;
 
+mod nginx;
+
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// Rounds; every setup is measured once per round.
@@ -36,6 +41,18 @@ pub struct BenchArgs {
     /// Skip the agent measurements (start time, RSS, event flood).
     #[arg(long)]
     no_agent: bool,
+    /// Skip the nginx + wrk measurement.
+    #[arg(long)]
+    no_nginx: bool,
+    /// nginx rounds; every nginx setup is measured once per round.
+    #[arg(long, default_value_t = 8)]
+    nginx_rounds: usize,
+    /// Seconds of wrk load per nginx sample.
+    #[arg(long, default_value_t = 3)]
+    nginx_seconds: u64,
+    /// wrk connections.
+    #[arg(long, default_value_t = 32)]
+    nginx_connections: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
@@ -113,7 +130,96 @@ struct Results {
     rows: Vec<Row>,
     scale: Vec<ScaleRow>,
     map_memory_bytes: BTreeMap<u32, u64>,
+    /// The probe's maps as the kernel reports them, with 1,000 workloads bound.
+    maps: Vec<MapLine>,
+    memory_per_workload: Option<MemoryPerWorkload>,
+    nginx: Option<nginx::NginxFigures>,
     agent: Option<AgentFigures>,
+}
+
+/// One map of the probe, from `bpf_map_info` and its fdinfo (`memlock` is the kernel's
+/// own accounting of the map's memory).
+#[derive(Serialize, Clone)]
+struct MapLine {
+    name: String,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    memlock: u64,
+}
+
+impl MapLine {
+    fn parse(line: &str) -> Option<MapLine> {
+        let mut f = line.strip_prefix("map ")?.split_whitespace();
+        Some(MapLine {
+            name: f.next()?.to_string(),
+            map_type: f.next()?.parse().ok()?,
+            key_size: f.next()?.parse().ok()?,
+            value_size: f.next()?.parse().ok()?,
+            max_entries: f.next()?.parse().ok()?,
+            memlock: f.next()?.parse().ok()?,
+        })
+    }
+
+    fn per_entry(&self) -> f64 {
+        self.memlock as f64 / f64::from(self.max_entries.max(1))
+    }
+}
+
+/// Kernel map memory per bound workload, from the maps' own accounting: a binding
+/// costs one `WORKLOADS` entry and one `CGROUP_CACHE` entry, and its policy's slot (one
+/// `POLICIES` entry and the slot's per-CPU `COUNTS`) is shared by every workload bound
+/// to that policy.
+#[derive(Serialize)]
+struct MemoryPerWorkload {
+    workloads_entry_bytes: f64,
+    cache_entry_bytes: f64,
+    /// One policy slot: its POLICIES entry and its COUNTS (per CPU).
+    slot_bytes: f64,
+    possible_cpus: u32,
+    /// A workload whose policy no other workload shares.
+    own_policy_bytes: f64,
+    /// 1,000 workloads sharing one policy (the bench's scale setup).
+    shared_by_1000_bytes: f64,
+    /// Everything else, preallocated once whatever is bound (ring buffer, deny marks,
+    /// rate limits, the WORKLOADS and cache capacity not in use, ...).
+    total_bytes: u64,
+}
+
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .map(|s| {
+            s.trim()
+                .split(',')
+                .filter_map(|r| {
+                    let (a, b) = r.split_once('-').unwrap_or((r, r));
+                    Some(b.parse::<u32>().ok()? - a.parse::<u32>().ok()? + 1)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn memory_per_workload(maps: &[MapLine]) -> Option<MemoryPerWorkload> {
+    let find = |n: &str| maps.iter().find(|m| m.name == n);
+    let workloads = find("WORKLOADS")?;
+    let cache = find("CGROUP_CACHE")?;
+    let policies = find("POLICIES")?;
+    let counts = find("COUNTS")?;
+    let slots = f64::from(policies.max_entries.max(1));
+    let slot_bytes = policies.per_entry() + counts.memlock as f64 / slots;
+    let binding = workloads.per_entry() + cache.per_entry();
+    Some(MemoryPerWorkload {
+        workloads_entry_bytes: workloads.per_entry(),
+        cache_entry_bytes: cache.per_entry(),
+        slot_bytes,
+        possible_cpus: possible_cpus(),
+        own_policy_bytes: binding + slot_bytes,
+        shared_by_1000_bytes: binding + slot_bytes / 1000.0,
+        total_bytes: maps.iter().map(|m| m.memlock).sum(),
+    })
 }
 
 #[derive(Serialize)]
@@ -134,7 +240,18 @@ struct AgentFigures {
     flood_events_dropped: u64,
     flood_agent_cpu_percent: f64,
     flood_agent_rss_kib: u64,
+    /// Policy file renamed into place to the reload's log line, median.
+    reload_end_to_end_us: f64,
+    /// The agent's own figure: first inotify event to the last map write, median.
+    reload_agent_us: f64,
+    reload_count: usize,
+    /// A change of the policy bound to 1,000 workloads.
+    reload_1000_rebound: u64,
+    reload_1000_us: f64,
 }
+
+/// Policy changes timed by `agent_figures`.
+const RELOADS: usize = 21;
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -167,9 +284,10 @@ struct Env {
     tmpfs: PathBuf,
 }
 
-/// A `sysfence bench-hold` setup, released when dropped.
+/// A `sysfence bench-hold` setup, released when dropped (or by [`Held::finish`]).
 struct Held {
     child: Child,
+    out: Option<BufReader<std::process::ChildStdout>>,
     lines: Vec<String>,
 }
 
@@ -195,7 +313,11 @@ impl Held {
             }
             lines.push(line);
         }
-        Ok(Held { child, lines })
+        Ok(Held {
+            child,
+            out: Some(out),
+            lines,
+        })
     }
 
     fn value(&self, key: &str) -> Option<&str> {
@@ -203,11 +325,31 @@ impl Held {
             .iter()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
     }
+
+    /// Release the setup; the lines it printed on the way out (the slot's counts).
+    fn finish(mut self) -> anyhow::Result<Vec<String>> {
+        drop(self.child.stdin.take());
+        let mut lines = Vec::new();
+        if let Some(out) = self.out.take() {
+            for line in out.lines() {
+                lines.push(line?.trim().to_string());
+            }
+        }
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("bench-hold failed on release ({status})");
+        }
+        Ok(lines)
+    }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
         drop(self.child.stdin.take());
+        // Drain what it prints on the way out, so that it exits cleanly.
+        if let Some(out) = self.out.take() {
+            for _ in out.lines().map_while(Result::ok) {}
+        }
         let _ = self.child.wait();
     }
 }
@@ -461,6 +603,14 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         results.map_memory_bytes.insert(n, memory);
+        if n == 1000 {
+            results.maps = held
+                .lines
+                .iter()
+                .filter_map(|l| MapLine::parse(l))
+                .collect();
+            results.memory_per_workload = memory_per_workload(&results.maps);
+        }
         let mut unpoliced = Vec::new();
         let mut policed = Vec::new();
         for _ in 0..args.rounds.min(5) {
@@ -479,6 +629,20 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
             unpoliced_median_ns: median(&unpoliced),
             policed_median_ns: median(&policed),
         });
+    }
+
+    if !args.no_nginx {
+        results.nginx = Some(
+            nginx::run(
+                &env,
+                nginx::NginxArgs {
+                    rounds: args.nginx_rounds,
+                    seconds: args.nginx_seconds,
+                    connections: args.nginx_connections,
+                },
+            )
+            .context("nginx measurements")?,
+        );
     }
 
     if !args.no_agent {
@@ -536,6 +700,72 @@ fn print_table(r: &Results) {
             r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
         );
     }
+    if let Some(m) = &r.memory_per_workload {
+        println!();
+        println!(
+            "kernel map memory per bound workload (the maps' memlock / max_entries; {} possible CPUs)",
+            m.possible_cpus
+        );
+        println!("| item | bytes |");
+        println!("| --- | ---: |");
+        println!("| WORKLOADS entry | {:.0} |", m.workloads_entry_bytes);
+        println!("| CGROUP_CACHE entry | {:.0} |", m.cache_entry_bytes);
+        println!(
+            "| one policy slot (POLICIES entry + per-CPU COUNTS) | {:.0} |",
+            m.slot_bytes
+        );
+        println!(
+            "| per workload, policy not shared | {:.0} |",
+            m.own_policy_bytes
+        );
+        println!(
+            "| per workload, 1,000 sharing one policy | {:.0} |",
+            m.shared_by_1000_bytes
+        );
+        println!(
+            "| all maps, preallocated (does not grow) | {} |",
+            m.total_bytes
+        );
+        println!("maps: name type key value max_entries memlock");
+        for map in &r.maps {
+            println!(
+                "  {} {} {} {} {} {}",
+                map.name, map.map_type, map.key_size, map.value_size, map.max_entries, map.memlock
+            );
+        }
+    }
+    if let Some(n) = &r.nginx {
+        println!();
+        println!(
+            "nginx in a runc container ({}, 1 worker, a {}-byte file), {} on loopback, {} rounds interleaved; medians",
+            n.nginx_version, 15, n.wrk, n.rounds
+        );
+        println!("| setup | requests/s | p99 latency | nginx CPU per request |");
+        println!("| --- | ---: | ---: | ---: |");
+        for row in &n.rows {
+            println!(
+                "| {} | {:.0} | {:.0} us | {:.2} us |",
+                row.setup.label(),
+                row.rps_median,
+                row.p99_us_median,
+                row.cpu_us_per_request_median
+            );
+        }
+        println!(
+            "policed vs unpoliced: throughput loss {:.2}%; p99 x{:.2}; nginx CPU per request {:+.2}%; {:.1} syscalls per request",
+            n.throughput_loss_percent,
+            n.p99_ratio,
+            n.cpu_per_request_increase_percent,
+            n.syscalls_per_request
+        );
+        println!(
+            "policy: runtime-default + {} learned ({}); {} syscalls policed, {} violations",
+            n.learned_beyond_runtime_default.len(),
+            n.learned_beyond_runtime_default.join(", "),
+            n.policed_syscalls,
+            n.policed_violations
+        );
+    }
     if let Some(a) = &r.agent {
         println!();
         println!("agent");
@@ -565,6 +795,20 @@ fn print_table(r: &Results) {
             "| flood: agent CPU, RSS | {:.0}% of one core, {} KiB |",
             a.flood_agent_cpu_percent, a.flood_agent_rss_kib
         );
+        println!(
+            "| policy change to maps written: file renamed in to the reload logged (median of {}) | {:.1} ms |",
+            a.reload_count,
+            a.reload_end_to_end_us / 1e3
+        );
+        println!(
+            "| policy change to maps written: the agent's own figure, inotify event to last map write | {:.1} ms |",
+            a.reload_agent_us / 1e3
+        );
+        println!(
+            "| change of the policy of 1,000 workloads: rebound, inotify event to last map write | {} in {:.1} ms |",
+            a.reload_1000_rebound,
+            a.reload_1000_us / 1e3
+        );
     }
 }
 
@@ -592,17 +836,29 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The agent, with its stdout lines counted in the background.
+/// The agent, with its stdout lines counted in the background. It pins its probe and
+/// listens in places of its own; the pins are removed when it is dropped.
 struct AgentRun {
     child: Child,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    sysfence: PathBuf,
+    pin_path: PathBuf,
 }
 
 impl AgentRun {
     fn start(env: &Env, policies: &Path) -> anyhow::Result<AgentRun> {
+        let pin_path = PathBuf::from(format!("/sys/fs/bpf/sysfence-bench-{}", std::process::id()));
+        let run = policies.with_extension("run");
+        std::fs::create_dir_all(&run)?;
         let mut child = Command::new(&env.sysfence)
-            .args(["agent", "--rescan-every", "1", "--policies"])
+            .args(["agent", "--no-cri", "--rescan-every", "1", "--policies"])
             .arg(policies)
+            .arg("--pin-path")
+            .arg(&pin_path)
+            .arg("--api-socket")
+            .arg(run.join("api.sock"))
+            .arg("--runtime-socket")
+            .arg(run.join("runtime.sock"))
             .env("SYSFENCE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -615,7 +871,23 @@ impl AgentRun {
                 sink.lock().expect("lock").push(l);
             }
         });
-        Ok(AgentRun { child, lines })
+        Ok(AgentRun {
+            child,
+            lines,
+            sysfence: env.sysfence.clone(),
+            pin_path,
+        })
+    }
+
+    /// The JSON lines holding `needle`.
+    fn json_lines(&self, needle: &str) -> Vec<serde_json::Value> {
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     fn count(&self, needle: &str) -> u64 {
@@ -656,6 +928,10 @@ impl Drop for AgentRun {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = Command::new(&self.sysfence)
+            .args(["agent", "--uninstall", "--pin-path"])
+            .arg(&self.pin_path)
+            .output();
     }
 }
 
@@ -746,6 +1022,68 @@ fn agent_figures(env: &Env) -> anyhow::Result<AgentFigures> {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let flood_agent_cpu_percent = ticks as f64 / hz / elapsed * 100.0;
         let flood_agent_rss_kib = rss_kib(pid);
+
+        // Policy change to enforcement: the flood policy's deny list flips (new content:
+        // a fresh slot, its workload switched), written beside the directory and renamed
+        // in, as kubelet and editors do. End to end is from the rename to the log line
+        // (polled every 0.2 ms); the agent's own figure runs from the inotify event to
+        // the last map write.
+        let staging = policies.with_extension("staging");
+        std::fs::create_dir_all(&staging)?;
+        let mut end_to_end_us = Vec::new();
+        for i in 0..RELOADS {
+            let deny = if i % 2 == 0 {
+                "getppid, mount"
+            } else {
+                "getppid"
+            };
+            write_policy(
+                &staging,
+                "bench-flood",
+                &format!("{name}/flood"),
+                "audit",
+                deny,
+            )?;
+            let before = agent.count("\"policies_reloaded\"");
+            let t = Instant::now();
+            std::fs::rename(
+                staging.join("bench-flood.yaml"),
+                policies.join("bench-flood.yaml"),
+            )?;
+            let deadline = t + Duration::from_secs(10);
+            while agent.count("\"policies_reloaded\"") <= before {
+                if Instant::now() > deadline {
+                    bail!("reload {i} never logged");
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            end_to_end_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let reloads = agent.json_lines("\"policies_reloaded\"");
+        let agent_us: Vec<f64> = reloads
+            .iter()
+            .filter(|v| v["result"] == "applied")
+            .filter_map(|v| v["change_to_applied_us"].as_f64())
+            .collect();
+        // The 1,000-workload policy changed: 1,000 bindings switched.
+        write_policy(
+            &staging,
+            "bench-many",
+            &format!("{name}/w*"),
+            "enforce",
+            "mount, ptrace",
+        )?;
+        let before = agent.count("\"policies_reloaded\"");
+        std::fs::rename(
+            staging.join("bench-many.yaml"),
+            policies.join("bench-many.yaml"),
+        )?;
+        agent.wait_for("\"policies_reloaded\"", before + 1, Duration::from_secs(30))?;
+        let many = agent.json_lines("\"policies_reloaded\"");
+        let many = many.last().expect("one reload");
+        let reload_1000_rebound = many["rebound"].as_u64().unwrap_or(0);
+        let reload_1000_us = many["change_to_applied_us"].as_f64().unwrap_or(f64::NAN);
+        let _ = std::fs::remove_dir_all(&staging);
         let lines = agent.stop();
         let flood_events_logged =
             lines.iter().filter(|l| l.contains("\"violation\"")).count() as u64;
@@ -765,6 +1103,11 @@ fn agent_figures(env: &Env) -> anyhow::Result<AgentFigures> {
             flood_events_dropped,
             flood_agent_cpu_percent,
             flood_agent_rss_kib,
+            reload_end_to_end_us: median(&end_to_end_us),
+            reload_agent_us: median(&agent_us),
+            reload_count: agent_us.len(),
+            reload_1000_rebound,
+            reload_1000_us,
         })
     })();
     cleanup();

@@ -57,6 +57,9 @@ pub const PINNED_MAPS: &[&str] = &[
     "DENY_MARKS",
     "DENY_PENDING",
     "GUARDED",
+    "GENERATION",
+    "TASK_MEMO",
+    "REGS_SCRATCH",
 ];
 
 /// A prepared pin directory.
@@ -131,7 +134,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 10] = [
+    let expected: [(&str, u32, u32, Option<u32>); 13] = [
         ("WORKLOADS", 8, size(size_of::<Binding>()), None),
         ("POLICIES", 4, size(size_of::<PolicySlot>()), None),
         ("COUNTS", 4, 8, None),
@@ -152,6 +155,14 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
         ("DENY_MARKS", 8, size(size_of::<DenyMark>()), None),
         ("DENY_PENDING", 4, 8, Some(1)),
         ("GUARDED", 4, 4, Some(1)),
+        ("GENERATION", 4, 8, Some(probe_common::generation::COUNT)),
+        (
+            "TASK_MEMO",
+            4,
+            size(size_of::<probe_common::TaskMemo>()),
+            Some(probe_common::TASK_MEMO_SIZE),
+        ),
+        ("REGS_SCRATCH", 4, 8, Some(1)),
     ];
     let mut problems = Vec::new();
     let mut infos = std::collections::HashMap::new();
