@@ -345,15 +345,14 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
                 }
                 guard.clear_ready();
             }
-            _ = drain.tick() => {
-                while let Some(item) = ring.get_mut().next() {
-                    if let Some(event) = probe::decode_violation(&item) {
-                        agent.on_violation(&event);
-                    }
-                }
+            _ = drain.tick() => drain_ring(&mut ring, &mut agent),
+            // Events first: a workload the rescan finds gone still names them.
+            Some(()) = wake_rx.recv() => {
+                drain_ring(&mut ring, &mut agent);
+                agent.workloads.rescan(&mut agent.probe).await?;
             }
-            Some(()) = wake_rx.recv() => agent.workloads.rescan(&mut agent.probe).await?,
             _ = rescan.tick() => {
+                drain_ring(&mut ring, &mut agent);
                 agent.workloads.rescan(&mut agent.probe).await?;
                 agent.workloads.scrub_free_slots(&mut agent.probe)?;
             }
@@ -393,11 +392,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             Some(ask) = asks.recv() => match ask {
                 metrics::Ask::Snapshot(tx) => {
                     // Events first: their counts and the kernel's pending ones add up.
-                    while let Some(item) = ring.get_mut().next() {
-                        if let Some(event) = probe::decode_violation(&item) {
-                            agent.on_violation(&event);
-                        }
-                    }
+                    drain_ring(&mut ring, &mut agent);
                     let _ = tx.send(agent.snapshot());
                 }
                 metrics::Ask::Health(tx) => { let _ = tx.send(()); }
@@ -429,6 +424,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Read every violation event waiting in the ring buffer.
+fn drain_ring(ring: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, agent: &mut Agent) {
+    while let Some(item) = ring.get_mut().next() {
+        if let Some(event) = probe::decode_violation(&item) {
+            agent.on_violation(&event);
+        }
+    }
 }
 
 /// A `watch` client: its filter, the workloads it looks at (each counted in a slot

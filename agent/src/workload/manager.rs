@@ -900,7 +900,10 @@ impl Manager {
         }
         let mut next = HashMap::new();
         for (id, rel) in seen {
-            let w = self.classify(id, &rel);
+            let mut w = self.classify(id, &rel);
+            if let Some(earlier) = self.workloads.get(&id) {
+                w.keep_identity_from(earlier);
+            }
             if w.is_container() && !self.workloads.contains_key(&id) {
                 log_workload(&w);
             }

@@ -223,6 +223,34 @@ impl Workload {
     pub fn is_container(&self) -> bool {
         self.container_id.is_some() || self.runtime.is_some()
     }
+
+    /// Fill what this classification lacks from an earlier one of the same cgroup (a
+    /// cgroup id names one cgroup for good): a container's runtime state goes when it is
+    /// deleted, a moment before its cgroup, and its last events must still name it.
+    pub fn keep_identity_from(&mut self, earlier: &Workload) {
+        fn keep<T: Clone>(now: &mut Option<T>, before: &Option<T>) {
+            if now.is_none() {
+                now.clone_from(before);
+            }
+        }
+        if self.cgroup_id != earlier.cgroup_id {
+            return;
+        }
+        keep(&mut self.runtime, &earlier.runtime);
+        keep(&mut self.runtime_handler, &earlier.runtime_handler);
+        keep(&mut self.engine, &earlier.engine);
+        keep(&mut self.kind, &earlier.kind);
+        keep(&mut self.container_id, &earlier.container_id);
+        keep(&mut self.container, &earlier.container);
+        keep(&mut self.pod, &earlier.pod);
+        keep(&mut self.pod_uid, &earlier.pod_uid);
+        keep(&mut self.namespace, &earlier.namespace);
+        keep(&mut self.image, &earlier.image);
+        if self.labels.is_empty() {
+            self.labels.clone_from(&earlier.labels);
+        }
+        self.sandbox_container |= earlier.sandbox_container;
+    }
 }
 
 #[cfg(test)]

@@ -533,3 +533,35 @@ fn state_roots_tell_created_from_started_and_creating() {
     let r = runtime::read_state(&Runtime::Runsc, None, Some(root), "r1").unwrap();
     assert_eq!(r.pid, Some(3));
 }
+
+#[test]
+fn a_cgroup_keeps_its_identity_when_its_runtime_state_goes_first() {
+    let earlier = Workload {
+        cgroup_id: 7,
+        cgroup_path: "k/pod/ctr".into(),
+        runtime: Some(Runtime::Runc),
+        container_id: Some("ctr".into()),
+        pod: Some("web-1".into()),
+        namespace: Some("shop".into()),
+        ..Workload::default()
+    };
+    // `runc delete` removed the state: only the cgroup is left to classify.
+    let mut now = Workload {
+        cgroup_id: 7,
+        cgroup_path: "k/pod/ctr".into(),
+        ..Workload::default()
+    };
+    now.keep_identity_from(&earlier);
+    assert_eq!(now.container_id.as_deref(), Some("ctr"));
+    assert_eq!(now.pod.as_deref(), Some("web-1"));
+    assert!(now.is_container());
+    // What is known now wins; another cgroup's identity is never taken.
+    let mut other = Workload {
+        cgroup_id: 8,
+        container: Some("nginx".into()),
+        ..Workload::default()
+    };
+    other.keep_identity_from(&earlier);
+    assert_eq!(other.container_id, None);
+    assert_eq!(other.container.as_deref(), Some("nginx"));
+}
