@@ -1,7 +1,10 @@
 //! Host integration tests: the real probe on the running kernel, real cgroups.
 //! Run with `cargo xtask test` (as root; one at a time).
 
-use std::process::Command;
+use std::{
+    process::{Child, Command},
+    time::Duration,
+};
 
 use serde_json::Value;
 use sysfence_tests::{oci::Agent, *};
@@ -375,8 +378,7 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
             ),
         ),
     );
-    let agent = Agent::start(dir.path());
-    agent.wait_line("started", |v| v["event"] == "started");
+    let agent = Agent::start(dir.path(), &dir.path().join("runtime.sock"), &["--no-cri"]);
 
     // Bound while it runs: killed at its next getppid.
     let status = exit_within(&mut before, 10);
@@ -404,6 +406,6 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
         Some(9),
         "a task moved into a bound cgroup was not policed: {status:?}"
     );
-    let (code, lines) = agent.stop();
-    assert_eq!(code, 0, "{}", lines.join("\n"));
+    let (code, log) = agent.stop();
+    assert_eq!(code, 0, "{log}");
 }
