@@ -326,15 +326,14 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     };
     let mut watches: Vec<Watch> = Vec::new();
     let mut reload_at: Option<tokio::time::Instant> = None;
+    // Freed slots are zeroed once their quarantine ends, so that the next reload finds
+    // clean ones and writes one map entry per slot.
+    let mut scrub_at: Option<tokio::time::Instant> = None;
     info!(event = "started", cgroup_root = %root.display(), runtime_socket = %agent.options.runtime_socket.display(), api_socket = %agent.options.api_socket.display(), bound = agent.workloads.bound_count(), pinned = agent.probe.pin_dir().is_some(), adopted = agent.probe.adopted());
 
     let stop = loop {
-        let reload_sleep = async {
-            match reload_at {
-                Some(t) => tokio::time::sleep_until(t).await,
-                None => std::future::pending().await,
-            }
-        };
+        let reload_sleep = sleep_until(reload_at);
+        let scrub_sleep = sleep_until(scrub_at);
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
@@ -371,6 +370,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             _ = reload_sleep => {
                 reload_at = None;
                 agent.reload().await;
+                scrub_at = Some(tokio::time::Instant::now() + workload::slots::QUARANTINE + Duration::from_millis(10));
+            }
+            _ = scrub_sleep => {
+                scrub_at = None;
+                agent.workloads.scrub_free_slots(&mut agent.probe)?;
             }
             Some(req) = api_requests.recv() => {
                 if let Some(w) = agent.api(req) {
@@ -424,6 +428,14 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sleep until `at`, or for ever.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Read every violation event waiting in the ring buffer.
