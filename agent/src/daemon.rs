@@ -26,7 +26,7 @@ use crate::{
     policy::{self, CompiledPolicy},
     probe::{self, Probe, ProbeOptions, pins},
     syscall_table,
-    watch::snapshot::{Filters, SyscallKey},
+    watch::snapshot::{Filters, SyscallKey, unix_ms},
     workload::{self, Manager, ManagerOptions},
 };
 
@@ -157,11 +157,6 @@ impl Telemetry {
     fn count_reload(&mut self, result: &str) {
         *self.reloads.entry(result.to_string()).or_default() += 1;
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Agent {

@@ -1255,14 +1255,10 @@ impl Manager {
             image = w.image.as_deref().unwrap_or(""),
             note = %note,
         );
-        let since_ms = self.bound.get(&id).map_or_else(
-            || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64)
-            },
-            |b| b.since_ms,
-        );
+        let since_ms = self
+            .bound
+            .get(&id)
+            .map_or_else(crate::watch::snapshot::now_ms, |b| b.since_ms);
         self.bound.insert(
             id,
             BoundEntry {
