@@ -22,11 +22,14 @@ use tracing::{info, warn};
 
 use crate::{
     api, cgroup,
-    metrics::{self, Snapshot, ViolationKey},
+    clock::unix_ms,
+    event::Violation,
+    metrics::{self, Snapshot, ViolationSeries},
+    model::SyscallKey,
     policy::{self, CompiledPolicy},
     probe::{self, Probe, ProbeOptions, pins},
     syscall_table,
-    watch::snapshot::{Filters, SyscallKey, unix_ms},
+    watch::snapshot::Filters,
     workload::{self, Manager, ManagerOptions},
 };
 
@@ -100,54 +103,41 @@ fn try_enable_deny(probe: &mut Probe) -> DenyState {
 /// What the agent keeps for its API and metrics.
 struct Telemetry {
     started: SystemTime,
-    recent: VecDeque<Value>,
-    violations: BTreeMap<ViolationKey, u64>,
+    recent: VecDeque<Violation>,
+    violations: BTreeMap<ViolationSeries, u64>,
     /// The key of the last event per (cgroup id, syscall index), to name violations
     /// the rate limit holds back, and the highest total exported per key (a counter
     /// never goes back, even when a scrape falls between the kernel sending an event
     /// and the agent reading it).
-    by_rate_key: std::collections::HashMap<(u64, u32), ViolationKey>,
+    by_rate_key: std::collections::HashMap<(u64, u32), ViolationSeries>,
     /// The sequence number of the last record per (cgroup id, syscall index).
     last_record: std::collections::HashMap<(u64, u32), u64>,
     next_seq: u64,
     /// Violations per workload (cgroup id) and `abi:syscall`, for watches.
     watch_violations: std::collections::HashMap<u64, BTreeMap<String, u64>>,
-    exported: std::cell::RefCell<BTreeMap<ViolationKey, u64>>,
+    exported: std::cell::RefCell<BTreeMap<ViolationSeries, u64>>,
     reloads: BTreeMap<String, u64>,
     last_reload_success: SystemTime,
     last_reload: Value,
 }
 
 impl Telemetry {
-    fn record_violation(&mut self, event: &ViolationEvent, v: Value) {
-        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        let key = ViolationKey {
-            policy: s("policy"),
-            namespace: s("namespace"),
-            pod: s("pod"),
-            container: s("container"),
-            cgroup: s("cgroup"),
-            abi: s("abi"),
-            syscall: s("syscall"),
-            outcome: s("outcome"),
-        };
-        *self.violations.entry(key.clone()).or_default() +=
-            1 + v["suppressed"].as_u64().unwrap_or(0);
-        self.by_rate_key.insert((event.cgroup_id, event.index), key);
+    fn record_violation(&mut self, mut v: Violation) {
+        let series = ViolationSeries::of(&v);
+        let cgroup_id = v.workload.cgroup_id;
+        let index = v.index.or_else(|| v.key().index());
+        *self.violations.entry(series.clone()).or_default() += v.calls();
+        let index = index.unwrap_or(probe_common::UNCLASSIFIED_INDEX);
+        self.by_rate_key.insert((cgroup_id, index), series);
         *self
             .watch_violations
-            .entry(event.cgroup_id)
+            .entry(cgroup_id)
             .or_default()
-            .entry(SyscallKey::of_index(event.index).to_string())
-            .or_default() += 1 + u64::from(event.suppressed);
-        let mut v = v;
-        let now = unix_ms(SystemTime::now());
-        v["t_ms"] = json!(now);
-        v["timestamp"] = json!(crate::watch::snapshot::iso_ms(now));
+            .entry(v.key().to_string())
+            .or_default() += v.calls();
         self.next_seq += 1;
-        v["seq"] = json!(self.next_seq);
-        self.last_record
-            .insert((event.cgroup_id, event.index), self.next_seq);
+        v.stamp(unix_ms(SystemTime::now()), self.next_seq);
+        self.last_record.insert((cgroup_id, index), self.next_seq);
         self.recent.push_back(v);
         if self.recent.len() > RECENT_VIOLATIONS {
             self.recent.pop_front();
@@ -453,9 +443,16 @@ struct Watch {
 }
 
 impl Agent {
+    /// One event from the ring buffer: decoded once, enriched once, then logged and
+    /// kept for the API and the metrics as the same record.
     fn on_violation(&mut self, event: &ViolationEvent) {
-        let record = self.workloads.log_violation(event);
-        self.telemetry.record_violation(event, record);
+        let mut v = Violation::from_event(event);
+        v.enrich(
+            self.workloads.describe(event.cgroup_id),
+            self.workloads.policy_of_slot(event.slot),
+        );
+        v.log();
+        self.telemetry.record_violation(v);
     }
 
     /// Reload the policy directory; on any error the policies in force stay.
@@ -580,15 +577,15 @@ impl Agent {
     /// The violation records kept, with the calls the kernel's rate limit still holds
     /// back added to the last record of their workload and syscall: each record stands
     /// for `1 + suppressed` calls, and the total is exact.
-    fn recent_violations(&self) -> Vec<Value> {
-        let mut records: Vec<Value> = self.telemetry.recent.iter().cloned().collect();
+    fn recent_violations(&self) -> Vec<Violation> {
+        let mut records: Vec<Violation> = self.telemetry.recent.iter().cloned().collect();
         if let Ok(pending) = self.probe.pending_suppressed() {
             for (cgroup_id, index, n) in pending {
                 let Some(last) = self.telemetry.last_record.get(&(cgroup_id, index)) else {
                     continue;
                 };
-                if let Some(r) = records.iter_mut().rev().find(|r| r["seq"] == *last) {
-                    r["suppressed"] = json!(r["suppressed"].as_u64().unwrap_or(0) + n);
+                if let Some(r) = records.iter_mut().rev().find(|r| r.seq == *last) {
+                    r.suppressed += n;
                 }
             }
         }

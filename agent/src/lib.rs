@@ -6,14 +6,16 @@
 pub mod api;
 pub mod bench_support;
 pub mod cgroup;
+pub mod clock;
 pub mod daemon;
 pub mod doctor;
 pub mod dryrun;
+pub mod event;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod probe;
 pub mod record;
-pub mod report;
 pub mod run;
 pub mod seccomp;
 pub mod status;

@@ -31,7 +31,7 @@ pub struct Snapshot {
     pub syscalls: BTreeMap<(String, String, String, String), u64>,
     /// Violations per workload, syscall and outcome (events plus those suppressed by
     /// the rate limit: exact as long as no event was dropped).
-    pub violations: BTreeMap<ViolationKey, u64>,
+    pub violations: BTreeMap<ViolationSeries, u64>,
     /// Workloads bound, per policy.
     pub bound: BTreeMap<String, u64>,
     /// Policy reloads by result (`applied`, `unchanged`, `rejected`, `failed`).
@@ -48,8 +48,9 @@ pub struct Snapshot {
     pub probe: Labels,
 }
 
+/// The labels of one `sysfence_violations_total` series.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ViolationKey {
+pub struct ViolationSeries {
     pub policy: String,
     pub namespace: String,
     pub pod: String,
@@ -58,6 +59,23 @@ pub struct ViolationKey {
     pub abi: String,
     pub syscall: String,
     pub outcome: String,
+}
+
+impl ViolationSeries {
+    /// The series a violation counts in.
+    pub fn of(v: &crate::event::Violation) -> ViolationSeries {
+        let w = &v.workload;
+        ViolationSeries {
+            policy: v.policy.clone(),
+            namespace: w.namespace.clone(),
+            pod: w.pod.clone(),
+            container: w.container.clone(),
+            cgroup: w.cgroup.clone(),
+            abi: v.abi.clone(),
+            syscall: v.syscall.clone(),
+            outcome: v.outcome.clone(),
+        }
+    }
 }
 
 /// The text exposition of a snapshot.
@@ -287,7 +305,7 @@ mod tests {
             42,
         );
         s.violations.insert(
-            ViolationKey {
+            ViolationSeries {
                 policy: "web".into(),
                 namespace: "shop".into(),
                 pod: "web-1".into(),

@@ -26,11 +26,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup::{self, OwnedCgroup},
+    clock::{human_span, iso_ms, now_ms},
     policy::{self, Mode, compile, model},
     probe::{Probe, ProbeOptions},
     run,
     watch::{
-        snapshot::{Counts, Filters, Identity, Snapshot, SyscallKey, human_span, iso_ms, now_ms},
+        snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadRef},
         standalone::{Standalone, allow_all_slot, keyed},
     },
 };
@@ -66,7 +67,7 @@ pub struct Recording {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedWorkload {
     #[serde(flatten)]
-    pub identity: Identity,
+    pub identity: WorkloadRef,
     /// When its first and last counted call were seen.
     pub first_ms: Option<u64>,
     pub last_ms: Option<u64>,
@@ -143,7 +144,7 @@ pub struct Recorder {
 
 #[derive(Default)]
 struct Track {
-    identity: Identity,
+    identity: WorkloadRef,
     counts: Counts,
     seen: BTreeMap<SyscallKey, (u64, u64)>,
 }
@@ -733,10 +734,10 @@ fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let mut base = base_recording(Filters::default(), Some(command), options.interval);
-    let identity = Identity {
+    let identity = WorkloadRef {
         cgroup_id: cg.id,
         cgroup: cg.rel.clone(),
-        ..Identity::default()
+        ..WorkloadRef::default()
     };
     let mut recorder = Recorder::default();
     let sample = |probe: &Probe, recorder: &mut Recorder| -> anyhow::Result<()> {

@@ -5,10 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use super::{DryRunReport, from_audit, from_recording, input, load_candidate, render};
-use crate::{
-    record::Recording,
-    watch::{api, snapshot::now_ms},
-};
+use crate::{clock::now_ms, record::Recording, watch::api};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

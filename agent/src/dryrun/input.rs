@@ -4,91 +4,14 @@
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Deserialize;
 
-use crate::watch::{
-    api::EventsAnswer,
-    snapshot::{Identity, SyscallKey, parse_rfc3339_ms},
-};
-
-/// One violation as the agent logs it (`"event":"violation"`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(default)]
-pub struct ViolationLine {
-    /// tracing's RFC 3339 time.
-    pub timestamp: String,
-    pub policy: String,
-    pub monitor_only: bool,
-    pub cgroup: String,
-    pub cgroup_id: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub exe: String,
-    pub abi: String,
-    /// As the log writes it: `ptrace`, or `mount (i386)` for other ABIs.
-    pub syscall: String,
-    pub nr: i64,
-    pub outcome: String,
-    pub runtime: String,
-    pub container_id: String,
-    pub container: String,
-    pub pod: String,
-    pub namespace: String,
-    pub image: String,
-    pub hook: String,
-    pub via_io_uring: bool,
-    /// Events of the same workload and syscall the kernel's rate limit held back since
-    /// the previous one: this line stands for `1 + suppressed` calls.
-    pub suppressed: u64,
-}
-
-impl ViolationLine {
-    pub fn key(&self) -> SyscallKey {
-        let suffix = format!(" ({})", self.abi);
-        let name = self
-            .syscall
-            .strip_suffix(&suffix)
-            .unwrap_or(&self.syscall)
-            .to_string();
-        SyscallKey {
-            abi: if self.abi.is_empty() {
-                "unknown".into()
-            } else {
-                self.abi.clone()
-            },
-            name,
-        }
-    }
-
-    /// The calls this line stands for.
-    pub fn calls(&self) -> u64 {
-        1 + self.suppressed
-    }
-
-    pub fn time_ms(&self) -> Option<u64> {
-        parse_rfc3339_ms(&self.timestamp)
-    }
-
-    pub fn identity(&self) -> Identity {
-        Identity {
-            cgroup_id: self.cgroup_id,
-            cgroup: self.cgroup.clone(),
-            namespace: self.namespace.clone(),
-            pod: self.pod.clone(),
-            container: self.container.clone(),
-            container_id: self.container_id.clone(),
-            image: self.image.clone(),
-            runtime: self.runtime.clone(),
-            ..Identity::default()
-        }
-    }
-}
+use crate::watch::{api::EventsAnswer, snapshot::WorkloadRef};
+use crate::{clock::parse_rfc3339_ms, event::Violation};
 
 /// A workload bound to a policy, and when (the agent's `"event":"bound"` line).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
-    pub identity: Identity,
+    pub identity: WorkloadRef,
     pub policy: String,
     /// The mode applied (`monitor` for a sandboxed workload applied monitor-only).
     pub mode: String,
@@ -103,7 +26,7 @@ pub struct AuditEvidence {
     /// Where it came from, for the report's header.
     pub source: String,
     pub bindings: Vec<Binding>,
-    pub violations: Vec<ViolationLine>,
+    pub violations: Vec<Violation>,
     /// First and last time the evidence covers (log lines, or the API's window).
     pub from_ms: Option<u64>,
     pub to_ms: Option<u64>,
@@ -149,7 +72,7 @@ pub fn parse_agent_log(path: &Path, text: &str) -> anyhow::Result<AuditEvidence>
         }
         match field("event").as_str() {
             "violation" => {
-                let v: ViolationLine = serde_json::from_value(value.clone())
+                let v: Violation = serde_json::from_value(value.clone())
                     .with_context(|| format!("{}: malformed violation line", at()))?;
                 ev.violations.push(v);
             }
@@ -162,7 +85,7 @@ pub fn parse_agent_log(path: &Path, text: &str) -> anyhow::Result<AuditEvidence>
                     }
                 }
                 ev.bindings.push(Binding {
-                    identity: Identity {
+                    identity: WorkloadRef {
                         cgroup_id,
                         cgroup: field("cgroup"),
                         namespace: field("namespace"),
@@ -171,7 +94,7 @@ pub fn parse_agent_log(path: &Path, text: &str) -> anyhow::Result<AuditEvidence>
                         container_id: field("container_id"),
                         image: field("image"),
                         runtime: field("runtime"),
-                        ..Identity::default()
+                        ..WorkloadRef::default()
                     },
                     policy: field("policy"),
                     mode: field("mode"),
@@ -225,6 +148,7 @@ pub fn from_events_answer(api: &Path, answer: EventsAnswer, now_ms: u64) -> Audi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SyscallKey;
 
     const LOG: &str = r#"{"timestamp":"2026-11-29T00:00:00.000000Z","level":"INFO","event":"policy_loaded","policy":"web","mode":"audit"}
 {"timestamp":"2026-11-29T00:00:01.000000Z","level":"INFO","event":"bound","policy":"web","mode":"audit","cgroup":"sysfence-test/a","cgroup_id":11,"via":"discovery","runtime":"","sandboxed":false,"container_id":"","container":"","pod":"","namespace":"","image":"","note":""}

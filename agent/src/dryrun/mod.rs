@@ -25,9 +25,10 @@ use probe_common::{Abi, Decision, decide, mode};
 use serde::Serialize;
 
 use crate::{
+    clock::human_span,
     policy::{self, CompiledPolicy, model},
     record::Recording,
-    watch::snapshot::{Identity, SyscallKey, human_span},
+    watch::snapshot::{SyscallKey, WorkloadRef},
 };
 use input::AuditEvidence;
 
@@ -88,7 +89,7 @@ pub struct Verdict {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WorkloadReport {
-    pub workload: Identity,
+    pub workload: WorkloadRef,
     /// `namespace/pod/container`, else the container id or cgroup path.
     pub name: String,
     pub policy: String,
@@ -334,7 +335,7 @@ pub fn from_recording(
         version: 1,
         source: format!("recording {}", recording_file.display()),
         candidate: Some(candidate.file.display().to_string()),
-        generated_ms: crate::watch::snapshot::now_ms(),
+        generated_ms: crate::clock::now_ms(),
         from_ms: Some(recording.started_ms),
         to_ms: Some(recording.ended_ms),
         workloads,
@@ -347,7 +348,7 @@ pub fn from_recording(
 pub fn from_audit(ev: &AuditEvidence, candidate: Option<&Candidate>) -> DryRunReport {
     #[derive(Default)]
     struct Group {
-        identity: Identity,
+        identity: WorkloadRef,
         policy: String,
         mode: String,
         from_ms: Option<u64>,
@@ -381,10 +382,10 @@ pub fn from_audit(ev: &AuditEvidence, candidate: Option<&Candidate>) -> DryRunRe
             continue;
         }
         let g = groups
-            .entry((v.cgroup_id, v.policy.clone()))
+            .entry((v.workload.cgroup_id, v.policy.clone()))
             .or_insert_with(|| Group {
                 // Bound before the evidence begins: the window is the evidence's.
-                identity: v.identity(),
+                identity: v.workload.clone(),
                 policy: v.policy.clone(),
                 mode: "audit".into(),
                 from_ms: ev.from_ms,
@@ -393,8 +394,8 @@ pub fn from_audit(ev: &AuditEvidence, candidate: Option<&Candidate>) -> DryRunRe
             });
         // The log's bound line may lack what the violation knows (pod metadata
         // arrives later from the CRI).
-        if g.identity.pod.is_empty() && !v.pod.is_empty() {
-            g.identity = v.identity();
+        if g.identity.pod.is_empty() && !v.workload.pod.is_empty() {
+            g.identity = v.workload.clone();
         }
         let key = v.key();
         let t = v.time_ms();
@@ -471,7 +472,7 @@ pub fn from_audit(ev: &AuditEvidence, candidate: Option<&Candidate>) -> DryRunRe
         version: 1,
         source: ev.source.clone(),
         candidate: candidate.map(|c| c.file.display().to_string()),
-        generated_ms: crate::watch::snapshot::now_ms(),
+        generated_ms: crate::clock::now_ms(),
         from_ms: ev.from_ms,
         to_ms: ev.to_ms,
         workloads,

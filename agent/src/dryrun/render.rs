@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{DryRunReport, WorkloadReport};
-use crate::watch::snapshot::{human_span, iso_ms};
+use crate::clock::{human_span, iso_ms};
 
 fn when(ms: Option<u64>) -> String {
     ms.map_or_else(|| "-".to_string(), iso_ms)

@@ -40,10 +40,10 @@ fn rec(syscalls: Vec<RecordedSyscall>) -> Recording {
         ended_ms: 3 * 3600 * 1000,
         sample_ms: 100,
         workloads: vec![RecordedWorkload {
-            identity: Identity {
+            identity: WorkloadRef {
                 cgroup_id: 9,
                 cgroup: "sysfence/record-1".into(),
-                ..Identity::default()
+                ..WorkloadRef::default()
             },
             first_ms: Some(1_000),
             last_ms: Some(2_000),
@@ -139,12 +139,18 @@ fn violation(
     syscall: &str,
     pid: u32,
     suppressed: u64,
-) -> input::ViolationLine {
-    input::ViolationLine {
+) -> crate::event::Violation {
+    crate::event::Violation {
         timestamp: t.into(),
         policy: "web".into(),
-        cgroup: format!("pods/w{cgroup_id}"),
-        cgroup_id,
+        workload: WorkloadRef {
+            cgroup: format!("pods/w{cgroup_id}"),
+            cgroup_id,
+            namespace: "shop".into(),
+            pod: format!("web-{cgroup_id}"),
+            container: "web".into(),
+            ..WorkloadRef::default()
+        },
         pid,
         tid: pid,
         comm: "server".into(),
@@ -152,9 +158,6 @@ fn violation(
         abi: "x86_64".into(),
         syscall: syscall.into(),
         outcome: "audited".into(),
-        namespace: "shop".into(),
-        pod: format!("web-{cgroup_id}"),
-        container: "web".into(),
         suppressed,
         ..Default::default()
     }
@@ -162,13 +165,13 @@ fn violation(
 
 fn binding(cgroup_id: u64, mode: &str, since: u64) -> input::Binding {
     input::Binding {
-        identity: Identity {
+        identity: WorkloadRef {
             cgroup_id,
             cgroup: format!("pods/w{cgroup_id}"),
             namespace: "shop".into(),
             pod: format!("web-{cgroup_id}"),
             container: "web".into(),
-            ..Identity::default()
+            ..WorkloadRef::default()
         },
         policy: "web".into(),
         mode: mode.into(),
@@ -179,7 +182,7 @@ fn binding(cgroup_id: u64, mode: &str, since: u64) -> input::Binding {
 
 #[test]
 fn audit_counts_include_suppressed_and_keep_the_earliest_example() {
-    let t0 = crate::watch::snapshot::parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap();
+    let t0 = crate::clock::parse_rfc3339_ms("2026-01-01T00:00:00Z").unwrap();
     let mut enforce_line = violation("2026-01-01T00:00:09Z", 3, "mount", 9, 0);
     enforce_line.outcome = "killed-after".into();
     let mut monitor_only = violation("2026-01-01T00:00:09Z", 1, "mount", 9, 0);

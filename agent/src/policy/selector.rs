@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use glob::{MatchOptions, Pattern};
 
-use crate::workload::Workload;
+use crate::model::Workload;
 
 /// `*` stops at `/`: `kubepods/*/pod*/*` matches one level per `*`.
 pub const PATH_MATCH: MatchOptions = MatchOptions {
@@ -227,7 +227,7 @@ pub struct CompiledSelector {
 }
 
 /// Runtime names the agent recognises by itself (CRI handlers may name others).
-pub const KNOWN_RUNTIMES: &[&str] = &["runc", "crun", "runsc", "kata", "youki"];
+pub use crate::model::KNOWN_RUNTIMES;
 
 impl CompiledSelector {
     /// No field set: the policy binds nothing (the agent says so).

@@ -9,7 +9,7 @@ fn snapshot(t_ms: u64, id: u64, counts: &[(&str, &str, u64)]) -> Snapshot {
     Snapshot {
         t_ms,
         workloads: vec![WorkloadCounts {
-            identity: Identity {
+            identity: WorkloadRef {
                 cgroup_id: id,
                 cgroup: format!("test/w{id}"),
                 namespace: "shop".into(),
@@ -20,7 +20,7 @@ fn snapshot(t_ms: u64, id: u64, counts: &[(&str, &str, u64)]) -> Snapshot {
                     ("pod-template-hash".to_string(), format!("h{id}")),
                 ]
                 .into(),
-                ..Identity::default()
+                ..WorkloadRef::default()
             },
             counts: counts.iter().map(|(a, n, c)| (key(a, n), *c)).collect(),
             ..WorkloadCounts::default()

@@ -26,8 +26,8 @@ use anyhow::{Context as _, anyhow};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::snapshot::{Counts, Filters, Identity, Snapshot, WorkloadCounts};
-use crate::dryrun::input::ViolationLine;
+use super::snapshot::{Counts, Filters, Snapshot, WorkloadCounts, WorkloadRef};
+use crate::event::Violation;
 
 pub const DEFAULT_API_SOCKET: &str = "/run/sysfence/api.sock";
 
@@ -61,7 +61,7 @@ struct WatchFrame {
 #[derive(Debug, Deserialize)]
 struct FrameWorkload {
     #[serde(flatten)]
-    identity: Identity,
+    identity: WorkloadRef,
     #[serde(default)]
     policy: Option<String>,
     #[serde(default)]
@@ -105,7 +105,7 @@ pub fn parse_watch_line(line: &str) -> anyhow::Result<Snapshot> {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct BoundWorkload {
     #[serde(flatten)]
-    pub identity: Identity,
+    pub identity: WorkloadRef,
     #[serde(default)]
     pub policy: String,
     #[serde(default)]
@@ -121,7 +121,7 @@ pub struct EventsAnswer {
     #[serde(default)]
     pub workloads: Vec<BoundWorkload>,
     #[serde(default)]
-    pub violations: Vec<ViolationLine>,
+    pub violations: Vec<Violation>,
 }
 
 pub fn parse_events_answer(line: &str) -> anyhow::Result<EventsAnswer> {

@@ -328,7 +328,7 @@ fn json_lines(mut source: Box<dyn Source>, options: &WatchOptions) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snapshot::{Identity, SyscallKey};
+    use snapshot::{SyscallKey, WorkloadRef};
 
     fn snap(t: u64, reads: u64, gone: bool) -> Snapshot {
         let mut counts = Counts::new();
@@ -336,9 +336,9 @@ mod tests {
         Snapshot {
             t_ms: t,
             workloads: vec![WorkloadCounts {
-                identity: Identity {
+                identity: WorkloadRef {
                     cgroup_id: 5,
-                    ..Identity::default()
+                    ..WorkloadRef::default()
                 },
                 counts,
                 gone,

@@ -17,7 +17,8 @@ use std::{
 use anyhow::Context as _;
 use probe_common::{PolicySlot, mode};
 
-use super::snapshot::{Counts, Filters, Identity, Snapshot, SyscallKey, WorkloadCounts, now_ms};
+use super::snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadCounts, WorkloadRef};
+use crate::clock::now_ms;
 use crate::{
     cgroup,
     probe::{Probe, ProbeOptions},
@@ -43,7 +44,7 @@ pub fn keyed(counts: &[(u32, u64)]) -> Counts {
 }
 
 struct Watched {
-    identity: Identity,
+    identity: WorkloadRef,
     slot: u32,
 }
 
@@ -109,7 +110,7 @@ impl Standalone {
     }
 
     /// The workloads that match the filters now, and whether each is a container.
-    fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (Identity, bool)>> {
+    fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (WorkloadRef, bool)>> {
         self.runtime
             .block_on(self.manager.rescan(&mut self.probe))?;
         let answer = self
@@ -137,10 +138,10 @@ impl Standalone {
                     .describe(id)
                     .filter(|w| w.cgroup_id == id)
                     .map(|w| identity_of(&serde_json::to_value(w).unwrap_or_default()))
-                    .unwrap_or(Identity {
+                    .unwrap_or(WorkloadRef {
                         cgroup_id: id,
                         cgroup: rel,
-                        ..Identity::default()
+                        ..WorkloadRef::default()
                     });
                 if self.filters.matches(&identity) {
                     found.insert(id, (identity, false));
@@ -261,10 +262,10 @@ fn runtime_setting_up(dir: &std::path::Path, container: bool) -> bool {
     })
 }
 
-/// An [`Identity`] from the JSON of a [`crate::workload::Workload`].
-fn identity_of(w: &serde_json::Value) -> Identity {
+/// An [`WorkloadRef`] from the JSON of a [`crate::workload::Workload`].
+fn identity_of(w: &serde_json::Value) -> WorkloadRef {
     let s = |k: &str| w[k].as_str().unwrap_or_default().to_string();
-    Identity {
+    WorkloadRef {
         cgroup_id: w["cgroup_id"].as_u64().unwrap_or(0),
         cgroup: s("cgroup_path"),
         namespace: s("namespace"),

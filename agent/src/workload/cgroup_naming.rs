@@ -16,28 +16,7 @@
 
 use serde::Serialize;
 
-/// Who created the container cgroup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Engine {
-    Containerd,
-    CriO,
-    Docker,
-    Podman,
-    Kata,
-}
-
-impl Engine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Containerd => "containerd",
-            Engine::CriO => "cri-o",
-            Engine::Docker => "docker",
-            Engine::Podman => "podman",
-            Engine::Kata => "kata",
-        }
-    }
-}
+pub use crate::model::{Engine, Kind};
 
 /// Kubernetes QoS class, from the pod cgroup's parent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,20 +25,6 @@ pub enum Qos {
     Guaranteed,
     Burstable,
     BestEffort,
-}
-
-/// What the cgroup is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// A container's own cgroup.
-    Container,
-    /// A Kubernetes pod cgroup (parent of its containers).
-    Pod,
-    /// A runtime's monitor process (conmon), not the workload.
-    Monitor,
-    /// A runtime's overhead cgroup (Kata's VMM outside the sandbox cgroup).
-    Overhead,
 }
 
 /// What a cgroup path says.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use probe_common::{Outcome, PolicySlot, ViolationEvent, index_to_syscall, mode};
+use probe_common::{PolicySlot, mode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -23,8 +23,7 @@ use super::{
 use crate::{
     cgroup,
     policy::{CompiledPolicy, Mode},
-    probe::{self, Probe},
-    syscall_table,
+    probe::Probe,
 };
 
 /// Slots to give the probe for `policies` policies. Each policy takes two (as written,
@@ -1258,7 +1257,7 @@ impl Manager {
         let since_ms = self
             .bound
             .get(&id)
-            .map_or_else(crate::watch::snapshot::now_ms, |b| b.since_ms);
+            .map_or_else(crate::clock::now_ms, |b| b.since_ms);
         self.bound.insert(
             id,
             BoundEntry {
@@ -1433,79 +1432,12 @@ impl Manager {
         Some(own)
     }
 
-    /// One violation event, with what is known of its workload, as logged and as the
-    /// API serves it.
-    pub fn violation_record(&self, event: &ViolationEvent) -> Value {
-        let (abi, name) = syscall_table::describe_index(event.index);
-        let owner = self.slot_owner.get(&event.slot);
-        let w = self.describe(event.cgroup_id);
-        let text = |f: fn(&Workload) -> Option<&String>| w.and_then(f).map_or("", |s| s.as_str());
-        // The task may be gone (killed) by now; then the exe is unknown.
-        let exe = std::fs::read_link(format!("/proc/{}/exe", event.tgid))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        json!({
-            "policy": owner.map_or("?", |(name, _)| name.as_str()),
-            "monitor_only": owner.is_some_and(|(_, m)| *m),
-            "cgroup": w.map_or("", |w| w.cgroup_path.as_str()),
-            "cgroup_id": event.cgroup_id,
-            "pid": event.tgid,
-            "tid": event.pid,
-            "comm": probe::comm_str(&event.comm),
-            "exe": exe,
-            "abi": abi.map_or("unknown", |a| a.name()),
-            "syscall": syscall_table::label(abi, &name),
-            "nr": index_to_syscall(event.index).map(|(_, nr)| nr as i64).unwrap_or(event.id),
-            "outcome": Outcome::from_u32(event.outcome).map_or("unknown", |o| o.name()),
-            "runtime": w.and_then(|w| w.runtime.as_ref()).map_or("", |r| r.name()),
-            "sandboxed": w.is_some_and(Workload::sandboxed),
-            "container_id": text(|w| w.container_id.as_ref()),
-            "container": text(|w| w.container.as_ref()),
-            "pod": text(|w| w.pod.as_ref()),
-            "namespace": text(|w| w.namespace.as_ref()),
-            "image": text(|w| w.image.as_ref()),
-            "hook": probe_common::LSM_HOOK_NAMES
-                .get(event.hook as usize)
-                .filter(|_| event.outcome == Outcome::Denied as u32)
-                .copied()
-                .unwrap_or(""),
-            "via_io_uring": event.flags & probe_common::EVENT_IO_URING != 0,
-            "self_protection": event.flags & probe_common::EVENT_SELF_PROTECTION != 0,
-            "suppressed": event.suppressed,
-        })
-    }
-
-    /// Log one violation event as a JSON line; the record logged.
-    pub fn log_violation(&self, event: &ViolationEvent) -> Value {
-        let v = self.violation_record(event);
-        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-        warn!(
-            event = "violation",
-            policy = %s("policy"),
-            monitor_only = v["monitor_only"].as_bool(),
-            cgroup = %s("cgroup"),
-            cgroup_id = v["cgroup_id"].as_u64(),
-            pid = v["pid"].as_u64(),
-            tid = v["tid"].as_u64(),
-            comm = %s("comm"),
-            exe = %s("exe"),
-            abi = %s("abi"),
-            syscall = %s("syscall"),
-            nr = v["nr"].as_i64(),
-            outcome = %s("outcome"),
-            runtime = %s("runtime"),
-            sandboxed = v["sandboxed"].as_bool(),
-            container_id = %s("container_id"),
-            container = %s("container"),
-            pod = %s("pod"),
-            namespace = %s("namespace"),
-            image = %s("image"),
-            hook = %s("hook"),
-            via_io_uring = v["via_io_uring"].as_bool(),
-            self_protection = v["self_protection"].as_bool(),
-            suppressed = v["suppressed"].as_u64(),
-        );
-        v
+    /// The policy a slot holds, or held last, and whether monitor-only: names the
+    /// policy of a violation event, even one from a slot freed since.
+    pub fn policy_of_slot(&self, slot: u32) -> Option<(&str, bool)> {
+        self.slot_owner
+            .get(&slot)
+            .map(|(name, m)| (name.as_str(), *m))
     }
 
     /// Unbind everything (agent shutdown) and remove the cgroups it adopted, if empty.

@@ -2,13 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::{
-    Decision, EVENT_FALLBACK_KILLED, EVENT_IO_URING, LSM_HOOK_NAMES, Outcome, PolicySlot,
-    ViolationEvent, decide, index_to_syscall,
-};
+use probe_common::{Decision, Outcome, PolicySlot, decide, index_to_syscall};
 use serde::Serialize;
 
-use crate::{probe::comm_str, syscall_table};
+use crate::{event::Violation, syscall_table};
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct CountRow {
@@ -26,15 +23,15 @@ pub struct ViolationRow {
     /// Exact: from the kernel's counters.
     pub count: u64,
     /// The most frequent outcome among the events (or what the mode implies).
-    pub outcome: &'static str,
+    pub outcome: String,
     /// Events seen per outcome, when they differ (a `deny` can be `denied` one time
     /// and `not-preventable` another). Event counts can trail `count` if events were
     /// dropped; `count` is exact.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub outcomes: BTreeMap<&'static str, u64>,
+    pub outcomes: BTreeMap<String, u64>,
     /// For `denied`: the LSM hook that denied it first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub hook: Option<&'static str>,
+    pub hook: Option<String>,
     /// For `not-preventable`: the fallback killed the task after the syscall ran.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback_killed: bool,
@@ -57,15 +54,18 @@ fn abi_and_name(index: u32) -> (String, String, Option<u32>) {
 pub fn summarize(
     slot: &PolicySlot,
     counts: &[(u32, u64)],
-    events: &[ViolationEvent],
+    events: &[Violation],
 ) -> (Vec<CountRow>, Vec<ViolationRow>) {
-    let mut by_index: BTreeMap<u32, Vec<&ViolationEvent>> = BTreeMap::new();
-    let mut via_ring: BTreeMap<u32, Vec<&ViolationEvent>> = BTreeMap::new();
+    let mut by_index: BTreeMap<u32, Vec<&Violation>> = BTreeMap::new();
+    let mut via_ring: BTreeMap<u32, Vec<&Violation>> = BTreeMap::new();
     for e in events {
-        if e.flags & EVENT_IO_URING != 0 {
-            via_ring.entry(e.index).or_default().push(e);
+        let Some(index) = e.index.or_else(|| e.key().index()) else {
+            continue;
+        };
+        if e.via_io_uring {
+            via_ring.entry(index).or_default().push(e);
         } else {
-            by_index.entry(e.index).or_default().push(e);
+            by_index.entry(index).or_default().push(e);
         }
     }
     let mut count_rows = Vec::new();
@@ -86,21 +86,19 @@ pub fn summarize(
             Decision::Deny { .. } => Outcome::NotPreventable,
         };
         let seen = by_index.get(&index).map(Vec::as_slice).unwrap_or_default();
-        let mut outcomes: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
         for e in seen {
-            if let Some(o) = Outcome::from_u32(e.outcome) {
-                *outcomes.entry(o.name()).or_default() += 1;
-            }
+            *outcomes.entry(e.outcome.clone()).or_default() += 1;
         }
         let outcome = outcomes
             .iter()
             .max_by_key(|(_, n)| **n)
-            .map_or(implied.name(), |(name, _)| *name);
+            .map_or(implied.name().to_string(), |(name, _)| name.clone());
         let example = seen.first();
         let hook = seen
             .iter()
-            .find(|e| e.outcome == Outcome::Denied as u32)
-            .and_then(|e| LSM_HOOK_NAMES.get(e.hook as usize).copied());
+            .find(|e| e.outcome == Outcome::Denied.name() && !e.hook.is_empty())
+            .map(|e| e.hook.clone());
         violations.push(ViolationRow {
             abi,
             syscall,
@@ -113,10 +111,10 @@ pub fn summarize(
                 BTreeMap::new()
             },
             hook,
-            fallback_killed: seen.iter().any(|e| e.flags & EVENT_FALLBACK_KILLED != 0),
+            fallback_killed: seen.iter().any(|e| e.fallback_killed),
             via_io_uring: false,
-            pid: example.map(|e| e.tgid),
-            comm: example.map(|e| comm_str(&e.comm)),
+            pid: example.map(|e| e.pid),
+            comm: example.map(|e| e.comm.clone()),
         });
     }
     for (index, seen) in via_ring {
@@ -127,13 +125,13 @@ pub fn summarize(
             syscall,
             nr,
             count: seen.len() as u64,
-            outcome: Outcome::from_u32(first.outcome).map_or("unknown", Outcome::name),
+            outcome: first.outcome.clone(),
             outcomes: BTreeMap::new(),
-            hook: LSM_HOOK_NAMES.get(first.hook as usize).copied(),
+            hook: Some(first.hook.clone()).filter(|h| !h.is_empty()),
             fallback_killed: false,
             via_io_uring: true,
-            pid: Some(first.tgid),
-            comm: Some(comm_str(&first.comm)),
+            pid: Some(first.pid),
+            comm: Some(first.comm.clone()),
         });
     }
     count_rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));

@@ -15,15 +15,18 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow, bail};
-use probe_common::ViolationEvent;
 use serde::Serialize;
 
 use crate::{
     cgroup::{self, OwnedCgroup},
+    event::Violation,
     policy::{self, Mode},
     probe::{self, Probe, ProbeOptions},
-    report::{self, CountRow, ViolationRow},
 };
+
+pub mod summary;
+
+use summary::{CountRow, ViolationRow};
 
 pub struct RunOptions {
     pub policy: PathBuf,
@@ -122,12 +125,11 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
 
     let mut child = spawn_in_cgroup(&cg, &options.command)?;
 
-    let mut events: Vec<ViolationEvent> = Vec::new();
-    let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-                 events: &mut Vec<ViolationEvent>| {
+    let mut events: Vec<Violation> = Vec::new();
+    let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>, events: &mut Vec<Violation>| {
         while let Some(item) = ring.next() {
             if let Some(e) = probe::decode_violation(&item) {
-                events.push(e);
+                events.push(Violation::from_event(&e));
             }
         }
     };
@@ -144,7 +146,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let cgroup_rel = cg.rel.clone();
     drop(cg);
 
-    let (count_rows, violations) = report::summarize(&enforcement.slot, &counts, &events);
+    let (count_rows, violations) = summary::summarize(&enforcement.slot, &counts, &events);
     let exit_code = exit_code(&status)?;
     let signal = status.signal();
     let run_report = RunReport {
@@ -264,7 +266,7 @@ fn print_summary(r: &RunReport) {
             (Some(pid), Some(comm)) => format!("pid {pid} ({comm})"),
             _ => String::new(),
         };
-        let how = match (v.hook, v.fallback_killed) {
+        let how = match (&v.hook, v.fallback_killed) {
             (Some(hook), _) => format!(" by LSM {hook}"),
             (None, true) => " (fallback: killed)".to_string(),
             _ => String::new(),

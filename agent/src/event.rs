@@ -1,0 +1,313 @@
+//! The violation record: one Rust type from the ring buffer to every output.
+//!
+//! The probe writes a [`ViolationEvent`] (plain old data) into the `VIOLATIONS` ring
+//! buffer. The agent, or `sysfence run`, decodes it once into a [`Violation`]
+//! ([`Violation::from_event`]), enriches it once with what it knows of the workload and
+//! the policy ([`Violation::enrich`]), and hands that same value to every output:
+//!
+//! - the log: [`Violation::log`], one JSON line `"event":"violation"` with these fields;
+//! - the metrics: `metrics::ViolationSeries::of`;
+//! - the API's `events` answer and `watch` frames (serde, below);
+//! - reports: `sysfence report` reads the log or the API back into this type, and
+//!   `run`'s summary aggregates it.
+//!
+//! Its serde form is the contract of the log and the API: field names do not change
+//! without a format version.
+
+use probe_common::{
+    EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_SELF_PROTECTION, LSM_HOOK_NAMES, Outcome,
+    ViolationEvent, index_to_syscall,
+};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::{
+    clock,
+    model::{SyscallKey, Workload, WorkloadRef},
+    probe::comm_str,
+    syscall_table,
+};
+
+/// A syscall outside a workload's policy: who made it, what it was, and what happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Violation {
+    /// When the agent received it (RFC 3339); from a log, the log line's own time.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub timestamp: String,
+    /// The same, in Unix milliseconds (the API's records).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub t_ms: u64,
+    /// The agent's sequence number of the record (the API's records).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub seq: u64,
+    /// The policy of the slot that judged it (`?` when the slot is unknown).
+    pub policy: String,
+    /// The policy was applied monitor-only (a sandboxed runtime it does not name).
+    pub monitor_only: bool,
+    /// The workload, as the agent knew it when the event arrived.
+    #[serde(flatten)]
+    pub workload: WorkloadRef,
+    /// The host sees the sandbox's syscalls (gVisor, Kata), not the application's.
+    pub sandboxed: bool,
+    /// Thread group and thread.
+    pub pid: u32,
+    pub tid: u32,
+    /// The task's own name for itself: a claim of the workload, never an identity.
+    pub comm: String,
+    /// `/proc/PID/exe` when the agent read it (empty once the task is gone).
+    pub exe: String,
+    /// `x86_64`, `i386`, `x32`, or `unknown` when the probe could not classify it.
+    pub abi: String,
+    /// As people read it: `ptrace`, `mount (i386)`, `unclassified`.
+    pub syscall: String,
+    /// The syscall number in its ABI, or the raw id when unclassified.
+    pub nr: i64,
+    /// `monitored`, `audited`, `killed-after`, `denied`, `not-preventable`, ...
+    pub outcome: String,
+    /// For `denied`: the LSM hook that refused it.
+    pub hook: String,
+    /// The operation came through io_uring, not its own syscall.
+    pub via_io_uring: bool,
+    /// A self-protection guard refused it (a signal to the agent, a write to bpffs).
+    pub self_protection: bool,
+    /// `not-preventable` and the policy's fallback killed the task.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fallback_killed: bool,
+    /// Events of the same workload and syscall the kernel's rate limit held back since
+    /// the previous one: this record stands for `1 + suppressed` calls.
+    pub suppressed: u64,
+    /// The probe's counter index of the syscall, when decoded from the kernel (a
+    /// record read back from a log has [`Violation::key`] instead).
+    #[serde(skip)]
+    pub index: Option<u32>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Violation {
+    /// What the kernel said, decoded: the workload and policy are not known yet.
+    pub fn from_event(event: &ViolationEvent) -> Violation {
+        let (abi, name) = syscall_table::describe_index(event.index);
+        let outcome = Outcome::from_u32(event.outcome);
+        Violation {
+            workload: WorkloadRef {
+                cgroup_id: event.cgroup_id,
+                ..WorkloadRef::default()
+            },
+            pid: event.tgid,
+            tid: event.pid,
+            comm: comm_str(&event.comm),
+            abi: abi.map_or("unknown", |a| a.name()).to_string(),
+            syscall: syscall_table::label(abi, &name),
+            nr: index_to_syscall(event.index).map_or(event.id, |(_, nr)| i64::from(nr)),
+            outcome: outcome.map_or("unknown", Outcome::name).to_string(),
+            hook: LSM_HOOK_NAMES
+                .get(event.hook as usize)
+                .filter(|_| outcome == Some(Outcome::Denied))
+                .copied()
+                .unwrap_or("")
+                .to_string(),
+            via_io_uring: event.flags & EVENT_IO_URING != 0,
+            self_protection: event.flags & EVENT_SELF_PROTECTION != 0,
+            fallback_killed: event.flags & EVENT_FALLBACK_KILLED != 0,
+            suppressed: u64::from(event.suppressed),
+            index: Some(event.index),
+            ..Violation::default()
+        }
+    }
+
+    /// Add what the agent knows: the workload the cgroup belongs to (if known), the
+    /// policy of the slot (name, monitor-only), and the task's executable.
+    pub fn enrich(&mut self, workload: Option<&Workload>, policy: Option<(&str, bool)>) {
+        if let Some(w) = workload {
+            self.workload = WorkloadRef {
+                // The event's own cgroup, even when it is below the container's.
+                cgroup_id: self.workload.cgroup_id,
+                labels: Default::default(),
+                ..w.to_ref()
+            };
+            self.sandboxed = w.sandboxed();
+        }
+        self.policy = policy.map_or("?", |(name, _)| name).to_string();
+        self.monitor_only = policy.is_some_and(|(_, m)| m);
+        // The task may be gone (killed) by now; then the exe is unknown.
+        self.exe = std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+    }
+
+    /// Stamp the time the agent received it, and its sequence number.
+    pub fn stamp(&mut self, t_ms: u64, seq: u64) {
+        self.t_ms = t_ms;
+        self.timestamp = clock::iso_ms(t_ms);
+        self.seq = seq;
+    }
+
+    /// The syscall, keyed as counts are (`i386:mount`).
+    pub fn key(&self) -> SyscallKey {
+        let suffix = format!(" ({})", self.abi);
+        let name = self
+            .syscall
+            .strip_suffix(&suffix)
+            .unwrap_or(&self.syscall)
+            .to_string();
+        SyscallKey {
+            abi: if self.abi.is_empty() {
+                "unknown".into()
+            } else {
+                self.abi.clone()
+            },
+            name,
+        }
+    }
+
+    /// The calls this record stands for.
+    pub fn calls(&self) -> u64 {
+        1 + self.suppressed
+    }
+
+    /// When it happened, in Unix milliseconds, if known.
+    pub fn time_ms(&self) -> Option<u64> {
+        if self.t_ms != 0 {
+            return Some(self.t_ms);
+        }
+        clock::parse_rfc3339_ms(&self.timestamp)
+    }
+
+    /// Log it: one JSON line with `"event":"violation"` and the fields above.
+    pub fn log(&self) {
+        let w = &self.workload;
+        warn!(
+            event = "violation",
+            policy = %self.policy,
+            monitor_only = self.monitor_only,
+            cgroup = %w.cgroup,
+            cgroup_id = w.cgroup_id,
+            pid = self.pid,
+            tid = self.tid,
+            comm = %self.comm,
+            exe = %self.exe,
+            abi = %self.abi,
+            syscall = %self.syscall,
+            nr = self.nr,
+            outcome = %self.outcome,
+            runtime = %w.runtime,
+            sandboxed = self.sandboxed,
+            container_id = %w.container_id,
+            container = %w.container,
+            pod = %w.pod,
+            namespace = %w.namespace,
+            image = %w.image,
+            hook = %self.hook,
+            via_io_uring = self.via_io_uring,
+            self_protection = self.self_protection,
+            fallback_killed = self.fallback_killed,
+            suppressed = self.suppressed,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::{Abi, syscall_index};
+
+    use super::*;
+    use crate::model::Runtime;
+
+    fn event(abi: Abi, nr: u32, outcome: Outcome) -> ViolationEvent {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"evil");
+        ViolationEvent {
+            cgroup_id: 42,
+            tgid: 100,
+            pid: 101,
+            index: syscall_index(abi, u64::from(nr)).unwrap(),
+            id: i64::from(nr),
+            outcome: outcome as u32,
+            comm,
+            suppressed: 3,
+            flags: EVENT_IO_URING,
+            boot_ns: 0,
+            slot: 0,
+            mode: 0,
+            hook: 0,
+            _reserved: 0,
+        }
+    }
+
+    #[test]
+    fn decoded_once_with_the_abi_and_the_outcome() {
+        let v = Violation::from_event(&event(Abi::Ia32, 21, Outcome::Audited));
+        assert_eq!(v.syscall, "mount (i386)");
+        assert_eq!(v.abi, "i386");
+        assert_eq!(v.key(), SyscallKey::new("i386", "mount"));
+        assert_eq!(v.nr, 21);
+        assert_eq!(v.outcome, "audited");
+        assert_eq!(v.comm, "evil");
+        assert_eq!((v.pid, v.tid, v.workload.cgroup_id), (100, 101, 42));
+        assert!(v.via_io_uring && !v.self_protection);
+        assert_eq!(v.calls(), 4);
+        assert_eq!(v.hook, "", "a hook is named only for `denied`");
+    }
+
+    #[test]
+    fn enriched_with_the_workload_keeps_the_events_cgroup() {
+        let mut v = Violation::from_event(&event(Abi::X86_64, 101, Outcome::KilledAfter));
+        let w = Workload {
+            cgroup_id: 7,
+            cgroup_path: "kubepods/pod1/abc".into(),
+            runtime: Some(Runtime::Runsc),
+            container_id: Some("abc".into()),
+            pod: Some("web-1".into()),
+            namespace: Some("shop".into()),
+            ..Workload::default()
+        };
+        v.enrich(Some(&w), Some(("web", true)));
+        assert_eq!(v.workload.cgroup_id, 42);
+        assert_eq!(v.workload.cgroup, "kubepods/pod1/abc");
+        assert_eq!(v.workload.runtime, "runsc");
+        assert!(v.sandboxed && v.monitor_only);
+        assert_eq!(v.policy, "web");
+        let mut unknown = Violation::from_event(&event(Abi::X86_64, 101, Outcome::KilledAfter));
+        unknown.enrich(None, None);
+        assert_eq!(unknown.policy, "?");
+    }
+
+    #[test]
+    fn the_serde_form_is_the_logs_and_round_trips() {
+        let mut v = Violation::from_event(&event(Abi::X86_64, 101, Outcome::Denied));
+        v.enrich(None, Some(("web", false)));
+        v.stamp(1_795_914_123_456, 9);
+        let text = serde_json::to_string(&v).unwrap();
+        for key in [
+            "\"policy\":\"web\"",
+            "\"cgroup_id\":42",
+            "\"cgroup\":\"\"",
+            "\"container_id\":\"\"",
+            "\"syscall\":\"ptrace\"",
+            "\"outcome\":\"denied\"",
+            "\"suppressed\":3",
+            "\"seq\":9",
+        ] {
+            assert!(text.contains(key), "{key} missing in {text}");
+        }
+        let back: Violation = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            back,
+            Violation {
+                index: None,
+                ..v.clone()
+            }
+        );
+        assert_eq!(back.time_ms(), Some(1_795_914_123_456));
+        let from_log: Violation = serde_json::from_str(
+            r#"{"timestamp":"2026-11-29T00:00:02.500000Z","level":"WARN","event":"violation","syscall":"mount (i386)","abi":"i386"}"#,
+        )
+        .unwrap();
+        assert_eq!(from_log.key(), SyscallKey::new("i386", "mount"));
+        assert!(from_log.time_ms().is_some());
+    }
+}
