@@ -3,11 +3,11 @@
 //! The binary is in `main.rs`; this library holds everything it is made of, so that
 //! tests can reach it.
 
+pub mod agent;
 pub mod api;
 pub mod bench_support;
 pub mod cgroup;
 pub mod clock;
-pub mod daemon;
 pub mod doctor;
 pub mod dryrun;
 pub mod event;

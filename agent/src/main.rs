@@ -1,7 +1,7 @@
 use std::{ffi::OsString, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sysfence::{daemon, policy, run};
+use sysfence::{agent, policy, run};
 
 /// Per-container syscall allowlists, enforced by eBPF in the host kernel.
 ///
@@ -123,7 +123,7 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
         /// The agent's API socket.
-        #[arg(long, value_name = "PATH", default_value = sysfence::watch::api::DEFAULT_API_SOCKET)]
+        #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
         api: PathBuf,
         /// Use sysfence's own probe even if the agent runs.
         #[arg(long)]
@@ -229,7 +229,7 @@ enum Command {
         #[arg(long, value_name = "AGENT_LOG")]
         events: Option<PathBuf>,
         /// The agent's API socket, asked when neither --from nor --events is given.
-        #[arg(long, value_name = "PATH", default_value = sysfence::watch::api::DEFAULT_API_SOCKET)]
+        #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
         api: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
@@ -273,6 +273,10 @@ enum Command {
         /// The local API socket (`sysfence status`, `report`, `watch`).
         #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
         api_socket: PathBuf,
+        /// A uid besides root that may use the API socket (read-only: status, events,
+        /// watch); repeatable. By default only root may.
+        #[arg(long, value_name = "UID")]
+        api_socket_uid: Vec<u32>,
         /// Seconds between full rescans of the cgroup tree (inotify catches most
         /// changes at once).
         #[arg(long, default_value_t = 2.0, value_name = "SECS")]
@@ -711,7 +715,7 @@ fn main() -> ExitCode {
             uninstall: true,
             pin_path,
             ..
-        } => daemon::uninstall(&pin_path).map(|removed| {
+        } => agent::uninstall(&pin_path).map(|removed| {
             if removed.is_empty() {
                 println!("nothing pinned under {}", pin_path.display());
             } else {
@@ -737,6 +741,7 @@ fn main() -> ExitCode {
             uninstall: false,
             metrics,
             api_socket,
+            api_socket_uid,
         } => {
             let policies = policies.expect("clap requires --policies without --uninstall");
             init_logging(log_format);
@@ -746,7 +751,7 @@ fn main() -> ExitCode {
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| {
-                    rt.block_on(daemon::run(daemon::AgentOptions {
+                    rt.block_on(agent::run(agent::AgentOptions {
                         policies,
                         rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
                         runtime_socket,
@@ -761,6 +766,7 @@ fn main() -> ExitCode {
                         events_per_second,
                         pin_root: (!no_pin).then_some(pin_path),
                         api_socket,
+                        api_socket_uids: api_socket_uid,
                         metrics,
                     }))
                 })

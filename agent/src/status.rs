@@ -2,14 +2,14 @@
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::api;
 
 /// Ask the agent and print its status; `Ok(false)` when the agent reports trouble
 /// (a rejected reload, dropped events, failed kills).
 pub fn print(socket: &Path, as_json: bool) -> anyhow::Result<bool> {
-    let v = api::request(socket, &json!({"op": "status"}), Duration::from_secs(10))?;
+    let v = api::client::status(socket, Duration::from_secs(10))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -138,6 +138,8 @@ pub fn render(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

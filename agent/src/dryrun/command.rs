@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context as _, bail};
 
 use super::{DryRunReport, from_audit, from_recording, input, load_candidate, render};
-use crate::{clock::now_ms, record::Recording, watch::api};
+use crate::{api::client as api, clock::now_ms, record::Recording};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

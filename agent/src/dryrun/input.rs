@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::watch::{api::EventsAnswer, snapshot::WorkloadRef};
+use crate::{api::protocol::EventsAnswer, model::WorkloadRef};
 use crate::{clock::parse_rfc3339_ms, event::Violation};
 
 /// A workload bound to a policy, and when (the agent's `"event":"bound"` line).
@@ -131,7 +131,7 @@ pub fn from_events_answer(api: &Path, answer: EventsAnswer, now_ms: u64) -> Audi
             .workloads
             .into_iter()
             .map(|w| Binding {
-                identity: w.identity,
+                identity: w.workload,
                 policy: w.policy,
                 mode: w.mode,
                 since_ms: w.bound_ms.or(Some(answer.since_ms)),

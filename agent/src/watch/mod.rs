@@ -10,7 +10,6 @@
 //! each workload), or, when it cannot be reached, sysfence's own probe
 //! ([`standalone`], monitor only, one counting slot per workload).
 
-pub mod api;
 pub mod snapshot;
 pub mod standalone;
 mod tui;
@@ -27,6 +26,11 @@ use anyhow::Context as _;
 
 use snapshot::{Counts, Filters, Snapshot, WorkloadCounts};
 
+use crate::api::{
+    client::{self, ApiClient},
+    protocol::Request,
+};
+
 /// Where snapshots come from.
 pub trait Source: Send {
     /// One line that says which source this is, for stderr and the title bar.
@@ -41,7 +45,7 @@ pub trait Source: Send {
 }
 
 struct AgentSource {
-    client: api::ApiClient,
+    client: ApiClient,
     first: Option<Snapshot>,
     /// The last frame's workloads: one that is missing from the next frame is reported
     /// once more, as gone.
@@ -79,7 +83,7 @@ impl Source for AgentSource {
         let next = match self.first.take() {
             Some(s) => s,
             None => match self.client.next_line()? {
-                Some(line) => api::parse_watch_line(&line)?,
+                Some(line) => client::parse_watch_line(&line)?,
                 None => return Ok(None),
             },
         };
@@ -155,19 +159,20 @@ fn sleep_unless_stopped(d: Duration) {
 /// The agent's source if its API answers, else the standalone one (saying why).
 fn open_source(options: &WatchOptions) -> anyhow::Result<Box<dyn Source>> {
     if !options.standalone {
-        let request = api::watch_request(&options.filters);
-        let attempt = api::ApiClient::request(&options.api, &request, Duration::from_secs(5))
-            .and_then(|mut client| {
+        let request = Request::Watch(options.filters.clone());
+        let attempt = ApiClient::request(&options.api, &request, Duration::from_secs(5)).and_then(
+            |mut client| {
                 let line = client
                     .next_line()?
                     .ok_or_else(|| anyhow::anyhow!("the agent closed the connection"))?;
-                let first = api::parse_watch_line(&line)?;
+                let first = client::parse_watch_line(&line)?;
                 Ok(AgentSource {
                     client,
                     first: Some(first),
                     last: HashMap::new(),
                 })
-            });
+            },
+        );
         match attempt {
             Ok(source) => return Ok(Box::new(source)),
             Err(e) => eprintln!("sysfence watch: {e:#}; falling back to standalone mode"),

@@ -21,6 +21,7 @@ use super::{
     socket::{self, Request, StartRequest},
 };
 use crate::{
+    api::protocol::BindingRow,
     cgroup,
     policy::{CompiledPolicy, Mode},
     probe::Probe,
@@ -713,32 +714,35 @@ impl Manager {
     }
 
     /// The bound workloads, described.
-    pub fn bound_rows(&self) -> Vec<Value> {
-        let mut rows: Vec<Value> = self
+    pub fn bound_rows(&self) -> Vec<BindingRow> {
+        let mut rows: Vec<BindingRow> = self
             .bound
             .iter()
             .map(|(id, b)| {
-                let w = self.workloads.get(id);
-                json!({
-                    "cgroup_id": id,
-                    "cgroup": b.rel,
-                    "policy": b.policy,
-                    "slot": b.slot,
-                    "mode": if b.choice.monitor_only { "monitor" } else {
-                        self.policies.get(b.choice.policy).map_or("?", |e| e.policy.mode.as_str())
-                    },
-                    "runtime": w.and_then(|w| w.runtime.as_ref()).map_or("", |r| r.name()),
-                    "container_id": w.and_then(|w| w.container_id.as_deref()).unwrap_or(""),
-                    "container": w.and_then(|w| w.container.as_deref()).unwrap_or(""),
-                    "pod": w.and_then(|w| w.pod.as_deref()).unwrap_or(""),
-                    "namespace": w.and_then(|w| w.namespace.as_deref()).unwrap_or(""),
-                    "image": w.and_then(|w| w.image.as_deref()).unwrap_or(""),
-                    "labels": w.map_or(json!({}), |w| json!(w.labels)),
-                    "bound_ms": b.since_ms,
-                })
+                let mut workload = self
+                    .workloads
+                    .get(id)
+                    .map(Workload::to_ref)
+                    .unwrap_or_default();
+                workload.cgroup_id = *id;
+                workload.cgroup.clone_from(&b.rel);
+                BindingRow {
+                    workload,
+                    policy: b.policy.clone(),
+                    mode: if b.choice.monitor_only {
+                        "monitor"
+                    } else {
+                        self.policies
+                            .get(b.choice.policy)
+                            .map_or("?", |e| e.policy.mode.as_str())
+                    }
+                    .to_string(),
+                    slot: Some(b.slot),
+                    bound_ms: Some(b.since_ms),
+                }
             })
             .collect();
-        rows.sort_by(|a, b| a["cgroup"].as_str().cmp(&b["cgroup"].as_str()));
+        rows.sort_by(|a, b| a.workload.cgroup.cmp(&b.workload.cgroup));
         rows
     }
 

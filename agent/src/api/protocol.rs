@@ -1,0 +1,197 @@
+//! The agent API's wire types: what a client asks ([`Request`]) and what the agent
+//! answers ([`WatchFrame`], [`EventsAnswer`], the status object), one JSON object per
+//! line. Both the server ([`super::server`]) and the client ([`super::client`]) use
+//! these types, so the contract lives here and nowhere else.
+//!
+//! - `{"op":"status"}` → one line: the agent's state (see `sysfence status --json`).
+//! - `{"op":"events"}` → one [`EventsAnswer`] line: bound workloads and the violation
+//!   records kept ([`crate::event::Violation`], as in the agent's log).
+//! - `{"op":"watch","namespace":..,"pod":..,"container":..,"cgroup":..}` (absent or
+//!   `null` filters match everything) → one [`WatchFrame`] line per second, counts and
+//!   violations cumulative since the watch began, until the client hangs up.
+//! - Any error: `{"ok":false,"error":"..."}`, then the connection closes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    event::Violation,
+    model::{Counts, WorkloadRef},
+    policy::selector::Glob,
+};
+
+/// One request line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    Events,
+    Watch(Filters),
+}
+
+impl Request {
+    /// The request as one line, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).expect("requests serialize")
+    }
+}
+
+/// `--namespace`, `--pod`, `--container`, `--cgroup`: every filter given must match.
+/// Names match exactly; `cgroup` is a glob under the cgroup v2 root where `*` stops at
+/// `/`, as a policy's `cgroupPath`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Filters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        self.namespace.is_none()
+            && self.pod.is_none()
+            && self.container.is_none()
+            && self.cgroup.is_none()
+    }
+
+    /// Check the cgroup glob.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(g) = &self.cgroup {
+            Glob::path(g.trim_start_matches('/'))
+                .map_err(|e| anyhow::anyhow!("--cgroup `{g}`: not a valid glob: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn cgroup_matches(&self, path: &str) -> bool {
+        match &self.cgroup {
+            None => true,
+            Some(g) => Glob::path(g.trim_start_matches('/'))
+                .is_ok_and(|g| g.matches(path.trim_start_matches('/'))),
+        }
+    }
+
+    pub fn matches(&self, w: &WorkloadRef) -> bool {
+        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|v| v == have);
+        eq(&self.namespace, &w.namespace)
+            && eq(&self.pod, &w.pod)
+            && eq(&self.container, &w.container)
+            && self.cgroup_matches(&w.cgroup)
+    }
+}
+
+/// A workload bound to a policy, as `status`, `events` and `watch` list it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BindingRow {
+    #[serde(flatten)]
+    pub workload: WorkloadRef,
+    pub policy: String,
+    /// The mode applied: the policy's, or `monitor` where it is applied monitor-only.
+    pub mode: String,
+    /// The policy slot the workload points at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    /// When it was first bound (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_ms: Option<u64>,
+}
+
+/// The answer to `{"op":"events"}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventsAnswer {
+    #[serde(default = "yes")]
+    pub ok: bool,
+    /// Since when the agent has been collecting (Unix ms).
+    pub since_ms: u64,
+    #[serde(default)]
+    pub workloads: Vec<BindingRow>,
+    #[serde(default)]
+    pub violations: Vec<Violation>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One line of a watch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchFrame {
+    pub t_ms: u64,
+    #[serde(default)]
+    pub workloads: Vec<FrameWorkload>,
+}
+
+/// One workload in a watch frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameWorkload {
+    #[serde(flatten)]
+    pub binding: BindingRow,
+    /// Calls since the watch began looking at it, per `abi:syscall`.
+    pub counts: Counts,
+    /// Violations since then, per `abi:syscall`.
+    pub violations: Counts,
+    /// Why counts are missing, if they are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// An error answer.
+pub fn error(message: impl Into<String>) -> serde_json::Value {
+    serde_json::json!({"ok": false, "error": message.into()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_op() {
+        let f = Filters {
+            namespace: Some("shop".into()),
+            ..Filters::default()
+        };
+        let line = Request::Watch(f.clone()).to_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["op"], "watch");
+        assert_eq!(v["namespace"], "shop");
+        assert_eq!(Request::Events.to_line(), r#"{"op":"events"}"#);
+        let back: Request = serde_json::from_str(r#"{"op":"watch","pod":null}"#).unwrap();
+        assert_eq!(back, Request::Watch(Filters::default()));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn filters_match_like_selectors() {
+        let w = WorkloadRef {
+            cgroup: "kubepods/burstable/podabc/cri-containerd-1".into(),
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            container: "nginx".into(),
+            ..WorkloadRef::default()
+        };
+        assert!(Filters::default().matches(&w));
+        let f = Filters {
+            namespace: Some("shop".into()),
+            cgroup: Some("kubepods/*/pod*/*".into()),
+            ..Filters::default()
+        };
+        assert!(f.matches(&w));
+        let f = Filters {
+            cgroup: Some("kubepods/*".into()),
+            ..Filters::default()
+        };
+        assert!(!f.matches(&w), "`*` stops at `/`");
+        let f = Filters {
+            pod: Some("web-2".into()),
+            ..Filters::default()
+        };
+        assert!(!f.matches(&w));
+    }
+}
