@@ -30,7 +30,7 @@ use crate::{
     metrics,
     policy::{self, CompiledPolicy},
     probe::{self, Probe, ProbeOptions, pins},
-    workload::{self, Manager, ManagerOptions},
+    workload::{self, Binder, IndexOptions},
 };
 use reload::{DenyState, compile_slots, spawn_policy_watcher, try_enable_deny};
 use telemetry::Telemetry;
@@ -73,7 +73,7 @@ pub fn uninstall(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
 struct Agent {
     options: AgentOptions,
     probe: Probe,
-    workloads: Manager,
+    workloads: Binder,
     deny: DenyState,
     /// The self-protection hooks attached, or why not.
     guards: Result<usize, String>,
@@ -94,7 +94,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     }
 
     let probe_options = ProbeOptions {
-        max_slots: workload::manager::slots_needed(policies.len()),
+        max_slots: workload::table::slots_needed(policies.len()),
         attach: true,
     };
     let mut probe = match &options.pin_root {
@@ -134,8 +134,8 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let slots = compile_slots(policies, &deny);
 
     let root = cgroup::v2_root()?;
-    let mut workloads = Manager::new(
-        ManagerOptions {
+    let mut workloads = Binder::new(
+        IndexOptions {
             cgroup_root: root.clone(),
             cri_sockets: options.cri_sockets.clone(),
             runtime_roots: options.runtime_roots.clone(),

@@ -1,7 +1,7 @@
 //! The standalone source: sysfence's own probe, monitor only, one counting slot per
 //! workload, so counts are per workload whether or not the agent runs.
 //!
-//! Workloads are found by the agent's own discovery ([`Manager`], given no policy, so
+//! Workloads are found by the agent's own discovery ([`crate::workload::CgroupIndex`], so
 //! it binds nothing): containers from cgroupfs, the runtimes' state and the CRI. With
 //! `--cgroup`, any cgroup whose path matches counts too, container or not. Each
 //! matching workload gets a slot that allows everything in `monitor` mode (nothing is
@@ -18,12 +18,12 @@ use anyhow::Context as _;
 use probe_common::{PolicySlot, mode};
 
 use super::snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadCounts, WorkloadRef};
-use crate::clock::now_ms;
 use crate::{
     cgroup,
     probe::{Probe, ProbeOptions},
-    workload::{Manager, ManagerOptions, socket::Request},
+    workload::{CgroupIndex, IndexOptions},
 };
+use crate::{clock::now_ms, model::Workload};
 
 /// A slot that counts every call and judges none.
 pub fn allow_all_slot() -> PolicySlot {
@@ -50,7 +50,7 @@ struct Watched {
 
 pub struct Standalone {
     probe: Probe,
-    manager: Manager,
+    index: CgroupIndex,
     runtime: tokio::runtime::Runtime,
     root: PathBuf,
     filters: Filters,
@@ -78,22 +78,18 @@ impl Standalone {
         })?;
         probe.settle();
         let root = cgroup::v2_root()?;
-        let manager = Manager::new(
-            ManagerOptions {
-                cgroup_root: root.clone(),
-                cri_sockets: None,
-                runtime_roots,
-            },
-            Vec::new(),
-            &mut probe,
-        )?;
+        let index = CgroupIndex::new(IndexOptions {
+            cgroup_root: root.clone(),
+            cri_sockets: None,
+            runtime_roots,
+        });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime for discovery")?;
         Ok(Standalone {
             probe,
-            manager,
+            index,
             runtime,
             root,
             filters,
@@ -111,14 +107,10 @@ impl Standalone {
 
     /// The workloads that match the filters now, and whether each is a container.
     fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (WorkloadRef, bool)>> {
-        self.runtime
-            .block_on(self.manager.rescan(&mut self.probe))?;
-        let answer = self
-            .runtime
-            .block_on(self.manager.handle(&mut self.probe, Request::Workloads));
+        self.runtime.block_on(self.index.rescan(&|_| false));
         let mut found = BTreeMap::new();
-        for w in answer["workloads"].as_array().into_iter().flatten() {
-            let identity = identity_of(w);
+        for w in self.index.workloads().values().filter(|w| w.is_container()) {
+            let identity = w.to_ref();
             if identity.cgroup_id != 0 && self.filters.matches(&identity) {
                 found.insert(identity.cgroup_id, (identity, true));
             }
@@ -134,10 +126,10 @@ impl Standalone {
                     continue;
                 };
                 let identity = self
-                    .manager
+                    .index
                     .describe(id)
                     .filter(|w| w.cgroup_id == id)
-                    .map(|w| identity_of(&serde_json::to_value(w).unwrap_or_default()))
+                    .map(Workload::to_ref)
                     .unwrap_or(WorkloadRef {
                         cgroup_id: id,
                         cgroup: rel,
@@ -258,31 +250,8 @@ fn runtime_setting_up(dir: &std::path::Path, container: bool) -> bool {
     }
     pids.iter().all(|pid| {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| crate::workload::manager::is_runtime_init_comm(c.trim()))
+            .is_ok_and(|c| crate::workload::index::is_runtime_init_comm(c.trim()))
     })
-}
-
-/// An [`WorkloadRef`] from the JSON of a [`crate::workload::Workload`].
-fn identity_of(w: &serde_json::Value) -> WorkloadRef {
-    let s = |k: &str| w[k].as_str().unwrap_or_default().to_string();
-    WorkloadRef {
-        cgroup_id: w["cgroup_id"].as_u64().unwrap_or(0),
-        cgroup: s("cgroup_path"),
-        namespace: s("namespace"),
-        pod: s("pod"),
-        container: s("container"),
-        container_id: s("container_id"),
-        image: s("image"),
-        runtime: s("runtime"),
-        labels: w["labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]
@@ -310,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_from_workload_json() {
+    fn a_workload_is_named_by_its_ref() {
         let w = crate::workload::Workload {
             cgroup_id: 7,
             cgroup_path: "a/b".into(),
@@ -320,7 +289,7 @@ mod tests {
             container: Some("nginx".into()),
             ..Default::default()
         };
-        let id = identity_of(&serde_json::to_value(&w).unwrap());
+        let id = w.to_ref();
         assert_eq!(id.cgroup, "a/b");
         assert_eq!(id.runtime, "runc");
         assert_eq!(id.display_name(), "shop/web-1/nginx");

@@ -70,14 +70,17 @@
 //! processes in a v2 cgroup named after their v1 cgroup (as runc does itself) so that
 //! it can bind it, and removes that cgroup when the sandbox is gone.
 
+pub mod binder;
 pub mod cgroup_naming;
 pub mod cri;
-pub mod manager;
+pub mod index;
 pub mod runtime;
 pub mod slots;
 pub mod socket;
+pub mod table;
 
-pub use manager::{Manager, ManagerOptions};
+pub use binder::Binder;
+pub use index::{CgroupIndex, IndexOptions};
 
 pub use crate::model::{Engine, Kind, Runtime, Workload};
 

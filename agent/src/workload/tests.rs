@@ -14,7 +14,7 @@ use crate::policy::{
     shipped_catalog,
 };
 
-fn policy(name: &str, selector: &str) -> CompiledPolicy {
+pub(super) fn policy(name: &str, selector: &str) -> CompiledPolicy {
     let text = format!(
         "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n{selector}  include: [runtime-default]\n"
     );
@@ -34,7 +34,7 @@ fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn web_pod() -> Workload {
+pub(super) fn web_pod() -> Workload {
     Workload {
         cgroup_id: 42,
         cgroup_path: "kubepods/besteffort/pod1234/abcdef".into(),
@@ -476,7 +476,7 @@ fn wrapper_finds_subcommand_id_and_root() {
 
 #[test]
 fn runtime_processes_before_the_entrypoint() {
-    use super::manager::is_runtime_init_comm;
+    use super::index::is_runtime_init_comm;
     for c in [
         "runc:[0:PARENT]",
         "runc:[1:CHILD]",

@@ -1,0 +1,570 @@
+//! The binder: which policy each workload gets, and why. It asks the
+//! [`super::index`] what each cgroup is, the [`super::table`] which slot holds each
+//! policy, and keeps the kernel's `WORKLOADS` map in line with both as workloads come
+//! and go, as policies change, and as the runtime wrapper reports a `start`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use probe_common::PolicySlot;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{
+    Runtime, Workload,
+    index::{CgroupIndex, IndexOptions},
+    socket::{self, Request, StartRequest},
+    table::{Choice, PolicyEntry, PolicyTable, ReloadSummary},
+};
+use crate::{
+    api::protocol::BindingRow,
+    cgroup,
+    policy::{CompiledPolicy, Mode},
+    probe::Probe,
+};
+
+/// A workload bound to a policy.
+struct BoundEntry {
+    choice: Choice,
+    /// The slot written to `WORKLOADS`.
+    slot: u32,
+    /// The policy's name (indexes change on reload).
+    policy: String,
+    rel: String,
+    /// When it was first bound (Unix ms).
+    since_ms: u64,
+}
+
+/// How a binding came about, for logs.
+#[derive(Clone, Copy)]
+enum Via {
+    /// Before the entrypoint: the runtime wrapper's `start`.
+    Start { sent_ns: u64 },
+    /// The cgroup appeared, or a rescan found it.
+    Discovery,
+}
+
+pub struct Binder {
+    index: CgroupIndex,
+    table: PolicyTable,
+    bound: HashMap<u64, BoundEntry>,
+    /// The ancestor levels written to the probe's settings (bit N: a binding at depth N).
+    levels: u32,
+    /// Watchers per workload (`sysfence watch` through the API).
+    watch_refs: HashMap<u64, u32>,
+}
+
+/// The most specific matching policy, monitor-only on a sandboxed runtime unless the
+/// policy names that runtime.
+pub fn choose(entries: &[PolicyEntry], w: &Workload) -> Option<Choice> {
+    let mut best: Option<(u32, usize)> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if !e.policy.selector.matches(w) {
+            continue;
+        }
+        let s = e.policy.selector.specificity();
+        if best.is_none_or(|(b, _)| s > b) {
+            best = Some((s, i));
+        }
+    }
+    let (_, i) = best?;
+    let p = &entries[i].policy;
+    let monitor_only = w.sandboxed() && !p.selector.names_runtime_of(w) && p.mode != Mode::Monitor;
+    Some(Choice {
+        policy: i,
+        monitor_only,
+    })
+}
+
+impl Binder {
+    /// Fill the slots of `policies` (each with its enforcement as computed by the
+    /// caller) and get ready to bind. Nothing is bound before [`Binder::rescan`].
+    pub fn new(
+        options: IndexOptions,
+        policies: Vec<(CompiledPolicy, PolicySlot)>,
+        probe: &mut Probe,
+    ) -> anyhow::Result<Binder> {
+        Ok(Binder {
+            table: PolicyTable::new(policies, probe)?,
+            index: CgroupIndex::new(options),
+            bound: HashMap::new(),
+            levels: u32::MAX,
+            watch_refs: HashMap::new(),
+        })
+    }
+
+    /// What the cgroups are.
+    pub fn index(&self) -> &CgroupIndex {
+        &self.index
+    }
+
+    /// Bring the workload table and the kernel's bindings in line with the system.
+    pub async fn rescan(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let table = &self.table;
+        self.index
+            .rescan(&|w| choose(table.entries(), w).is_some())
+            .await;
+        self.apply_all(probe)?;
+        self.index.remove_empty_adopted();
+        Ok(())
+    }
+
+    /// Watch the cgroup tree and the runtime state roots; each change sends a wake-up.
+    pub fn spawn_watcher(&self, wake: mpsc::Sender<()>) -> anyhow::Result<()> {
+        self.index.spawn_watcher(wake)
+    }
+
+    /// The workload a cgroup id belongs to (see [`CgroupIndex::describe`]).
+    pub fn describe(&self, cgroup_id: u64) -> Option<&Workload> {
+        self.index.describe(cgroup_id)
+    }
+
+    /// The policy a slot holds or held last (see [`PolicyTable::policy_of_slot`]).
+    pub fn policy_of_slot(&self, slot: u32) -> Option<(&str, bool)> {
+        self.table.policy_of_slot(slot)
+    }
+
+    /// A `watch` starts looking at these bound workloads: each gets a slot of its own
+    /// (a copy of its policy's), so that its calls are counted apart. Workloads left
+    /// sharing their policy's slot (no free slot) are returned.
+    pub fn watch_acquire(&mut self, probe: &mut Probe, ids: &[u64]) -> anyhow::Result<Vec<u64>> {
+        for id in ids {
+            *self.watch_refs.entry(*id).or_default() += 1;
+        }
+        self.ensure_private(probe)?;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !self.table.counted_apart(*id))
+            .collect())
+    }
+
+    /// A `watch` stops looking at these workloads: the last watcher gone, they go back
+    /// to their policy's slot.
+    pub fn watch_release(&mut self, probe: &mut Probe, ids: &[u64]) -> anyhow::Result<()> {
+        for id in ids {
+            let Some(n) = self.watch_refs.get_mut(id) else {
+                continue;
+            };
+            *n -= 1;
+            if *n > 0 {
+                continue;
+            }
+            self.watch_refs.remove(id);
+            if let Some(p) = self.table.take_private(*id) {
+                if let Some(b) = self.bound.get_mut(id) {
+                    let slot = self.table.slot_of(b.choice);
+                    probe.bind(*id, slot)?;
+                    b.slot = slot;
+                }
+                self.table
+                    .retire(p.slot, p.policy, p.monitor_only, Some(*id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Give every watched, bound workload without a slot of its own one, if free.
+    fn ensure_private(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let want: Vec<u64> = self
+            .watch_refs
+            .keys()
+            .filter(|id| self.bound.contains_key(id) && !self.table.counted_apart(**id))
+            .copied()
+            .collect();
+        for id in want {
+            let choice = self.bound[&id].choice;
+            let Some(slot) = self.table.give_private(probe, id, choice)? else {
+                break;
+            };
+            if let Err(e) = probe.bind(id, slot) {
+                self.table.forget_private(id);
+                return Err(e);
+            }
+            self.bound.get_mut(&id).expect("bound").slot = slot;
+        }
+        Ok(())
+    }
+
+    /// A watched workload's calls since it was first watched.
+    pub fn workload_counts(&self, probe: &Probe, id: u64) -> BTreeMap<u32, u64> {
+        self.table.workload_counts(probe, id)
+    }
+
+    /// Whether a workload is counted in a slot of its own.
+    pub fn counted_apart(&self, id: u64) -> bool {
+        self.table.counted_apart(id)
+    }
+
+    /// Calls per (policy, monitor-only) and syscall index.
+    pub fn policy_counts(&self, probe: &Probe) -> BTreeMap<(String, bool), BTreeMap<u32, u64>> {
+        self.table.policy_counts(probe)
+    }
+
+    /// After the first rescan of an agent that adopted a pinned probe: forget the
+    /// bindings no workload of this agent has (cgroups gone while no agent ran), and
+    /// free the slots no policy of this agent holds.
+    pub fn finish_adoption(&mut self, probe: &mut Probe) -> anyhow::Result<usize> {
+        let stale: Vec<u64> = probe
+            .bindings()
+            .map(|(id, _)| id)
+            .filter(|id| !self.bound.contains_key(id))
+            .collect();
+        for id in &stale {
+            probe.unbind(*id)?;
+        }
+        self.table.release_adopted();
+        self.update_levels(probe)?;
+        Ok(stale.len())
+    }
+
+    /// Apply a new set of policies without a moment unpoliced: a changed policy is
+    /// written into free slots, its workloads switched there, and its old slots freed.
+    /// Unchanged policies keep their slots and counters.
+    pub async fn reload(
+        &mut self,
+        probe: &mut Probe,
+        policies: Vec<(CompiledPolicy, PolicySlot)>,
+    ) -> anyhow::Result<ReloadSummary> {
+        let result = self.table.replace(probe, policies).await;
+        self.reindex_bound();
+        let (mut summary, old) = result?;
+        let before: HashMap<u64, u32> = self.bound.iter().map(|(id, b)| (*id, b.slot)).collect();
+        self.apply_all(probe)?;
+        summary.rebound = self
+            .bound
+            .iter()
+            .filter(|(id, b)| before.get(id).is_some_and(|s| *s != b.slot))
+            .count();
+        self.table.retire_entries(old);
+        Ok(summary)
+    }
+
+    /// Point the bound workloads' choices at the policies' current indexes; a workload
+    /// whose policy is gone gets another (or none) from `apply_all`.
+    fn reindex_bound(&mut self) {
+        let index: HashMap<&str, usize> = self
+            .table
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.policy.name.as_str(), i))
+            .collect();
+        for b in self.bound.values_mut() {
+            b.choice.policy = index.get(b.policy.as_str()).copied().unwrap_or(usize::MAX);
+        }
+    }
+
+    /// Zero the counters of freed slots past their quarantine, off the reload path.
+    pub fn scrub_free_slots(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let watched = &self.watch_refs;
+        self.table
+            .scrub_free_slots(probe, &|id| watched.contains_key(&id))
+    }
+
+    /// Policies in force: name, file, mode, slot, monitor slot, workloads bound.
+    pub fn policy_rows(&self) -> Vec<Value> {
+        let bound = &self.bound;
+        self.table
+            .policy_rows(&|name| bound.values().filter(|b| b.policy == name).count())
+    }
+
+    /// The bound workloads, described.
+    pub fn bound_rows(&self) -> Vec<BindingRow> {
+        let mut rows: Vec<BindingRow> = self
+            .bound
+            .iter()
+            .map(|(id, b)| {
+                let mut workload = self
+                    .index
+                    .get(*id)
+                    .map(Workload::to_ref)
+                    .unwrap_or_default();
+                workload.cgroup_id = *id;
+                workload.cgroup.clone_from(&b.rel);
+                BindingRow {
+                    workload,
+                    policy: b.policy.clone(),
+                    mode: if b.choice.monitor_only {
+                        "monitor"
+                    } else {
+                        self.table
+                            .entries()
+                            .get(b.choice.policy)
+                            .map_or("?", |e| e.policy.mode.as_str())
+                    }
+                    .to_string(),
+                    slot: Some(b.slot),
+                    bound_ms: Some(b.since_ms),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.workload.cgroup.cmp(&b.workload.cgroup));
+        rows
+    }
+
+    /// Slots in use, and the probe's capacity.
+    pub fn slot_usage(&self) -> (usize, u32) {
+        self.table.slot_usage()
+    }
+
+    pub fn bound_count(&self) -> usize {
+        self.bound.len()
+    }
+
+    fn apply_all(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let want: HashMap<u64, Choice> = self
+            .index
+            .workloads()
+            .iter()
+            .filter_map(|(id, w)| {
+                let choice = choose(self.table.entries(), w)?;
+                // Discovery never binds a container its runtime is still setting up, or
+                // that waits for `start`: the policy would judge the runtime's own mounts,
+                // pivot_root and the like (and kill them under enforce). The wrapper binds
+                // it at `start`; without the wrapper, the next rescan after the
+                // entrypoint's exec does.
+                if !self.bound.contains_key(id) && !w.sandboxed() && self.index.runtime_busy(w) {
+                    return None;
+                }
+                Some((*id, choice))
+            })
+            .collect();
+        for (id, choice) in &want {
+            if self.bound.get(id).map(|b| (b.choice, b.slot))
+                != Some((*choice, self.table.want_slot(*id, *choice)))
+            {
+                self.bind(probe, *id, *choice, Via::Discovery)?;
+            }
+        }
+        let gone: Vec<u64> = self
+            .bound
+            .keys()
+            .filter(|id| !want.contains_key(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.unbind(probe, id)?;
+        }
+        let bound = &self.bound;
+        self.table
+            .retire_stale_private(&|id| bound.get(&id).map(|b| b.slot));
+        self.ensure_private(probe)?;
+        self.update_levels(probe)
+    }
+
+    fn bind(&mut self, probe: &mut Probe, id: u64, choice: Choice, via: Via) -> anyhow::Result<()> {
+        let slot = self.table.want_slot(id, choice);
+        probe.bind(id, slot)?;
+        let bound_ns = socket::monotonic_ns();
+        let w = self.index.get(id).cloned().unwrap_or_default();
+        let p = &self.table.entries()[choice.policy].policy;
+        let applied = if choice.monitor_only {
+            "monitor"
+        } else {
+            p.mode.as_str()
+        };
+        let (via_name, start_to_bound_us) = match via {
+            Via::Start { sent_ns } => ("start", Some(bound_ns.saturating_sub(sent_ns) / 1000)),
+            Via::Discovery => ("discovery", None),
+        };
+        let note = w
+            .runtime
+            .as_ref()
+            .and_then(Runtime::sandbox_note)
+            .map(|n| {
+                if choice.monitor_only {
+                    format!("{n}; policy `{}` applied monitor-only (select `runtime: {}` to apply it as written)", p.name, w.runtime.as_ref().map_or("", |r| r.name()))
+                } else {
+                    n.to_string()
+                }
+            })
+            .unwrap_or_default();
+        info!(
+            event = "bound",
+            policy = %p.name,
+            mode = applied,
+            cgroup = %w.cgroup_path,
+            cgroup_id = id,
+            via = via_name,
+            start_to_bound_us,
+            runtime = w.runtime.as_ref().map_or("", |r| r.name()),
+            sandboxed = w.sandboxed(),
+            container_id = w.container_id.as_deref().unwrap_or(""),
+            container = w.container.as_deref().unwrap_or(""),
+            pod = w.pod.as_deref().unwrap_or(""),
+            namespace = w.namespace.as_deref().unwrap_or(""),
+            image = w.image.as_deref().unwrap_or(""),
+            note = %note,
+        );
+        let since_ms = self
+            .bound
+            .get(&id)
+            .map_or_else(crate::clock::now_ms, |b| b.since_ms);
+        self.bound.insert(
+            id,
+            BoundEntry {
+                choice,
+                slot,
+                policy: p.name.clone(),
+                rel: w.cgroup_path,
+                since_ms,
+            },
+        );
+        Ok(())
+    }
+
+    fn unbind(&mut self, probe: &mut Probe, id: u64) -> anyhow::Result<()> {
+        probe.unbind(id)?;
+        if let Some(b) = self.bound.remove(&id) {
+            info!(event = "unbound", policy = %b.policy, cgroup = %b.rel, cgroup_id = id);
+        }
+        Ok(())
+    }
+
+    fn update_levels(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let levels = self.bound.values().fold(0u32, |acc, b| {
+            acc | 1u32.checked_shl(cgroup::level(&b.rel)).unwrap_or(0)
+        });
+        if levels != self.levels {
+            probe.set_ancestor_levels(levels)?;
+            self.levels = levels;
+        }
+        Ok(())
+    }
+
+    /// Answer a runtime socket request.
+    pub async fn handle(&mut self, probe: &mut Probe, request: Request) -> Value {
+        match request {
+            Request::Start(s) => {
+                let id = s.id.clone();
+                match self.on_start(probe, s).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        warn!(event = "start_failed", container_id = %id, error = %format!("{e:#}"));
+                        json!({"ok": false, "error": format!("{e:#}")})
+                    }
+                }
+            }
+            Request::Workloads => match probe.workload_keys() {
+                Ok(kernel) => json!({
+                    "ok": true,
+                    "kernel": kernel,
+                    "bound": self.bound.iter().map(|(id, b)| json!({
+                        "cgroup_id": id,
+                        "cgroup": b.rel,
+                        "policy": b.policy,
+                        "monitor_only": b.choice.monitor_only,
+                    })).collect::<Vec<_>>(),
+                    "workloads": self.index.workloads().values().filter(|w| w.is_container()).collect::<Vec<_>>(),
+                }),
+                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
+            },
+        }
+    }
+
+    /// A runtime is about to start container `s.id`: index it, bind it, answer.
+    async fn on_start(&mut self, probe: &mut Probe, s: StartRequest) -> anyhow::Result<Value> {
+        let table = &self.table;
+        let admitted = self
+            .index
+            .admit_start(&s, &|w| choose(table.entries(), w).is_some())
+            .await?;
+        let Some((id, rel)) = admitted else {
+            return Ok(
+                json!({"ok": true, "policy": null, "cgroup": "", "note": "no policy selects it"}),
+            );
+        };
+        let choice = self
+            .index
+            .get(id)
+            .and_then(|w| choose(self.table.entries(), w));
+        let reply = match choice {
+            Some(c) => {
+                if self.bound.get(&id).map(|b| (b.choice, b.slot))
+                    != Some((c, self.table.want_slot(id, c)))
+                {
+                    self.bind(probe, id, c, Via::Start { sent_ns: s.sent_ns })?;
+                }
+                let p = &self.table.entries()[c.policy].policy;
+                json!({
+                    "ok": true,
+                    "policy": p.name,
+                    "mode": if c.monitor_only { "monitor" } else { p.mode.as_str() },
+                    "cgroup": rel,
+                    "cgroup_id": id,
+                    "start_to_bound_us": socket::monotonic_ns().saturating_sub(s.sent_ns) / 1000,
+                })
+            }
+            None => {
+                if self.bound.contains_key(&id) {
+                    self.unbind(probe, id)?;
+                }
+                json!({"ok": true, "policy": null, "cgroup": rel, "cgroup_id": id})
+            }
+        };
+        self.update_levels(probe)?;
+        Ok(reply)
+    }
+
+    /// Unbind everything (agent shutdown) and remove the cgroups it adopted, if empty.
+    pub fn unbind_all(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
+        let ids: Vec<u64> = self.bound.keys().copied().collect();
+        for id in ids {
+            probe.unbind(id)?;
+        }
+        self.bound.clear();
+        self.index.remove_empty_adopted();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use probe_common::PolicySlot;
+
+    use super::*;
+    use crate::workload::tests::{policy, web_pod};
+
+    fn entries(policies: Vec<CompiledPolicy>) -> Vec<PolicyEntry> {
+        policies
+            .into_iter()
+            .enumerate()
+            .map(|(i, policy)| PolicyEntry {
+                content: policy.enforcement(Ok(())).slot,
+                policy,
+                slot: 2 * i as u32,
+                monitor_slot: 2 * i as u32 + 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_most_specific_matching_policy_is_chosen() {
+        let table = entries(vec![
+            policy("shop", "    namespace: shop\n"),
+            policy("web", "    namespace: shop\n    container: nginx\n"),
+            policy("other", "    namespace: bank\n"),
+        ]);
+        let c = choose(&table, &web_pod()).expect("a policy matches");
+        assert_eq!(table[c.policy].policy.name, "web");
+        assert!(!c.monitor_only);
+        let mut elsewhere = web_pod();
+        elsewhere.namespace = Some("hr".into());
+        assert_eq!(choose(&table, &elsewhere), None, "nothing selects it");
+    }
+
+    #[test]
+    fn a_sandboxed_workload_gets_monitor_only_unless_its_runtime_is_named() {
+        let mut gvisor = web_pod();
+        gvisor.runtime = Some(Runtime::Runsc);
+        let table = entries(vec![policy("shop", "    namespace: shop\n")]);
+        assert!(choose(&table, &gvisor).unwrap().monitor_only);
+        let named = entries(vec![policy(
+            "shop-gvisor",
+            "    namespace: shop\n    runtime: runsc\n",
+        )]);
+        assert!(!choose(&named, &gvisor).unwrap().monitor_only);
+        let _: PolicySlot = named[0].content;
+    }
+}
