@@ -658,8 +658,8 @@ fn main() -> ExitCode {
             format,
             output,
         } => {
-            use sysfence::dryrun::command::{Format, ReportOptions};
-            sysfence::dryrun::command::run(ReportOptions {
+            use sysfence::report::command::{Format, ReportOptions};
+            sysfence::report::command::run(ReportOptions {
                 policy,
                 from,
                 events,

@@ -372,6 +372,23 @@ impl WorkloadRef {
     }
 }
 
+/// A workload bound to a policy, as `status`, `events` and `watch` list it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Binding {
+    #[serde(flatten)]
+    pub workload: WorkloadRef,
+    pub policy: String,
+    /// The mode applied: the policy's, or `monitor` where it is applied monitor-only.
+    pub mode: String,
+    /// The policy slot the workload points at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
+    /// When it was first bound (Unix ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bound_ms: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

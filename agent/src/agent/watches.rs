@@ -12,9 +12,9 @@ use tracing::warn;
 
 use super::Agent;
 use crate::{
-    api::protocol::{BindingRow, Filters, FrameWorkload, WatchFrame},
+    api::protocol::{Filters, FrameWorkload, WatchFrame},
     clock::unix_ms,
-    model::{Counts, SyscallKey},
+    model::{Binding, Counts, SyscallKey},
 };
 
 /// A `watch` client: its filter, the workloads it looks at (each counted in a slot
@@ -41,7 +41,7 @@ impl Watch {
 impl Agent {
     /// The bound workloads a watch's filter selects (as `sysfence watch` filters; an
     /// empty filter matches everything).
-    fn watch_rows(&self, filters: &Filters) -> Vec<BindingRow> {
+    fn watch_rows(&self, filters: &Filters) -> Vec<Binding> {
         let given = |f: &Option<String>| f.clone().filter(|v| !v.is_empty());
         let filters = Filters {
             namespace: given(&filters.namespace),

@@ -11,7 +11,6 @@ use anyhow::{Context as _, anyhow, bail};
 use serde_json::Value;
 
 use super::protocol::{EventsAnswer, Request, WatchFrame};
-use crate::watch::snapshot::{Snapshot, WorkloadCounts};
 
 /// An open connection to the agent's API.
 pub struct ApiClient {
@@ -83,30 +82,15 @@ pub fn fetch_events(path: &Path) -> anyhow::Result<EventsAnswer> {
     parse_events_answer(&line)
 }
 
-/// One line of a watch answer, as a snapshot.
-pub fn parse_watch_line(line: &str) -> anyhow::Result<Snapshot> {
+/// One line of a watch answer.
+pub fn parse_watch_line(line: &str) -> anyhow::Result<WatchFrame> {
     let v: Value =
         serde_json::from_str(line).with_context(|| format!("agent API: not JSON: {line:.120}"))?;
     if let Some(e) = refusal(&v) {
         bail!("agent API: {e}");
     }
-    let frame: WatchFrame = serde_json::from_value(v)
-        .with_context(|| format!("agent API: unexpected watch line: {line:.120}"))?;
-    Ok(Snapshot {
-        t_ms: frame.t_ms,
-        workloads: frame
-            .workloads
-            .into_iter()
-            .map(|w| WorkloadCounts {
-                identity: w.binding.workload,
-                policy: Some(w.binding.policy).filter(|p| !p.is_empty()),
-                mode: Some(w.binding.mode).filter(|m| !m.is_empty()),
-                counts: w.counts,
-                violations: w.violations,
-                gone: false,
-            })
-            .collect(),
-    })
+    serde_json::from_value(v)
+        .with_context(|| format!("agent API: unexpected watch line: {line:.120}"))
 }
 
 /// The answer to `{"op":"events"}`.
@@ -131,11 +115,11 @@ mod tests {
         let s = parse_watch_line(line).unwrap();
         assert_eq!(s.t_ms, 1_764_374_400_000);
         let w = &s.workloads[0];
-        assert_eq!(w.identity.cgroup_id, 4242);
-        assert_eq!(w.identity.pod, "web-1");
-        assert_eq!(w.identity.container_id, "abc");
-        assert_eq!(w.policy.as_deref(), Some("web"));
-        assert_eq!(w.mode.as_deref(), Some("audit"));
+        assert_eq!(w.binding.workload.cgroup_id, 4242);
+        assert_eq!(w.binding.workload.pod, "web-1");
+        assert_eq!(w.binding.workload.container_id, "abc");
+        assert_eq!(w.binding.policy, "web");
+        assert_eq!(w.binding.mode, "audit");
         assert_eq!(w.counts[&SyscallKey::new("x86_64", "read")], 123);
         assert_eq!(w.counts[&SyscallKey::new("i386", "mount")], 1);
         assert_eq!(w.violations[&SyscallKey::new("x86_64", "ptrace")], 2);
@@ -145,7 +129,7 @@ mod tests {
     fn watch_line_tolerates_missing_optional_fields_and_reports_errors() {
         let s =
             parse_watch_line(r#"{"t_ms":1,"workloads":[{"cgroup_id":1,"counts":{}}]}"#).unwrap();
-        assert_eq!(s.workloads[0].policy, None);
+        assert_eq!(s.workloads[0].binding.policy, "");
         assert!(parse_watch_line(r#"{"ok":false,"error":"unknown op"}"#).is_err());
         assert!(parse_watch_line("not json").is_err());
         assert!(

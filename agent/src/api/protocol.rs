@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     event::Violation,
-    model::{Counts, WorkloadRef},
+    model::{Binding, Counts, WorkloadRef},
     policy::selector::Glob,
 };
 
@@ -85,23 +85,6 @@ impl Filters {
     }
 }
 
-/// A workload bound to a policy, as `status`, `events` and `watch` list it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BindingRow {
-    #[serde(flatten)]
-    pub workload: WorkloadRef,
-    pub policy: String,
-    /// The mode applied: the policy's, or `monitor` where it is applied monitor-only.
-    pub mode: String,
-    /// The policy slot the workload points at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u32>,
-    /// When it was first bound (Unix ms).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bound_ms: Option<u64>,
-}
-
 /// The answer to `{"op":"events"}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EventsAnswer {
@@ -110,7 +93,7 @@ pub struct EventsAnswer {
     /// Since when the agent has been collecting (Unix ms).
     pub since_ms: u64,
     #[serde(default)]
-    pub workloads: Vec<BindingRow>,
+    pub workloads: Vec<Binding>,
     #[serde(default)]
     pub violations: Vec<Violation>,
 }
@@ -132,7 +115,7 @@ pub struct WatchFrame {
 #[serde(default)]
 pub struct FrameWorkload {
     #[serde(flatten)]
-    pub binding: BindingRow,
+    pub binding: Binding,
     /// Calls since the watch began looking at it, per `abi:syscall`.
     pub counts: Counts,
     /// Violations since then, per `abi:syscall`.

@@ -83,7 +83,7 @@ impl Source for AgentSource {
         let next = match self.first.take() {
             Some(s) => s,
             None => match self.client.next_line()? {
-                Some(line) => client::parse_watch_line(&line)?,
+                Some(line) => Snapshot::from_frame(client::parse_watch_line(&line)?),
                 None => return Ok(None),
             },
         };
@@ -165,7 +165,7 @@ fn open_source(options: &WatchOptions) -> anyhow::Result<Box<dyn Source>> {
                 let line = client
                     .next_line()?
                     .ok_or_else(|| anyhow::anyhow!("the agent closed the connection"))?;
-                let first = client::parse_watch_line(&line)?;
+                let first = Snapshot::from_frame(client::parse_watch_line(&line)?);
                 Ok(AgentSource {
                     client,
                     first: Some(first),

@@ -29,3 +29,24 @@ pub struct Snapshot {
     pub t_ms: u64,
     pub workloads: Vec<WorkloadCounts>,
 }
+
+impl Snapshot {
+    /// A frame of the agent's watch, as a snapshot.
+    pub fn from_frame(frame: crate::api::protocol::WatchFrame) -> Snapshot {
+        Snapshot {
+            t_ms: frame.t_ms,
+            workloads: frame
+                .workloads
+                .into_iter()
+                .map(|w| WorkloadCounts {
+                    identity: w.binding.workload,
+                    policy: Some(w.binding.policy).filter(|p| !p.is_empty()),
+                    mode: Some(w.binding.mode).filter(|m| !m.is_empty()),
+                    counts: w.counts,
+                    violations: w.violations,
+                    gone: false,
+                })
+                .collect(),
+        }
+    }
+}

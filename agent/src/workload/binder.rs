@@ -17,8 +17,8 @@ use super::{
     table::{Choice, PolicyEntry, PolicyTable, ReloadSummary},
 };
 use crate::{
-    api::protocol::BindingRow,
     cgroup,
+    model::Binding,
     policy::{CompiledPolicy, Mode},
     probe::Probe,
 };
@@ -270,8 +270,8 @@ impl Binder {
     }
 
     /// The bound workloads, described.
-    pub fn bound_rows(&self) -> Vec<BindingRow> {
-        let mut rows: Vec<BindingRow> = self
+    pub fn bound_rows(&self) -> Vec<Binding> {
+        let mut rows: Vec<Binding> = self
             .bound
             .iter()
             .map(|(id, b)| {
@@ -282,7 +282,7 @@ impl Binder {
                     .unwrap_or_default();
                 workload.cgroup_id = *id;
                 workload.cgroup.clone_from(&b.rel);
-                BindingRow {
+                Binding {
                     workload,
                     policy: b.policy.clone(),
                     mode: if b.choice.monitor_only {

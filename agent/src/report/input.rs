@@ -10,7 +10,7 @@ use crate::{clock::parse_rfc3339_ms, event::Violation};
 
 /// A workload bound to a policy, and when (the agent's `"event":"bound"` line).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Binding {
+pub struct BindingSpan {
     pub identity: WorkloadRef,
     pub policy: String,
     /// The mode applied (`monitor` for a sandboxed workload applied monitor-only).
@@ -25,7 +25,7 @@ pub struct Binding {
 pub struct AuditEvidence {
     /// Where it came from, for the report's header.
     pub source: String,
-    pub bindings: Vec<Binding>,
+    pub bindings: Vec<BindingSpan>,
     pub violations: Vec<Violation>,
     /// First and last time the evidence covers (log lines, or the API's window).
     pub from_ms: Option<u64>,
@@ -84,7 +84,7 @@ pub fn parse_agent_log(path: &Path, text: &str) -> anyhow::Result<AuditEvidence>
                         break;
                     }
                 }
-                ev.bindings.push(Binding {
+                ev.bindings.push(BindingSpan {
                     identity: WorkloadRef {
                         cgroup_id,
                         cgroup: field("cgroup"),
@@ -130,7 +130,7 @@ pub fn from_events_answer(api: &Path, answer: EventsAnswer, now_ms: u64) -> Audi
         bindings: answer
             .workloads
             .into_iter()
-            .map(|w| Binding {
+            .map(|w| BindingSpan {
                 identity: w.workload,
                 policy: w.policy,
                 mode: w.mode,

@@ -163,8 +163,8 @@ fn violation(
     }
 }
 
-fn binding(cgroup_id: u64, mode: &str, since: u64) -> input::Binding {
-    input::Binding {
+fn binding(cgroup_id: u64, mode: &str, since: u64) -> input::BindingSpan {
+    input::BindingSpan {
         identity: WorkloadRef {
             cgroup_id,
             cgroup: format!("pods/w{cgroup_id}"),
