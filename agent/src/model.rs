@@ -106,31 +106,6 @@ impl Runtime {
             _ => None,
         }
     }
-
-    /// The runtime whose processes these executables are, if they tell: gVisor's
-    /// sandbox and gofer, Kata's shim and VMMs. `names` are executable base names
-    /// (`/proc/PID/exe` or `argv[0]`).
-    pub fn from_processes<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Runtime> {
-        let mut found = None;
-        for n in names {
-            let base = n.rsplit('/').next().unwrap_or(n);
-            let base = base.strip_suffix(" (deleted)").unwrap_or(base);
-            if matches!(base, "runsc" | "runsc-sandbox" | "runsc-gofer") {
-                return Some(Runtime::Runsc);
-            }
-            if base == "containerd-shim-kata-v2"
-                || base.starts_with("kata-")
-                || base.starts_with("qemu-system-")
-                || base == "qemu-kvm"
-                || base == "cloud-hypervisor"
-                || base == "firecracker"
-                || base == "virtiofsd"
-            {
-                found = Some(Runtime::Kata);
-            }
-        }
-        found
-    }
 }
 
 impl Serialize for Runtime {
@@ -163,6 +138,10 @@ pub struct Workload {
     pub sandbox_container: bool,
     /// The v2 cgroup was made by sysfence (hybrid host, runtime left it in the root).
     pub adopted: bool,
+    /// The runtime's state vouches that this cgroup is the container's own (its init
+    /// process is in it). A container id read from the cgroup's name alone is a claim:
+    /// a workload can create cgroups with any name below its own.
+    pub vouched: bool,
 }
 
 impl Workload {
@@ -217,6 +196,7 @@ impl Workload {
             self.labels.clone_from(&earlier.labels);
         }
         self.sandbox_container |= earlier.sandbox_container;
+        self.vouched |= earlier.vouched;
     }
 }
 

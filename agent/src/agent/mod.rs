@@ -80,6 +80,8 @@ struct Agent {
     telemetry: Telemetry,
     /// When the first event of a policy directory change not yet applied arrived.
     change_seen: Option<Instant>,
+    /// Rescans that failed (logged, retried).
+    rescan_failures: u64,
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -221,6 +223,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         deny,
         guards,
         change_seen: None,
+        rescan_failures: 0,
         telemetry: Telemetry::new(now),
     };
     let mut watches: Vec<Watch> = Vec::new();
@@ -247,12 +250,14 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             // Events first: a workload the rescan finds gone still names them.
             Some(()) = wake_rx.recv() => {
                 drain_ring(&mut ring, &mut agent);
-                agent.workloads.rescan(&mut agent.probe).await?;
+                agent.rescan().await;
             }
             _ = rescan.tick() => {
                 drain_ring(&mut ring, &mut agent);
-                agent.workloads.rescan(&mut agent.probe).await?;
-                agent.workloads.scrub_free_slots(&mut agent.probe)?;
+                agent.rescan().await;
+                if let Err(e) = agent.workloads.scrub_free_slots(&mut agent.probe) {
+                    warn!(event = "scrub_failed", error = %format!("{e:#}"), "retried on the next rescan");
+                }
             }
             Some(pending) = requests.recv() => {
                 let answer = agent.workloads.handle(&mut agent.probe, pending.request).await;
@@ -273,7 +278,9 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             }
             _ = scrub_sleep => {
                 scrub_at = None;
-                agent.workloads.scrub_free_slots(&mut agent.probe)?;
+                if let Err(e) = agent.workloads.scrub_free_slots(&mut agent.probe) {
+                    warn!(event = "scrub_failed", error = %format!("{e:#}"), "retried on the next rescan");
+                }
             }
             Some(req) = api_requests.recv() => {
                 if let Some(w) = agent.api(req) {
@@ -347,6 +354,16 @@ fn drain_ring(ring: &mut AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, agent:
 }
 
 impl Agent {
+    /// Bring the bindings in line with the system. A failure is logged and retried on
+    /// the next rescan, never fatal: a workload that could make a rescan fail must not
+    /// be able to restart the agent at a moment of its choosing.
+    async fn rescan(&mut self) {
+        if let Err(e) = self.workloads.rescan(&mut self.probe).await {
+            self.rescan_failures += 1;
+            warn!(event = "rescan_failed", error = %format!("{e:#}"), failures = self.rescan_failures, "bindings in force stay; retried on the next rescan");
+        }
+    }
+
     /// One event from the ring buffer: decoded once, enriched once, then logged and
     /// kept for the API and the metrics as the same record.
     fn on_violation(&mut self, event: &ViolationEvent) {

@@ -168,14 +168,18 @@ impl Standalone {
             });
         }
         self.unwatched.retain(|id, ()| found.contains_key(id));
-        for (id, (identity, container)) in found {
+        for (id, (identity, _)) in found {
             if self.watched.contains_key(&id) || self.unwatched.contains_key(&id) {
                 continue;
             }
             // A container its runtime is still setting up (or that waits for `start`)
             // is left for a later rescan: the runtime's own mounts, pivot_root and the
             // like are not the workload's calls.
-            if runtime_setting_up(&self.root.join(&identity.cgroup), container) {
+            if self
+                .index
+                .get(id)
+                .is_some_and(|w| self.index.runtime_busy(w))
+            {
                 continue;
             }
             let Some(slot) = self.free.pop() else {
@@ -238,20 +242,6 @@ impl Standalone {
         }
         Ok(snapshot)
     }
-}
-
-/// Whether a cgroup holds only an OCI runtime's own processes (before the entrypoint's
-/// exec), or is an empty container cgroup, as the agent judges it before binding.
-fn runtime_setting_up(dir: &std::path::Path, container: bool) -> bool {
-    let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    let pids: Vec<&str> = pids.lines().map(str::trim).collect();
-    if pids.is_empty() {
-        return container;
-    }
-    pids.iter().all(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| crate::workload::index::is_runtime_init_comm(c.trim()))
-    })
 }
 
 #[cfg(test)]

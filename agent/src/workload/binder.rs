@@ -52,6 +52,38 @@ pub struct Binder {
     levels: u32,
     /// Watchers per workload (`sysfence watch` through the API).
     watch_refs: HashMap<u64, u32>,
+    /// Bindings found pinned when this agent took over a running probe: cgroup id →
+    /// the policy (name, monitor-only) its slot held, if a policy of this agent holds
+    /// the same content. A pinned binding is never dropped on the strength of what the
+    /// cgroup's processes look like: it is re-derived from trusted sources and changed
+    /// only to an equal or stricter policy, until the policy files change.
+    floors: HashMap<u64, (String, bool)>,
+    /// Pinned bindings that no policy of this agent re-derives (the policy files
+    /// changed while no agent ran): left in force, as found, until their cgroup goes or
+    /// a policy selects them. cgroup id → (slot, cgroup path).
+    kept: HashMap<u64, (u32, String)>,
+}
+
+/// How strict a mode is: monitor-only and monitor count, audit reports, enforce acts.
+fn strictness(mode: Mode, monitor_only: bool) -> u8 {
+    match mode {
+        _ if monitor_only => 0,
+        Mode::Monitor => 0,
+        Mode::Audit => 1,
+        Mode::Enforce => 2,
+    }
+}
+
+/// The nearest proper ancestor of `path` in `by_path`.
+fn nearest_ancestor<'a, T>(by_path: &'a HashMap<&str, T>, path: &str) -> Option<&'a T> {
+    let mut p = path;
+    while let Some((parent, _)) = p.rsplit_once('/') {
+        if let Some(t) = by_path.get(parent) {
+            return Some(t);
+        }
+        p = parent;
+    }
+    None
 }
 
 /// The most specific matching policy, monitor-only on a sandboxed runtime unless the
@@ -84,12 +116,27 @@ impl Binder {
         policies: Vec<(CompiledPolicy, PolicySlot)>,
         probe: &mut Probe,
     ) -> anyhow::Result<Binder> {
+        let table = PolicyTable::new(policies, probe)?;
+        let mut floors = HashMap::new();
+        if probe.adopted() {
+            for (id, slot) in probe.bindings() {
+                if let Some(e) = table
+                    .entries()
+                    .iter()
+                    .find(|e| e.slot == slot || e.monitor_slot == slot)
+                {
+                    floors.insert(id, (e.policy.name.clone(), slot == e.monitor_slot));
+                }
+            }
+        }
         Ok(Binder {
-            table: PolicyTable::new(policies, probe)?,
+            table,
             index: CgroupIndex::new(options),
             bound: HashMap::new(),
             levels: u32::MAX,
             watch_refs: HashMap::new(),
+            floors,
+            kept: HashMap::new(),
         })
     }
 
@@ -202,20 +249,37 @@ impl Binder {
     }
 
     /// After the first rescan of an agent that adopted a pinned probe: forget the
-    /// bindings no workload of this agent has (cgroups gone while no agent ran), and
-    /// free the slots no policy of this agent holds.
+    /// bindings of cgroups that went away while no agent ran, keep every other one
+    /// (those no policy of this agent re-derives stay as found, see `kept`), and free
+    /// the slots nothing points at any more. Returns how many were forgotten.
     pub fn finish_adoption(&mut self, probe: &mut Probe) -> anyhow::Result<usize> {
-        let stale: Vec<u64> = probe
-            .bindings()
-            .map(|(id, _)| id)
-            .filter(|id| !self.bound.contains_key(id))
-            .collect();
-        for id in &stale {
-            probe.unbind(*id)?;
+        let pinned: Vec<(u64, u32)> = probe.bindings().collect();
+        let mut stale = 0;
+        for (id, slot) in pinned {
+            if self.bound.contains_key(&id) {
+                continue;
+            }
+            match self.index.get(id) {
+                Some(w) => {
+                    warn!(
+                        event = "kept_pinned_binding",
+                        cgroup = %w.cgroup_path,
+                        cgroup_id = id,
+                        slot,
+                        "no policy selects this workload now; its pinned binding stays in force until its cgroup goes or a policy selects it"
+                    );
+                    self.kept.insert(id, (slot, w.cgroup_path.clone()));
+                }
+                None => {
+                    probe.unbind(id)?;
+                    stale += 1;
+                }
+            }
         }
-        self.table.release_adopted();
+        let keep: std::collections::HashSet<u32> = self.kept.values().map(|(s, _)| *s).collect();
+        self.table.release_adopted(&keep);
         self.update_levels(probe)?;
-        Ok(stale.len())
+        Ok(stale)
     }
 
     /// Apply a new set of policies without a moment unpoliced: a changed policy is
@@ -228,6 +292,10 @@ impl Binder {
     ) -> anyhow::Result<ReloadSummary> {
         let result = self.table.replace(probe, policies).await;
         self.reindex_bound();
+        if result.is_ok() {
+            // The policy files changed: bindings are derived from them alone now.
+            self.floors.clear();
+        }
         let (mut summary, old) = result?;
         let before: HashMap<u64, u32> = self.bound.iter().map(|(id, b)| (*id, b.slot)).collect();
         self.apply_all(probe)?;
@@ -313,23 +381,70 @@ impl Binder {
     }
 
     fn apply_all(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
-        let want: HashMap<u64, Choice> = self
-            .index
-            .workloads()
+        let entries = self.table.entries();
+        let strictness_of = |c: Choice| strictness(entries[c.policy].policy.mode, c.monitor_only);
+        let floor_of = |id: u64| {
+            let (name, monitor_only) = self.floors.get(&id)?;
+            let policy = entries.iter().position(|e| &e.policy.name == name)?;
+            Some(Choice {
+                policy,
+                monitor_only: *monitor_only,
+            })
+        };
+        // What each workload's own identity asks for.
+        let mut own: HashMap<u64, Choice> = HashMap::new();
+        for (id, w) in self.index.workloads() {
+            let floor = floor_of(*id);
+            let choice = match (choose(entries, w), floor) {
+                (Some(c), Some(f)) if strictness_of(f) > strictness_of(c) => f,
+                (Some(c), _) => c,
+                (None, Some(f)) => f,
+                (None, None) => continue,
+            };
+            // Discovery never binds a container its runtime is still setting up, or
+            // that waits for `start`: the policy would judge the runtime's own mounts,
+            // pivot_root and the like (and kill them under enforce). The wrapper binds
+            // it at `start`; without the wrapper, the next rescan after the
+            // entrypoint's exec does. A binding this agent or a pinned probe already
+            // has is never held back.
+            if !self.bound.contains_key(id)
+                && floor.is_none()
+                && !w.sandboxed()
+                && self.index.runtime_busy(w)
+            {
+                continue;
+            }
+            own.insert(*id, choice);
+        }
+        // A cgroup below a bound one keeps its ancestor's policy (the probe falls back
+        // to it) unless the runtime's state vouches for it as a container of its own;
+        // and it is never bound to a weaker mode than its ancestor's.
+        let by_path: HashMap<&str, Choice> = own
             .iter()
-            .filter_map(|(id, w)| {
-                let choice = choose(self.table.entries(), w)?;
-                // Discovery never binds a container its runtime is still setting up, or
-                // that waits for `start`: the policy would judge the runtime's own mounts,
-                // pivot_root and the like (and kill them under enforce). The wrapper binds
-                // it at `start`; without the wrapper, the next rescan after the
-                // entrypoint's exec does.
-                if !self.bound.contains_key(id) && !w.sandboxed() && self.index.runtime_busy(w) {
-                    return None;
+            .filter_map(|(id, c)| Some((self.index.get(*id)?.cgroup_path.as_str(), *c)))
+            .collect();
+        let want: HashMap<u64, Choice> = own
+            .iter()
+            .filter_map(|(id, c)| {
+                let w = self.index.get(*id)?;
+                match nearest_ancestor(&by_path, &w.cgroup_path) {
+                    None => Some((*id, *c)),
+                    Some(_) if !w.vouched => None,
+                    Some(a) if strictness_of(*a) > strictness_of(*c) => Some((*id, *a)),
+                    Some(_) => Some((*id, *c)),
                 }
-                Some((*id, choice))
             })
             .collect();
+        // Kept pinned bindings: gone with their cgroup, or superseded by a binding.
+        let kept: Vec<u64> = self.kept.keys().copied().collect();
+        for id in kept {
+            if want.contains_key(&id) {
+                self.kept.remove(&id);
+            } else if self.index.get(id).is_none() {
+                self.kept.remove(&id);
+                probe.unbind(id)?;
+            }
+        }
         for (id, choice) in &want {
             if self.bound.get(id).map(|b| (b.choice, b.slot))
                 != Some((*choice, self.table.want_slot(*id, *choice)))
@@ -423,9 +538,14 @@ impl Binder {
     }
 
     fn update_levels(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
-        let levels = self.bound.values().fold(0u32, |acc, b| {
-            acc | 1u32.checked_shl(cgroup::level(&b.rel)).unwrap_or(0)
-        });
+        let levels = self
+            .bound
+            .values()
+            .map(|b| b.rel.as_str())
+            .chain(self.kept.values().map(|(_, rel)| rel.as_str()))
+            .fold(0u32, |acc, rel| {
+                acc | 1u32.checked_shl(cgroup::level(rel)).unwrap_or(0)
+            });
         if levels != self.levels {
             probe.set_ancestor_levels(levels)?;
             self.levels = levels;

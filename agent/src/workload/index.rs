@@ -47,8 +47,6 @@ pub struct CgroupIndex {
     /// Containers whose state was read for a `start` but whose root is not scanned.
     started: HashMap<String, StateEntry>,
     annotations: HashMap<PathBuf, Annotations>,
-    /// Runtime recognised from a cgroup's processes, per cgroup id.
-    proc_runtime: HashMap<u64, Option<Runtime>>,
     cri: Vec<CriCache>,
     /// v2 cgroups made for sandboxes a runtime left in the v2 root: path → whether
     /// this agent created the directory.
@@ -80,7 +78,6 @@ impl CgroupIndex {
             state_by_id: HashMap::new(),
             started: HashMap::new(),
             annotations: HashMap::new(),
-            proc_runtime: HashMap::new(),
             cri: cri_sockets.into_iter().map(CriCache::new).collect(),
             adopted: HashMap::new(),
             creating: false,
@@ -107,17 +104,20 @@ impl CgroupIndex {
     }
 
     /// Whether binding this workload now would judge its runtime's own setup: a
-    /// container its runtime is still creating, or one that waits for `start`.
+    /// container that waits for `start` (its runtime's state says so: `exec.fifo`), an
+    /// empty container cgroup its runtime is about to fill, or, while a runtime is
+    /// creating a container (a state directory without its state file yet), a cgroup no
+    /// runtime state accounts for. Only the runtimes' state decides: the names the
+    /// processes inside give themselves (`runc:[2:INIT]`) are the workload's claims.
     pub fn runtime_busy(&self, w: &Workload) -> bool {
-        let pending_start = self
-            .state_by_cgroup
-            .get(&w.cgroup_path)
-            .is_some_and(|&i| self.states[i].pending_start);
-        pending_start
-            || runtime_setting_up(
-                &self.root.join(&w.cgroup_path),
-                w.kind == Some(Kind::Container) || self.creating,
-            )
+        if let Some(&i) = self.state_by_cgroup.get(&w.cgroup_path) {
+            return self.states[i].pending_start;
+        }
+        let empty = cgroup_is_empty(&self.root.join(&w.cgroup_path));
+        if empty {
+            return w.kind == Some(Kind::Container) || self.creating;
+        }
+        self.creating && matches!(w.kind, None | Some(Kind::Container))
     }
 
     /// The state roots read on every rescan (defaults that exist, and extra ones).
@@ -282,7 +282,6 @@ impl CgroupIndex {
         let old = std::mem::replace(&mut self.workloads, next);
         for (id, w) in old {
             if !self.workloads.contains_key(&id) {
-                self.proc_runtime.remove(&id);
                 self.departed.push_back(w);
                 if self.departed.len() > DEPARTED_KEPT {
                     self.departed.pop_front();
@@ -373,6 +372,9 @@ impl CgroupIndex {
                 w.runtime = Some(Runtime::Kata);
             }
         }
+        // The runtime's state vouches for this cgroup when the container's init
+        // process is in it; a container id read from the cgroup's name is only a claim.
+        w.vouched = self.state_by_cgroup.contains_key(rel);
         let state = self.state_by_cgroup.get(rel).copied().or_else(|| {
             w.container_id
                 .as_ref()
@@ -434,23 +436,9 @@ impl CgroupIndex {
             }
             w.kind.get_or_insert(Kind::Container);
         }
-        // Sandboxed runtimes show in the processes: gVisor's sandbox, Kata's VMM.
-        if matches!(w.kind, Some(Kind::Container | Kind::Overhead))
-            && !w.runtime.as_ref().is_some_and(Runtime::sandboxed)
-        {
-            let dir = self.root.join(rel);
-            let found = self
-                .proc_runtime
-                .entry(id)
-                .or_insert_with(|| {
-                    let names = runtime::process_names(&dir);
-                    Runtime::from_processes(names.iter().map(String::as_str))
-                })
-                .clone();
-            if found.is_some() {
-                w.runtime = found;
-            }
-        }
+        // The runtime comes from the runtime's own state, the CRI's runtime handler, the
+        // wrapper's `--runtime`, or the name the runtime gave the cgroup: never from the
+        // names of the processes inside, which are the workload's own claims.
         if w.runtime.is_none()
             && let Some(h) = &w.runtime_handler
             && matches!(Runtime::from_name(h), Runtime::Runsc | Runtime::Kata)
@@ -595,31 +583,9 @@ impl CgroupIndex {
     }
 }
 
-/// Whether a cgroup holds only an OCI runtime's own processes (runc's
-/// `runc:[0:PARENT]`..`runc:[2:INIT]`, crun, youki, before they exec the entrypoint), or
-/// is empty while `empty_is_setup` (it is a container's, or a runtime is creating a
-/// container right now and may be about to move its init in).
-fn runtime_setting_up(dir: &Path, empty_is_setup: bool) -> bool {
-    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
-        return false;
-    };
-    let pids: Vec<u32> = procs
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .collect();
-    if pids.is_empty() {
-        return empty_is_setup;
-    }
-    pids.iter().all(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| is_runtime_init_comm(c.trim()))
-    })
-}
-
-/// The `comm` of an OCI runtime's own process inside a container, before the exec of
-/// the entrypoint.
-pub fn is_runtime_init_comm(comm: &str) -> bool {
-    comm.starts_with("runc:[") || comm.starts_with("youki:[") || comm == "crun" || comm == "runc"
+/// Whether a cgroup holds no process (or cannot be read).
+fn cgroup_is_empty(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs")).map_or(true, |t| t.trim().is_empty())
 }
 
 fn log_workload(w: &Workload) {
@@ -716,6 +682,43 @@ mod tests {
             index.describe(id).map(|w| w.cgroup_path.as_str()),
             Some("docker/abc"),
             "kept among the departed"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_runtimes_state_says_a_container_is_being_set_up() {
+        let empty = format!("docker/{}", "e".repeat(64));
+        let full = format!("docker/{}", "f".repeat(64));
+        let root = tree(&[&full, &empty]);
+        // A process whose name may claim to be runc's init: the index never reads it.
+        std::fs::write(root.path().join(&full).join("cgroup.procs"), "4242\n").unwrap();
+        let mut index = index_of(root.path());
+        index.rescan(&|_| false).await;
+        let busy = |rel: &str| {
+            let id = cgroup::id_of(&root.path().join(rel)).unwrap();
+            index.runtime_busy(index.get(id).unwrap())
+        };
+        assert!(
+            !busy(&full),
+            "a container with processes and no runtime state is bound"
+        );
+        assert!(busy(&empty), "an empty container cgroup waits for its init");
+    }
+
+    #[tokio::test]
+    async fn a_container_id_from_a_cgroup_name_is_a_claim() {
+        let root = tree(&[&format!("docker-{}.scope", "b".repeat(64))]);
+        let mut index = index_of(root.path());
+        index.rescan(&|_| false).await;
+        let w = index
+            .workloads()
+            .values()
+            .find(|w| w.container_id.is_some())
+            .unwrap();
+        assert!(!w.vouched, "no runtime state vouches for it");
+        assert_eq!(
+            w.runtime, None,
+            "and no runtime is guessed from its processes"
         );
     }
 }

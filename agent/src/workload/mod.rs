@@ -15,9 +15,19 @@
 //!   `io.kubernetes.cri.*`, CRI-O's `io.kubernetes.pod.*`).
 //! - **CRI** ([`cri`]): when a containerd or CRI-O socket is there, pod name, namespace,
 //!   labels, container name, image and runtime handler.
-//! - **processes**: gVisor's `runsc-sandbox`/`runsc-gofer` and Kata's shim and VMM
-//!   (`containerd-shim-kata-v2`, `qemu-system-*`, `cloud-hypervisor`, `firecracker`)
-//!   are recognised by their executables.
+//!
+//! # What the agent believes, and from where
+//!
+//! The workload is the adversary: what it says about itself is a claim, never an
+//! identity. The runtime, the sandbox and whether a container waits for `start` come
+//! from the runtimes' state directories (`state.json`, `exec.fifo`), the CRI (runtime
+//! handler, pod sandbox) and the runtime wrapper's own `--runtime`: never from the
+//! names (`comm`, `argv[0]`, `/proc/PID/exe`) or environment of the processes inside.
+//! A container id read from a cgroup's name is a claim too: only a runtime's state
+//! whose init process sits in the cgroup vouches for it ([`Workload::vouched`]). A
+//! cgroup below a bound workload keeps its ancestor's policy (the probe falls back to
+//! the ancestor's binding) unless the runtime vouches for it as a container of its
+//! own, and even then it is never bound to a weaker mode than its ancestor's.
 //!
 //! # When a policy is bound: at the runtime's `start`
 //!

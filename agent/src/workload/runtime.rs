@@ -363,18 +363,6 @@ pub fn v1_cgroup_of(text: &str) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// Executable base names of the processes in a cgroup directory.
-pub fn process_names(cgroup_dir: &Path) -> Vec<String> {
-    let Ok(procs) = fs::read_to_string(cgroup_dir.join("cgroup.procs")) else {
-        return Vec::new();
-    };
-    procs
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .filter_map(process_name)
-        .collect()
-}
-
 /// A process's executable name: `argv[0]` (which runsc sets to `runsc-sandbox`), else
 /// the target of `/proc/PID/exe`.
 pub fn process_name(pid: u32) -> Option<String> {

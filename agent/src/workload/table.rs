@@ -378,8 +378,8 @@ impl PolicyTable {
     }
 
     /// After the first rescan of an agent that adopted a pinned probe: free the slots
-    /// no policy of this agent holds.
-    pub fn release_adopted(&mut self) {
+    /// no policy of this agent holds and no kept binding points at (`keep`).
+    pub fn release_adopted(&mut self, keep: &HashSet<u32>) {
         let held: HashSet<u32> = self
             .policies
             .iter()
@@ -387,7 +387,7 @@ impl PolicyTable {
             .collect();
         let now = std::time::Instant::now();
         for slot in std::mem::take(&mut self.adopted_slots) {
-            if !held.contains(&slot) {
+            if !held.contains(&slot) && !keep.contains(&slot) {
                 self.slots.release(slot, now);
             }
         }

@@ -331,29 +331,6 @@ fn runtime_names_and_handlers() {
 }
 
 #[test]
-fn sandboxed_runtimes_by_their_processes() {
-    assert_eq!(
-        Runtime::from_processes(["runsc-sandbox", "/usr/bin/runsc"]),
-        Some(Runtime::Runsc)
-    );
-    assert_eq!(
-        Runtime::from_processes(["runsc-gofer"]),
-        Some(Runtime::Runsc)
-    );
-    for vmm in [
-        "/usr/bin/qemu-system-x86_64",
-        "cloud-hypervisor",
-        "firecracker",
-        "/opt/kata/bin/containerd-shim-kata-v2",
-        "/usr/libexec/virtiofsd",
-    ] {
-        assert_eq!(Runtime::from_processes([vmm]), Some(Runtime::Kata), "{vmm}");
-    }
-    assert_eq!(Runtime::from_processes(["nginx", "/bin/sh"]), None);
-    assert_eq!(Runtime::from_processes(std::iter::empty()), None);
-}
-
-#[test]
 fn runtime_state_formats() {
     let root = Path::new("/run/runc");
     let runc = serde_json::json!({
@@ -472,23 +449,6 @@ fn wrapper_finds_subcommand_id_and_root() {
     );
     let p = socket::parse_runtime_args(&args(&["--version"]));
     assert_eq!(p.subcommand, None);
-}
-
-#[test]
-fn runtime_processes_before_the_entrypoint() {
-    use super::index::is_runtime_init_comm;
-    for c in [
-        "runc:[0:PARENT]",
-        "runc:[1:CHILD]",
-        "runc:[2:INIT]",
-        "crun",
-        "youki:[2:INIT]",
-    ] {
-        assert!(is_runtime_init_comm(c), "{c}");
-    }
-    for c in ["sh", "nginx", "entry", "runsc-sandbox", "pause"] {
-        assert!(!is_runtime_init_comm(c), "{c}");
-    }
 }
 
 #[test]
