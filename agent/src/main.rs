@@ -277,6 +277,12 @@ enum Command {
         /// watch); repeatable. By default only root may.
         #[arg(long, value_name = "UID")]
         api_socket_uid: Vec<u32>,
+        /// The policy (its metadata.name) for containers whose identity cannot be
+        /// established (the CRI does not know them yet, no runtime state accounts for
+        /// them) and that no policy could select. Containers of unknown identity that
+        /// some policy could select get the strictest such policy regardless.
+        #[arg(long, value_name = "NAME")]
+        default_policy: Option<String>,
         /// Seconds between full rescans of the cgroup tree (inotify catches most
         /// changes at once).
         #[arg(long, default_value_t = 2.0, value_name = "SECS")]
@@ -742,6 +748,7 @@ fn main() -> ExitCode {
             metrics,
             api_socket,
             api_socket_uid,
+            default_policy,
         } => {
             let policies = policies.expect("clap requires --policies without --uninstall");
             init_logging(log_format);
@@ -767,6 +774,7 @@ fn main() -> ExitCode {
                         pin_root: (!no_pin).then_some(pin_path),
                         api_socket,
                         api_socket_uids: api_socket_uid,
+                        default_policy,
                         metrics,
                     }))
                 })

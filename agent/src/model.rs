@@ -142,6 +142,10 @@ pub struct Workload {
     /// process is in it). A container id read from the cgroup's name alone is a claim:
     /// a workload can create cgroups with any name below its own.
     pub vouched: bool,
+    /// Why this container's identity is incomplete, if it is (the CRI does not know it,
+    /// no runtime's state accounts for it): then its policy is chosen failing closed,
+    /// the strictest that could select it.
+    pub unknown: Option<String>,
 }
 
 impl Workload {
@@ -367,6 +371,10 @@ pub struct Binding {
     /// When it was first bound (Unix ms).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bound_ms: Option<u64>,
+    /// Why it has this policy: `selector`, `fail-closed: ...`, `default policy: ...`,
+    /// `ancestor: ...`, `pinned: ...`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 #[cfg(test)]

@@ -54,6 +54,9 @@ pub struct AgentOptions {
     pub api_socket: PathBuf,
     /// Uids besides root that may use the API socket.
     pub api_socket_uids: Vec<u32>,
+    /// The policy for containers whose identity cannot be established and that no
+    /// policy could select.
+    pub default_policy: Option<String>,
     /// Serve Prometheus metrics and /healthz here.
     pub metrics: Option<SocketAddr>,
 }
@@ -145,6 +148,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         slots,
         &mut probe,
     )?;
+    workloads.set_default_policy(options.default_policy.clone())?;
     workloads.rescan(&mut probe).await?;
     if probe.adopted() {
         let stale = workloads.finish_adoption(&mut probe)?;

@@ -102,6 +102,13 @@ impl Agent {
         let change_seen = self.change_seen.take();
         match self.workloads.reload(&mut self.probe, slots).await {
             Ok(summary) => {
+                if let Err(e) = self
+                    .workloads
+                    .set_default_policy(self.options.default_policy.clone())
+                {
+                    warn!(event = "default_policy_missing", error = %format!("{e:#}"), "containers of unknown identity that no policy could select stay unbound");
+                    let _ = self.workloads.set_default_policy(None);
+                }
                 let took_us = t0.elapsed().as_micros() as u64;
                 let apply_us = t_apply.elapsed().as_micros() as u64;
                 // From the first inotify event of the change to the last map write.

@@ -303,6 +303,50 @@ impl CompiledSelector {
         true
     }
 
+    /// Whether this selector could match the workload once its unknown fields are
+    /// known: a field the workload lacks (`None`), and its labels when its identity is
+    /// incomplete ([`Workload::unknown`]), could be anything. The cgroup path is always
+    /// known. Used to fail closed.
+    pub fn could_match(&self, w: &Workload) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let known = |have: &Option<String>, want: &str| have.as_deref().is_none_or(|h| h == want);
+        if let Some(ns) = &self.namespace
+            && !known(&w.namespace, ns)
+        {
+            return false;
+        }
+        if let Some(ls) = &self.pod_labels
+            && w.unknown.is_none()
+            && !(w.in_pod() && ls.matches(&w.labels))
+        {
+            return false;
+        }
+        if let Some(c) = &self.container
+            && !known(&w.container, c)
+        {
+            return false;
+        }
+        if let Some(image) = &self.image
+            && w.image.as_deref().is_some_and(|i| !image.matches(i))
+        {
+            return false;
+        }
+        if let Some(r) = &self.runtime
+            && w.runtime.is_some()
+            && !w.runtime_is(r)
+        {
+            return false;
+        }
+        if let Some(p) = &self.cgroup_path
+            && !p.matches(&w.cgroup_path)
+        {
+            return false;
+        }
+        true
+    }
+
     /// Whether one workload could match both selectors. `false` only when certain.
     pub fn may_overlap(&self, other: &CompiledSelector) -> bool {
         if self.is_empty() || other.is_empty() {

@@ -33,6 +33,8 @@ struct BoundEntry {
     rel: String,
     /// When it was first bound (Unix ms).
     since_ms: u64,
+    /// Why it has this policy (`selector`, `fail-closed: ...`, `ancestor`, ...).
+    reason: String,
 }
 
 /// How a binding came about, for logs.
@@ -62,6 +64,9 @@ pub struct Binder {
     /// changed while no agent ran): left in force, as found, until their cgroup goes or
     /// a policy selects them. cgroup id → (slot, cgroup path).
     kept: HashMap<u64, (u32, String)>,
+    /// The policy for containers whose identity cannot be established and that no
+    /// policy could select (`--default-policy`).
+    default_policy: Option<String>,
 }
 
 /// How strict a mode is: monitor-only and monitor count, audit reports, enforce acts.
@@ -86,26 +91,56 @@ fn nearest_ancestor<'a, T>(by_path: &'a HashMap<&str, T>, path: &str) -> Option<
     None
 }
 
-/// The most specific matching policy, monitor-only on a sandboxed runtime unless the
-/// policy names that runtime.
-pub fn choose(entries: &[PolicyEntry], w: &Workload) -> Option<Choice> {
-    let mut best: Option<(u32, usize)> = None;
-    for (i, e) in entries.iter().enumerate() {
-        if !e.policy.selector.matches(w) {
-            continue;
+/// The policy a workload gets: the most specific whose selector matches it. When its
+/// identity is incomplete ([`Workload::unknown`]), fail closed: the strictest policy
+/// that could select it once known (then the most specific), else `default` (the
+/// agent's `--default-policy`). Monitor-only on a sandboxed runtime unless the policy
+/// names that runtime. Returns the choice and why it was made, for `status`.
+pub fn choose_why(
+    entries: &[PolicyEntry],
+    w: &Workload,
+    default: Option<&str>,
+) -> Option<(Choice, String)> {
+    let strict = |i: usize| strictness(entries[i].policy.mode, false);
+    let spec = |i: usize| entries[i].policy.selector.specificity();
+    let (i, why) = match &w.unknown {
+        None => {
+            let i = (0..entries.len())
+                .filter(|&i| entries[i].policy.selector.matches(w))
+                .max_by_key(|&i| (spec(i), std::cmp::Reverse(i)))?;
+            (i, "selector".to_string())
         }
-        let s = e.policy.selector.specificity();
-        if best.is_none_or(|(b, _)| s > b) {
-            best = Some((s, i));
+        Some(unknown) => {
+            let could = (0..entries.len())
+                .filter(|&i| entries[i].policy.selector.could_match(w))
+                .max_by_key(|&i| (strict(i), spec(i), std::cmp::Reverse(i)));
+            match could {
+                Some(i) => (
+                    i,
+                    format!("fail-closed: {unknown}; the strictest policy that could select it"),
+                ),
+                None => {
+                    let name = default?;
+                    let i = entries.iter().position(|e| e.policy.name == name)?;
+                    (i, format!("default policy: {unknown}"))
+                }
+            }
         }
-    }
-    let (_, i) = best?;
+    };
     let p = &entries[i].policy;
     let monitor_only = w.sandboxed() && !p.selector.names_runtime_of(w) && p.mode != Mode::Monitor;
-    Some(Choice {
-        policy: i,
-        monitor_only,
-    })
+    Some((
+        Choice {
+            policy: i,
+            monitor_only,
+        },
+        why,
+    ))
+}
+
+/// [`choose_why`] without a default policy and without the reason.
+pub fn choose(entries: &[PolicyEntry], w: &Workload) -> Option<Choice> {
+    choose_why(entries, w, None).map(|(c, _)| c)
 }
 
 impl Binder {
@@ -137,7 +172,22 @@ impl Binder {
             watch_refs: HashMap::new(),
             floors,
             kept: HashMap::new(),
+            default_policy: None,
         })
+    }
+
+    /// The policy for containers of unknown identity that no policy could select; it
+    /// must be one of the policies loaded.
+    pub fn set_default_policy(&mut self, name: Option<String>) -> anyhow::Result<()> {
+        if let Some(n) = &name
+            && self.table.index_of(n).is_none()
+        {
+            anyhow::bail!(
+                "--default-policy {n}: no policy of that name is loaded (metadata.name of a SyscallPolicy in the policy directory)"
+            );
+        }
+        self.default_policy = name;
+        Ok(())
     }
 
     /// What the cgroups are.
@@ -364,6 +414,7 @@ impl Binder {
                     .to_string(),
                     slot: Some(b.slot),
                     bound_ms: Some(b.since_ms),
+                    reason: b.reason.clone(),
                 }
             })
             .collect();
@@ -392,13 +443,20 @@ impl Binder {
             })
         };
         // What each workload's own identity asks for.
-        let mut own: HashMap<u64, Choice> = HashMap::new();
+        let mut own: HashMap<u64, (Choice, String)> = HashMap::new();
         for (id, w) in self.index.workloads() {
             let floor = floor_of(*id);
-            let choice = match (choose(entries, w), floor) {
-                (Some(c), Some(f)) if strictness_of(f) > strictness_of(c) => f,
+            let pinned = || {
+                "pinned: the binding found pinned is stricter; kept until the policy files change"
+                    .to_string()
+            };
+            let choice = match (
+                choose_why(entries, w, self.default_policy.as_deref()),
+                floor,
+            ) {
+                (Some((c, _)), Some(f)) if strictness_of(f) > strictness_of(c) => (f, pinned()),
                 (Some(c), _) => c,
-                (None, Some(f)) => f,
+                (None, Some(f)) => (f, pinned()),
                 (None, None) => continue,
             };
             // Discovery never binds a container its runtime is still setting up, or
@@ -421,17 +479,23 @@ impl Binder {
         // and it is never bound to a weaker mode than its ancestor's.
         let by_path: HashMap<&str, Choice> = own
             .iter()
-            .filter_map(|(id, c)| Some((self.index.get(*id)?.cgroup_path.as_str(), *c)))
+            .filter_map(|(id, (c, _))| Some((self.index.get(*id)?.cgroup_path.as_str(), *c)))
             .collect();
-        let want: HashMap<u64, Choice> = own
+        let want: HashMap<u64, (Choice, String)> = own
             .iter()
-            .filter_map(|(id, c)| {
+            .filter_map(|(id, (c, why))| {
                 let w = self.index.get(*id)?;
                 match nearest_ancestor(&by_path, &w.cgroup_path) {
-                    None => Some((*id, *c)),
+                    None => Some((*id, (*c, why.clone()))),
                     Some(_) if !w.vouched => None,
-                    Some(a) if strictness_of(*a) > strictness_of(*c) => Some((*id, *a)),
-                    Some(_) => Some((*id, *c)),
+                    Some(a) if strictness_of(*a) > strictness_of(*c) => Some((
+                        *id,
+                        (
+                            *a,
+                            "ancestor: its own policy is weaker than its parent's".to_string(),
+                        ),
+                    )),
+                    Some(_) => Some((*id, (*c, why.clone()))),
                 }
             })
             .collect();
@@ -445,11 +509,14 @@ impl Binder {
                 probe.unbind(id)?;
             }
         }
-        for (id, choice) in &want {
-            if self.bound.get(id).map(|b| (b.choice, b.slot))
-                != Some((*choice, self.table.want_slot(*id, *choice)))
+        for (id, (choice, why)) in &want {
+            if self
+                .bound
+                .get(id)
+                .map(|b| (b.choice, b.slot, b.reason.as_str()))
+                != Some((*choice, self.table.want_slot(*id, *choice), why.as_str()))
             {
-                self.bind(probe, *id, *choice, Via::Discovery)?;
+                self.bind(probe, *id, *choice, Via::Discovery, why)?;
             }
         }
         let gone: Vec<u64> = self
@@ -468,7 +535,14 @@ impl Binder {
         self.update_levels(probe)
     }
 
-    fn bind(&mut self, probe: &mut Probe, id: u64, choice: Choice, via: Via) -> anyhow::Result<()> {
+    fn bind(
+        &mut self,
+        probe: &mut Probe,
+        id: u64,
+        choice: Choice,
+        via: Via,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let slot = self.table.want_slot(id, choice);
         probe.bind(id, slot)?;
         let bound_ns = socket::monotonic_ns();
@@ -511,6 +585,7 @@ impl Binder {
             namespace = w.namespace.as_deref().unwrap_or(""),
             image = w.image.as_deref().unwrap_or(""),
             note = %note,
+            reason,
         );
         let since_ms = self
             .bound
@@ -524,6 +599,7 @@ impl Binder {
                 policy: p.name.clone(),
                 rel: w.cgroup_path,
                 since_ms,
+                reason: reason.to_string(),
             },
         );
         Ok(())
@@ -598,13 +674,13 @@ impl Binder {
         let choice = self
             .index
             .get(id)
-            .and_then(|w| choose(self.table.entries(), w));
+            .and_then(|w| choose_why(self.table.entries(), w, self.default_policy.as_deref()));
         let reply = match choice {
-            Some(c) => {
+            Some((c, why)) => {
                 if self.bound.get(&id).map(|b| (b.choice, b.slot))
                     != Some((c, self.table.want_slot(id, c)))
                 {
-                    self.bind(probe, id, c, Via::Start { sent_ns: s.sent_ns })?;
+                    self.bind(probe, id, c, Via::Start { sent_ns: s.sent_ns }, &why)?;
                 }
                 let p = &self.table.entries()[c.policy].policy;
                 json!({
@@ -686,5 +762,82 @@ mod tests {
         )]);
         assert!(!choose(&named, &gvisor).unwrap().monitor_only);
         let _: PolicySlot = named[0].content;
+    }
+
+    fn with_mode(mut p: CompiledPolicy, mode: Mode) -> CompiledPolicy {
+        p.mode = mode;
+        p
+    }
+
+    #[test]
+    fn an_unknown_identity_fails_closed_to_the_strictest_policy_that_could_select_it() {
+        let table = entries(vec![
+            with_mode(policy("shop-audit", "    namespace: shop\n"), Mode::Audit),
+            with_mode(
+                policy(
+                    "web-enforce",
+                    "    podLabels:\n      matchLabels: {app: web}\n",
+                ),
+                Mode::Enforce,
+            ),
+        ]);
+        // The CRI is down: namespace and pod are known from the bundle, labels are not.
+        let mut w = web_pod();
+        w.labels.clear();
+        w.unknown = Some("the CRI does not know container abcdef".into());
+        let (c, why) = choose_why(&table, &w, None).unwrap();
+        assert_eq!(table[c.policy].policy.name, "web-enforce");
+        assert!(why.starts_with("fail-closed"), "{why}");
+        // Once the CRI answers, the precise policy.
+        let mut known = web_pod();
+        known.labels = [("app".to_string(), "db".to_string())].into();
+        let (c, why) = choose_why(&table, &known, None).unwrap();
+        assert_eq!(
+            (table[c.policy].policy.name.as_str(), why.as_str()),
+            ("shop-audit", "selector")
+        );
+    }
+
+    #[test]
+    fn the_default_policy_covers_unknown_containers_no_policy_could_select() {
+        let table = entries(vec![
+            policy("bank", "    namespace: bank\n"),
+            policy("fallback", "    cgroupPath: nowhere/*\n"),
+        ]);
+        let mut w = web_pod();
+        w.unknown = Some("no runtime state".into());
+        assert_eq!(choose_why(&table, &w, None), None);
+        let (c, why) = choose_why(&table, &w, Some("fallback")).unwrap();
+        assert_eq!(table[c.policy].policy.name, "fallback");
+        assert!(why.starts_with("default policy"), "{why}");
+        // A known identity is never bound by the default.
+        assert_eq!(choose_why(&table, &web_pod(), Some("fallback")), None);
+    }
+
+    #[test]
+    fn a_nested_cgroup_finds_its_nearest_bound_ancestor() {
+        let bound: HashMap<&str, u8> = [("kubepods/pod1", 1), ("kubepods/pod1/c1", 2)].into();
+        assert_eq!(
+            nearest_ancestor(&bound, "kubepods/pod1/c1/kata_x"),
+            Some(&2)
+        );
+        assert_eq!(nearest_ancestor(&bound, "kubepods/pod1/c2"), Some(&1));
+        assert_eq!(
+            nearest_ancestor(&bound, "kubepods/pod1"),
+            None,
+            "itself is no ancestor"
+        );
+        assert_eq!(nearest_ancestor(&bound, "system.slice/x"), None);
+    }
+
+    #[test]
+    fn strictness_orders_the_modes() {
+        assert!(strictness(Mode::Enforce, false) > strictness(Mode::Audit, false));
+        assert!(strictness(Mode::Audit, false) > strictness(Mode::Monitor, false));
+        assert_eq!(
+            strictness(Mode::Enforce, true),
+            0,
+            "monitor-only counts as monitor"
+        );
     }
 }

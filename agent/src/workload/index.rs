@@ -380,6 +380,7 @@ impl CgroupIndex {
                 .as_ref()
                 .and_then(|c| self.state_by_id.get(c).copied())
         });
+        let mut labels_known = false;
         if let Some(i) = state {
             let s = self.states[i].clone();
             if w.runtime.is_none() {
@@ -408,6 +409,7 @@ impl CgroupIndex {
                 if let Some(pod_id) = &a.sandbox_id
                     && let Some(pod) = self.cri.iter().find_map(|c| c.pod(pod_id))
                 {
+                    labels_known = true;
                     w.labels = pod.labels.clone();
                     if !pod.runtime_handler.is_empty() {
                         w.runtime_handler = Some(pod.runtime_handler.clone());
@@ -423,6 +425,7 @@ impl CgroupIndex {
             w.namespace = Some(p.namespace).filter(|s| !s.is_empty()).or(w.namespace);
             w.pod_uid = Some(p.uid).filter(|s| !s.is_empty()).or(w.pod_uid);
             w.labels = p.labels;
+            labels_known = true;
             if !p.runtime_handler.is_empty() {
                 w.runtime_handler = Some(p.runtime_handler);
             }
@@ -445,7 +448,40 @@ impl CgroupIndex {
         {
             w.runtime = Some(Runtime::from_name(h));
         }
+        w.unknown = self.unknown_identity(&w, state.is_some(), labels_known);
         w
+    }
+
+    /// Why a container's identity cannot be established, if it cannot: in a pod while
+    /// the CRI (configured) does not know it, so its labels are unknown; or no runtime
+    /// state and no CRI accounts for it at all (a cgroup named like a container).
+    fn unknown_identity(&self, w: &Workload, state: bool, labels_known: bool) -> Option<String> {
+        if w.kind != Some(Kind::Container) {
+            return None;
+        }
+        let cid = w.container_id.as_deref().unwrap_or("?");
+        let cri_status = || {
+            self.cri
+                .iter()
+                .find_map(|c| c.last_error.clone())
+                .map_or_else(
+                    || "not listed yet".to_string(),
+                    |e| format!("unavailable: {e}"),
+                )
+        };
+        let in_pod = w.pod_uid.is_some() || w.namespace.is_some();
+        if in_pod && !self.cri.is_empty() && !labels_known {
+            return Some(format!(
+                "the CRI does not know container {cid} ({}): its pod labels are unknown",
+                cri_status()
+            ));
+        }
+        if !state && !labels_known && w.runtime.is_none() {
+            return Some(format!(
+                "no runtime state and no CRI account for container {cid}: its name is its only claim"
+            ));
+        }
+        None
     }
 
     /// Place sandboxes that a runtime left in the v2 root (runsc on a hybrid host) in a
