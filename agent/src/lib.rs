@@ -4,7 +4,6 @@
 //! tests can reach it.
 
 pub mod api;
-pub mod bench_support;
 pub mod cgroup;
 pub mod daemon;
 pub mod doctor;

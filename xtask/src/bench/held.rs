@@ -9,7 +9,7 @@ use anyhow::bail;
 
 use super::Env;
 
-/// A `sysfence bench-hold` setup, released when dropped (or by [`Held::finish`]).
+/// An `sf-bench-hold` setup, released when dropped (or by [`Held::finish`]).
 pub(super) struct Held {
     pub(super) child: Child,
     pub(super) out: Option<BufReader<std::process::ChildStdout>>,
@@ -18,8 +18,7 @@ pub(super) struct Held {
 
 impl Held {
     pub(super) fn start(env: &Env, args: &[&str]) -> anyhow::Result<Held> {
-        let mut child = Command::new(&env.sysfence)
-            .arg("bench-hold")
+        let mut child = Command::new(&env.hold)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -30,7 +29,7 @@ impl Held {
             let mut line = String::new();
             if out.read_line(&mut line)? == 0 {
                 let _ = child.wait();
-                bail!("bench-hold {} did not start", args.join(" "));
+                bail!("sf-bench-hold {} did not start", args.join(" "));
             }
             let line = line.trim().to_string();
             if line == "ready" {
@@ -62,7 +61,7 @@ impl Held {
         }
         let status = self.child.wait()?;
         if !status.success() {
-            bail!("bench-hold failed on release ({status})");
+            bail!("sf-bench-hold failed on release ({status})");
         }
         Ok(lines)
     }

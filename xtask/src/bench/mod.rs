@@ -108,6 +108,8 @@ fn parse_number(stdout: &[u8]) -> anyhow::Result<f64> {
 struct Env {
     root: PathBuf,
     sysfence: PathBuf,
+    /// `sf-bench-hold` (bench/src/hold.rs): holds a probe setup while a workload runs.
+    hold: PathBuf,
     workload: PathBuf,
     policy: PathBuf,
     profile: PathBuf,
@@ -172,6 +174,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let env = Env {
         root: root.to_path_buf(),
         sysfence: bin.join("sysfence"),
+        hold: bin.join("sf-bench-hold"),
         workload: bin.join("sf-bench"),
         policy: root.join("bench/getppid-policy.yaml"),
         profile: out_dir.join("getppid-policy.seccomp.json"),
