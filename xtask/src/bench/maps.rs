@@ -1,5 +1,6 @@
 //! The probe's maps as the kernel accounts them, and what one bound workload costs.
 
+use probe_common::maps;
 use serde::Serialize;
 
 /// One map of the probe, from `bpf_map_info` and its fdinfo (`memlock` is the kernel's
@@ -69,10 +70,10 @@ pub(super) fn possible_cpus() -> u32 {
 
 pub(super) fn memory_per_workload(maps: &[MapLine]) -> Option<MemoryPerWorkload> {
     let find = |n: &str| maps.iter().find(|m| m.name == n);
-    let workloads = find("WORKLOADS")?;
-    let cache = find("CGROUP_CACHE")?;
-    let policies = find("POLICIES")?;
-    let counts = find("COUNTS")?;
+    let workloads = find(maps::WORKLOADS)?;
+    let cache = find(maps::CGROUP_CACHE)?;
+    let policies = find(maps::POLICIES)?;
+    let counts = find(maps::COUNTS)?;
     let slots = f64::from(policies.max_entries.max(1));
     let slot_bytes = policies.per_entry() + counts.memlock as f64 / slots;
     let binding = workloads.per_entry() + cache.per_entry();
