@@ -5,7 +5,6 @@
 
 pub mod agent;
 pub mod api;
-pub mod bench_support;
 pub mod cgroup;
 pub mod clock;
 pub mod doctor;

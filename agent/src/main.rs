@@ -364,22 +364,6 @@ enum Command {
     /// Convert between sysfence policies and OCI/Docker seccomp profiles.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Hold a benchmark setup until stdin closes (used by `cargo xtask bench`).
-    #[command(hide = true)]
-    BenchHold {
-        what: String,
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// Cgroups to bind to the policy (idle).
-        #[arg(long, default_value_t = 1)]
-        workloads: u32,
-        /// Also create a bound cgroup for the workload and print its path (idle).
-        #[arg(long)]
-        caller: bool,
-        /// Also bind this existing cgroup (under the cgroup v2 root) (idle).
-        #[arg(long)]
-        bind: Option<PathBuf>,
-    },
 }
 
 /// Which workloads: every filter given must match (names exactly; --cgroup is a glob
@@ -682,20 +666,6 @@ fn main() -> ExitCode {
         }
         Command::Doctor { json } => sysfence::doctor::run(json).map(|()| ExitCode::SUCCESS),
         Command::Policy(command) => policy_command(command).map(|()| ExitCode::SUCCESS),
-        Command::BenchHold {
-            what,
-            policy,
-            workloads,
-            caller,
-            bind,
-        } => sysfence::bench_support::hold(
-            &what,
-            policy.as_deref(),
-            workloads,
-            caller,
-            bind.as_deref(),
-        )
-        .map(|()| ExitCode::SUCCESS),
         Command::Wrap {
             runtime,
             socket,

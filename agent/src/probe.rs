@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 
 pub mod pins;
+#[cfg(test)]
+mod tests;
 
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
@@ -14,7 +16,7 @@ use aya::{
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
     NO_SLOT, PolicySlot, ProbeSettings, RateKey, RateState, ViolationEvent, cache_index,
-    generation, stat,
+    generation, maps, programs, stat,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -261,8 +263,8 @@ impl Probe {
             .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .override_global("GUARD_OFFSETS", &layout.guard, true)
-            .map_max_entries("POLICIES", options.max_slots)
-            .map_max_entries("COUNTS", counters);
+            .map_max_entries(maps::POLICIES, options.max_slots)
+            .map_max_entries(maps::COUNTS, counters);
         if let Some(p) = &pinned {
             for name in pins::PINNED_MAPS {
                 loader.map_pin_path(name, p.dir.join(name));
@@ -285,8 +287,8 @@ impl Probe {
         let memo = options.attach
             && memo_pays_off()
             && [
-                ("memo_cgroup_attach", "cgroup_attach_task"),
-                ("memo_task_exit", "sched_process_exit"),
+                (programs::MEMO_CGROUP_ATTACH, "cgroup_attach_task"),
+                (programs::MEMO_TASK_EXIT, "sched_process_exit"),
             ]
             .into_iter()
             .all(|(name, tp)| {
@@ -305,13 +307,13 @@ impl Probe {
             });
         if options.attach {
             let program: &mut BtfTracePoint = ebpf
-                .program_mut("sys_enter")
+                .program_mut(programs::SYS_ENTER)
                 .ok_or_else(|| anyhow!("probe object has no sys_enter program"))?
                 .try_into()?;
             program
                 .load("sys_enter", &btf)
                 .context("verifying the sys_enter program")?;
-            pins::attach(pinned.as_ref(), &mut attached, "sys_enter", program)
+            pins::attach(pinned.as_ref(), &mut attached, programs::SYS_ENTER, program)
                 .context("attaching to raw_syscalls:sys_enter")?;
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
@@ -320,15 +322,15 @@ impl Probe {
             layout,
             pinned,
             attached,
-            workloads: take(&mut ebpf, "WORKLOADS")?,
-            cache: take(&mut ebpf, "CGROUP_CACHE")?,
+            workloads: take(&mut ebpf, maps::WORKLOADS)?,
+            cache: take(&mut ebpf, maps::CGROUP_CACHE)?,
             book: CacheBook::default(),
-            policies: take(&mut ebpf, "POLICIES")?,
-            counts: take(&mut ebpf, "COUNTS")?,
-            settings: take(&mut ebpf, "SETTINGS")?,
-            stats: take(&mut ebpf, "STATS")?,
-            limits: take(&mut ebpf, "EVENT_LIMITS")?,
-            generation: take(&mut ebpf, "GENERATION")?,
+            policies: take(&mut ebpf, maps::POLICIES)?,
+            counts: take(&mut ebpf, maps::COUNTS)?,
+            settings: take(&mut ebpf, maps::SETTINGS)?,
+            stats: take(&mut ebpf, maps::STATS)?,
+            limits: take(&mut ebpf, maps::EVENT_LIMITS)?,
+            generation: take(&mut ebpf, maps::GENERATION)?,
             agent_generation: 0,
             memo: false,
             ebpf,
@@ -466,7 +468,7 @@ impl Probe {
         let btf = self.btf()?;
         let program: &mut BtfTracePoint = self
             .ebpf
-            .program_mut("sys_enter_floor")
+            .program_mut(programs::SYS_ENTER_FLOOR)
             .ok_or_else(|| anyhow!("probe object has no sys_enter_floor program"))?
             .try_into()?;
         program
@@ -512,7 +514,7 @@ impl Probe {
                  or sandbox refusing BPF LSM)"
             );
         }
-        for name in ["sys_exit", "sched_process_exit"] {
+        for name in [programs::SYS_EXIT, programs::SCHED_PROCESS_EXIT] {
             let program: &mut BtfTracePoint = self
                 .ebpf
                 .program_mut(name)
@@ -539,22 +541,9 @@ impl Probe {
             );
         }
         let btf = self.btf()?;
-        const GUARDS: &[(&str, &str)] = &[
-            ("guard_agent_kill", "task_kill"),
-            ("guard_bpffs_open", "file_open"),
-            ("guard_bpffs_create", "inode_create"),
-            ("guard_bpffs_link", "inode_link"),
-            ("guard_bpffs_unlink", "inode_unlink"),
-            ("guard_bpffs_symlink", "inode_symlink"),
-            ("guard_bpffs_mkdir", "inode_mkdir"),
-            ("guard_bpffs_rmdir", "inode_rmdir"),
-            ("guard_bpffs_mknod", "inode_mknod"),
-            ("guard_bpffs_rename_from", "inode_rename"),
-            ("guard_bpffs_rename_to", "inode_rename"),
-        ];
-        let mut guarded: Array<MapData, u32> = take(&mut self.ebpf, "GUARDED")?;
+        let mut guarded: Array<MapData, u32> = take(&mut self.ebpf, maps::GUARDED)?;
         guarded.set(0, agent_tgid, 0).context("writing GUARDED")?;
-        for (prog, hook) in GUARDS {
+        for (prog, hook) in programs::GUARDS {
             let program: &mut Lsm = self
                 .ebpf
                 .program_mut(prog)
@@ -573,7 +562,7 @@ impl Probe {
             pins::attach(self.pinned.as_ref(), &mut self.attached, prog, program)
                 .with_context(|| format!("attaching {prog}"))?;
         }
-        Ok(GUARDS.len())
+        Ok(programs::GUARDS.len())
     }
 
     fn btf(&mut self) -> anyhow::Result<Btf> {
@@ -597,7 +586,7 @@ impl Probe {
 
     /// The violation ring buffer; can be taken once.
     pub fn take_violations(&mut self) -> anyhow::Result<RingBuf<MapData>> {
-        take(&mut self.ebpf, "VIOLATIONS")
+        take(&mut self.ebpf, maps::VIOLATIONS)
     }
 
     /// Write a policy into a slot, zeroing its counters first so they start at 0.

@@ -58,11 +58,17 @@ static TASK_STATUS_OFFSET: u32 = 0;
 #[unsafe(no_mangle)]
 static CGROUP_ID_PATH: [u32; 4] = [0; 4];
 
+// The maps. Each static's name is the map's name: it must equal its constant in
+// `probe_common::maps` (the agent opens and pins the maps by those; an agent unit test
+// checks the built object against them), and so must the programs' function names
+// against `probe_common::programs`.
+
 /// cgroup v2 id → [`Binding`]. Written by the agent (bind, unbind); read by `sys_enter`.
 #[map]
 static WORKLOADS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
 
-/// slot → compiled policy. Written by the agent (fill, free); read by `sys_enter`.
+/// slot → compiled policy. Written by the agent (fill, free); read by `sys_enter`,
+/// `sys_exit`, and the agent (`read_slot`).
 #[map]
 static POLICIES: Array<PolicySlot> = Array::with_max_entries(MAX_SLOTS, 0);
 
@@ -71,7 +77,8 @@ static POLICIES: Array<PolicySlot> = Array::with_max_entries(MAX_SLOTS, 0);
 #[map]
 static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOTS * COUNTERS_PER_SLOT, 0);
 
-/// Violation events. Written by `sys_enter`; read by the agent.
+/// Violation events. Written by `emit` (`sys_enter`, `sys_exit`, the LSM hooks, the
+/// guards); read by the agent.
 #[map]
 static VIOLATIONS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
@@ -80,16 +87,18 @@ static VIOLATIONS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 static CGROUP_CACHE: Array<CacheEntry> = Array::with_max_entries(CGROUP_CACHE_SIZE, 0);
 
-/// Probe-wide settings, one entry. Written by the agent; read by `sys_enter`.
+/// Probe-wide settings, one entry. Written by the agent; read by `sys_enter` and `emit`
+/// (and by the agent when it adopts a pinned probe).
 #[map]
 static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 
-/// Per-(workload, syscall) violation event rate limits. Written and read by `emit`.
+/// Per-(workload, syscall) violation event rate limits. Written and read by `emit`;
+/// read by the agent (suppressed violations no event carried yet).
 #[map]
 static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
-/// Probe health counters (`probe_common::stat`), per CPU. Written by `sys_enter`; read by
-/// the agent.
+/// Probe health counters (`probe_common::stat`), per CPU. Written by the programs
+/// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 

@@ -30,7 +30,8 @@ use aya::{
     },
 };
 use probe_common::{
-    Binding, COUNTERS_PER_SLOT, CacheEntry, DenyMark, PolicySlot, ProbeSettings, RateKey, RateState,
+    Binding, COUNTERS_PER_SLOT, CacheEntry, DenyMark, PolicySlot, ProbeSettings, RateKey,
+    RateState, maps,
 };
 
 /// Bump when a pinned map's key, value, size or meaning changes: agents of different
@@ -45,22 +46,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The maps shared by the programs and the agent, pinned by name. (The programs'
 /// `.rodata` and the log channel are per load and stay unpinned.)
-pub const PINNED_MAPS: &[&str] = &[
-    "WORKLOADS",
-    "POLICIES",
-    "COUNTS",
-    "VIOLATIONS",
-    "CGROUP_CACHE",
-    "SETTINGS",
-    "EVENT_LIMITS",
-    "STATS",
-    "DENY_MARKS",
-    "DENY_PENDING",
-    "GUARDED",
-    "GENERATION",
-    "TASK_MEMO",
-    "REGS_SCRATCH",
-];
+pub const PINNED_MAPS: &[&str] = maps::ALL;
 
 /// A prepared pin directory.
 #[derive(Debug)]
@@ -103,7 +89,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
         }
     }
     stale.sort();
-    let adopted_slots = if dir.join("POLICIES").exists() {
+    let adopted_slots = if dir.join(maps::POLICIES).exists() {
         let capacity = check_layout(&dir)?;
         if capacity < min_slots {
             bail!(
@@ -135,40 +121,45 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
     let expected: [(&str, u32, u32, Option<u32>); 13] = [
-        ("WORKLOADS", 8, size(size_of::<Binding>()), None),
-        ("POLICIES", 4, size(size_of::<PolicySlot>()), None),
-        ("COUNTS", 4, 8, None),
+        (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
+        (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
+        (maps::COUNTS, 4, 8, None),
         (
-            "CGROUP_CACHE",
+            maps::CGROUP_CACHE,
             4,
             size(size_of::<CacheEntry>()),
             Some(probe_common::CGROUP_CACHE_SIZE),
         ),
-        ("SETTINGS", 4, size(size_of::<ProbeSettings>()), Some(1)),
+        (maps::SETTINGS, 4, size(size_of::<ProbeSettings>()), Some(1)),
         (
-            "EVENT_LIMITS",
+            maps::EVENT_LIMITS,
             size(size_of::<RateKey>()),
             size(size_of::<RateState>()),
             None,
         ),
-        ("STATS", 4, 8, Some(probe_common::stat::COUNT)),
-        ("DENY_MARKS", 8, size(size_of::<DenyMark>()), None),
-        ("DENY_PENDING", 4, 8, Some(1)),
-        ("GUARDED", 4, 4, Some(1)),
-        ("GENERATION", 4, 8, Some(probe_common::generation::COUNT)),
+        (maps::STATS, 4, 8, Some(probe_common::stat::COUNT)),
+        (maps::DENY_MARKS, 8, size(size_of::<DenyMark>()), None),
+        (maps::DENY_PENDING, 4, 8, Some(1)),
+        (maps::GUARDED, 4, 4, Some(1)),
         (
-            "TASK_MEMO",
+            maps::GENERATION,
+            4,
+            8,
+            Some(probe_common::generation::COUNT),
+        ),
+        (
+            maps::TASK_MEMO,
             4,
             size(size_of::<probe_common::TaskMemo>()),
             Some(probe_common::TASK_MEMO_SIZE),
         ),
-        ("REGS_SCRATCH", 4, 8, Some(1)),
+        (maps::REGS_SCRATCH, 4, 8, Some(1)),
     ];
     let mut problems = Vec::new();
     let mut infos = std::collections::HashMap::new();
     for (name, key, value, max) in expected {
         let path = dir.join(name);
-        if !path.exists() && name != "POLICIES" {
+        if !path.exists() && name != maps::POLICIES {
             // A map this build added: it is created, and the pinned programs do not
             // use it.
             continue;
@@ -197,8 +188,8 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
         }
         infos.insert(name, info.max_entries());
     }
-    let slots = infos.get("POLICIES").copied().unwrap_or(0);
-    if let Some(&counts) = infos.get("COUNTS")
+    let slots = infos.get(maps::POLICIES).copied().unwrap_or(0);
+    if let Some(&counts) = infos.get(maps::COUNTS)
         && counts != slots * COUNTERS_PER_SLOT
     {
         problems.push(format!(

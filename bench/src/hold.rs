@@ -1,10 +1,23 @@
-//! Setups that `cargo xtask bench` measures against: each is held until stdin closes.
+//! `sf-bench-hold`: the setups that `cargo xtask bench` measures against, each held
+//! until stdin closes. Built on the `sysfence` library (the probe, cgroups, policies),
+//! outside the product binary.
+//!
+//! sf-bench-hold floor                     the empty `sys_enter` program alone
+//! sf-bench-hold idle --policy FILE [--workloads N] [--caller] [--bind CGROUP]
+//!                                         sysfence attached as the agent runs it
+//!
+//! What each prints is documented on [`hold`].
 
-use std::{io::Read as _, path::Path};
+use std::{
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use anyhow::bail;
 
-use crate::{
+use clap::Parser;
+use sysfence::{
     cgroup::{self, OwnedCgroup},
     policy,
     probe::{Probe, ProbeOptions},
@@ -13,7 +26,7 @@ use crate::{
 
 /// Bytes of kernel memory charged to this process's BPF maps (`memlock` in the maps'
 /// fdinfo), i.e. the probe's maps as the kernel accounts them.
-pub fn map_memory() -> u64 {
+fn map_memory() -> u64 {
     let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
         return 0;
     };
@@ -32,7 +45,7 @@ pub fn map_memory() -> u64 {
 /// One line per BPF map this process holds, as the kernel reports it (`bpf_map_info`
 /// for the name, the map's fdinfo for the rest, `memlock` being the kernel's own
 /// `bpf_map_memory_usage`): `map NAME TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES MEMLOCK`.
-pub fn map_info_lines() -> Vec<String> {
+fn map_info_lines() -> Vec<String> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
         return Vec::new();
     };
@@ -78,7 +91,7 @@ pub fn map_info_lines() -> Vec<String> {
 ///   the cgroup v2 root, or absolute) is bound too. `map-memory BYTES` and one `map`
 ///   line per map ([`map_info_lines`]) are printed too. When stdin closes, the slot's
 ///   exact counts are printed, `count ABI NAME N allowed|violation`.
-pub fn hold(
+fn hold(
     what: &str,
     policy_file: Option<&Path>,
     workloads: u32,
@@ -175,4 +188,40 @@ pub fn hold(
         let _ = std::fs::remove_dir(root.join(format!("sysfence/bench-{}", std::process::id())));
     }
     Ok(())
+}
+
+/// Hold a benchmark setup until stdin closes (used by `cargo xtask bench`).
+#[derive(Parser)]
+#[command(name = "sf-bench-hold")]
+struct Args {
+    /// `floor` or `idle`.
+    what: String,
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Cgroups to bind to the policy (idle).
+    #[arg(long, default_value_t = 1)]
+    workloads: u32,
+    /// Also create a bound cgroup for the workload and print its path (idle).
+    #[arg(long)]
+    caller: bool,
+    /// Also bind this existing cgroup (under the cgroup v2 root) (idle).
+    #[arg(long)]
+    bind: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match hold(
+        &args.what,
+        args.policy.as_deref(),
+        args.workloads,
+        args.caller,
+        args.bind.as_deref(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sf-bench-hold: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

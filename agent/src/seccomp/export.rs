@@ -1,0 +1,162 @@
+//! Export: a sysfence policy to a seccomp profile kubelet can use; see the module
+//! documentation of [`super`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use probe_common::Abi;
+use serde::Serialize;
+
+use super::{ARCH_X32, ARCH_X86, ARCH_X86_64, EPERM, quoted_list};
+use crate::policy::{CompiledPolicy, Mode};
+use crate::syscall_table;
+
+/// The default action of an exported profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportDefault {
+    /// `SCMP_ACT_ERRNO` with `defaultErrnoRet: 1` (EPERM): enforce the allowlist.
+    #[default]
+    Errno,
+    /// `SCMP_ACT_LOG`: allow everything, and have the kernel log what the allowlist does
+    /// not cover (a dry run, like `audit`).
+    Log,
+}
+
+/// How to export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportOptions {
+    pub default_action: ExportDefault,
+}
+
+impl ExportOptions {
+    /// `Log` for `audit` and `monitor` (the syscalls run), `Errno` for `enforce`.
+    pub fn for_mode(mode: Mode) -> Self {
+        ExportOptions {
+            default_action: match mode {
+                Mode::Audit | Mode::Monitor => ExportDefault::Log,
+                Mode::Enforce => ExportDefault::Errno,
+            },
+        }
+    }
+}
+
+/// What [`export_with`] produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Exported {
+    pub profile: serde_json::Value,
+    /// The profile as pretty-printed JSON, fields in the usual order, ending in a newline.
+    pub json: String,
+    /// Where the profile is wider than the policy.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileOut {
+    default_action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    default_errno_ret: Option<u32>,
+    architectures: Vec<&'static str>,
+    syscalls: Vec<SyscallOut>,
+}
+
+#[derive(Serialize)]
+struct SyscallOut {
+    names: Vec<String>,
+    action: &'static str,
+    comment: String,
+}
+
+/// The seccomp profile of a policy: deny with EPERM what it does not allow. See the
+/// module documentation.
+pub fn export(policy: &CompiledPolicy) -> serde_json::Value {
+    export_with(policy, &ExportOptions::default()).profile
+}
+
+/// [`export`], as pretty-printed JSON ending in a newline.
+pub fn export_string(policy: &CompiledPolicy) -> String {
+    export_with(policy, &ExportOptions::default()).json
+}
+
+/// The seccomp profile of a policy, with a choice of default action, and the warnings.
+pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported {
+    // Per ABI, the names that exist in it.
+    let per_abi: BTreeMap<Abi, BTreeSet<&str>> = Abi::ALL
+        .into_iter()
+        .map(|abi| {
+            let names = policy
+                .abi_names
+                .get(&abi)
+                .into_iter()
+                .flatten()
+                .map(String::as_str)
+                .filter(|n| syscall_table::number(abi, n).is_some())
+                .collect();
+            (abi, names)
+        })
+        .collect();
+    let exported: Vec<Abi> = Abi::ALL
+        .into_iter()
+        .filter(|abi| *abi == Abi::X86_64 || !per_abi[abi].is_empty())
+        .collect();
+    let union: BTreeSet<&str> = exported
+        .iter()
+        .flat_map(|abi| per_abi[abi].iter().copied())
+        .collect();
+
+    let mut warnings = Vec::new();
+    for &abi in &exported {
+        let wider: Vec<&str> = union
+            .iter()
+            .copied()
+            .filter(|n| syscall_table::number(abi, n).is_some() && !per_abi[&abi].contains(n))
+            .collect();
+        if !wider.is_empty() {
+            warnings.push(format!(
+                "a seccomp profile allows the same names for every architecture it lists: \
+                 the profile also allows for {} {} (allowed by the policy for another ABI only)",
+                abi.name(),
+                quoted_list(wider)
+            ));
+        }
+    }
+
+    let (default_action, default_errno_ret) = match options.default_action {
+        ExportDefault::Errno => ("SCMP_ACT_ERRNO", Some(EPERM)),
+        ExportDefault::Log => ("SCMP_ACT_LOG", None),
+    };
+    let out = ProfileOut {
+        default_action,
+        default_errno_ret,
+        architectures: exported
+            .iter()
+            .map(|abi| match abi {
+                Abi::X86_64 => ARCH_X86_64,
+                Abi::Ia32 => ARCH_X86,
+                Abi::X32 => ARCH_X32,
+            })
+            .collect(),
+        syscalls: if union.is_empty() {
+            Vec::new()
+        } else {
+            vec![SyscallOut {
+                names: union.iter().map(|n| n.to_string()).collect(),
+                action: "SCMP_ACT_ALLOW",
+                comment: format!(
+                    "sysfence policy `{}` (mode {}): {} syscall names",
+                    policy.name,
+                    policy.mode.as_str(),
+                    union.len()
+                ),
+            }]
+        },
+    };
+    // Serializing plain strings and numbers cannot fail.
+    let profile = serde_json::to_value(&out).expect("profile serializes");
+    let mut json = serde_json::to_string_pretty(&out).expect("profile serializes");
+    json.push('\n');
+    Exported {
+        profile,
+        json,
+        warnings,
+    }
+}

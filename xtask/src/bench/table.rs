@@ -1,0 +1,159 @@
+//! The printed summary of a bench run (markdown tables).
+
+use super::{Results, Workload};
+
+pub(super) fn print_table(r: &Results) {
+    println!("machine: {}", r.machine);
+    println!(
+        "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run",
+        r.rounds
+    );
+    for w in [Workload::Getppid, Workload::Mix] {
+        println!();
+        println!(
+            "{} (ns per syscall)",
+            match w {
+                Workload::Getppid => format!("getppid(2), {} calls per sample", r.calls),
+                Workload::Mix => format!(
+                    "openat+read+write+close on tmpfs, {} rounds per sample",
+                    r.calls / 4
+                ),
+            }
+        );
+        println!("| setup | median | overhead | x floor |");
+        println!("| --- | ---: | ---: | ---: |");
+        for row in r.rows.iter().filter(|row| row.workload == w) {
+            println!(
+                "| {} | {:.1} | {:.1} | {} |",
+                row.setup.label(),
+                row.median_ns,
+                row.overhead_ns,
+                row.ratio_to_floor
+                    .map_or("-".to_string(), |x| format!("{x:.2}"))
+            );
+        }
+    }
+    println!();
+    println!("scale: getppid ns per call with N workloads bound");
+    println!("| workloads bound | caller not policed | caller policed | probe map memory |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for s in &r.scale {
+        println!(
+            "| {} | {:.1} | {:.1} | {} KiB |",
+            s.workloads,
+            s.unpoliced_median_ns,
+            s.policed_median_ns,
+            r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
+        );
+    }
+    if let Some(m) = &r.memory_per_workload {
+        println!();
+        println!(
+            "kernel map memory per bound workload (the maps' memlock / max_entries; {} possible CPUs)",
+            m.possible_cpus
+        );
+        println!("| item | bytes |");
+        println!("| --- | ---: |");
+        println!("| WORKLOADS entry | {:.0} |", m.workloads_entry_bytes);
+        println!("| CGROUP_CACHE entry | {:.0} |", m.cache_entry_bytes);
+        println!(
+            "| one policy slot (POLICIES entry + per-CPU COUNTS) | {:.0} |",
+            m.slot_bytes
+        );
+        println!(
+            "| per workload, policy not shared | {:.0} |",
+            m.own_policy_bytes
+        );
+        println!(
+            "| per workload, 1,000 sharing one policy | {:.0} |",
+            m.shared_by_1000_bytes
+        );
+        println!(
+            "| all maps, preallocated (does not grow) | {} |",
+            m.total_bytes
+        );
+        println!("maps: name type key value max_entries memlock");
+        for map in &r.maps {
+            println!(
+                "  {} {} {} {} {} {}",
+                map.name, map.map_type, map.key_size, map.value_size, map.max_entries, map.memlock
+            );
+        }
+    }
+    if let Some(n) = &r.nginx {
+        println!();
+        println!(
+            "nginx in a runc container ({}, 1 worker, a {}-byte file), {} on loopback, {} rounds interleaved; medians",
+            n.nginx_version, 15, n.wrk, n.rounds
+        );
+        println!("| setup | requests/s | p99 latency | nginx CPU per request |");
+        println!("| --- | ---: | ---: | ---: |");
+        for row in &n.rows {
+            println!(
+                "| {} | {:.0} | {:.0} us | {:.2} us |",
+                row.setup.label(),
+                row.rps_median,
+                row.p99_us_median,
+                row.cpu_us_per_request_median
+            );
+        }
+        println!(
+            "policed vs unpoliced: throughput loss {:.2}%; p99 x{:.2}; nginx CPU per request {:+.2}%; {:.1} syscalls per request",
+            n.throughput_loss_percent,
+            n.p99_ratio,
+            n.cpu_per_request_increase_percent,
+            n.syscalls_per_request
+        );
+        println!(
+            "policy: runtime-default + {} learned ({}); {} syscalls policed, {} violations",
+            n.learned_beyond_runtime_default.len(),
+            n.learned_beyond_runtime_default.join(", "),
+            n.policed_syscalls,
+            n.policed_violations
+        );
+    }
+    if let Some(a) = &r.agent {
+        println!();
+        println!("agent");
+        println!("| figure | value |");
+        println!("| --- | ---: |");
+        println!(
+            "| start to programs attached | {:.0} ms |",
+            a.start_to_attached_ms
+        );
+        println!(
+            "| 1,000 cgroups created to all bound | {:.0} ms |",
+            a.bind_1000_workloads_ms
+        );
+        println!(
+            "| RSS with 1,000 workloads bound | {} KiB |",
+            a.rss_kib_1000_workloads
+        );
+        println!(
+            "| flood: denied syscalls (audit) | {} at {:.0}/s |",
+            a.flood_calls, a.flood_calls_per_sec
+        );
+        println!(
+            "| flood: events logged / dropped (counted) | {} / {} |",
+            a.flood_events_logged, a.flood_events_dropped
+        );
+        println!(
+            "| flood: agent CPU, RSS | {:.0}% of one core, {} KiB |",
+            a.flood_agent_cpu_percent, a.flood_agent_rss_kib
+        );
+        println!(
+            "| policy change to maps written: file renamed in to the reload logged (median of {}) | {:.1} ms |",
+            a.reload_count,
+            a.reload_end_to_end_us / 1e3
+        );
+        println!(
+            "| policy change to maps written: the agent's own figure, inotify event to last map write | {:.1} ms |",
+            a.reload_agent_us / 1e3
+        );
+        println!(
+            "| change of the policy of 1,000 workloads: rebound, inotify event to last map write | {} in {:.1} ms |",
+            a.reload_1000_rebound,
+            a.reload_1000_us / 1e3
+        );
+    }
+}
