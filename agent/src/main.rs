@@ -472,19 +472,10 @@ enum PolicyCommand {
     },
 }
 
-fn write_out(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
-    match output {
-        Some(path) => std::fs::write(path, text)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display())),
-        None => {
-            print!("{text}");
-            Ok(())
-        }
-    }
-}
-
 fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
-    use sysfence::seccomp;
+    use sysfence::seccomp::command::{
+        ExportCommand, ImportCommand, export_command, import_command,
+    };
     match command {
         PolicyCommand::ImportSeccomp {
             file,
@@ -493,57 +484,23 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
             caps,
             kernel,
             strict_args,
-        } => {
-            let json = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
-            let mut options = seccomp::ImportOptions {
-                name,
-                strict_args,
-                ..Default::default()
-            };
-            if !caps.is_empty() {
-                options.capabilities = caps.into_iter().collect();
-            }
-            options.kernel = seccomp::KernelVersion::parse(&kernel).ok_or_else(|| {
-                anyhow::anyhow!("--kernel {kernel}: expected MAJOR.MINOR, e.g. 6.1")
-            })?;
-            let imported = seccomp::import(&json, &options)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            for w in &imported.warnings {
-                eprintln!("{}: warning: {w}", file.display());
-            }
-            write_out(output.as_deref(), &imported.policy_yaml)?;
-            eprintln!(
-                "imported {} syscalls from {}",
-                imported.allowed.len(),
-                file.display()
-            );
-            Ok(())
-        }
+        } => import_command(ImportCommand {
+            file,
+            output,
+            name,
+            caps,
+            kernel,
+            strict_args,
+        }),
         PolicyCommand::ExportSeccomp {
-            policy: file,
+            policy,
             output,
             log_for_audit,
-        } => {
-            let (mut policies, warnings) =
-                policy::load_files(std::slice::from_ref(&file)).into_result()?;
-            for w in &warnings {
-                eprintln!("{w}");
-            }
-            let Some(p) = policies.pop() else {
-                anyhow::bail!("{}: holds no SyscallPolicy", file.display());
-            };
-            let options = if log_for_audit {
-                seccomp::ExportOptions::for_mode(p.mode)
-            } else {
-                seccomp::ExportOptions::default()
-            };
-            let exported = seccomp::export_with(&p, &options);
-            for w in &exported.warnings {
-                eprintln!("{}: warning: {w}", file.display());
-            }
-            write_out(output.as_deref(), &exported.json)
-        }
+        } => export_command(ExportCommand {
+            policy,
+            output,
+            log_for_audit,
+        }),
     }
 }
 

@@ -88,6 +88,7 @@
 // that apply on an amd64 host), `import` (profile to allowlist), `render` (the policy
 // document, checked with the loader), `export` (policy to profile), `shape` (where a
 // profile has the wrong shape), `error` (why an import fails).
+pub mod command;
 mod context;
 mod error;
 mod export;

@@ -1,0 +1,70 @@
+//! Names of the probe's maps: the `#[map]` statics of `probe-ebpf` (the ELF symbols the
+//! agent opens, resizes and pins them by). The probe cannot take its statics' names from
+//! here, so an agent unit test checks every name against the built object, both ways.
+
+/// cgroup v2 id → [`Binding`](super::Binding). Written by the agent (bind, unbind);
+/// read by `sys_enter`.
+pub const WORKLOADS: &str = "WORKLOADS";
+/// slot → compiled policy ([`PolicySlot`](super::PolicySlot)). Written by the agent
+/// (fill, free); read by `sys_enter`, `sys_exit`, and the agent (`read_slot`).
+pub const POLICIES: &str = "POLICIES";
+/// `slot * COUNTERS_PER_SLOT + syscall index` → calls, per CPU. Written by
+/// `sys_enter`; read (summed over CPUs) and zeroed on slot reuse by the agent.
+pub const COUNTS: &str = "COUNTS";
+/// Violation events ([`ViolationEvent`](super::ViolationEvent)), a ring buffer.
+/// Written by `emit` (`sys_enter`, `sys_exit`, the LSM hooks, the guards); read by
+/// the agent.
+pub const VIOLATIONS: &str = "VIOLATIONS";
+/// Direct-mapped copy of `WORKLOADS` ([`CacheEntry`](super::CacheEntry)). Written by
+/// the agent with every bind and unbind; read by `sys_enter` before it tries
+/// `WORKLOADS`.
+pub const CGROUP_CACHE: &str = "CGROUP_CACHE";
+/// Probe-wide settings ([`ProbeSettings`](super::ProbeSettings)), one entry. Written
+/// by the agent; read by `sys_enter` and `emit` (and by the agent when it adopts a
+/// pinned probe).
+pub const SETTINGS: &str = "SETTINGS";
+/// Per-(workload, syscall) violation event rate limits. Written and read by `emit`;
+/// read by the agent (suppressed violations no event carried yet).
+pub const EVENT_LIMITS: &str = "EVENT_LIMITS";
+/// Probe health counters ([`stat`](super::stat)), per CPU. Written by the programs
+/// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
+pub const STATS: &str = "STATS";
+/// pid_tgid → a syscall in flight that the LSM hooks must deny
+/// ([`DenyMark`](super::DenyMark)). Written by `sys_enter` (mark), the LSM hooks
+/// (consume), `sys_exit` and `sched_process_exit` (clear).
+pub const DENY_MARKS: &str = "DENY_MARKS";
+/// Number of entries in `DENY_MARKS` (one u64). Written by whoever adds or removes a
+/// mark; read by the LSM hooks and `sys_exit`.
+pub const DENY_PENDING: &str = "DENY_PENDING";
+/// The agent's tgid (one entry; 0: none). Written by the agent at start; read by
+/// `guard_agent_kill`.
+pub const GUARDED: &str = "GUARDED";
+/// The generations a `TASK_MEMO` entry is valid for ([`generation`](super::generation)).
+/// `AGENT` written by the agent, `KERNEL` bumped by `memo_cgroup_attach` and
+/// `memo_task_exit`; read by `sys_enter`.
+pub const GENERATION: &str = "GENERATION";
+/// Per CPU, what `sys_enter` last found for a few tasks
+/// ([`TaskMemo`](super::TaskMemo)). Written and read by `sys_enter` only.
+pub const TASK_MEMO: &str = "TASK_MEMO";
+/// Per CPU, one u64 through which `sys_enter` turns its `pt_regs` pointer into a
+/// number. Written and read by `sys_enter` only.
+pub const REGS_SCRATCH: &str = "REGS_SCRATCH";
+
+/// Every map above: the maps the programs and the agent share, all pinned. (The
+/// object's `.rodata` and the log channel `AYA_LOGS` are per load, and not here.)
+pub const ALL: &[&str] = &[
+    WORKLOADS,
+    POLICIES,
+    COUNTS,
+    VIOLATIONS,
+    CGROUP_CACHE,
+    SETTINGS,
+    EVENT_LIMITS,
+    STATS,
+    DENY_MARKS,
+    DENY_PENDING,
+    GUARDED,
+    GENERATION,
+    TASK_MEMO,
+    REGS_SCRATCH,
+];
