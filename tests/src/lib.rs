@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod gate;
 pub mod metrics;
 pub mod oci;
 pub mod process;
@@ -19,20 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Whether the tests run under `CI=true`, where a test that cannot run fails instead of
-/// being skipped.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// `test` cannot run here, because of `why`: under `CI=true` it fails with the reason;
-/// elsewhere it says so on stderr, and the caller returns.
-pub fn skip(test: &str, why: &str) {
-    if ci() {
-        panic!("{test}: cannot run under CI=true: {why}");
-    }
-    eprintln!("skipping {test}: {why}");
-}
+pub use gate::{ci, skip};
 
 /// Whether the privileged parts of a test can run here. Under `CI=true` a missing
 /// feature is a failure, never a skip; elsewhere the test prints what is missing and

@@ -237,6 +237,47 @@ impl Containers {
         c
     }
 
+    /// `create` (stdout to `out`, stderr beside it), then `start`; the container's init
+    /// pid and how long `start` took. The init inherits the output files (files, not
+    /// pipes: reading a pipe to its end would wait for the container).
+    pub fn create_and_start(&mut self, bundle: &Path, id: &str, out: &Path) -> (i32, Duration) {
+        let runtime = self.runtime.file_name().unwrap_or_default().to_owned();
+        let runtime = runtime.to_string_lossy();
+        let pid_file = bundle.join(format!("{id}.pid"));
+        let err_file = out.with_extension("err");
+        let created = self
+            .cmd(&["create", "--bundle"])
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(out).unwrap())
+            .stderr(fs::File::create(&err_file).unwrap())
+            .status()
+            .unwrap();
+        self.track(id);
+        assert!(
+            created.success(),
+            "{runtime} create {id}: {}",
+            fs::read_to_string(&err_file).unwrap_or_default()
+        );
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let t = Instant::now();
+        let started = self.cmd(&["start", id]).output().unwrap();
+        let took = t.elapsed();
+        assert!(
+            started.status.success(),
+            "{runtime} start {id}: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
+        (pid, took)
+    }
+
     pub fn delete(&mut self, id: &str) {
         let _ = self
             .cmd(&["delete", "--force", id])

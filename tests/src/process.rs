@@ -117,9 +117,20 @@ impl Collected {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Wait up to 30 s for a JSON line that `pred` accepts; panics with the last lines
+    /// if none comes.
+    pub fn wait_json(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_json_for(what, Duration::from_secs(30), pred)
+    }
+
     /// Wait up to `timeout` for a JSON line that `pred` accepts; panics with the last
     /// lines if none comes.
-    pub fn wait_json(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_json_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         wait_for(timeout, || self.json_lines().into_iter().find(|v| pred(v)))
             .unwrap_or_else(|| panic!("never saw {what}; last lines:\n{}", self.tail()))
     }
@@ -127,12 +138,22 @@ impl Collected {
     /// Wait up to 30 s for a line (of either stream) that contains `needle`; every line
     /// so far. Panics with both streams if none comes.
     pub fn wait_for_line(&self, what: &str, needle: &str) -> String {
+        self.wait_needle(what, needle, |l| &l.both)
+    }
+
+    /// Wait up to 30 s for a line of stderr that contains `needle`; stderr so far.
+    pub fn wait_stderr(&self, what: &str, needle: &str) -> String {
+        self.wait_needle(what, needle, |l| &l.stderr)
+    }
+
+    fn wait_needle(&self, what: &str, needle: &str, stream: fn(&Lines) -> &Vec<String>) -> String {
         wait_for(Duration::from_secs(30), || {
             let l = self.lines.lock().unwrap();
-            l.both
+            let lines = stream(&l);
+            lines
                 .iter()
                 .any(|l| l.contains(needle))
-                .then(|| l.both.join("\n"))
+                .then(|| lines.join("\n"))
         })
         .unwrap_or_else(|| panic!("never saw {what} ({needle:?}); {}", self.all()))
     }
