@@ -283,22 +283,21 @@ impl Agent {
         self.process.stdout_lines()
     }
 
+    /// Wait up to 30 s for a JSON line that `pred` accepts; panics with the last lines
+    /// of the log if none comes.
     pub fn wait_line(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_line_for(what, Duration::from_secs(30), pred)
     }
 
+    /// [`Agent::wait_line`] with another timeout.
     pub fn wait_line_for(
         &self,
         what: &str,
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_for(timeout, || self.events().into_iter().find(|v| pred(v))).unwrap_or_else(|| {
-            panic!(
-                "agent never logged {what}; last lines:\n{}",
-                self.process.tail()
-            )
-        })
+        self.process
+            .wait_json_for(&format!("{what} in the agent's log"), timeout, pred)
     }
 
     /// Wait up to 30 s for a log line (JSON or not) containing `needle`; the log so far.

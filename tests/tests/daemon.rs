@@ -5,7 +5,7 @@
 
 use std::{
     os::unix::process::ExitStatusExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
@@ -23,15 +23,16 @@ const SYS_GETPID: u32 = 39;
 const SYS_GETPPID: u32 = 110;
 const SYS_GETUID: u32 = 102;
 
-fn enforce_denying(base: &str, deny: &str) -> String {
+/// A policy over `base/*` in `mode`, denying `deny` from runtime-default.
+fn denying(base: &str, mode: &str, deny: &str) -> String {
     format!(
-        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [{deny}]\n"
+        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: {mode}\n  include: [runtime-default]\n  deny: [{deny}]\n"
     )
 }
 
 /// A test's cgroup `sysfence-TAG-PID` (removed on drop), a temporary directory, and
 /// an empty policy directory in it.
-fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, std::path::PathBuf) {
+fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
     let base = format!("sysfence-{tag}-{}", std::process::id());
     let cgroup = TestCgroup::create(&base);
     let dir = tempfile::tempdir().unwrap();
@@ -40,11 +41,21 @@ fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, std::path::PathBu
     (base, cgroup, dir, policies)
 }
 
-/// A policy over `base/*` in audit mode, denying `deny` from runtime-default.
-fn audit_denying(base: &str, deny: &str) -> String {
-    format!(
-        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [{deny}]\n"
-    )
+/// [`scene`], with one policy `name` (file `p.yaml`, returned last) over `base/*` in
+/// `mode`, denying `deny` from runtime-default.
+fn scene_with_policy(
+    tag: &str,
+    name: &str,
+    mode: &str,
+    deny: &str,
+) -> (String, TestCgroup, tempfile::TempDir, PathBuf, PathBuf) {
+    let (base, cgroup, dir, policies) = scene(tag);
+    let file = write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(name, &denying(&base, mode, deny)),
+    );
+    (base, cgroup, dir, policies, file)
 }
 
 /// Run `sf-syscalls ARGS` in `cg` and return how it ended.
@@ -78,12 +89,8 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     if !privileged("sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it") {
         return;
     }
-    let (base, _base, dir, policies) = scene("restart");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("restart", &enforce_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) =
+        scene_with_policy("restart", "restart", "enforce", "getppid");
     let work = TestCgroup::create(&format!("{base}/w"));
     let agent = Agent::builder(&policies)
         .runtime_socket(&dir.path().join("runtime.sock"))
@@ -187,12 +194,8 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
     {
         return;
     }
-    let (base, _base, dir, policies) = scene("malformed");
-    let file = write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("kept", &enforce_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, file) =
+        scene_with_policy("malformed", "kept", "enforce", "getppid");
     let work = TestCgroup::create(&format!("{base}/w"));
     let agent = Agent::builder(&policies)
         .runtime_socket(&dir.path().join("runtime.sock"))
@@ -285,7 +288,7 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
     // Fixed: applied, and healthy again.
     std::fs::write(
         &file,
-        policy_yaml("kept", &enforce_denying(&base, "getuid")),
+        policy_yaml("kept", &denying(&base, "enforce", "getuid")),
     )
     .unwrap();
     agent.wait_line("the applied reload", |v| {
@@ -318,8 +321,8 @@ mod host_only {
         const RELOADS: usize = 100;
         let (base, _base, dir, policies) = scene("reload");
         let versions = [
-            policy_yaml("flip", &enforce_denying(&base, "getppid")),
-            policy_yaml("flip", &enforce_denying(&base, "getuid")),
+            policy_yaml("flip", &denying(&base, "enforce", "getppid")),
+            policy_yaml("flip", &denying(&base, "enforce", "getuid")),
         ];
         let file = write_policy(&policies, "flip.yaml", &versions[0]);
         let work = TestCgroup::create(&format!("{base}/w"));
@@ -435,12 +438,8 @@ mod host_only {
             return;
         }
         const CALLS: u64 = 3_000_000;
-        let (base, _base, dir, policies) = scene("flood");
-        write_policy(
-            &policies,
-            "p.yaml",
-            &policy_yaml("flood", &audit_denying(&base, "getppid")),
-        );
+        let (base, _base, dir, policies, _) =
+            scene_with_policy("flood", "flood", "audit", "getppid");
         let work = TestCgroup::create(&format!("{base}/w"));
         let agent = Agent::builder(&policies)
             .runtime_socket(&dir.path().join("runtime.sock"))
@@ -523,12 +522,7 @@ fn watch_through_the_agent_counts_each_workload_apart() {
     if !privileged("watch_through_the_agent_counts_each_workload_apart") {
         return;
     }
-    let (base, _base, dir, policies) = scene("watch");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("watched", &audit_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) = scene_with_policy("watch", "watched", "audit", "getppid");
     let w1 = TestCgroup::create(&format!("{base}/w1"));
     let w2 = TestCgroup::create(&format!("{base}/w2"));
     let agent = Agent::builder(&policies)
@@ -678,12 +672,7 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     if !privileged("pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason") {
         return;
     }
-    let (base, _base, dir, policies) = scene("layout");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("layout", &enforce_denying(&base, "getppid")),
-    );
+    let (_, _base, dir, policies, _) = scene_with_policy("layout", "layout", "enforce", "getppid");
     let pin_root = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/sysfence-layout-{}",
         std::process::id()
@@ -734,12 +723,7 @@ fn report_from_the_running_agent_counts_every_would_be_denial() {
     if !privileged("report_from_the_running_agent_counts_every_would_be_denial") {
         return;
     }
-    let (base, _base, dir, policies) = scene("report");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("dry", &audit_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) = scene_with_policy("report", "dry", "audit", "getppid");
     let noisy = TestCgroup::create(&format!("{base}/noisy"));
     let quiet = TestCgroup::create(&format!("{base}/quiet"));
     let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
