@@ -1,32 +1,54 @@
-//! Helpers for sysfence's integration tests: privilege gates, the binaries under test,
-//! cgroups that clean up after themselves.
+//! The test kit of sysfence's integration tests: privilege gates, the binaries under
+//! test, cgroups that clean up after themselves and workloads run in them (here); the
+//! agent ([`agent`]), its metrics ([`metrics`]), children whose output is collected
+//! ([`process`]), container runtimes and bundles ([`oci`]), the syscall catalog
+//! ([`catalog`]).
 
+pub mod agent;
 pub mod catalog;
+pub mod gate;
+pub mod metrics;
 pub mod oci;
+pub mod process;
 
 use std::{
+    ffi::OsStr,
     fs,
-    os::unix::process::CommandExt as _,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, ExitStatus, Output},
     time::{Duration, Instant},
 };
+
+pub use gate::{ci, skip};
 
 /// Whether the privileged parts of a test can run here. Under `CI=true` a missing
 /// feature is a failure, never a skip; elsewhere the test prints what is missing and
 /// returns early.
 pub fn privileged(test: &str) -> bool {
-    let missing = missing_privilege();
-    match missing {
+    match missing_privilege() {
         None => true,
-        Some(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: cannot run under CI=true: {why}")
-        }
         Some(why) => {
-            eprintln!("skipping {test}: {why}");
+            skip(test, &why);
             false
         }
     }
+}
+
+/// Whether `program` is on PATH; if not, the test is skipped (or fails under CI) with
+/// the Debian `package` to install.
+pub fn tool(test: &str, program: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
+    if !found {
+        skip(
+            test,
+            &format!(
+                "`{program}` not found (Debian package `{package}`, installed by `cargo xtask test`)"
+            ),
+        );
+    }
+    found
 }
 
 fn missing_privilege() -> Option<String> {
@@ -116,7 +138,7 @@ impl TestCgroup {
     }
 
     /// A command that joins this cgroup before it executes.
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let procs = self.path.join("cgroup.procs");
         let mut cmd = Command::new(program);
         // SAFETY: only async-signal-safe calls (open/write/close through std's fs is not;
@@ -135,6 +157,49 @@ impl TestCgroup {
         }
         cmd
     }
+}
+
+impl TestCgroup {
+    /// Run `program args` in this cgroup (joined before exec) and return how it ended.
+    pub fn run(&self, program: impl AsRef<OsStr>, args: &[&str]) -> ExitStatus {
+        self.command(program)
+            .args(args)
+            .status()
+            .expect("run a workload in the test cgroup")
+    }
+}
+
+/// Start `program args` so that it joins `cgroup` before it executes, exactly as
+/// `sysfence run` and `sysfence record -- CMD` start their command: the open
+/// `cgroup.procs` is inherited and the child's only call before exec is the write(2)
+/// that moves it (its sys_enter runs in the old cgroup, so it is not counted); its
+/// `execve` is the first call counted. ([`TestCgroup::command`] opens the file in the
+/// child: a call or two more, counted.)
+pub fn spawn_joined(cgroup: &Path, program: &str, args: &[&str]) -> Child {
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(cgroup.join("cgroup.procs"))
+        .expect("open cgroup.procs");
+    let fd = procs.as_raw_fd();
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    // SAFETY: only write(2), async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn workload");
+    drop(procs);
+    child
+}
+
+/// [`spawn_joined`], and wait for it.
+pub fn run_joined(cgroup: &Path, program: &str, args: &[&str]) -> ExitStatus {
+    spawn_joined(cgroup, program, args).wait().unwrap()
 }
 
 impl Drop for TestCgroup {

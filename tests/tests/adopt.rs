@@ -7,156 +7,16 @@ use std::{
     collections::BTreeMap,
     fs,
     io::{BufRead as _, BufReader},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::Path,
-    process::{Child, Command, ExitStatus, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use serde_json::Value;
-use sysfence_tests::{oci, *};
+use sysfence_tests::{agent::Agent, oci, process::Collected, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
-
-/// Whether a program the test needs is here; under CI its absence is a failure.
-fn tool(test: &str, program: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()));
-    if found {
-        return true;
-    }
-    let why = format!(
-        "`{program}` not found (Debian package `{package}`, installed by `cargo xtask test`)"
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: cannot run under CI=true: {why}");
-    }
-    eprintln!("skipping {test}: {why}");
-    false
-}
-
-/// Start `program args` so that it joins `cgroup` before it executes, exactly as
-/// `sysfence run` and `sysfence record -- CMD` start their command: the open
-/// `cgroup.procs` is inherited and the child's only call before exec is the write(2)
-/// that moves it (its sys_enter runs in the old cgroup, so it is not counted); its
-/// `execve` is the first call counted.
-fn spawn_joined(cgroup: &Path, program: &str, args: &[&str]) -> Child {
-    let procs = fs::OpenOptions::new()
-        .write(true)
-        .open(cgroup.join("cgroup.procs"))
-        .expect("open cgroup.procs");
-    let fd = procs.as_raw_fd();
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    // SAFETY: only write(2), async-signal-safe, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().expect("spawn workload");
-    drop(procs);
-    child
-}
-
-fn run_joined(cgroup: &Path, program: &str, args: &[&str]) -> ExitStatus {
-    spawn_joined(cgroup, program, args).wait().unwrap()
-}
-
-/// A child whose stdout and stderr lines are collected in the background; killed on drop.
-struct Collected {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Collected {
-    fn start(mut cmd: Command) -> Collected {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sysfence");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        for (stream, sink) in [
-            (
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-                stdout.clone(),
-            ),
-            (Box::new(child.stderr.take().unwrap()), stderr.clone()),
-        ] {
-            std::thread::spawn(move || {
-                for l in BufReader::new(stream).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(l);
-                }
-            });
-        }
-        Collected {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn all(&self) -> String {
-        format!(
-            "stdout:\n{}\nstderr:\n{}",
-            self.stdout.lock().unwrap().join("\n"),
-            self.stderr.lock().unwrap().join("\n")
-        )
-    }
-
-    /// Wait for a JSON line on stdout that `pred` accepts.
-    fn wait_json(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_for(Duration::from_secs(30), || {
-            self.stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|v| pred(v))
-        })
-        .unwrap_or_else(|| panic!("never saw {what}; {}", self.all()))
-    }
-
-    fn wait_stderr(&self, what: &str, needle: &str) {
-        wait_for(Duration::from_secs(30), || {
-            self.stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| l.contains(needle))
-                .then_some(())
-        })
-        .unwrap_or_else(|| panic!("never saw {what}; {}", self.all()));
-    }
-
-    /// Signal it, wait for it, and return its exit code and stdout lines.
-    fn stop(mut self, signal: i32) -> (i32, Vec<String>) {
-        // SAFETY: signalling the child we started.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-        let status = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
-        (
-            status.code().unwrap_or(-1),
-            self.stdout.lock().unwrap().clone(),
-        )
-    }
-}
-
-impl Drop for Collected {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// `strace -f -c` of `program args`: calls per syscall name.
 fn strace_counts(program: &str, args: &[&str]) -> BTreeMap<String, u64> {
@@ -580,24 +440,9 @@ mod host_only {
         // burst of 300 getppid exceeds the kernel's event rate limit (20/s): the events
         // that were held back ride, as `suppressed`, on the next event, which the final
         // `getppid 1` after a pause sends.
-        // Its own pins and API socket, removed at the end (a stop keeps the pins).
-        let pins = PinsRemoved(std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/sysfence-test-adopt-{}",
-            std::process::id()
-        )));
-        let mut cmd = sysfence();
-        cmd.args(["agent", "--no-cri", "--rescan-every", "0.5", "--policies"])
-            .arg(&policies)
-            .arg("--pin-path")
-            .arg(&pins.0)
-            .arg("--api-socket")
-            .arg(dir.path().join("api.sock"))
-            .arg("--runtime-socket")
-            .arg(dir.path().join("runtime.sock"));
-        let agent = Collected::start(cmd);
-        agent.wait_json("the binding", |v| {
-            v["event"] == "bound" && v["cgroup"] == rel.as_str()
-        });
+        // Its own pins and sockets, removed when it is dropped.
+        let mut agent = Agent::builder(&policies).no_cri().start();
+        agent.wait_bound_to(&rel);
         let live = dir.path().join("live");
         let mut cmd = sysfence();
         cmd.args([
@@ -624,10 +469,9 @@ mod host_only {
         std::thread::sleep(Duration::from_millis(1500));
         let (code, _) = recorder.stop(libc::SIGINT);
         assert_eq!(code, 0, "record ends early on SIGINT and writes its files");
-        let (code, log) = agent.stop(libc::SIGTERM);
-        assert_eq!(code, 0);
+        assert_eq!(agent.terminate(), 0);
         let log_path = dir.path().join("agent.log");
-        fs::write(&log_path, log.join("\n") + "\n").unwrap();
+        fs::write(&log_path, agent.stdout_lines().join("\n") + "\n").unwrap();
 
         let (code, from_log, report) =
             report_denials(&[], &["--events", log_path.to_str().unwrap()]);
@@ -835,36 +679,8 @@ mod host_only {
                 &["/bin/sh", "-c", script],
                 &format!("/{base}/{id}"),
             );
-            let pid_file = dir.path().join(format!("{id}.pid"));
             let log = dir.path().join(format!("{id}.out"));
-            let created = containers
-                .cmd(&["create", "--bundle"])
-                .arg(&bundle)
-                .arg("--pid-file")
-                .arg(&pid_file)
-                .arg(id)
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&log).unwrap())
-                .stderr(fs::File::create(log.with_extension("err")).unwrap())
-                .status()
-                .unwrap();
-            containers.track(id);
-            assert!(
-                created.success(),
-                "runc create {id}: {}",
-                fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-            );
-            let pid: i32 = fs::read_to_string(&pid_file)
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            let started = containers.cmd(&["start", id]).output().unwrap();
-            assert!(
-                started.status.success(),
-                "runc start {id}: {}",
-                text(&started).1
-            );
+            let (pid, _) = containers.create_and_start(&bundle, id, &log);
             pids.push(pid);
         }
         for pid in pids {
@@ -923,17 +739,5 @@ mod host_only {
                 "{name} missing from the learned allowlist:\n{yaml}"
             );
         }
-    }
-}
-
-/// Removes an agent's pins when dropped (`sysfence agent --uninstall`).
-struct PinsRemoved(std::path::PathBuf);
-
-impl Drop for PinsRemoved {
-    fn drop(&mut self) {
-        let _ = sysfence()
-            .args(["agent", "--uninstall", "--pin-path"])
-            .arg(&self.0)
-            .output();
     }
 }

@@ -4,31 +4,35 @@
 //! run on the host only.
 
 use std::{
-    collections::BTreeMap,
-    io::{Read as _, Write as _},
     os::unix::process::ExitStatusExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
-use sysfence_tests::{oci::Agent, *};
+use sysfence_tests::{
+    agent::Agent,
+    metrics::{http_get, parse_exposition, sample_sum},
+    process::Collected,
+    *,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 const SYS_GETPID: u32 = 39;
 const SYS_GETPPID: u32 = 110;
 const SYS_GETUID: u32 = 102;
 
-fn enforce_denying(base: &str, deny: &str) -> String {
+/// A policy over `base/*` in `mode`, denying `deny` from runtime-default.
+fn denying(base: &str, mode: &str, deny: &str) -> String {
     format!(
-        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [{deny}]\n"
+        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: {mode}\n  include: [runtime-default]\n  deny: [{deny}]\n"
     )
 }
 
 /// A test's cgroup `sysfence-TAG-PID` (removed on drop), a temporary directory, and
 /// an empty policy directory in it.
-fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, std::path::PathBuf) {
+fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
     let base = format!("sysfence-{tag}-{}", std::process::id());
     let cgroup = TestCgroup::create(&base);
     let dir = tempfile::tempdir().unwrap();
@@ -37,172 +41,30 @@ fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, std::path::PathBu
     (base, cgroup, dir, policies)
 }
 
-/// A policy over `base/*` in audit mode, denying `deny` from runtime-default.
-fn audit_denying(base: &str, deny: &str) -> String {
-    format!(
-        "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n  deny: [{deny}]\n"
-    )
-}
-
-/// Wait until the agent has logged `n` bindings.
-fn wait_bound(agent: &Agent, n: usize) {
-    wait_for(Duration::from_secs(10), || {
-        let bound = agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "bound")
-            .count();
-        (bound >= n).then_some(())
-    })
-    .unwrap_or_else(|| panic!("fewer than {n} workloads bound:\n{}", agent.log()));
+/// [`scene`], with one policy `name` (file `p.yaml`, returned last) over `base/*` in
+/// `mode`, denying `deny` from runtime-default.
+fn scene_with_policy(
+    tag: &str,
+    name: &str,
+    mode: &str,
+    deny: &str,
+) -> (String, TestCgroup, tempfile::TempDir, PathBuf, PathBuf) {
+    let (base, cgroup, dir, policies) = scene(tag);
+    let file = write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(name, &denying(&base, mode, deny)),
+    );
+    (base, cgroup, dir, policies, file)
 }
 
 /// Run `sf-syscalls ARGS` in `cg` and return how it ended.
 fn in_cgroup(cg: &TestCgroup, args: &[&str]) -> std::process::ExitStatus {
-    cg.command(WORKLOAD).args(args).status().unwrap()
+    cg.run(WORKLOAD, args)
 }
 
 fn killed(status: &std::process::ExitStatus) -> bool {
     status.signal() == Some(9)
-}
-
-/// The address the agent serves metrics on (it was started with `--metrics 127.0.0.1:0`).
-fn metrics_addr(agent: &Agent) -> String {
-    let v = agent.wait_line("the metrics address", |v| v["event"] == "metrics");
-    v["address"].as_str().unwrap().to_string()
-}
-
-/// GET `path` from `addr` (HTTP/1.1, connection closed): status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status code");
-    // hyper sends small bodies with a content-length; large ones may be chunked.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (code, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).expect("chunk size");
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
-/// Parse a Prometheus/OpenMetrics text exposition strictly enough to catch a broken
-/// one: every sample line is `name{labels} value`, every family has HELP and TYPE,
-/// and the text ends with `# EOF`. Returns samples by `name{labels}`.
-fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
-    assert!(text.ends_with("# EOF\n"), "no # EOF terminator:\n{text}");
-    let mut typed = std::collections::BTreeSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            typed.insert(rest.split_whitespace().next().unwrap().to_string());
-            continue;
-        }
-        if line.starts_with("# HELP ") || line == "# EOF" {
-            continue;
-        }
-        assert!(!line.starts_with('#'), "unknown comment line {line:?}");
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("sample without a value: {line:?}"));
-        let name = series.split('{').next().unwrap();
-        if series.contains('{') {
-            assert!(series.ends_with('}'), "unterminated labels: {line:?}");
-            let labels = &series[name.len() + 1..series.len() - 1];
-            for pair in split_labels(labels) {
-                let (k, v) = pair
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("label without `=`: {line:?}"));
-                assert!(
-                    k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                    "bad label name in {line:?}"
-                );
-                assert!(
-                    v.starts_with('"') && v.ends_with('"'),
-                    "unquoted label value in {line:?}"
-                );
-            }
-        }
-        let family = ["_total", "_created", "_info"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|f| typed.contains(*f))
-            .unwrap_or(name);
-        assert!(
-            typed.contains(family),
-            "sample of an untyped family: {line:?}"
-        );
-        let v: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("value is not a number: {line:?}"));
-        samples.insert(series.to_string(), v);
-    }
-    samples
-}
-
-fn split_labels(labels: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, c) in labels.char_indices() {
-        match c {
-            '\\' if quoted && !escaped => escaped = true,
-            '"' if !escaped => quoted = !quoted,
-            ',' if !quoted => {
-                out.push(&labels[start..i]);
-                start = i + 1;
-            }
-            _ => escaped = false,
-        }
-        if c != '\\' {
-            escaped = false;
-        }
-    }
-    if start < labels.len() {
-        out.push(&labels[start..]);
-    }
-    out
-}
-
-/// The sum of the samples of `name` whose labels include every `want` pair.
-fn sample_sum(samples: &BTreeMap<String, f64>, name: &str, want: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|(k, _)| k.starts_with(&format!("{name}{{")) || k.as_str() == name)
-        .filter(|(k, _)| {
-            want.iter()
-                .all(|(l, v)| k.contains(&format!("{l}=\"{v}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
 }
 
 fn pins_under(path: &Path) -> Vec<String> {
@@ -227,21 +89,15 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     if !privileged("sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it") {
         return;
     }
-    let (base, _base, dir, policies) = scene("restart");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("restart", &enforce_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) =
+        scene_with_policy("restart", "restart", "enforce", "getppid");
     let work = TestCgroup::create(&format!("{base}/w"));
-    let agent = Agent::start(
-        &policies,
-        &dir.path().join("runtime.sock"),
-        &["--no-cri", "--metrics", "127.0.0.1:0"],
-    );
-    agent.wait_line("the binding of w", |v| {
-        v["event"] == "bound" && v["cgroup"] == format!("{base}/w")
-    });
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .metrics()
+        .start();
+    agent.wait_bound_to(&format!("{base}/w"));
     // 1000 allowed calls, counted before the restart.
     assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "1000"]).success());
     let pins = pins_under(&agent.pin_path);
@@ -284,7 +140,7 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     assert_eq!(started["bound"], 1);
     // Counters adopted: the 1000 calls before the restart are still counted.
     assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "234"]).success());
-    let addr = metrics_addr(&agent);
+    let addr = agent.metrics_addr();
     let (code, body) = http_get(&addr, "/metrics");
     assert_eq!(code, 200, "{body}");
     let samples = parse_exposition(&body);
@@ -301,7 +157,7 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
         getpid >= 1234.0,
         "counts from before the restart were lost: getpid {getpid}\n{body}"
     );
-    let status = agent.api(&json!({"op": "status"}));
+    let status = agent.status();
     assert_eq!(status["probe"]["adopted"], true, "{status}");
     assert_eq!(
         status["workloads"][0]["cgroup"],
@@ -338,20 +194,16 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
     {
         return;
     }
-    let (base, _base, dir, policies) = scene("malformed");
-    let file = write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("kept", &enforce_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, file) =
+        scene_with_policy("malformed", "kept", "enforce", "getppid");
     let work = TestCgroup::create(&format!("{base}/w"));
-    let agent = Agent::start(
-        &policies,
-        &dir.path().join("runtime.sock"),
-        &["--no-cri", "--metrics", "127.0.0.1:0"],
-    );
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .metrics()
+        .start();
     agent.wait_line("the binding of w", |v| v["event"] == "bound");
-    let addr = metrics_addr(&agent);
+    let addr = agent.metrics_addr();
     let (code, body) = http_get(&addr, "/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
 
@@ -382,7 +234,7 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
         killed(&in_cgroup(&work, &["getppid", "1"])),
         "the rejected change took effect"
     );
-    let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+    let samples = metrics::scrape(&addr);
     assert_eq!(
         samples.get("sysfence_policy_reloads_total{result=\"rejected\"}"),
         Some(&1.0),
@@ -425,22 +277,18 @@ fn a_malformed_change_is_rejected_with_its_position_and_the_policy_in_force_stay
 
     // A YAML syntax error: rejected too.
     std::fs::write(&file, "apiVersion: sysfence.dev/v1\nkind: [\n").unwrap();
-    wait_for(Duration::from_secs(10), || {
-        (agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "reload_rejected")
-            .count()
-            >= 2)
-            .then_some(())
-    })
-    .expect("the YAML error was not rejected");
+    agent.wait_count(
+        "rejected reloads (the YAML error was not rejected)",
+        2,
+        Duration::from_secs(10),
+        |v| v["event"] == "reload_rejected",
+    );
     assert!(killed(&in_cgroup(&work, &["getppid", "1"])));
 
     // Fixed: applied, and healthy again.
     std::fs::write(
         &file,
-        policy_yaml("kept", &enforce_denying(&base, "getuid")),
+        policy_yaml("kept", &denying(&base, "enforce", "getuid")),
     )
     .unwrap();
     agent.wait_line("the applied reload", |v| {
@@ -473,8 +321,8 @@ mod host_only {
         const RELOADS: usize = 100;
         let (base, _base, dir, policies) = scene("reload");
         let versions = [
-            policy_yaml("flip", &enforce_denying(&base, "getppid")),
-            policy_yaml("flip", &enforce_denying(&base, "getuid")),
+            policy_yaml("flip", &denying(&base, "enforce", "getppid")),
+            policy_yaml("flip", &denying(&base, "enforce", "getuid")),
         ];
         let file = write_policy(&policies, "flip.yaml", &versions[0]);
         let work = TestCgroup::create(&format!("{base}/w"));
@@ -556,17 +404,13 @@ mod host_only {
         assert!(killed(&in_cgroup(&work, &["getppid", "1"])));
         assert!(in_cgroup(&work, &["loop", &SYS_GETUID.to_string(), "1"]).success());
         // Freed slots were reused: 100 reloads fit in a probe of 20 slots.
-        let status = agent.api(&json!({"op": "status"}));
+        let status = agent.status();
         assert_eq!(status["probe"]["slots_used"], 2, "{status}");
         assert_eq!(status["reloads"]["applied"], RELOADS, "{status}");
     }
 
     fn applied_reloads(agent: &Agent) -> usize {
-        agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "policies_reloaded" && v["result"] == "applied")
-            .count()
+        agent.count(|v| v["event"] == "policies_reloaded" && v["result"] == "applied")
     }
 
     fn proc_rss_kib(pid: u32) -> u64 {
@@ -594,20 +438,16 @@ mod host_only {
             return;
         }
         const CALLS: u64 = 3_000_000;
-        let (base, _base, dir, policies) = scene("flood");
-        write_policy(
-            &policies,
-            "p.yaml",
-            &policy_yaml("flood", &audit_denying(&base, "getppid")),
-        );
+        let (base, _base, dir, policies, _) =
+            scene_with_policy("flood", "flood", "audit", "getppid");
         let work = TestCgroup::create(&format!("{base}/w"));
-        let agent = Agent::start(
-            &policies,
-            &dir.path().join("runtime.sock"),
-            &["--no-cri", "--metrics", "127.0.0.1:0"],
-        );
+        let agent = Agent::builder(&policies)
+            .runtime_socket(&dir.path().join("runtime.sock"))
+            .no_cri()
+            .metrics()
+            .start();
         agent.wait_line("the binding of w", |v| v["event"] == "bound");
-        let addr = metrics_addr(&agent);
+        let addr = agent.metrics_addr();
         let pid = agent.pid();
         let rss_before = proc_rss_kib(pid);
         let cpu_before = proc_cpu_ticks(pid);
@@ -627,7 +467,7 @@ mod host_only {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         let cpu_share = cpu as f64 / hz / secs;
         let rss_after = proc_rss_kib(pid);
-        let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+        let samples = metrics::scrape(&addr);
         let counted = sample_sum(
             &samples,
             "sysfence_syscalls_total",
@@ -644,11 +484,7 @@ mod host_only {
         );
         let dropped = samples["sysfence_events_dropped_total"];
         let suppressed = samples["sysfence_events_suppressed_total"];
-        let logged = agent
-            .events()
-            .iter()
-            .filter(|v| v["event"] == "violation")
-            .count();
+        let logged = agent.count(|v| v["event"] == "violation");
         eprintln!(
             "flood test: {CALLS} denied getppid in {secs:.2} s ({:.0}/s); events logged {logged}, suppressed {suppressed}, dropped {dropped}; agent CPU {:.1}% of one core, RSS {rss_before} -> {rss_after} KiB",
             CALLS as f64 / secs,
@@ -686,61 +522,40 @@ fn watch_through_the_agent_counts_each_workload_apart() {
     if !privileged("watch_through_the_agent_counts_each_workload_apart") {
         return;
     }
-    let (base, _base, dir, policies) = scene("watch");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("watched", &audit_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) = scene_with_policy("watch", "watched", "audit", "getppid");
     let w1 = TestCgroup::create(&format!("{base}/w1"));
     let w2 = TestCgroup::create(&format!("{base}/w2"));
-    let agent = Agent::start(
-        &policies,
-        &dir.path().join("runtime.sock"),
-        &["--no-cri", "--metrics", "127.0.0.1:0"],
-    );
-    wait_bound(&agent, 2);
-    let addr = metrics_addr(&agent);
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .metrics()
+        .start();
+    agent.wait_bound(2);
+    let addr = agent.metrics_addr();
 
-    let mut watch = sysfence()
+    let mut watch = sysfence();
+    watch
         .args(["watch", "--json", "--api"])
         .arg(&agent.api)
-        .args(["--cgroup", &format!("{base}/*")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = watch.stdout.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
-    let reader = {
-        let lines = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for l in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(v) = serde_json::from_str::<Value>(&l) {
-                    lines.lock().unwrap().push(v);
-                }
-            }
-        })
+        .args(["--cgroup", &format!("{base}/*")]);
+    let mut watch = Collected::start(watch);
+    // The JSON frames on watch's stdout.
+    let frames = |watch: &Collected| -> Vec<Value> {
+        watch
+            .stdout_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     };
     // The agent took both workloads into slots of their own.
-    wait_for(Duration::from_secs(10), || {
-        let s = agent.api(&json!({"op": "status"}));
-        (s["probe"]["slots_used"] == 4).then_some(())
-    })
-    .expect("two watch slots in use");
+    wait_slots_used(&agent, 4, "two watch slots in use");
 
     assert!(in_cgroup(&w1, &["loop", &SYS_GETUID.to_string(), "5000"]).success());
     assert!(in_cgroup(&w2, &["loop", &SYS_GETUID.to_string(), "777"]).success());
     assert!(in_cgroup(&w1, &["getppid", "3"]).success());
 
-    let sum = |cgroup: &str, field: &str, key: &str| -> u64 {
-        lines
-            .lock()
-            .unwrap()
+    let sum = |watch: &Collected, cgroup: &str, field: &str, key: &str| -> u64 {
+        frames(watch)
             .iter()
             .filter(|v| v["cgroup"] == cgroup)
             .filter_map(|v| v[field][key].as_u64())
@@ -748,46 +563,37 @@ fn watch_through_the_agent_counts_each_workload_apart() {
     };
     let (c1, c2) = (format!("{base}/w1"), format!("{base}/w2"));
     wait_for(Duration::from_secs(15), || {
-        (sum(&c1, "deltas", "x86_64:getuid") >= 5000
-            && sum(&c2, "deltas", "x86_64:getuid") >= 777
-            && sum(&c1, "violations", "x86_64:getppid") >= 3)
+        (sum(&watch, &c1, "deltas", "x86_64:getuid") >= 5000
+            && sum(&watch, &c2, "deltas", "x86_64:getuid") >= 777
+            && sum(&watch, &c1, "violations", "x86_64:getppid") >= 3)
             .then_some(())
     });
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
-    let status = watch.wait().unwrap();
-    reader.join().unwrap();
-    let mut stderr = String::new();
-    watch
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let status = watch.signal_and_wait(libc::SIGINT);
+    let stderr = watch.stderr_lines().join("\n");
     assert!(status.success(), "watch: {status:?}\n{stderr}");
     assert!(stderr.contains("agent mode"), "{stderr}");
     assert_eq!(
-        sum(&c1, "deltas", "x86_64:getuid"),
+        sum(&watch, &c1, "deltas", "x86_64:getuid"),
         5000,
         "w1 counted apart"
     );
-    assert_eq!(sum(&c2, "deltas", "x86_64:getuid"), 777, "w2 counted apart");
-    assert_eq!(sum(&c1, "deltas", "x86_64:getppid"), 3);
-    assert_eq!(sum(&c1, "violations", "x86_64:getppid"), 3);
-    assert_eq!(sum(&c2, "violations", "x86_64:getppid"), 0);
-    let first = lines.lock().unwrap().first().cloned().unwrap();
+    assert_eq!(
+        sum(&watch, &c2, "deltas", "x86_64:getuid"),
+        777,
+        "w2 counted apart"
+    );
+    assert_eq!(sum(&watch, &c1, "deltas", "x86_64:getppid"), 3);
+    assert_eq!(sum(&watch, &c1, "violations", "x86_64:getppid"), 3);
+    assert_eq!(sum(&watch, &c2, "violations", "x86_64:getppid"), 0);
+    let first = frames(&watch).first().cloned().unwrap();
     assert_eq!(first["policy"], "watched", "{first}");
 
     // The watch gone, both go back to the policy's slot; the policy's total kept
     // every call, counted apart or not.
-    wait_for(Duration::from_secs(10), || {
-        let s = agent.api(&json!({"op": "status"}));
-        (s["probe"]["slots_used"] == 2).then_some(())
-    })
-    .expect("the watch slots are freed");
+    wait_slots_used(&agent, 2, "the watch slots are freed");
     assert!(in_cgroup(&w2, &["loop", &SYS_GETUID.to_string(), "1000"]).success());
     let total = wait_for(Duration::from_secs(10), || {
-        let samples = parse_exposition(&http_get(&addr, "/metrics").1);
+        let samples = metrics::scrape(&addr);
         let n = sample_sum(
             &samples,
             "sysfence_syscalls_total",
@@ -796,6 +602,14 @@ fn watch_through_the_agent_counts_each_workload_apart() {
         (n == 6777.0).then_some(n)
     });
     assert_eq!(total, Some(6777.0), "the policy total lost calls");
+}
+
+/// Wait (10 s) until the agent's probe has `n` policy slots in use.
+fn wait_slots_used(agent: &Agent, n: u64, what: &str) {
+    wait_for(Duration::from_secs(10), || {
+        (agent.status()["probe"]["slots_used"] == n).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{what}: {}", agent.status()));
 }
 
 /// Create a BPF array map and pin it at `path` (as an agent of another build would
@@ -858,12 +672,7 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     if !privileged("pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason") {
         return;
     }
-    let (base, _base, dir, policies) = scene("layout");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("layout", &enforce_denying(&base, "getppid")),
-    );
+    let (_, _base, dir, policies, _) = scene_with_policy("layout", "layout", "enforce", "getppid");
     let pin_root = std::path::PathBuf::from(format!(
         "/sys/fs/bpf/sysfence-layout-{}",
         std::process::id()
@@ -872,30 +681,19 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     pin_array_map(&pin_root.join("v0/WORKLOADS"), 8, 16);
 
     // A probe of layout v0: replaced.
-    let agent = |extra: &[&str]| {
-        sysfence()
-            .args(["agent", "--no-cri", "--policies"])
-            .arg(&policies)
-            .arg("--pin-path")
-            .arg(&pin_root)
-            .arg("--api-socket")
-            .arg(dir.path().join("api.sock"))
-            .arg("--runtime-socket")
-            .arg(dir.path().join("runtime.sock"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+    let agent = || {
+        Agent::builder(&policies)
+            .no_cri()
+            .pin_path(&pin_root)
+            .api_socket(&dir.path().join("api.sock"))
+            .runtime_socket(&dir.path().join("runtime.sock"))
     };
-    let mut child = agent(&[]);
-    let log = wait_for_line(&mut child, "\"started\"");
+    let first = agent().start();
+    let log = first.wait_for_log("\"started\"");
     assert!(log.contains("\"event\":\"migrated\""), "{log}");
     assert!(!pin_root.join("v0").exists(), "the v0 pins are still there");
     assert!(pin_root.join("v1/links/sys_enter").exists());
-    // SAFETY: signalling the child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
+    first.stop_keeping_pins();
     let out = sysfence()
         .args(["agent", "--uninstall", "--pin-path"])
         .arg(&pin_root)
@@ -906,12 +704,9 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     // This layout's directory, but a POLICIES of another value size: refused.
     std::fs::create_dir_all(pin_root.join("v1/links")).unwrap();
     pin_array_map(&pin_root.join("v1/POLICIES"), 8, 20);
-    let out = agent(&[]).wait_with_output().unwrap();
+    // (The kit removes the pins once it has exited.)
+    let out = agent().run_to_exit();
     let (_, stderr) = text(&out);
-    let _ = sysfence()
-        .args(["agent", "--uninstall", "--pin-path"])
-        .arg(&pin_root)
-        .output();
     assert_eq!(out.status.code(), Some(2), "an error: {stderr}");
     assert!(
         stderr.contains("does not have this agent's layout v1")
@@ -921,35 +716,6 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     );
 }
 
-/// Read `child`'s stdout until a line contains `needle`; everything read so far.
-fn wait_for_line(child: &mut Child, needle: &str) -> String {
-    use std::io::BufRead as _;
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
-            log.push_str(&l);
-            log.push('\n');
-            if l.contains(needle) {
-                return log;
-            }
-        }
-    }
-    panic!("no line with {needle} in 30 s:\n{log}");
-}
-
 /// `sysfence report` asks the running agent: every would-be denial counted, those the
 /// kernel's rate limit still holds back included.
 #[test]
@@ -957,16 +723,11 @@ fn report_from_the_running_agent_counts_every_would_be_denial() {
     if !privileged("report_from_the_running_agent_counts_every_would_be_denial") {
         return;
     }
-    let (base, _base, dir, policies) = scene("report");
-    write_policy(
-        &policies,
-        "p.yaml",
-        &policy_yaml("dry", &audit_denying(&base, "getppid")),
-    );
+    let (base, _base, dir, policies, _) = scene_with_policy("report", "dry", "audit", "getppid");
     let noisy = TestCgroup::create(&format!("{base}/noisy"));
     let quiet = TestCgroup::create(&format!("{base}/quiet"));
     let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
-    wait_bound(&agent, 2);
+    agent.wait_bound(2);
     assert!(in_cgroup(&noisy, &["getppid", "500"]).success());
     assert!(in_cgroup(&quiet, &["loop", &SYS_GETUID.to_string(), "100"]).success());
     agent.wait_line("a violation", |v| v["event"] == "violation");

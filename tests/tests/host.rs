@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sysfence_tests::{oci::Agent, *};
+use sysfence_tests::{agent::Agent, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -152,13 +152,11 @@ fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
             ),
         ),
     );
-    let agent = Agent::start(dir.path(), &dir.path().join("runtime.sock"), &["--no-cri"]);
+    let agent = Agent::builder(dir.path()).no_cri().start();
 
     // A cgroup created after the agent started is bound as it appears.
     let work = TestCgroup::create(&format!("{base}/w1"));
-    agent.wait_line("the binding of w1", |v| {
-        v["event"] == "bound" && v["cgroup"] == format!("{base}/w1")
-    });
+    agent.wait_bound_to(&format!("{base}/w1"));
 
     // Outside any policed cgroup: untouched, while the agent runs.
     let outside = Command::new(WORKLOAD)
@@ -171,11 +169,7 @@ fn agent_binds_new_cgroups_and_leaves_everything_else_alone() {
     );
 
     // Inside: the first getppid kills it.
-    let inside = work
-        .command(WORKLOAD)
-        .args(["getppid", "1"])
-        .status()
-        .unwrap();
+    let inside = work.run(WORKLOAD, &["getppid", "1"]);
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&inside),
         Some(9),
@@ -247,11 +241,7 @@ fn a_bad_policy_is_rejected_with_its_position_and_changes_nothing() {
     );
 
     // agent: refuses to start on a directory with a bad policy; nothing gets bound.
-    let out = sysfence()
-        .args(["agent", "--policies"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = Agent::builder(dir.path()).run_to_exit();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
     assert!(stderr.contains("bad.yaml:9:7"), "{stderr}");
@@ -378,7 +368,7 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
             ),
         ),
     );
-    let agent = Agent::start(dir.path(), &dir.path().join("runtime.sock"), &["--no-cri"]);
+    let agent = Agent::builder(dir.path()).no_cri().start();
 
     // Bound while it runs: killed at its next getppid.
     let status = exit_within(&mut before, 10);
@@ -396,9 +386,7 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
     );
     // Moved into a bound cgroup while it runs: killed at its next getppid.
     let work = TestCgroup::create(&format!("{base}/w1"));
-    agent.wait_line("the binding of w1", |v| {
-        v["event"] == "bound" && v["cgroup"] == format!("{base}/w1")
-    });
+    agent.wait_bound_to(&format!("{base}/w1"));
     std::fs::write(work.path.join("cgroup.procs"), outside.id().to_string()).unwrap();
     let status = exit_within(&mut outside, 10);
     assert_eq!(

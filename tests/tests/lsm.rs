@@ -224,11 +224,9 @@ fn a_policed_task_cannot_signal_the_agent_or_write_bpffs() {
         ),
     );
     let work = TestCgroup::create(&format!("{base}/w"));
-    let agent = sysfence_tests::oci::Agent::start(
-        &policies,
-        &dir.path().join("runtime.sock"),
-        &["--no-cri"],
-    );
+    let agent = sysfence_tests::agent::Agent::builder(&policies)
+        .no_cri()
+        .start();
     let guard = agent.wait_line("self-protection", |v| {
         v["event"] == "self_protection" || v["event"] == "self_protection_unavailable"
     });
