@@ -365,7 +365,10 @@ impl Agent {
         if let Err(e) = self.workloads.rescan(&mut self.probe).await {
             self.rescan_failures += 1;
             warn!(event = "rescan_failed", error = %format!("{e:#}"), failures = self.rescan_failures, "bindings in force stay; retried on the next rescan");
+            return;
         }
+        let index = self.workloads.index();
+        self.telemetry.prune(&|id| index.get(id).is_some());
     }
 
     /// One event from the ring buffer: decoded once, enriched once, then logged and

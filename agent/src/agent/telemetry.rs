@@ -3,7 +3,7 @@
 
 use std::{
     cell::RefCell,
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     time::SystemTime,
 };
 
@@ -22,6 +22,13 @@ use crate::{
 
 /// Violation records kept for `sysfence report` (the newest).
 pub const RECENT_VIOLATIONS: usize = 10_000;
+/// Violation series (`sysfence_violations_total`) per workload with their own syscall
+/// label; past it, a workload's further syscalls are summed in one series labelled
+/// `syscall="other"`, so that no workload can grow the metrics (or the agent's memory)
+/// by cycling through syscall numbers.
+pub const SERIES_PER_WORKLOAD: usize = 32;
+/// The label of the series that sums the rest.
+pub const OTHER: &str = "other";
 
 /// What the agent keeps for its API and metrics.
 pub struct Telemetry {
@@ -38,6 +45,9 @@ pub struct Telemetry {
     pub next_seq: u64,
     /// Violations per workload (cgroup id) and `abi:syscall`, for watches.
     pub watch_violations: HashMap<u64, Counts>,
+    /// The series each workload (cgroup id) counts in, to cap them and to let them go
+    /// with the workload.
+    pub series_of: HashMap<u64, BTreeSet<ViolationSeries>>,
     pub exported: RefCell<BTreeMap<ViolationSeries, u64>>,
     pub reloads: BTreeMap<String, u64>,
     pub last_reload_success: SystemTime,
@@ -46,8 +56,14 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn record_violation(&mut self, mut v: Violation) {
-        let series = ViolationSeries::of(&v);
         let cgroup_id = v.workload.cgroup_id;
+        let mut series = ViolationSeries::of(&v);
+        let mine = self.series_of.entry(cgroup_id).or_default();
+        if !mine.contains(&series) && mine.len() >= SERIES_PER_WORKLOAD {
+            series.abi = OTHER.to_string();
+            series.syscall = OTHER.to_string();
+        }
+        mine.insert(series.clone());
         let index = v.index.or_else(|| v.key().index());
         *self.violations.entry(series.clone()).or_default() += v.calls();
         let index = index.unwrap_or(probe_common::UNCLASSIFIED_INDEX);
@@ -67,6 +83,29 @@ impl Telemetry {
         }
     }
 
+    /// Let go of what is kept per workload for workloads that are gone (`live` says
+    /// which are not): their series, rate-limit keys and watch counts. The recent
+    /// records stay (bounded), for reports.
+    pub fn prune(&mut self, live: &dyn Fn(u64) -> bool) -> usize {
+        let gone: BTreeSet<u64> = self
+            .series_of
+            .keys()
+            .chain(self.watch_violations.keys())
+            .copied()
+            .filter(|id| !live(*id))
+            .collect();
+        for id in &gone {
+            for series in self.series_of.remove(id).unwrap_or_default() {
+                self.violations.remove(&series);
+                self.exported.get_mut().remove(&series);
+            }
+            self.watch_violations.remove(id);
+        }
+        self.by_rate_key.retain(|(id, _), _| live(*id));
+        self.last_record.retain(|(id, _), _| live(*id));
+        gone.len()
+    }
+
     pub fn count_reload(&mut self, result: &str) {
         *self.reloads.entry(result.to_string()).or_default() += 1;
     }
@@ -80,6 +119,7 @@ impl Telemetry {
             violations: BTreeMap::new(),
             by_rate_key: HashMap::new(),
             watch_violations: HashMap::new(),
+            series_of: HashMap::new(),
             last_record: HashMap::new(),
             next_seq: 0,
             exported: RefCell::new(BTreeMap::new()),
@@ -186,5 +226,68 @@ impl Agent {
             ),
         ];
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::WorkloadRef;
+
+    fn violation(cgroup_id: u64, nr: i64) -> Violation {
+        Violation {
+            policy: "web".into(),
+            workload: WorkloadRef {
+                cgroup_id,
+                cgroup: format!("pods/w{cgroup_id}"),
+                ..WorkloadRef::default()
+            },
+            abi: "x86_64".into(),
+            syscall: format!("#{nr}"),
+            outcome: "audited".into(),
+            ..Violation::default()
+        }
+    }
+
+    #[test]
+    fn a_workload_cycling_syscalls_cannot_grow_the_series_past_its_cap() {
+        let mut t = Telemetry::new(SystemTime::now());
+        for nr in 0..1200 {
+            t.record_violation(violation(1, 600 + nr));
+        }
+        t.record_violation(violation(2, 7));
+        let of = |id: u64| {
+            t.violations
+                .keys()
+                .filter(|s| s.cgroup == format!("pods/w{id}"))
+                .count()
+        };
+        assert_eq!(
+            of(1),
+            SERIES_PER_WORKLOAD + 1,
+            "its own series and one `other`"
+        );
+        assert_eq!(of(2), 1, "another workload keeps its own series");
+        let other: u64 = t
+            .violations
+            .iter()
+            .filter(|(s, _)| s.syscall == OTHER)
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(other, 1200 - SERIES_PER_WORKLOAD as u64, "summed, not lost");
+    }
+
+    #[test]
+    fn what_a_workload_leaves_behind_goes_with_it() {
+        let mut t = Telemetry::new(SystemTime::now());
+        for nr in 0..10 {
+            t.record_violation(violation(1, nr));
+            t.record_violation(violation(2, nr));
+        }
+        assert_eq!(t.prune(&|id| id == 2), 1);
+        assert!(t.violations.keys().all(|s| s.cgroup == "pods/w2"));
+        assert!(t.by_rate_key.keys().all(|(id, _)| *id == 2));
+        assert!(!t.watch_violations.contains_key(&1));
+        assert_eq!(t.recent.len(), 20, "records stay for reports");
     }
 }
