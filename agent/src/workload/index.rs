@@ -453,27 +453,22 @@ impl CgroupIndex {
     }
 
     /// Why a container's identity cannot be established, if it cannot: in a pod while
-    /// the CRI (configured) does not know it, so its labels are unknown; or no runtime
-    /// state and no CRI accounts for it at all (a cgroup named like a container).
+    /// the CRI is unavailable, so its labels are unknown; or no runtime state and no
+    /// CRI accounts for it at all (a cgroup named like a container). A CRI that answers
+    /// but does not list a container yet (a pod sandbox starting inside RunPodSandbox)
+    /// is not an outage: such a container gets the policy its known fields select.
     fn unknown_identity(&self, w: &Workload, state: bool, labels_known: bool) -> Option<String> {
         if w.kind != Some(Kind::Container) {
             return None;
         }
         let cid = w.container_id.as_deref().unwrap_or("?");
-        let cri_status = || {
-            self.cri
-                .iter()
-                .find_map(|c| c.last_error.clone())
-                .map_or_else(
-                    || "not listed yet".to_string(),
-                    |e| format!("unavailable: {e}"),
-                )
-        };
         let in_pod = w.pod_uid.is_some() || w.namespace.is_some();
-        if in_pod && !self.cri.is_empty() && !labels_known {
+        if in_pod
+            && !labels_known
+            && let Some(error) = self.cri.iter().find_map(|c| c.last_error.clone())
+        {
             return Some(format!(
-                "the CRI does not know container {cid} ({}): its pod labels are unknown",
-                cri_status()
+                "the CRI is unavailable ({error}): the pod labels of container {cid} are unknown"
             ));
         }
         if !state && !labels_known && w.runtime.is_none() {
