@@ -32,6 +32,8 @@ use crate::{
 
 pub struct AgentOptions {
     pub policies: PathBuf,
+    /// `--sets DIR`: where includes are looked for besides the policy directory.
+    pub sets: Option<PathBuf>,
     /// Full rescan of the cgroup tree, as a safety net under inotify.
     pub rescan_every: Duration,
     /// The runtime socket `sysfence wrap` asks to bind containers at `start`.
@@ -172,9 +174,12 @@ struct Agent {
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
-    let files = policy::expand_paths(std::slice::from_ref(&options.policies))
-        .with_context(|| format!("reading policy directory {}", options.policies.display()))?;
-    let (policies, warnings) = policy::load_files(&files).into_result()?;
+    let loaded = policy::load_paths(
+        std::slice::from_ref(&options.policies),
+        options.sets.as_deref(),
+    );
+    loaded.log_sources();
+    let (policies, warnings) = loaded.into_result()?;
     for w in &warnings {
         warn!(event = "policy_warning", file = %w.file, line = w.line, column = w.column, message = %w.message);
     }
@@ -256,7 +261,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     workloads.spawn_watcher(wake_tx)?;
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    spawn_policy_watcher(&options.policies, reload_tx)?;
+    spawn_policy_watcher(&options.policies, options.sets.as_deref(), reload_tx)?;
     // Without its socket the agent still binds what it discovers; `sysfence wrap`
     // then refuses to start containers (unless --fail-open), which makes it visible.
     let (_idle, idle_requests) = mpsc::channel(1);
@@ -466,15 +471,9 @@ impl Agent {
             self.change_seen = Some(t0);
         }
         let dir = self.options.policies.clone();
-        let files = match policy::expand_paths(std::slice::from_ref(&dir)) {
-            Ok(f) => f,
-            Err(e) => {
-                self.telemetry.count_reload("rejected");
-                warn!(event = "reload_rejected", dir = %dir.display(), error = %e, "policies in force are kept");
-                return;
-            }
-        };
-        let (policies, warnings) = match policy::load_files(&files).into_result() {
+        let loaded = policy::load_paths(std::slice::from_ref(&dir), self.options.sets.as_deref());
+        loaded.log_sources();
+        let (policies, warnings) = match loaded.into_result() {
             Ok(ok) => ok,
             Err(rejected) => {
                 for d in rejected
@@ -820,7 +819,11 @@ impl Agent {
 
 /// Watch the policy directory (and its subdirectories, including kubelet's `..data`
 /// swap): each change sends a reload request.
-fn spawn_policy_watcher(dir: &Path, reload: mpsc::Sender<()>) -> anyhow::Result<()> {
+fn spawn_policy_watcher(
+    dir: &Path,
+    sets: Option<&Path>,
+    reload: mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     use inotify::{Inotify, WatchMask};
     let mut inotify = Inotify::init().context("inotify_init")?;
     let mask = WatchMask::CREATE
@@ -830,20 +833,10 @@ fn spawn_policy_watcher(dir: &Path, reload: mpsc::Sender<()>) -> anyhow::Result<
         | WatchMask::MOVED_TO
         | WatchMask::MOVED_FROM
         | WatchMask::ATTRIB;
-    let mut dirs = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
-            for e in entries.flatten() {
-                let p = e.path();
-                // Not through symlinks (kubelet's ..data): the swap shows in `dir`.
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(p);
-                }
-            }
-        }
-        i += 1;
-    }
+    // The directories the loader's bounded walk reads (kubelet's ..data is not one: the
+    // swap shows in `dir`), and --sets.
+    let dirs = policy::sources::watched_dirs(dir, sets)
+        .with_context(|| format!("reading policy directory {}", dir.display()))?;
     for d in &dirs {
         inotify
             .watches()

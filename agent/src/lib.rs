@@ -6,6 +6,7 @@
 pub mod api;
 pub mod bench_support;
 pub mod cgroup;
+pub mod check;
 pub mod daemon;
 pub mod doctor;
 pub mod dryrun;
