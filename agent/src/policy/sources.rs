@@ -431,7 +431,10 @@ impl fmt::Display for SetUse {
 
 fn display_dirs(dirs: &[PathBuf]) -> String {
     dirs.iter()
-        .map(|d| format!("{}/", d.display()))
+        .map(|d| {
+            let d = d.display().to_string();
+            if d.ends_with('/') { d } else { d + "/" }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
