@@ -148,6 +148,14 @@ pub fn load_files(files: &[PathBuf]) -> Loaded {
 /// in `sets_dir`, and the shipped sets (see [`sources`]).
 pub fn load(files: &[PathBuf], sets_dir: Option<&Path>) -> Loaded {
     let mut loaded = Loaded::default();
+    if let Some(d) = sets_dir
+        && !d.is_dir()
+    {
+        loaded.diagnostics.push(
+            Diagnostic::error(d, None, "--sets: not a directory")
+                .with_help("name the directory that holds NAME.yaml for each `include: [NAME]`"),
+        );
+    }
     let mut policies = Vec::new();
     let mut given: BTreeMap<String, Arc<(PathBuf, model::SetDoc)>> = BTreeMap::new();
     let mut given_sets = Vec::new();

@@ -460,6 +460,16 @@ fn a_symlinked_sets_dir_is_not_searched() {
     );
     let loaded = load(std::slice::from_ref(&p), Some(&root.join("elsewhere")));
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    // A --sets that is no directory is an error, not an empty search.
+    let loaded = load(std::slice::from_ref(&p), Some(&root.join("elsewher")));
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.message == "--sets: not a directory"),
+        "{:?}",
+        loaded.diagnostics
+    );
 }
 
 #[test]
