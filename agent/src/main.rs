@@ -54,14 +54,30 @@ enum Command {
     ///
     /// Each problem is printed as `file:line:column: error: message`, with a hint when
     /// there is one. Exits 0 when every file is valid (warnings allowed), 1 otherwise.
-    /// Directories are searched for *.yaml and *.yml files.
+    /// It also says what it read: each file, each set included and where it was found,
+    /// and what it passed over (on stderr, lines `read:`, `set`, `skipped:`).
+    ///
+    /// A file is read alone, with the sets it includes. A set NAME is looked for, in
+    /// order: among the files given (by metadata.name); NAME.yaml or NAME.yml in the
+    /// including file's own directory, then in its sets/ (not a symlinked one); in
+    /// --sets DIR; among the shipped sets. Nothing is walked to find a set. An include
+    /// found nowhere is an error at its file:line that lists what was searched.
+    ///
+    /// A directory gives its *.yaml and *.yml files and those of its subdirectories, as
+    /// `agent --policies` reads it: at most 4 levels down and 10000 entries, on one
+    /// filesystem, each directory once (symlink loops are reported), hidden entries
+    /// (kubelet's ..data) left out.
     #[command(
-        after_help = "Examples:\n  sysfence check policies/\n  sysfence check web.yaml sets/base.yaml"
+        after_help = "Examples:\n  sysfence check policies/\n  sysfence check web.yaml sets/base.yaml\n  sysfence check --sets /etc/sysfence/sets web.yaml"
     )]
     Check {
         /// Policy or set files, or directories of them.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// A directory of sets to look for includes in, after the including file's
+        /// own directory and its sets/, before the shipped sets.
+        #[arg(long, value_name = "DIR")]
+        sets: Option<PathBuf>,
         /// Print findings as JSON lines instead of text.
         #[arg(long)]
         json: bool,
@@ -76,9 +92,14 @@ enum Command {
         after_help = "Examples:\n  sysfence run --policy web.yaml --mode audit -- ./server --port 8080\n  sysfence run --policy p.yaml --json-report out.json -- /bin/true"
     )]
     Run {
-        /// The policy file (one SyscallPolicy; its selector is ignored).
+        /// The policy file (one SyscallPolicy; its selector is ignored). It is read
+        /// alone, with the sets it includes (see `sysfence check --help`).
         #[arg(long, short = 'p', value_name = "FILE")]
         policy: PathBuf,
+        /// A directory of sets to look for includes in, after the including file's
+        /// own directory and its sets/, before the shipped sets.
+        #[arg(long, value_name = "DIR")]
+        sets: Option<PathBuf>,
         /// Override the policy's mode.
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
@@ -178,6 +199,10 @@ enum Command {
         /// Include no set: allow only what was observed.
         #[arg(long)]
         no_include: bool,
+        /// A directory of sets to look for --include sets in, after the output
+        /// directory and its sets/, before the shipped sets.
+        #[arg(long, value_name = "DIR")]
+        sets: Option<PathBuf>,
         /// Seconds between samples (first/last seen are exact to this).
         #[arg(long, default_value_t = 0.1, value_name = "SECS")]
         interval: f64,
@@ -249,6 +274,14 @@ enum Command {
     /// directory (or SIGHUP) reload it: a changed policy is written into a free slot
     /// and its workloads switched to it in one map write each; a file that does not
     /// compile is rejected with file:line:reason and the policies in force stay.
+    ///
+    /// DIR gives its *.yaml and *.yml files and those of its subdirectories: at most 4
+    /// levels below DIR and 10000 entries in all, only on DIR's filesystem, each
+    /// directory once (a symlink loop such as `a -> .` is logged and passed over),
+    /// hidden entries left out (a kubelet ConfigMap volume is read through its per-key
+    /// links, not its `..data` directory). What is passed over is logged with its
+    /// path and the reason. Includes resolve among DIR's sets, then beside the
+    /// including file, in --sets, and among the shipped sets (see `check --help`).
     #[command(
         after_help = "Examples:\n  sysfence agent --policies /etc/sysfence/policies --metrics 127.0.0.1:9464\n  sysfence status\n  sysfence agent --uninstall     # stop policing: remove the pinned probe"
     )]
@@ -256,6 +289,10 @@ enum Command {
         /// Directory of policy and set files.
         #[arg(long, value_name = "DIR", required_unless_present = "uninstall")]
         policies: Option<PathBuf>,
+        /// A directory of sets to look for includes in, after DIR's own sets, before
+        /// the shipped sets (watched for changes too).
+        #[arg(long, value_name = "DIR")]
+        sets: Option<PathBuf>,
         /// Where the probe is pinned (on bpffs; /sys/fs/bpf is mounted if need be).
         #[arg(long, value_name = "DIR", default_value = sysfence::probe::pins::DEFAULT_ROOT)]
         pin_path: PathBuf,
@@ -526,9 +563,12 @@ fn init_logging(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { files, json } => return check(&files, json),
+        Command::Check { files, json, sets } => {
+            return sysfence::check::run(&files, sets.as_deref(), json);
+        }
         Command::Run {
             policy,
+            sets,
             mode,
             json_report,
             quiet,
@@ -537,6 +577,7 @@ fn main() -> ExitCode {
             init_logging(LogFormat::Text);
             run::run(run::RunOptions {
                 policy,
+                sets,
                 mode: mode.map(Into::into),
                 json_report,
                 quiet,
@@ -572,6 +613,7 @@ fn main() -> ExitCode {
             mode,
             include,
             no_include,
+            sets,
             interval,
             max_workloads,
             runtime_root,
@@ -595,6 +637,7 @@ fn main() -> ExitCode {
             max_workloads,
             quiet,
             runtime_roots: runtime_root,
+            sets,
         })
         .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
         Command::Report {
@@ -662,6 +705,7 @@ fn main() -> ExitCode {
         }),
         Command::Agent {
             policies,
+            sets,
             rescan_every,
             log_format,
             runtime_socket,
@@ -687,6 +731,7 @@ fn main() -> ExitCode {
                 .and_then(|rt| {
                     rt.block_on(agent::run(agent::AgentOptions {
                         policies,
+                        sets,
                         rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
                         runtime_socket,
                         cri_sockets: if no_cri {
@@ -717,51 +762,4 @@ fn main() -> ExitCode {
         }
         ExitCode::from(2)
     })
-}
-
-fn check(files: &[PathBuf], json: bool) -> ExitCode {
-    let files = match policy::expand_paths(files) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("sysfence: error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let loaded = policy::load_files(&files);
-    for d in &loaded.diagnostics {
-        if json {
-            println!("{}", serde_json::to_string(d).unwrap_or_default());
-        } else {
-            eprintln!("{d}");
-        }
-    }
-    let errors = loaded.diagnostics.iter().filter(|d| d.is_error()).count();
-    let warnings = loaded.diagnostics.len() - errors;
-    if !json {
-        if errors == 0 {
-            eprintln!(
-                "ok: {} polic{}, {} set{} checked, {warnings} warning{}",
-                loaded.policies.len(),
-                if loaded.policies.len() == 1 {
-                    "y"
-                } else {
-                    "ies"
-                },
-                loaded.sets,
-                if loaded.sets == 1 { "" } else { "s" },
-                if warnings == 1 { "" } else { "s" }
-            );
-        } else {
-            eprintln!(
-                "{errors} error{} in {} file(s)",
-                if errors == 1 { "" } else { "s" },
-                files.len()
-            );
-        }
-    }
-    if errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     cgroup::{self, OwnedCgroup},
     clock::{human_span, iso_ms, now_ms},
-    policy::{self, Mode, compile, model},
+    policy::{self, Mode},
     probe::{Probe, ProbeOptions},
     run,
     watch::{
@@ -218,6 +218,11 @@ pub struct LearnOptions {
     /// Whether the recording began before the workload's first syscall (one command)
     /// or while it already ran (live workloads).
     pub from_first_syscall: bool,
+    /// The file the policy will be written to: its includes are looked for beside it,
+    /// then in `sets_dir` (see `policy::sources`). `None`: the shipped sets only.
+    pub written_to: Option<PathBuf>,
+    /// `--sets DIR`.
+    pub sets_dir: Option<PathBuf>,
 }
 
 /// Labels that differ between replicas or rollouts: never put in a learned selector.
@@ -258,26 +263,14 @@ pub fn sanitize_name(text: &str) -> String {
     }
 }
 
-/// The names a set (and its includes) holds, from the shipped sets.
-pub fn set_names(set: &str) -> anyhow::Result<BTreeSet<String>> {
-    let text = format!(
-        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: probe\nspec:\n  include: [{set}]\n"
-    );
-    let path = Path::new("<include>");
-    let doc = match model::parse(path, &text) {
-        Ok(model::Document::Policy(p)) => p,
-        _ => bail!("set name `{set}` cannot be written in a policy"),
-    };
-    match compile::compile(path, &doc, &policy::shipped_catalog()) {
-        Ok((p, _)) => Ok(p.allowed_names),
-        Err(d) => bail!(
-            "{}",
-            d.iter()
-                .map(|d| d.message.clone())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    }
+/// The names a set (and its includes) holds, found as an include in `from` would be
+/// (`None`: among the shipped sets).
+pub fn set_names(
+    set: &str,
+    from: Option<&Path>,
+    sets_dir: Option<&Path>,
+) -> anyhow::Result<BTreeSet<String>> {
+    policy::set_names(set, from, sets_dir).map_err(|rejected| anyhow::anyhow!("{rejected}"))
 }
 
 fn quote(s: &str) -> String {
@@ -454,7 +447,11 @@ pub fn learned_policy_yaml(
     } else {
         let mut added = BTreeSet::new();
         for set in &options.include {
-            added.extend(set_names(set)?);
+            added.extend(set_names(
+                set,
+                options.written_to.as_deref(),
+                options.sets_dir.as_deref(),
+            )?);
         }
         let observed_names: BTreeSet<&str> = per_abi.values().flatten().copied().collect();
         let unobserved = added
@@ -528,6 +525,8 @@ pub struct RecordOptions {
     pub quiet: bool,
     /// Runtime state roots to read besides the default ones (live workloads).
     pub runtime_roots: Vec<PathBuf>,
+    /// `--sets DIR`: where includes are looked for besides the output directory.
+    pub sets: Option<PathBuf>,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -614,6 +613,8 @@ pub fn record(options: RecordOptions) -> anyhow::Result<i32> {
             mode: options.mode,
             include,
             from_first_syscall,
+            written_to: Some(options.output.join("policy.yaml")),
+            sets_dir: options.sets.clone(),
         },
     )?;
     std::fs::create_dir_all(&options.output)
@@ -625,7 +626,7 @@ pub fn record(options: RecordOptions) -> anyhow::Result<i32> {
     std::fs::write(&policy_path, &yaml)
         .with_context(|| format!("writing {}", policy_path.display()))?;
     // The same checks as `sysfence check`: a learned policy that fails them is a bug.
-    let loaded = policy::load_files(std::slice::from_ref(&policy_path));
+    let loaded = policy::load(std::slice::from_ref(&policy_path), options.sets.as_deref());
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }

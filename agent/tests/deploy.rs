@@ -207,9 +207,9 @@ fn configmap_policies_pass_the_loader() {
     for (key, text) in &data {
         std::fs::write(dir.path().join(key), text).unwrap();
     }
-    let files = policy::expand_paths(&[dir.path().to_path_buf()]).unwrap();
-    assert_eq!(files.len(), data.len());
-    let loaded = policy::load_files(&files);
+    let loaded = policy::load_paths(&[dir.path().to_path_buf()], None);
+    assert_eq!(loaded.read.len(), data.len(), "{:?}", loaded.read);
+    assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     let errors: Vec<String> = loaded
         .diagnostics
         .iter()
@@ -243,16 +243,16 @@ fn kubelet_configmap_dir(data: &BTreeMap<String, String>) -> tempfile::TempDir {
     dir
 }
 
-/// The mounted ConfigMap as the agent really sees it. `policy::expand_paths` descends
-/// into kubelet's `..data` and timestamped directories, so every policy is loaded three
-/// times and rejected as a duplicate: the agent would not start in the DaemonSet. The
-/// fix belongs to `policy::collect_dir` (skip entries whose names start with `.`).
+/// The mounted ConfigMap as the agent really sees it: the walk of the policy directory
+/// (`policy::sources`) reads the per-key links, not kubelet's `..data` and timestamped
+/// directories (else every policy would load three times, rejected as a duplicate).
 #[test]
 fn kubelet_configmap_layout_loads() {
     let data = configmap_data(&manifests());
     let dir = kubelet_configmap_dir(&data);
-    let files = policy::expand_paths(&[dir.path().to_path_buf()]).unwrap();
-    let loaded = policy::load_files(&files);
+    let loaded = policy::load_paths(&[dir.path().to_path_buf()], None);
+    let files: Vec<_> = loaded.read.iter().map(|r| r.path.clone()).collect();
+    assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
     let errors: Vec<String> = loaded
         .diagnostics
         .iter()

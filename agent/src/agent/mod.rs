@@ -18,7 +18,6 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::Context as _;
 use probe_common::ViolationEvent;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind, sync::mpsc};
 use tracing::{info, warn};
@@ -38,6 +37,8 @@ use watches::Watch;
 
 pub struct AgentOptions {
     pub policies: PathBuf,
+    /// `--sets DIR`: where includes are looked for besides the policy directory.
+    pub sets: Option<PathBuf>,
     /// Full rescan of the cgroup tree, as a safety net under inotify.
     pub rescan_every: Duration,
     /// The runtime socket `sysfence wrap` asks to bind containers at `start`.
@@ -88,9 +89,12 @@ struct Agent {
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
-    let files = policy::expand_paths(std::slice::from_ref(&options.policies))
-        .with_context(|| format!("reading policy directory {}", options.policies.display()))?;
-    let (policies, warnings) = policy::load_files(&files).into_result()?;
+    let loaded = policy::load_paths(
+        std::slice::from_ref(&options.policies),
+        options.sets.as_deref(),
+    );
+    loaded.log_sources();
+    let (policies, warnings) = loaded.into_result()?;
     for w in &warnings {
         warn!(event = "policy_warning", file = %w.file, line = w.line, column = w.column, message = %w.message);
     }
@@ -173,7 +177,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let (wake_tx, mut wake_rx) = mpsc::channel(1);
     workloads.spawn_watcher(wake_tx)?;
     let (reload_tx, mut reload_rx) = mpsc::channel(1);
-    spawn_policy_watcher(&options.policies, reload_tx)?;
+    spawn_policy_watcher(&options.policies, options.sets.as_deref(), reload_tx)?;
     // Without its socket the agent still binds what it discovers; `sysfence wrap`
     // then refuses to start containers (unless --fail-open), which makes it visible.
     let (_idle, idle_requests) = mpsc::channel(1);

@@ -60,15 +60,9 @@ impl Agent {
             self.change_seen = Some(t0);
         }
         let dir = self.options.policies.clone();
-        let files = match policy::expand_paths(std::slice::from_ref(&dir)) {
-            Ok(f) => f,
-            Err(e) => {
-                self.telemetry.count_reload("rejected");
-                warn!(event = "reload_rejected", dir = %dir.display(), error = %e, "policies in force are kept");
-                return;
-            }
-        };
-        let (policies, warnings) = match policy::load_files(&files).into_result() {
+        let loaded = policy::load_paths(std::slice::from_ref(&dir), self.options.sets.as_deref());
+        loaded.log_sources();
+        let (policies, warnings) = match loaded.into_result() {
             Ok(ok) => ok,
             Err(rejected) => {
                 for d in rejected
@@ -151,7 +145,11 @@ impl Agent {
 
 /// Watch the policy directory (and its subdirectories, including kubelet's `..data`
 /// swap): each change sends a reload request.
-pub fn spawn_policy_watcher(dir: &Path, reload: mpsc::Sender<()>) -> anyhow::Result<()> {
+pub fn spawn_policy_watcher(
+    dir: &Path,
+    sets: Option<&Path>,
+    reload: mpsc::Sender<()>,
+) -> anyhow::Result<()> {
     use inotify::{Inotify, WatchMask};
     let mut inotify = Inotify::init().context("inotify_init")?;
     let mask = WatchMask::CREATE
@@ -161,20 +159,10 @@ pub fn spawn_policy_watcher(dir: &Path, reload: mpsc::Sender<()>) -> anyhow::Res
         | WatchMask::MOVED_TO
         | WatchMask::MOVED_FROM
         | WatchMask::ATTRIB;
-    let mut dirs = vec![dir.to_path_buf()];
-    let mut i = 0;
-    while i < dirs.len() {
-        if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
-            for e in entries.flatten() {
-                let p = e.path();
-                // Not through symlinks (kubelet's ..data): the swap shows in `dir`.
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    dirs.push(p);
-                }
-            }
-        }
-        i += 1;
-    }
+    // The directories the loader's bounded walk reads (kubelet's ..data is not one: the
+    // swap shows in `dir`), and --sets.
+    let dirs = policy::sources::watched_dirs(dir, sets)
+        .with_context(|| format!("reading policy directory {}", dir.display()))?;
     for d in &dirs {
         inotify
             .watches()

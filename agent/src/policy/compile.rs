@@ -4,6 +4,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use marked_yaml::Spanned;
@@ -149,16 +150,37 @@ impl CompiledPolicy {
 }
 
 /// Named syscall sets that policies `include`.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SetCatalog {
-    sets: BTreeMap<String, (PathBuf, SetDoc)>,
+    sets: BTreeMap<String, Arc<(PathBuf, SetDoc)>>,
+    /// Includes that could not be resolved, by the including file and the set's name:
+    /// why (where it was looked for). See `policy::sources`.
+    unresolved: BTreeMap<(PathBuf, String), Unresolved>,
+}
+
+/// Why an `include` found no set, for its error: the message and what was searched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    pub message: String,
+    pub help: String,
 }
 
 impl SetCatalog {
     /// Add a set; a later set of the same name replaces an earlier one (a local file
     /// overrides a shipped set).
     pub fn insert(&mut self, path: PathBuf, set: SetDoc) {
-        self.sets.insert(set.metadata.name.to_string(), (path, set));
+        self.insert_shared(Arc::new((path, set)));
+    }
+
+    /// Add a set already parsed for another catalog.
+    pub fn insert_shared(&mut self, entry: Arc<(PathBuf, SetDoc)>) {
+        self.sets.insert(entry.1.metadata.name.to_string(), entry);
+    }
+
+    /// Record why `include: [name]` in `from` found nothing; its error says so.
+    pub fn note_unresolved(&mut self, from: &Path, name: &str, why: Unresolved) {
+        self.unresolved
+            .insert((from.to_path_buf(), name.to_string()), why);
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -166,13 +188,18 @@ impl SetCatalog {
     }
 
     pub fn get(&self, name: &str) -> Option<&(PathBuf, SetDoc)> {
+        self.sets.get(name).map(|e| &**e)
+    }
+
+    pub fn get_shared(&self, name: &str) -> Option<&Arc<(PathBuf, SetDoc)>> {
         self.sets.get(name)
     }
 
     /// Check every set's own names and includes.
     pub fn validate(&self) -> Vec<Diagnostic> {
         let mut diags = Vec::new();
-        for (path, set) in self.sets.values() {
+        for entry in self.sets.values() {
+            let (path, set) = &**entry;
             for name in &set.spec.syscalls {
                 check_name(path, name, &mut diags);
             }
@@ -194,16 +221,20 @@ impl SetCatalog {
         out: &mut BTreeSet<String>,
         diags: &mut Vec<Diagnostic>,
     ) {
-        let Some((set_path, set)) = self.sets.get(name.as_str()) else {
-            let known: Vec<&str> = self.names().collect();
-            diags.push(
-                Diagnostic::error(
-                    path,
-                    start(name.span()),
-                    format!("unknown set `{}`", **name),
-                )
-                .with_help(format!("known sets: {}", known.join(", "))),
-            );
+        let Some((set_path, set)) = self.get(name.as_str()) else {
+            let why = self
+                .unresolved
+                .get(&(path.to_path_buf(), name.to_string()))
+                .cloned()
+                .unwrap_or_else(|| Unresolved {
+                    message: format!("unknown set `{}`", **name),
+                    help: format!(
+                        "known sets: {}",
+                        self.names().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            diags
+                .push(Diagnostic::error(path, start(name.span()), why.message).with_help(why.help));
             return;
         };
         if stack.iter().any(|s| s == name.as_str()) {

@@ -201,7 +201,7 @@ fn shipped_sets_are_valid() {
 }
 
 #[test]
-fn load_files_reports_duplicates_and_finds_sibling_sets() {
+fn load_files_reports_duplicates_and_finds_sets_beside_the_policy() {
     let dir = tempfile::tempdir().unwrap();
     let set = dir.path().join("mine.yaml");
     std::fs::write(&set, "apiVersion: sysfence.dev/v1\nkind: SyscallSet\nmetadata: {name: mine}\nspec: {syscalls: [getppid]}\n").unwrap();

@@ -116,6 +116,8 @@ fn learned_policy_passes_check_and_allows_exactly_what_was_seen() {
             mode: Mode::Audit,
             include: Vec::new(),
             from_first_syscall: false,
+            written_to: None,
+            sets_dir: None,
         },
     )
     .unwrap();
@@ -157,11 +159,13 @@ fn learned_policy_with_runtime_default_says_what_it_adds() {
             mode: Mode::Enforce,
             include: vec!["runtime-default".into()],
             from_first_syscall: false,
+            written_to: None,
+            sets_dir: None,
         },
     )
     .unwrap();
     let p = check(&yaml);
-    let set = set_names("runtime-default").unwrap();
+    let set = set_names("runtime-default", None, None).unwrap();
     assert!(set.len() > 300);
     assert!(set.iter().all(|n| p.allowed_names.contains(n)));
     let unobserved = set
@@ -191,6 +195,8 @@ fn pod_filter_becomes_the_replicas_common_stable_labels() {
             mode: Mode::Audit,
             include: Vec::new(),
             from_first_syscall: false,
+            written_to: None,
+            sets_dir: None,
         },
     )
     .unwrap();
@@ -204,7 +210,9 @@ fn names_are_kubernetes_names() {
     assert_eq!(sanitize_name("learned-SF_Syscalls"), "learned-sf-syscalls");
     assert_eq!(sanitize_name("--"), "learned");
     assert_eq!(sanitize_name(&"a".repeat(100)).len(), 63);
-    assert!(compile::valid_name(&sanitize_name("learned-my app!!")));
+    assert!(crate::policy::compile::valid_name(&sanitize_name(
+        "learned-my app!!"
+    )));
 }
 
 #[test]

@@ -30,6 +30,8 @@ use summary::{CountRow, ViolationRow};
 
 pub struct RunOptions {
     pub policy: PathBuf,
+    /// `--sets DIR`: where includes are looked for besides the policy's directory.
+    pub sets: Option<PathBuf>,
     pub mode: Option<Mode>,
     pub json_report: Option<PathBuf>,
     pub quiet: bool,
@@ -78,8 +80,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     if options.command.is_empty() {
         bail!("no command given: `sysfence run --policy FILE -- CMD [ARGS...]`");
     }
-    let (mut policies, warnings) =
-        policy::load_files(std::slice::from_ref(&options.policy)).into_result()?;
+    let loaded = policy::load(
+        std::slice::from_ref(&options.policy),
+        options.sets.as_deref(),
+    );
+    for s in loaded.skipped.iter().filter(|_| !options.quiet) {
+        eprintln!("sysfence: skipped {s}");
+    }
+    let (mut policies, warnings) = loaded.into_result()?;
     for w in &warnings {
         eprintln!("{w}");
     }
