@@ -223,8 +223,13 @@ fn spoofed_workload_stays_policed_across_a_restart(test: &str, spoof: Spoof, doc
         "the prober did not finish:\n{}",
         annotated.join("\n")
     );
-    let survived = annotated.iter().filter(|l| l.contains("survived")).count();
-    let killed = annotated.iter().filter(|l| l.contains(": killed")).count();
+    let probed = |how: &str| {
+        annotated
+            .iter()
+            .filter(|l| l.starts_with("probe ") && l.contains(how))
+            .count()
+    };
+    let (survived, killed) = (probed(": survived"), probed(": killed"));
     assert!(
         survived == 0 && killed == PROBES as usize,
         "{spoof:?} spoof in {rel}: {survived} of {PROBES} denied calls ran unpoliced, {killed} \
