@@ -10,6 +10,14 @@
 //!   started.
 //! - `{"op":"workloads"}` → `{"ok":true,"kernel":[cgroup ids in WORKLOADS],"bound":[…],"workloads":[…]}`:
 //!   the kernel map's keys as read back from the kernel, and the agent's view.
+//!
+//! Who may ask, and what ([`serve_with`], [`SocketOptions`]): the peer's uid, from
+//! `SO_PEERCRED`, must be root or one given (`--runtime-socket-uid`), whatever the
+//! socket file's mode; a request is one line of at most [`MAX_LINE`] bytes, sent within
+//! [`READ_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once. A `start` names a
+//! container by a runc-style id (never a path) and its `root` and `runtime_path`, if
+//! any, are absolute without `.` or `..` components. Anything else is answered
+//! `{"ok":false,"error":…}` here and never reaches the agent's main loop.
 
 use std::{
     ffi::OsString,
