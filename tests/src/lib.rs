@@ -138,25 +138,29 @@ impl TestCgroup {
     }
 
     /// A command that joins this cgroup before it executes.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let procs = self.path.join("cgroup.procs");
-        let mut cmd = Command::new(program);
-        // SAFETY: only async-signal-safe calls (open/write/close through std's fs is not;
-        // use raw libc) between fork and exec.
-        let procs =
-            std::ffi::CString::new(procs.into_os_string().into_encoded_bytes()).expect("path");
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
-        cmd
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        command_in_cgroup(&self.path, program)
     }
+}
+
+/// A command that joins the cgroup at `path` (absolute) before it executes.
+pub fn command_in_cgroup(path: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let procs = path.join("cgroup.procs");
+    let mut cmd = Command::new(program);
+    // SAFETY: only async-signal-safe calls (open/write/close through std's fs is not;
+    // use raw libc) between fork and exec.
+    let procs = std::ffi::CString::new(procs.into_os_string().into_encoded_bytes()).expect("path");
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    cmd
 }
 
 impl TestCgroup {

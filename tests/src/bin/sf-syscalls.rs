@@ -14,6 +14,19 @@
 //!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
 //!                              `side-effect: none` or `side-effect: present` where it can
 //!                              tell
+//!
+//! Verbs for the identity tests (tests/tests/identity.rs); the first three run the
+//! rest of the command line as another verb:
+//!
+//! sf-syscalls prctl-name NAME VERB...   set `comm` to NAME (PR_SET_NAME), then VERB
+//! sf-syscalls exec-argv0 NAME VERB...   re-execute itself with argv[0] = NAME, then VERB
+//! sf-syscalls as-user UID VERB...       drop to UID (and its gid, no groups), then VERB
+//! sf-syscalls probe-every MS N NR       N times, MS apart: fork a child that makes x86_64
+//!                                       syscall NR and exits 0; print how each ended
+//!                                       (`probe I T_MS: killed|survived|status S`) and a
+//!                                       summary `probes N killed K survived S other O`
+//! sf-syscalls send PATH LINE            one line on a unix socket; print the first answer
+//!                                       line, or `closed` / `error: ...`
 use std::{ffi::CString, time::Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
@@ -50,15 +63,64 @@ fn int80(nr: u32, a: u32, b: u32, c: u32) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    dispatch(&args);
+}
+
+/// Run the verb `args[1]` with its arguments `args[2..]`.
+fn dispatch(args: &[String]) {
     match args.get(1).map(String::as_str) {
+        Some("prctl-name") => {
+            let name: String = arg(args, 2, "a process name");
+            let c = CString::new(name).expect("name without NUL");
+            // SAFETY: PR_SET_NAME reads at most 16 bytes of a valid C string.
+            let r = unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr(), 0, 0, 0) };
+            assert_eq!(
+                r,
+                0,
+                "prctl(PR_SET_NAME): {}",
+                std::io::Error::last_os_error()
+            );
+            dispatch(&args[2..]);
+        }
+        Some("exec-argv0") => {
+            use std::os::unix::process::CommandExt as _;
+            let name: String = arg(args, 2, "an argv[0]");
+            let err = std::process::Command::new("/proc/self/exe")
+                .arg0(name)
+                .args(&args[3..])
+                .exec();
+            eprintln!("sf-syscalls: re-executing itself: {err}");
+            std::process::exit(71);
+        }
+        Some("as-user") => {
+            let uid: u32 = arg(args, 2, "a uid");
+            // SAFETY: plain credential calls on this process.
+            unsafe {
+                assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
+                assert_eq!(libc::setgid(uid), 0, "setgid");
+                assert_eq!(libc::setuid(uid), 0, "setuid");
+            }
+            dispatch(&args[2..]);
+        }
+        Some("probe-every") => {
+            let ms: u64 = arg(args, 2, "milliseconds");
+            let n: u64 = arg(args, 3, "a count");
+            let nr: i64 = arg(args, 4, "a syscall number");
+            probe_every(ms, n, nr);
+        }
+        Some("send") => {
+            let path: String = arg(args, 2, "a socket path");
+            let line: String = arg(args, 3, "a request line");
+            send(&path, &line);
+        }
         Some("getppid") => {
-            let n: u64 = arg(&args, 2, "a count");
+            let n: u64 = arg(args, 2, "a count");
             for _ in 0..n {
                 getppid();
             }
         }
         Some("bench-getppid") => {
-            let n: u64 = arg(&args, 2, "a count");
+            let n: u64 = arg(args, 2, "a count");
             for _ in 0..n / 10 {
                 getppid();
             }
@@ -69,7 +131,7 @@ fn main() {
             println!("{:.2}", start.elapsed().as_nanos() as f64 / n as f64);
         }
         Some("mkdir") => {
-            let path: String = arg(&args, 2, "a path");
+            let path: String = arg(args, 2, "a path");
             let c = CString::new(path).expect("path without NUL");
             // SAFETY: valid C string.
             let r = unsafe { libc::syscall(libc::SYS_mkdir, c.as_ptr(), 0o755) };
@@ -81,29 +143,29 @@ fn main() {
             }
         }
         Some("int80") => {
-            let nr: u32 = arg(&args, 2, "a syscall number");
+            let nr: u32 = arg(args, 2, "a syscall number");
             let a: u32 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(0);
             let b: u32 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
             let c: u32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
             println!("int80 {nr} = {}", int80(nr, a, b, c));
         }
         Some("raw") => {
-            let nr: i64 = arg(&args, 2, "a syscall number");
+            let nr: i64 = arg(args, 2, "a syscall number");
             // SAFETY: no arguments; an invalid number just fails with ENOSYS.
             let r = unsafe { libc::syscall(nr) };
             println!("raw {nr} = {r}");
         }
         Some("loop") => {
-            let nr: i64 = arg(&args, 2, "a syscall number");
-            let n: u64 = arg(&args, 3, "a count");
+            let nr: i64 = arg(args, 2, "a syscall number");
+            let n: u64 = arg(args, 3, "a count");
             for _ in 0..n {
                 // SAFETY: a syscall without arguments (getpid, getppid, ...).
                 unsafe { libc::syscall(nr) };
             }
         }
         Some("kill") => {
-            let pid: i32 = arg(&args, 2, "a pid");
-            let sig: i32 = arg(&args, 3, "a signal number");
+            let pid: i32 = arg(args, 2, "a pid");
+            let sig: i32 = arg(args, 3, "a signal number");
             // SAFETY: plain kill(2).
             let r = unsafe { libc::syscall(libc::SYS_kill, pid, sig) };
             if r == 0 {
@@ -114,11 +176,11 @@ fn main() {
             }
         }
         Some("try-all") => {
-            let dir: String = arg(&args, 2, "a directory");
+            let dir: String = arg(args, 2, "a directory");
             sysfence_tests::catalog::run_all(std::path::Path::new(&dir), &args[3..]);
         }
         Some("try") => {
-            let name: String = arg(&args, 2, "an operation name");
+            let name: String = arg(args, 2, "an operation name");
             let path = args
                 .get(3)
                 .cloned()
@@ -126,15 +188,73 @@ fn main() {
             try_one(&name, &path);
         }
         Some("sleep") => {
-            let ms: u64 = arg(&args, 2, "milliseconds");
+            let ms: u64 = arg(args, 2, "milliseconds");
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         _ => {
             eprintln!(
-                "usage: sf-syscalls getppid N | bench-getppid N | mkdir PATH | sleep MS | int80 NR [A B C] | raw NR | loop NR N | kill PID SIG"
+                "usage: sf-syscalls getppid N | bench-getppid N | mkdir PATH | sleep MS | int80 NR [A B C] | raw NR | loop NR N | kill PID SIG | try NAME [PATH] | try-all DIR NAME... | prctl-name NAME VERB... | exec-argv0 NAME VERB... | as-user UID VERB... | probe-every MS N NR | send PATH LINE"
             );
             std::process::exit(64);
         }
+    }
+}
+
+/// `n` probes, `ms` apart: a forked child makes syscall `nr` and exits 0 if it survives.
+fn probe_every(ms: u64, n: u64, nr: i64) {
+    let (mut killed, mut survived, mut other) = (0, 0, 0);
+    for i in 0..n {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        let t_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        // SAFETY: the child makes one raw syscall and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe {
+                libc::syscall(nr);
+                libc::_exit(0);
+            }
+        }
+        assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        let how = if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL {
+            killed += 1;
+            "killed".to_string()
+        } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            survived += 1;
+            "survived".to_string()
+        } else {
+            other += 1;
+            format!("status {status}")
+        };
+        println!("probe {i} {t_ms}: {how}");
+    }
+    println!("probes {n} killed {killed} survived {survived} other {other}");
+}
+
+/// One request line on a unix socket; the answer line as read.
+fn send(path: &str, line: &str) {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("error: connect: {e}");
+            return;
+        }
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    // A refused peer may be hung up on before the line is written.
+    let _ = s.write_all(format!("{line}\n").as_bytes());
+    let mut answer = String::new();
+    match std::io::BufReader::new(s).read_line(&mut answer) {
+        Ok(0) => println!("closed"),
+        Ok(_) => print!("{answer}"),
+        Err(e) => println!("error: read: {e}"),
     }
 }
 
