@@ -330,6 +330,10 @@ enum Command {
         /// The socket `sysfence wrap` asks to bind a container at `start`.
         #[arg(long, value_name = "PATH", default_value = sysfence::workload::socket::DEFAULT_SOCKET)]
         runtime_socket: PathBuf,
+        /// A uid besides root that may ask on the runtime socket (the uid a rootless
+        /// runtime wrapper runs as); repeatable. By default only root may.
+        #[arg(long, value_name = "UID")]
+        runtime_socket_uid: Vec<u32>,
         /// A CRI socket (containerd, CRI-O) to read pod metadata from; repeatable.
         /// Default: the usual containerd and CRI-O sockets that exist.
         #[arg(long, value_name = "PATH")]
@@ -720,6 +724,7 @@ fn main() -> ExitCode {
             api_socket,
             api_socket_uid,
             default_policy,
+            runtime_socket_uid,
         } => {
             let policies = policies.expect("clap requires --policies without --uninstall");
             init_logging(log_format);
@@ -734,6 +739,7 @@ fn main() -> ExitCode {
                         sets,
                         rescan_every: Duration::from_secs_f64(rescan_every.max(0.1)),
                         runtime_socket,
+                        runtime_socket_uids: runtime_socket_uid,
                         cri_sockets: if no_cri {
                             Some(Vec::new())
                         } else if cri_socket.is_empty() {

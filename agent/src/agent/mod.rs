@@ -43,6 +43,8 @@ pub struct AgentOptions {
     pub rescan_every: Duration,
     /// The runtime socket `sysfence wrap` asks to bind containers at `start`.
     pub runtime_socket: PathBuf,
+    /// Uids besides root that may use the runtime socket.
+    pub runtime_socket_uids: Vec<u32>,
     /// CRI sockets; `None`: the usual containerd and CRI-O sockets that exist.
     pub cri_sockets: Option<Vec<PathBuf>>,
     /// Runtime state roots besides the default ones.
@@ -181,7 +183,10 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     // Without its socket the agent still binds what it discovers; `sysfence wrap`
     // then refuses to start containers (unless --fail-open), which makes it visible.
     let (_idle, idle_requests) = mpsc::channel(1);
-    let mut requests = match workload::socket::serve(&options.runtime_socket) {
+    let mut requests = match workload::socket::serve_with(workload::socket::SocketOptions {
+        allowed_uids: options.runtime_socket_uids.clone(),
+        ..workload::socket::SocketOptions::new(&options.runtime_socket)
+    }) {
         Ok(rx) => rx,
         Err(e) => {
             warn!(event = "runtime_socket_unavailable", socket = %options.runtime_socket.display(), error = %format!("{e:#}"), "containers are bound on discovery only, after they started");

@@ -676,7 +676,18 @@ impl Binder {
             .get(id)
             .and_then(|w| choose_why(self.table.entries(), w, self.default_policy.as_deref()));
         let reply = match choice {
-            Some((c, why)) => {
+            Some((mut c, mut why)) => {
+                // Never weaker than a binding it already has.
+                if let Some(b) = self.bound.get(&id) {
+                    let entries = self.table.entries();
+                    let now = entries
+                        .get(b.choice.policy)
+                        .map_or(0, |e| strictness(e.policy.mode, b.choice.monitor_only));
+                    if strictness(entries[c.policy].policy.mode, c.monitor_only) < now {
+                        c = b.choice;
+                        why.clone_from(&b.reason);
+                    }
+                }
                 if self.bound.get(&id).map(|b| (b.choice, b.slot))
                     != Some((c, self.table.want_slot(id, c)))
                 {
@@ -692,12 +703,13 @@ impl Binder {
                     "start_to_bound_us": socket::monotonic_ns().saturating_sub(s.sent_ns) / 1000,
                 })
             }
-            None => {
-                if self.bound.contains_key(&id) {
-                    self.unbind(probe, id)?;
-                }
-                json!({"ok": true, "policy": null, "cgroup": rel, "cgroup_id": id})
-            }
+            // A start never unbinds: a binding goes when its cgroup does, or when the
+            // policy files change.
+            None => match self.bound.get(&id) {
+                Some(b) => json!({"ok": true, "policy": b.policy, "cgroup": rel, "cgroup_id": id,
+                                  "note": "no policy selects it now; its binding stays"}),
+                None => json!({"ok": true, "policy": null, "cgroup": rel, "cgroup_id": id}),
+            },
         };
         self.update_levels(probe)?;
         Ok(reply)

@@ -304,12 +304,20 @@ impl CgroupIndex {
         wanted: &dyn Fn(&Workload) -> bool,
     ) -> anyhow::Result<Option<(u64, String)>> {
         let runtime = Runtime::from_name(&s.runtime);
-        let state = runtime::read_state(
-            &runtime,
-            s.runtime_path.as_deref(),
-            s.root.as_deref(),
-            &s.id,
-        )?;
+        // A client names the container; where its state is read from must be a root
+        // this agent reads anyway, or a client could hand it any state it wrote.
+        if let Some(root) = &s.root {
+            let known = self.state_roots();
+            let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if !known.iter().any(|k| canonical(k) == canonical(root)) {
+                return Err(anyhow!(
+                    "container {}: runtime root {} is not one this agent reads (the runtimes' defaults that exist, their containerd and Docker namespaces, and --runtime-root); refused",
+                    s.id,
+                    root.display()
+                ));
+            }
+        }
+        let state = runtime::read_state(&runtime, s.root.as_deref(), &s.id)?;
         let pid = state
             .pid
             .ok_or_else(|| anyhow!("{} state of {} names no process", s.runtime, s.id))?;

@@ -202,13 +202,10 @@ pub fn default_root(runtime: &Runtime) -> Option<PathBuf> {
 }
 
 /// One container's state: from the root's files when their format is known, else
-/// through `RUNTIME [--root ROOT] state ID`.
-pub fn read_state(
-    runtime: &Runtime,
-    runtime_path: Option<&Path>,
-    root: Option<&Path>,
-    id: &str,
-) -> anyhow::Result<StateEntry> {
+/// through `RUNTIME [--root ROOT] state ID`, where RUNTIME is a runtime this agent knows
+/// by name (runc, crun, runsc, youki), found on the agent's own PATH: a path a client
+/// sends is never executed.
+pub fn read_state(runtime: &Runtime, root: Option<&Path>, id: &str) -> anyhow::Result<StateEntry> {
     let root = root
         .map(Path::to_path_buf)
         .or_else(|| default_root(runtime));
@@ -236,10 +233,18 @@ pub fn read_state(
             }
         }
     }
-    // The OCI `state` operation, which every runtime has.
-    let program = runtime_path
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(runtime.name()));
+    // The OCI `state` operation, which every runtime has; only of a runtime known by
+    // name, from the agent's own PATH.
+    if !matches!(
+        runtime,
+        Runtime::Runc | Runtime::Crun | Runtime::Runsc | Runtime::Youki
+    ) {
+        bail!(
+            "container {id}: no state files under its root, and `{}` is not a runtime this agent runs `state` of (runc, crun, runsc, youki)",
+            runtime.name()
+        );
+    }
+    let program = PathBuf::from(runtime.name());
     let mut cmd = Command::new(&program);
     if let Some(root) = &root {
         cmd.arg("--root").arg(root);

@@ -488,9 +488,9 @@ fn state_roots_tell_created_from_started_and_creating() {
         .map(|s| (s.id.as_str(), s.runtime.name()))
         .collect();
     assert_eq!(names, [("c1", "runc"), ("k1", "crun"), ("r1", "runsc")]);
-    let r = runtime::read_state(&Runtime::Crun, None, Some(root), "k1").unwrap();
+    let r = runtime::read_state(&Runtime::Crun, Some(root), "k1").unwrap();
     assert_eq!(r.pid, Some(2));
-    let r = runtime::read_state(&Runtime::Runsc, None, Some(root), "r1").unwrap();
+    let r = runtime::read_state(&Runtime::Runsc, Some(root), "r1").unwrap();
     assert_eq!(r.pid, Some(3));
 }
 
