@@ -183,13 +183,16 @@ pub fn scan_root(root: &Path) -> Vec<StateEntry> {
 
 /// Whether a runtime is creating a container in `root`: runc, crun and youki make the
 /// container's directory first and write its state file once the container is set up.
+/// A state file being written (not yet whole JSON) counts as not written.
 pub fn creating_in(root: &Path) -> bool {
     let Ok(entries) = fs::read_dir(root) else {
         return false;
     };
     entries.flatten().any(|e| {
         let p = e.path();
-        p.is_dir() && !p.join("state.json").exists() && !p.join("status").exists()
+        p.is_dir()
+            && read_json(&p.join("state.json")).is_none()
+            && read_json(&p.join("status")).is_none()
     })
 }
 

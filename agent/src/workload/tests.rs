@@ -459,6 +459,9 @@ fn state_roots_tell_created_from_started_and_creating() {
     std::fs::create_dir_all(root.join("c1")).unwrap();
     assert!(runtime::creating_in(root));
     assert!(runtime::scan_root(root).is_empty());
+    // A state file still being written is not written yet.
+    std::fs::write(root.join("c1/state.json"), r#"{"id":"c1","init_pro"#).unwrap();
+    assert!(runtime::creating_in(root));
     // Created, waiting for `start`: state file and exec FIFO.
     std::fs::write(
         root.join("c1/state.json"),
