@@ -463,18 +463,21 @@ impl Probe {
         self.policies.get(&slot, 0).context("reading POLICIES")
     }
 
-    /// Attach the empty `sys_enter_floor` program (benchmark only).
-    pub fn attach_floor(&mut self) -> anyhow::Result<()> {
+    /// Load and attach one `tp_btf` program of the object by name, at `tracepoint`
+    /// (e.g. the empty `sys_enter_floor` program that benchmarks measure against).
+    pub fn attach_btf_tracepoint(&mut self, name: &str, tracepoint: &str) -> anyhow::Result<()> {
         let btf = self.btf()?;
         let program: &mut BtfTracePoint = self
             .ebpf
-            .program_mut(programs::SYS_ENTER_FLOOR)
-            .ok_or_else(|| anyhow!("probe object has no sys_enter_floor program"))?
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("probe object has no {name} program"))?
             .try_into()?;
         program
-            .load("sys_enter", &btf)
-            .context("verifying sys_enter_floor")?;
-        program.attach().context("attaching sys_enter_floor")?;
+            .load(tracepoint, &btf)
+            .with_context(|| format!("verifying {name}"))?;
+        program
+            .attach()
+            .with_context(|| format!("attaching {name}"))?;
         Ok(())
     }
 

@@ -106,7 +106,7 @@ fn hold(
                 max_slots: 1,
                 attach: false,
             })?;
-            probe.attach_floor()?;
+            probe.attach_btf_tracepoint(probe_common::programs::SYS_ENTER_FLOOR, "sys_enter")?;
             probe
         }
         "idle" => {
