@@ -418,6 +418,27 @@ impl Binder {
                 }
             })
             .collect();
+        for (id, (slot, rel)) in &self.kept {
+            let mut workload = self
+                .index
+                .get(*id)
+                .map(Workload::to_ref)
+                .unwrap_or_default();
+            workload.cgroup_id = *id;
+            workload.cgroup.clone_from(rel);
+            rows.push(Binding {
+                workload,
+                policy: self
+                    .table
+                    .policy_of_slot(*slot)
+                    .map_or("?", |(name, _)| name)
+                    .to_string(),
+                mode: "pinned".to_string(),
+                slot: Some(*slot),
+                bound_ms: None,
+                reason: "pinned: found pinned, and no policy selects it now; kept as found until its cgroup goes or a policy selects it".to_string(),
+            });
+        }
         rows.sort_by(|a, b| a.workload.cgroup.cmp(&b.workload.cgroup));
         rows
     }
