@@ -418,6 +418,14 @@ impl Binder {
                 }
             })
             .collect();
+        rows.sort_by(|a, b| a.workload.cgroup.cmp(&b.workload.cgroup));
+        rows
+    }
+
+    /// The bound workloads and the pinned bindings kept as found, for `status` and
+    /// `events`.
+    pub fn binding_rows(&self) -> Vec<Binding> {
+        let mut rows = self.bound_rows();
         for (id, (slot, rel)) in &self.kept {
             let mut workload = self
                 .index
