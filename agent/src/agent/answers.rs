@@ -21,7 +21,7 @@ impl Agent {
             Request::Events => serde_json::to_value(EventsAnswer {
                 ok: true,
                 since_ms: unix_ms(self.telemetry.started),
-                workloads: self.workloads.binding_rows(),
+                workloads: self.workloads.bound_rows(),
                 violations: self.recent_violations(),
             })
             .unwrap_or_else(|e| protocol::error(format!("events: {e}"))),
@@ -59,7 +59,7 @@ impl Agent {
             "last_reload": self.telemetry.last_reload,
             "reloads": self.telemetry.reloads,
             "policies": self.workloads.policy_rows(),
-            "workloads": self.workloads.binding_rows(),
+            "workloads": self.workloads.bound_rows(),
         })
     }
 }

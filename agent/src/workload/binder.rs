@@ -60,10 +60,6 @@ pub struct Binder {
     /// cgroup's processes look like: it is re-derived from trusted sources and changed
     /// only to an equal or stricter policy, until the policy files change.
     floors: HashMap<u64, (String, bool)>,
-    /// Pinned bindings that no policy of this agent re-derives (the policy files
-    /// changed while no agent ran): left in force, as found, until their cgroup goes or
-    /// a policy selects them. cgroup id → (slot, cgroup path).
-    kept: HashMap<u64, (u32, String)>,
     /// The policy for containers whose identity cannot be established and that no
     /// policy could select (`--default-policy`).
     default_policy: Option<String>,
@@ -152,15 +148,23 @@ impl Binder {
         probe: &mut Probe,
     ) -> anyhow::Result<Binder> {
         let table = PolicyTable::new(policies, probe)?;
+        // A pinned binding whose slot holds exactly the content of a policy of this
+        // agent (the policy files did not change for it) is that policy's floor.
         let mut floors = HashMap::new();
         if probe.adopted() {
-            for (id, slot) in probe.bindings() {
-                if let Some(e) = table
-                    .entries()
-                    .iter()
-                    .find(|e| e.slot == slot || e.monitor_slot == slot)
-                {
-                    floors.insert(id, (e.policy.name.clone(), slot == e.monitor_slot));
+            let pinned: Vec<(u64, u32)> = probe.bindings().collect();
+            for (id, slot) in pinned {
+                let Ok(content) = probe.read_slot(slot) else {
+                    continue;
+                };
+                for e in table.entries() {
+                    for monitor_only in [false, true] {
+                        if PolicyTable::content_of(e, monitor_only) == content {
+                            floors
+                                .entry(id)
+                                .or_insert_with(|| (e.policy.name.clone(), monitor_only));
+                        }
+                    }
                 }
             }
         }
@@ -171,7 +175,6 @@ impl Binder {
             levels: u32::MAX,
             watch_refs: HashMap::new(),
             floors,
-            kept: HashMap::new(),
             default_policy: None,
         })
     }
@@ -298,10 +301,11 @@ impl Binder {
         self.table.policy_counts(probe)
     }
 
-    /// After the first rescan of an agent that adopted a pinned probe: forget the
-    /// bindings of cgroups that went away while no agent ran, keep every other one
-    /// (those no policy of this agent re-derives stay as found, see `kept`), and free
-    /// the slots nothing points at any more. Returns how many were forgotten.
+    /// After the first rescan of an agent that adopted a pinned probe: every pinned
+    /// binding whose policy this agent still holds was re-derived, never weaker (see
+    /// `floors`); forget the others, whose cgroups went away while no agent ran or
+    /// whose policy files changed and select them no more, and free the slots nothing
+    /// points at. Returns how many were forgotten.
     pub fn finish_adoption(&mut self, probe: &mut Probe) -> anyhow::Result<usize> {
         let pinned: Vec<(u64, u32)> = probe.bindings().collect();
         let mut stale = 0;
@@ -309,25 +313,19 @@ impl Binder {
             if self.bound.contains_key(&id) {
                 continue;
             }
-            match self.index.get(id) {
-                Some(w) => {
-                    warn!(
-                        event = "kept_pinned_binding",
-                        cgroup = %w.cgroup_path,
-                        cgroup_id = id,
-                        slot,
-                        "no policy selects this workload now; its pinned binding stays in force until its cgroup goes or a policy selects it"
-                    );
-                    self.kept.insert(id, (slot, w.cgroup_path.clone()));
-                }
-                None => {
-                    probe.unbind(id)?;
-                    stale += 1;
-                }
+            if let Some(w) = self.index.get(id) {
+                info!(
+                    event = "pinned_binding_dropped",
+                    cgroup = %w.cgroup_path,
+                    cgroup_id = id,
+                    slot,
+                    "its slot holds no policy of the policy files now in force, and none selects it"
+                );
             }
+            probe.unbind(id)?;
+            stale += 1;
         }
-        let keep: std::collections::HashSet<u32> = self.kept.values().map(|(s, _)| *s).collect();
-        self.table.release_adopted(&keep);
+        self.table.release_adopted(&Default::default());
         self.update_levels(probe)?;
         Ok(stale)
     }
@@ -422,35 +420,6 @@ impl Binder {
         rows
     }
 
-    /// The bound workloads and the pinned bindings kept as found, for `status` and
-    /// `events`.
-    pub fn binding_rows(&self) -> Vec<Binding> {
-        let mut rows = self.bound_rows();
-        for (id, (slot, rel)) in &self.kept {
-            let mut workload = self
-                .index
-                .get(*id)
-                .map(Workload::to_ref)
-                .unwrap_or_default();
-            workload.cgroup_id = *id;
-            workload.cgroup.clone_from(rel);
-            rows.push(Binding {
-                workload,
-                policy: self
-                    .table
-                    .policy_of_slot(*slot)
-                    .map_or("?", |(name, _)| name)
-                    .to_string(),
-                mode: "pinned".to_string(),
-                slot: Some(*slot),
-                bound_ms: None,
-                reason: "pinned: found pinned, and no policy selects it now; kept as found until its cgroup goes or a policy selects it".to_string(),
-            });
-        }
-        rows.sort_by(|a, b| a.workload.cgroup.cmp(&b.workload.cgroup));
-        rows
-    }
-
     /// Slots in use, and the probe's capacity.
     pub fn slot_usage(&self) -> (usize, u32) {
         self.table.slot_usage()
@@ -528,16 +497,6 @@ impl Binder {
                 }
             })
             .collect();
-        // Kept pinned bindings: gone with their cgroup, or superseded by a binding.
-        let kept: Vec<u64> = self.kept.keys().copied().collect();
-        for id in kept {
-            if want.contains_key(&id) {
-                self.kept.remove(&id);
-            } else if self.index.get(id).is_none() {
-                self.kept.remove(&id);
-                probe.unbind(id)?;
-            }
-        }
         for (id, (choice, why)) in &want {
             if self
                 .bound
@@ -647,7 +606,6 @@ impl Binder {
             .bound
             .values()
             .map(|b| b.rel.as_str())
-            .chain(self.kept.values().map(|(_, rel)| rel.as_str()))
             .fold(0u32, |acc, rel| {
                 acc | 1u32.checked_shl(cgroup::level(rel)).unwrap_or(0)
             });

@@ -378,7 +378,7 @@ impl PolicyTable {
     }
 
     /// After the first rescan of an agent that adopted a pinned probe: free the slots
-    /// no policy of this agent holds and no kept binding points at (`keep`).
+    /// no policy of this agent holds and no binding still points at (`keep`).
     pub fn release_adopted(&mut self, keep: &HashSet<u32>) {
         let held: HashSet<u32> = self
             .policies
