@@ -205,19 +205,24 @@ impl SetCatalog {
             }
             let mut out = BTreeSet::new();
             let mut stack = vec![set.metadata.name.to_string()];
+            let mut done = BTreeSet::new();
             for inc in &set.spec.include {
-                self.expand(path, inc, &mut stack, &mut out, &mut diags);
+                self.expand(path, inc, &mut stack, &mut done, &mut out, &mut diags);
             }
         }
         diags
     }
 
-    /// Add the names of set `name` (and its includes) to `out`.
+    /// Add the names of set `name` (and its includes) to `out`. `stack` is the chain
+    /// of sets being expanded (a set in it again is a cycle); `done` the sets already
+    /// in `out` (a set included twice, directly or through others, is expanded once:
+    /// no diamond of includes can blow up).
     fn expand(
         &self,
         path: &Path,
         name: &Spanned<String>,
         stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
         out: &mut BTreeSet<String>,
         diags: &mut Vec<Diagnostic>,
     ) {
@@ -237,6 +242,21 @@ impl SetCatalog {
                 .push(Diagnostic::error(path, start(name.span()), why.message).with_help(why.help));
             return;
         };
+        if stack.len() >= MAX_INCLUDE_DEPTH {
+            diags.push(
+                Diagnostic::error(
+                    path,
+                    start(name.span()),
+                    format!(
+                        "includes nested deeper than {MAX_INCLUDE_DEPTH} sets: {} -> {}",
+                        stack.join(" -> "),
+                        **name
+                    ),
+                )
+                .with_help("flatten the chain of included sets"),
+            );
+            return;
+        }
         if stack.iter().any(|s| s == name.as_str()) {
             diags.push(Diagnostic::error(
                 path,
@@ -250,14 +270,20 @@ impl SetCatalog {
             ));
             return;
         }
+        if !done.insert(name.to_string()) {
+            return;
+        }
         stack.push(name.to_string());
         for inc in &set.spec.include {
-            self.expand(set_path, inc, stack, out, diags);
+            self.expand(set_path, inc, stack, done, out, diags);
         }
         out.extend(set.spec.syscalls.iter().map(|s| s.to_string()));
         stack.pop();
     }
 }
+
+/// How deep a chain of included sets may go.
+pub const MAX_INCLUDE_DEPTH: usize = 16;
 
 /// i386 syscalls that multiplex many operations behind one number and a pointer.
 const MULTIPLEXERS: &[(&str, &str)] = &[
@@ -409,9 +435,10 @@ pub fn compile(
         .map_or((0, 0), |m| (m.line(), m.column()));
     // Names: includes, then allow, minus deny.
     let mut names: BTreeSet<String> = BTreeSet::new();
+    let mut done = BTreeSet::new();
     for inc in &spec.include {
         let mut stack = Vec::new();
-        catalog.expand(path, inc, &mut stack, &mut names, &mut diags);
+        catalog.expand(path, inc, &mut stack, &mut done, &mut names, &mut diags);
     }
     let mut listed: BTreeMap<&str, &Spanned<String>> = BTreeMap::new();
     for n in &spec.allow {

@@ -20,12 +20,17 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use marked_yaml::{LoaderOptions, Node, Spanned};
+use marked_yaml::{LoaderOptions, Marker, Node, Spanned};
 use serde::Deserialize;
 
 use super::diag::{Diagnostic, start};
 
 pub const API_VERSION: &str = "sysfence.dev/v1";
+/// The largest policy or set file read: a syscall allowlist is a few KiB.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// How deeply YAML may nest (flow brackets, or indentation levels of two spaces): a
+/// policy needs five; the parser recurses per level.
+pub const MAX_NESTING: usize = 64;
 pub const KIND_POLICY: &str = "SyscallPolicy";
 pub const KIND_SET: &str = "SyscallSet";
 
@@ -221,6 +226,7 @@ impl Document {
 
 /// Parse one YAML document. Syntax and shape errors come back with their position.
 pub fn parse(path: &Path, text: &str) -> Result<Document, Diagnostic> {
+    check_bounds(path, text)?;
     let options = LoaderOptions::default().error_on_duplicate_keys(true);
     let node =
         marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(path, e))?;
@@ -302,4 +308,55 @@ fn load_error(path: &Path, e: marked_yaml::LoadError) -> Diagnostic {
         other => other.to_string(),
     };
     Diagnostic::error(path, at, message)
+}
+
+/// Refuse, before parsing, what no policy needs and what could exhaust the parser: a
+/// file over [`MAX_FILE_BYTES`], or nesting deeper than [`MAX_NESTING`].
+fn check_bounds(path: &Path, text: &str) -> Result<(), Diagnostic> {
+    let at = |line: usize, column: usize| Marker::new(0, 0, line, column);
+    if text.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::error(
+            path,
+            Some(at(1, 1)),
+            format!(
+                "the file is {} bytes; a policy or set file is at most {MAX_FILE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    let deep = |line: usize, column: usize| {
+        Err(Diagnostic::error(
+            path,
+            Some(at(line, column)),
+            format!("nested deeper than {MAX_NESTING} levels"),
+        )
+        .with_help("a policy needs a handful of levels; this is not a policy"))
+    };
+    // Flow brackets may span lines: their depth carries over.
+    let mut flow = 0usize;
+    let mut quote = None;
+    for (i, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if indent / 2 > MAX_NESTING {
+            return deep(i + 1, indent + 1);
+        }
+        for (col, ch) in line.char_indices() {
+            match (quote, ch) {
+                (None, '#') => break,
+                (None, '"' | '\'') => quote = Some(ch),
+                (Some(q), c) if c == q => quote = None,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    if indent / 2 + flow > MAX_NESTING {
+                        return deep(i + 1, col + 1);
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        // A quote left open at the end of a line (`it's` in plain text) ends there.
+        quote = None;
+    }
+    Ok(())
 }

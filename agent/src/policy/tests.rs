@@ -478,3 +478,70 @@ fn load_files_reports_selector_conflicts_across_files() {
     let loaded = load_files(&[a, d]);
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
 }
+
+#[test]
+fn oversized_and_deeply_nested_files_are_refused_before_parsing() {
+    let path = Path::new("big.yaml");
+    let big = format!("{HEAD}spec:\n  allow: [{}]\n", "read, ".repeat(200_000));
+    let e = model::parse(path, &big).unwrap_err();
+    assert!(e.to_string().contains("at most 1048576"), "{e}");
+    assert!(e.to_string().starts_with("big.yaml:1:1"), "{e}");
+    let deep = format!(
+        "{HEAD}spec:\n  allow: {}read{}\n",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let e = model::parse(path, &deep).unwrap_err();
+    assert!(e.to_string().contains("nested deeper than 64"), "{e}");
+    assert!(e.to_string().starts_with("big.yaml:6:"), "{e}");
+    let spread = format!(
+        "{HEAD}spec:\n  allow:\n{}",
+        (0..80)
+            .map(|i| format!("{}[\n", " ".repeat(4 + i)))
+            .collect::<String>()
+    );
+    assert!(
+        model::parse(path, &spread)
+            .unwrap_err()
+            .to_string()
+            .contains("nested deeper")
+    );
+    // A quote in a comment or plain text does not hide brackets after it.
+    let ok = format!("{HEAD}spec:\n  # it's fine\n  allow: [read]\n");
+    assert!(model::parse(path, &ok).is_ok());
+}
+
+#[test]
+fn include_chains_are_bounded_and_diamonds_expand_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = |name: &str, includes: &[String]| {
+        format!(
+            "apiVersion: sysfence.dev/v1\nkind: SyscallSet\nmetadata:\n  name: {name}\nspec:\n  include: [{}]\n  syscalls: [getpid]\n",
+            includes.join(", ")
+        )
+    };
+    // A diamond 24 levels deep: each level includes the next one twice (through two
+    // sets). Expanded naively that is 2^24 expansions; once per set it is instant.
+    let mut files = Vec::new();
+    for level in 0..24 {
+        for side in ["a", "b"] {
+            let next: Vec<String> = if level + 1 < 24 {
+                vec![format!("l{}a", level + 1), format!("l{}b", level + 1)]
+            } else {
+                Vec::new()
+            };
+            let f = dir.path().join(format!("l{level}{side}.yaml"));
+            std::fs::write(&f, set(&format!("l{level}{side}"), &next)).unwrap();
+            files.push(f);
+        }
+    }
+    let started = std::time::Instant::now();
+    let loaded = load_files(&files);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let too_deep = loaded
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("nested deeper than 16 sets"))
+        .expect("a chain deeper than 16 sets is refused");
+    assert!(too_deep.is_error());
+}
