@@ -477,71 +477,19 @@ enum PolicyCommand {
     #[command(
         after_help = "Examples:\n  sysfence policy import-seccomp default.json -o docker-default.yaml\n  sysfence policy import-seccomp profile.json --name web --cap SYS_ADMIN --strict-args"
     )]
-    ImportSeccomp {
-        /// The seccomp profile (JSON).
-        file: PathBuf,
-        /// Write the policy here instead of stdout.
-        #[arg(long, short = 'o', value_name = "OUT")]
-        output: Option<PathBuf>,
-        /// metadata.name of the policy.
-        #[arg(long, default_value = "imported-seccomp")]
-        name: String,
-        /// Capabilities the container holds, for the profile's `includes.caps`
-        /// (repeatable; default: Docker's default set).
-        #[arg(long = "cap", value_name = "CAP")]
-        caps: Vec<String>,
-        /// Kernel version for `minKernel` rules.
-        #[arg(long, default_value = "6.1", value_name = "MAJOR.MINOR")]
-        kernel: String,
-        /// Leave out syscalls the profile allows only for some argument values.
-        #[arg(long)]
-        strict_args: bool,
-    },
+    ImportSeccomp(sysfence::seccomp::command::ImportCommand),
     /// Write a policy as a seccomp profile kubelet can use as a `Localhost` profile.
     #[command(
         after_help = "Example:\n  sysfence policy export-seccomp web.yaml -o /var/lib/kubelet/seccomp/web.json"
     )]
-    ExportSeccomp {
-        /// The policy file (one SyscallPolicy).
-        policy: PathBuf,
-        /// Write the profile here instead of stdout.
-        #[arg(long, short = 'o', value_name = "OUT")]
-        output: Option<PathBuf>,
-        /// Default action for audit/monitor policies: SCMP_ACT_LOG instead of ERRNO.
-        #[arg(long)]
-        log_for_audit: bool,
-    },
+    ExportSeccomp(sysfence::seccomp::command::ExportCommand),
 }
 
 fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
-    use sysfence::seccomp::command::{
-        ExportCommand, ImportCommand, export_command, import_command,
-    };
+    use sysfence::seccomp::command::{export_command, import_command};
     match command {
-        PolicyCommand::ImportSeccomp {
-            file,
-            output,
-            name,
-            caps,
-            kernel,
-            strict_args,
-        } => import_command(ImportCommand {
-            file,
-            output,
-            name,
-            caps,
-            kernel,
-            strict_args,
-        }),
-        PolicyCommand::ExportSeccomp {
-            policy,
-            output,
-            log_for_audit,
-        } => export_command(ExportCommand {
-            policy,
-            output,
-            log_for_audit,
-        }),
+        PolicyCommand::ImportSeccomp(c) => import_command(c),
+        PolicyCommand::ExportSeccomp(c) => export_command(c),
     }
 }
 

@@ -6,19 +6,38 @@ use std::path::{Path, PathBuf};
 use crate::policy;
 
 /// What `policy import-seccomp` was asked.
+#[derive(Debug, clap::Args)]
 pub struct ImportCommand {
+    /// The seccomp profile (JSON).
     pub file: PathBuf,
+    /// Write the policy here instead of stdout.
+    #[arg(long, short = 'o', value_name = "OUT")]
     pub output: Option<PathBuf>,
+    /// metadata.name of the policy.
+    #[arg(long, default_value = "imported-seccomp")]
     pub name: String,
+    /// Capabilities the container holds, for the profile's `includes.caps`
+    /// (repeatable; default: Docker's default set).
+    #[arg(long = "cap", value_name = "CAP")]
     pub caps: Vec<String>,
+    /// Kernel version for `minKernel` rules.
+    #[arg(long, default_value = "6.1", value_name = "MAJOR.MINOR")]
     pub kernel: String,
+    /// Leave out syscalls the profile allows only for some argument values.
+    #[arg(long)]
     pub strict_args: bool,
 }
 
 /// What `policy export-seccomp` was asked.
+#[derive(Debug, clap::Args)]
 pub struct ExportCommand {
+    /// The policy file (one SyscallPolicy).
     pub policy: PathBuf,
+    /// Write the profile here instead of stdout.
+    #[arg(long, short = 'o', value_name = "OUT")]
     pub output: Option<PathBuf>,
+    /// Default action for audit/monitor policies: SCMP_ACT_LOG instead of ERRNO.
+    #[arg(long)]
     pub log_for_audit: bool,
 }
 
