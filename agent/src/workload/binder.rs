@@ -675,6 +675,24 @@ impl Binder {
                         why.clone_from(&b.reason);
                     }
                 }
+                // Nor weaker than a bound ancestor's, as discovery would have it.
+                let ancestors: HashMap<&str, Choice> = self
+                    .bound
+                    .values()
+                    .map(|b| (b.rel.as_str(), b.choice))
+                    .collect();
+                if let Some(a) = nearest_ancestor(&ancestors, &rel) {
+                    let entries = self.table.entries();
+                    let of = |c: &Choice| {
+                        entries
+                            .get(c.policy)
+                            .map_or(0, |e| strictness(e.policy.mode, c.monitor_only))
+                    };
+                    if of(a) > of(&c) {
+                        c = *a;
+                        why = "ancestor: its own policy is weaker than its parent's".to_string();
+                    }
+                }
                 if self.bound.get(&id).map(|b| (b.choice, b.slot))
                     != Some((c, self.table.want_slot(id, c)))
                 {
