@@ -678,8 +678,10 @@ mod host_only {
             v["event"] == "bound" && v["container_id"] == victim.as_str()
         });
         assert_eq!(
-            bound["via"], "start",
-            "bound before the entrypoint: {bound}"
+            bound["via"],
+            "start",
+            "bound before the entrypoint: {bound}\nagent:\n{}",
+            agent.log()
         );
         assert_eq!(bound["policy"], "victims");
         assert_eq!(bound["pod"], "victim");

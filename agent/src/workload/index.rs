@@ -193,8 +193,9 @@ impl CgroupIndex {
         self.states.clear();
         self.creating = false;
         for root in self.state_roots() {
-            self.states.extend(runtime::scan_root(&root));
-            self.creating |= runtime::creating_in(&root);
+            let scan = runtime::scan_root(&root);
+            self.states.extend(scan.states);
+            self.creating |= scan.creating;
         }
         let scanned: HashSet<(PathBuf, String)> = self
             .states
@@ -259,14 +260,23 @@ impl CgroupIndex {
     /// `wanted` says whether a policy would bind a workload (a sandbox left in the v2
     /// root is placed in a cgroup of its own only then).
     pub async fn rescan(&mut self, wanted: &dyn Fn(&Workload) -> bool) {
+        // The cgroups are walked before the runtimes' state is read. runc, crun and
+        // youki make a container's state directory before its cgroup, so every cgroup
+        // seen here that a runtime is still setting up shows as `creating` (or as a
+        // state that waits for `start`) in the read that follows. The other way round,
+        // a container created between the two reads would look settled and be bound
+        // under its runtime's own setup.
+        let walk = |root: &Path| -> Vec<(u64, String)> {
+            cgroup::walk(root)
+                .into_iter()
+                .filter_map(|(rel, abs)| Some((cgroup::id_of(&abs).ok()?, rel)))
+                .collect()
+        };
+        let mut seen = walk(&self.root);
         self.refresh_cri().await;
         self.refresh_states();
-        self.adopt_sandboxes(wanted);
-        let mut seen: Vec<(u64, String)> = Vec::new();
-        for (rel, abs) in cgroup::walk(&self.root) {
-            if let Ok(id) = cgroup::id_of(&abs) {
-                seen.push((id, rel));
-            }
+        if self.adopt_sandboxes(wanted) {
+            seen = walk(&self.root);
         }
         let mut next = HashMap::new();
         for (id, rel) in seen {
@@ -489,9 +499,10 @@ impl CgroupIndex {
 
     /// Place sandboxes that a runtime left in the v2 root (runsc on a hybrid host) in a
     /// v2 cgroup named after their v1 cgroup, when a policy would bind them.
-    fn adopt_sandboxes(&mut self, wanted: &dyn Fn(&Workload) -> bool) {
+    /// Whether a container was moved (its new cgroup is then to be walked).
+    fn adopt_sandboxes(&mut self, wanted: &dyn Fn(&Workload) -> bool) -> bool {
         if !self.hybrid {
-            return;
+            return false;
         }
         let candidates: Vec<StateEntry> = self
             .states
@@ -515,6 +526,7 @@ impl CgroupIndex {
         if changed {
             self.index_states();
         }
+        changed
     }
 
     /// Adopt one container's processes into the v2 mirror of its v1 cgroup, if a policy

@@ -152,18 +152,32 @@ fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
-/// Every container in one state root, whatever runtime wrote it.
-pub fn scan_root(root: &Path) -> Vec<StateEntry> {
+/// What one read of a state root found: the containers whose state is written, and
+/// whether a runtime is still creating one there.
+#[derive(Debug, Default)]
+pub struct RootScan {
+    pub states: Vec<StateEntry>,
+    /// runc, crun and youki make a container's directory first, then its cgroup, and
+    /// write its state file once the container is set up: a directory without a
+    /// state file that reads as whole JSON is a container being created.
+    pub creating: bool,
+}
+
+/// Read a state root: runc/youki `ID/state.json`, crun `ID/status`, runsc
+/// `*_sandbox:ID.state`. Each file is read once, so that what is called created and
+/// what is called creating come from the same look (a state file written between two
+/// looks would otherwise be neither).
+pub fn scan_root(root: &Path) -> RootScan {
+    let mut scan = RootScan::default();
     let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
+        return scan;
     };
-    let mut out = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let path = e.path();
         if name.ends_with(".state") && name.contains("_sandbox:") {
             if let Some(s) = read_json(&path).and_then(|j| parse_runsc_state(root, &j)) {
-                out.push(s);
+                scan.states.push(s);
             }
         } else if path.is_dir() {
             let pending_start = path.join("exec.fifo").exists();
@@ -172,28 +186,15 @@ pub fn scan_root(root: &Path) -> Vec<StateEntry> {
             } else if let Some(j) = read_json(&path.join("status")) {
                 parse_crun_status(root, &name, &j)
             } else {
+                scan.creating = true;
                 None
             };
-            out.extend(entry.map(|e| StateEntry { pending_start, ..e }));
+            scan.states
+                .extend(entry.map(|e| StateEntry { pending_start, ..e }));
         }
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    out
-}
-
-/// Whether a runtime is creating a container in `root`: runc, crun and youki make the
-/// container's directory first and write its state file once the container is set up.
-/// A state file being written (not yet whole JSON) counts as not written.
-pub fn creating_in(root: &Path) -> bool {
-    let Ok(entries) = fs::read_dir(root) else {
-        return false;
-    };
-    entries.flatten().any(|e| {
-        let p = e.path();
-        p.is_dir()
-            && read_json(&p.join("state.json")).is_none()
-            && read_json(&p.join("status")).is_none()
-    })
+    scan.states.sort_by(|a, b| a.id.cmp(&b.id));
+    scan
 }
 
 /// The default state root of a runtime, by its binary's name.

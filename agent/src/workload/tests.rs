@@ -457,11 +457,12 @@ fn state_roots_tell_created_from_started_and_creating() {
     let root = dir.path();
     // Being created: the directory exists, the state file not yet.
     std::fs::create_dir_all(root.join("c1")).unwrap();
-    assert!(runtime::creating_in(root));
-    assert!(runtime::scan_root(root).is_empty());
+    let scan = runtime::scan_root(root);
+    assert!(scan.creating);
+    assert!(scan.states.is_empty());
     // A state file still being written is not written yet.
     std::fs::write(root.join("c1/state.json"), r#"{"id":"c1","init_pro"#).unwrap();
-    assert!(runtime::creating_in(root));
+    assert!(runtime::scan_root(root).creating);
     // Created, waiting for `start`: state file and exec FIFO.
     std::fs::write(
         root.join("c1/state.json"),
@@ -469,14 +470,15 @@ fn state_roots_tell_created_from_started_and_creating() {
     )
     .unwrap();
     std::fs::write(root.join("c1/exec.fifo"), "").unwrap();
-    assert!(!runtime::creating_in(root));
-    let s = runtime::scan_root(root);
+    let scan = runtime::scan_root(root);
+    assert!(!scan.creating);
+    let s = scan.states;
     assert_eq!(s.len(), 1);
     assert!(s[0].pending_start);
     assert_eq!(s[0].bundle.as_deref(), Some(Path::new("/b")));
     // Started: the FIFO is gone.
     std::fs::remove_file(root.join("c1/exec.fifo")).unwrap();
-    assert!(!runtime::scan_root(root)[0].pending_start);
+    assert!(!runtime::scan_root(root).states[0].pending_start);
     // crun's status file, and a runsc state file.
     std::fs::create_dir_all(root.join("k1")).unwrap();
     std::fs::write(root.join("k1/status"), r#"{"pid":2,"bundle":"/k"}"#).unwrap();
@@ -485,7 +487,7 @@ fn state_roots_tell_created_from_started_and_creating() {
         r#"{"id":"r1","bundleDir":"/r","sandbox":{"pid":3}}"#,
     )
     .unwrap();
-    let all = runtime::scan_root(root);
+    let all = runtime::scan_root(root).states;
     let names: Vec<(&str, &str)> = all
         .iter()
         .map(|s| (s.id.as_str(), s.runtime.name()))
