@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod cri;
 pub mod gate;
 pub mod metrics;
 pub mod oci;

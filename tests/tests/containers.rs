@@ -15,7 +15,11 @@ use std::{
 };
 
 use serde_json::Value;
-use sysfence_tests::{oci::*, *};
+use sysfence_tests::{
+    cri::{PodGuard, container_config, pod_config},
+    oci::*,
+    *,
+};
 
 /// getppid(2) on x86_64: the denied first syscall of the test entrypoint.
 const GETPPID: u32 = 110;
@@ -619,14 +623,20 @@ mod host_only {
         };
         let mut started = Vec::new();
         for (pod, u, app) in &pods {
-            let sandbox = pod_config(pod, u, app, &s.path("logs"));
+            let sandbox = pod_config(pod, u, &[("app", app), ("tier", "web")], &s.path("logs"));
             let pod_id = rt
                 .block_on(cri.run_pod_sandbox(sandbox.clone(), ""))
                 .unwrap_or_else(|e| {
                     panic!("RunPodSandbox {pod}: {e:#}\n{}", containerd.log_tail())
                 });
             sandboxes.ids.push(pod_id.clone());
-            let config = container_config(pod, u);
+            // Prints, sleeps, makes a directory (denied for the victim), prints again, and
+            // stays up a while.
+            let config = container_config(
+                pod,
+                u,
+                "echo started; sleep 1; mkdir /tmp/made && echo SURVIVED && sleep 30",
+            );
             let t = Instant::now();
             let cid = rt
                 .block_on(cri.create_container(&pod_id, config, sandbox))
@@ -729,115 +739,6 @@ mod host_only {
         drop(containerd);
         let (code, log) = agent.stop();
         assert_eq!(code, 0, "{log}");
-    }
-}
-
-/// Pod sandboxes stopped and removed on drop, through a CRI connection of their own.
-struct PodGuard {
-    socket: PathBuf,
-    ids: Vec<String>,
-}
-
-impl Drop for PodGuard {
-    fn drop(&mut self) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(mut cri) = sysfence::workload::cri::CriClient::connect(&self.socket).await
-            else {
-                return;
-            };
-            for id in &self.ids {
-                let _ = cri.stop_pod_sandbox(id).await;
-                let _ = cri.remove_pod_sandbox(id).await;
-            }
-        });
-    }
-}
-
-use sysfence::workload::cri::api;
-
-/// A pod as kubelet asks for it: host network (no CNI), its labels, its cgroup parent.
-fn pod_config(pod: &str, uid: &str, app: &str, logs: &Path) -> api::PodSandboxConfig {
-    let ns = api::NamespaceOption {
-        network: api::NamespaceMode::Node as i32,
-        pid: api::NamespaceMode::Container as i32,
-        ipc: api::NamespaceMode::Pod as i32,
-        ..Default::default()
-    };
-    let log_dir = logs.join(pod);
-    fs::create_dir_all(&log_dir).unwrap();
-    api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: pod.into(),
-            uid: uid.into(),
-            namespace: "sysfence-test".into(),
-            attempt: 0,
-        }),
-        hostname: String::new(),
-        log_directory: log_dir.display().to_string(),
-        labels: kubelet_pod_labels(pod, "sysfence-test", uid, &[("app", app), ("tier", "web")])
-            .into_iter()
-            .collect(),
-        annotations: [("kubernetes.io/config.source".to_string(), "api".to_string())]
-            .into_iter()
-            .collect(),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(ns),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// The pod's one container, `app`: prints, sleeps, makes a directory (denied for the
-/// victim), prints again, and stays up a while.
-fn container_config(pod: &str, uid: &str) -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "app".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: "localhost/busybox:local".into(),
-            ..Default::default()
-        }),
-        command: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo started; sleep 1; mkdir /tmp/made && echo SURVIVED && sleep 30".into(),
-        ],
-        labels: kubelet_container_labels("app", pod, "sysfence-test", uid)
-            .into_iter()
-            .collect(),
-        annotations: [(
-            "io.kubernetes.container.restartCount".to_string(),
-            "0".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-        log_path: "app.log".into(),
-        linux: Some(api::LinuxContainerConfig {
-            security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: api::NamespaceMode::Node as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 

@@ -13,7 +13,11 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use sysfence_tests::{oci::*, *};
+use sysfence_tests::{
+    cri::{PodGuard, container_config, pod_config},
+    oci::*,
+    *,
+};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 const SYS_GETPPID: u32 = 110;
@@ -860,98 +864,6 @@ impl Drop for CriProxy {
     }
 }
 
-/// Pod sandboxes stopped and removed on drop.
-struct PodGuard {
-    socket: PathBuf,
-    ids: Vec<String>,
-}
-
-impl Drop for PodGuard {
-    fn drop(&mut self) {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(mut cri) = sysfence::workload::cri::CriClient::connect(&self.socket).await
-            else {
-                return;
-            };
-            for id in &self.ids {
-                let _ = cri.stop_pod_sandbox(id).await;
-                let _ = cri.remove_pod_sandbox(id).await;
-            }
-        });
-    }
-}
-
-use sysfence::workload::cri::api;
-
-fn pod_config(pod: &str, uid: &str, app: &str, logs: &Path) -> api::PodSandboxConfig {
-    let ns = api::NamespaceOption {
-        network: api::NamespaceMode::Node as i32,
-        pid: api::NamespaceMode::Container as i32,
-        ipc: api::NamespaceMode::Pod as i32,
-        ..Default::default()
-    };
-    let log_dir = logs.join(pod);
-    fs::create_dir_all(&log_dir).unwrap();
-    api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: pod.into(),
-            uid: uid.into(),
-            namespace: "sysfence-test".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.display().to_string(),
-        labels: kubelet_pod_labels(pod, "sysfence-test", uid, &[("app", app)])
-            .into_iter()
-            .collect(),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(ns),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container_config(pod: &str, uid: &str, script: &str) -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: "app".into(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: "localhost/busybox:local".into(),
-            ..Default::default()
-        }),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        labels: kubelet_container_labels("app", pod, "sysfence-test", uid)
-            .into_iter()
-            .collect(),
-        log_path: "app.log".into(),
-        linux: Some(api::LinuxContainerConfig {
-            security_context: Some(api::LinuxContainerSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    network: api::NamespaceMode::Node as i32,
-                    pid: api::NamespaceMode::Container as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// A policy selects pods by namespace and label; the CRI, the only source of labels,
 /// is down when two pods start. Both are bound at `start` all the same (fail closed: the
 /// policy may select them), and `status` says why; the victim's denied call is killed.
@@ -1055,7 +967,7 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
     let logs = dir.path().join("logs");
     let mut started = Vec::new();
     for (pod, u, script) in &pods {
-        let sandbox = pod_config(pod, u, pod, &logs);
+        let sandbox = pod_config(pod, u, &[("app", pod)], &logs);
         let pod_id = rt
             .block_on(cri.run_pod_sandbox(sandbox.clone(), ""))
             .unwrap_or_else(|e| panic!("RunPodSandbox {pod}: {e:#}\n{}", containerd.log_tail()));

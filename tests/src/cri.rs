@@ -1,0 +1,117 @@
+//! Pods as kubelet asks containerd's CRI for them: sandbox and container configs with
+//! kubelet's labels, and a guard that stops and removes the sandboxes (on failure too).
+
+use std::{fs, path::Path, path::PathBuf};
+
+use sysfence::workload::cri::{CriClient, api};
+
+use crate::oci::{kubelet_container_labels, kubelet_pod_labels};
+
+/// The Kubernetes namespace every test pod lives in.
+pub const NAMESPACE: &str = "sysfence-test";
+
+/// Pod sandboxes stopped and removed on drop, through a CRI connection of their own.
+pub struct PodGuard {
+    pub socket: PathBuf,
+    pub ids: Vec<String>,
+}
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut cri) = CriClient::connect(&self.socket).await else {
+                return;
+            };
+            for id in &self.ids {
+                let _ = cri.stop_pod_sandbox(id).await;
+                let _ = cri.remove_pod_sandbox(id).await;
+            }
+        });
+    }
+}
+
+/// The namespaces of a pod on the node's network (no CNI), with its own PIDs.
+fn namespaces() -> api::NamespaceOption {
+    api::NamespaceOption {
+        network: api::NamespaceMode::Node as i32,
+        pid: api::NamespaceMode::Container as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// A pod as kubelet asks for it: host network, kubelet's labels plus `labels`, and
+/// its cgroup parent below `kubepods/besteffort`. Its logs go to `logs/POD/`.
+pub fn pod_config(
+    pod: &str,
+    uid: &str,
+    labels: &[(&str, &str)],
+    logs: &Path,
+) -> api::PodSandboxConfig {
+    let log_dir = logs.join(pod);
+    fs::create_dir_all(&log_dir).unwrap();
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: pod.into(),
+            uid: uid.into(),
+            namespace: NAMESPACE.into(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.display().to_string(),
+        labels: kubelet_pod_labels(pod, NAMESPACE, uid, labels)
+            .into_iter()
+            .collect(),
+        annotations: [("kubernetes.io/config.source".to_string(), "api".to_string())]
+            .into_iter()
+            .collect(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: format!("/kubepods/besteffort/pod{uid}"),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The pod's one container, `app`, from the busybox image the test imported, running
+/// `/bin/sh -c SCRIPT`; its output goes to `app.log` in the pod's log directory.
+pub fn container_config(pod: &str, uid: &str, script: &str) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: "app".into(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: "localhost/busybox:local".into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        labels: kubelet_container_labels("app", pod, NAMESPACE, uid)
+            .into_iter()
+            .collect(),
+        annotations: [(
+            "io.kubernetes.container.restartCount".to_string(),
+            "0".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+        log_path: "app.log".into(),
+        linux: Some(api::LinuxContainerConfig {
+            security_context: Some(api::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
