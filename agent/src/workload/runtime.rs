@@ -159,9 +159,15 @@ pub struct RootScan {
     pub states: Vec<StateEntry>,
     /// runc, crun and youki make a container's directory first, then its cgroup, and
     /// write its state file once the container is set up: a directory without a
-    /// state file that reads as whole JSON is a container being created.
+    /// state file that reads as whole JSON is a container being created, unless it is
+    /// older than [`CREATING_AT_MOST`] (a create that died left it behind).
     pub creating: bool,
 }
+
+/// How long a runtime may take to write a new container's state file. A directory
+/// without one that is older was left by a create that died: counting it as a create
+/// in progress would hold discovery back from binding, for good.
+pub const CREATING_AT_MOST: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Read a state root: runc/youki `ID/state.json`, crun `ID/status`, runsc
 /// `*_sandbox:ID.state`. Each file is read once, so that what is called created and
@@ -186,7 +192,10 @@ pub fn scan_root(root: &Path) -> RootScan {
             } else if let Some(j) = read_json(&path.join("status")) {
                 parse_crun_status(root, &name, &j)
             } else {
-                scan.creating = true;
+                let young = fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < CREATING_AT_MOST));
+                scan.creating |= young;
                 None
             };
             scan.states

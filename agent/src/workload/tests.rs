@@ -479,6 +479,18 @@ fn state_roots_tell_created_from_started_and_creating() {
     // Started: the FIFO is gone.
     std::fs::remove_file(root.join("c1/exec.fifo")).unwrap();
     assert!(!runtime::scan_root(root).states[0].pending_start);
+    // A directory left by a create that died long ago is no create in progress.
+    std::fs::create_dir_all(root.join("dead")).unwrap();
+    assert!(runtime::scan_root(root).creating);
+    let long_ago = std::time::SystemTime::now() - runtime::CREATING_AT_MOST * 2;
+    std::fs::File::open(root.join("dead"))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let scan = runtime::scan_root(root);
+    assert!(!scan.creating);
+    assert_eq!(scan.states.len(), 1, "c1 is still read");
+    std::fs::remove_dir(root.join("dead")).unwrap();
     // crun's status file, and a runsc state file.
     std::fs::create_dir_all(root.join("k1")).unwrap();
     std::fs::write(root.join("k1/status"), r#"{"pid":2,"bundle":"/k"}"#).unwrap();
