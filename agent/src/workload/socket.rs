@@ -56,6 +56,9 @@ pub fn monotonic_ns() -> u64 {
 pub struct StartRequest {
     /// The runtime's name (its binary's base name: runc, crun, runsc, ...).
     pub runtime: String,
+    /// The binary the wrapper runs. Informational only: the agent never executes a
+    /// path a client sends (it reads state itself, or runs a runtime it knows by name
+    /// from its own PATH).
     pub runtime_path: Option<PathBuf>,
     /// The runtime's `--root`, if given.
     pub root: Option<PathBuf>,
