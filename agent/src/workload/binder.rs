@@ -75,6 +75,29 @@ fn strictness(mode: Mode, monitor_only: bool) -> u8 {
     }
 }
 
+/// How strict a choice is (see [`strictness`]); a choice of no policy in `entries`, none.
+fn strictness_of(entries: &[PolicyEntry], c: Choice) -> u8 {
+    entries
+        .get(c.policy)
+        .map_or(0, |e| strictness(e.policy.mode, c.monitor_only))
+}
+
+/// The rule that no binding is weakened: `own`, unless `other` (a pinned floor, the
+/// binding a workload has, its bound ancestor's) is strictly stricter.
+fn never_weaker(
+    entries: &[PolicyEntry],
+    own: (Choice, String),
+    other: Option<(Choice, String)>,
+) -> (Choice, String) {
+    match other {
+        Some(o) if strictness_of(entries, o.0) > strictness_of(entries, own.0) => o,
+        _ => own,
+    }
+}
+
+/// Why a workload has its bound ancestor's policy rather than its own.
+const ANCESTOR_WHY: &str = "ancestor: its own policy is weaker than its parent's";
+
 /// The nearest proper ancestor of `path` in `by_path`.
 fn nearest_ancestor<'a, T>(by_path: &'a HashMap<&str, T>, path: &str) -> Option<&'a T> {
     let mut p = path;
@@ -431,7 +454,6 @@ impl Binder {
 
     fn apply_all(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
         let entries = self.table.entries();
-        let strictness_of = |c: Choice| strictness(entries[c.policy].policy.mode, c.monitor_only);
         let floor_of = |id: u64| {
             let (name, monitor_only) = self.floors.get(&id)?;
             let policy = entries.iter().position(|e| &e.policy.name == name)?;
@@ -452,8 +474,7 @@ impl Binder {
                 choose_why(entries, w, self.default_policy.as_deref()),
                 floor,
             ) {
-                (Some((c, _)), Some(f)) if strictness_of(f) > strictness_of(c) => (f, pinned()),
-                (Some(c), _) => c,
+                (Some(c), f) => never_weaker(entries, c, f.map(|f| (f, pinned()))),
                 (None, Some(f)) => (f, pinned()),
                 (None, None) => continue,
             };
@@ -484,16 +505,15 @@ impl Binder {
             .filter_map(|(id, (c, why))| {
                 let w = self.index.get(*id)?;
                 match nearest_ancestor(&by_path, &w.cgroup_path) {
-                    None => Some((*id, (*c, why.clone()))),
                     Some(_) if !w.vouched => None,
-                    Some(a) if strictness_of(*a) > strictness_of(*c) => Some((
+                    a => Some((
                         *id,
-                        (
-                            *a,
-                            "ancestor: its own policy is weaker than its parent's".to_string(),
+                        never_weaker(
+                            entries,
+                            (*c, why.clone()),
+                            a.map(|a| (*a, ANCESTOR_WHY.to_string())),
                         ),
                     )),
-                    Some(_) => Some((*id, (*c, why.clone()))),
                 }
             })
             .collect();
@@ -663,36 +683,19 @@ impl Binder {
             .get(id)
             .and_then(|w| choose_why(self.table.entries(), w, self.default_policy.as_deref()));
         let reply = match choice {
-            Some((mut c, mut why)) => {
-                // Never weaker than a binding it already has.
-                if let Some(b) = self.bound.get(&id) {
-                    let entries = self.table.entries();
-                    let now = entries
-                        .get(b.choice.policy)
-                        .map_or(0, |e| strictness(e.policy.mode, b.choice.monitor_only));
-                    if strictness(entries[c.policy].policy.mode, c.monitor_only) < now {
-                        c = b.choice;
-                        why.clone_from(&b.reason);
-                    }
-                }
-                // Nor weaker than a bound ancestor's, as discovery would have it.
+            Some(own) => {
+                let entries = self.table.entries();
+                // Never weaker than a binding it already has, nor than a bound
+                // ancestor's, as discovery would have it.
+                let had = self.bound.get(&id).map(|b| (b.choice, b.reason.clone()));
                 let ancestors: HashMap<&str, Choice> = self
                     .bound
                     .values()
                     .map(|b| (b.rel.as_str(), b.choice))
                     .collect();
-                if let Some(a) = nearest_ancestor(&ancestors, &rel) {
-                    let entries = self.table.entries();
-                    let of = |c: &Choice| {
-                        entries
-                            .get(c.policy)
-                            .map_or(0, |e| strictness(e.policy.mode, c.monitor_only))
-                    };
-                    if of(a) > of(&c) {
-                        c = *a;
-                        why = "ancestor: its own policy is weaker than its parent's".to_string();
-                    }
-                }
+                let ancestor =
+                    nearest_ancestor(&ancestors, &rel).map(|a| (*a, ANCESTOR_WHY.to_string()));
+                let (c, why) = never_weaker(entries, never_weaker(entries, own, had), ancestor);
                 if self.bound.get(&id).map(|b| (b.choice, b.slot))
                     != Some((c, self.table.want_slot(id, c)))
                 {
@@ -784,6 +787,37 @@ mod tests {
     fn with_mode(mut p: CompiledPolicy, mode: Mode) -> CompiledPolicy {
         p.mode = mode;
         p
+    }
+
+    #[test]
+    fn no_binding_is_weakened_and_ties_keep_the_workloads_own_choice() {
+        let table = entries(vec![
+            with_mode(policy("audit", "    namespace: shop\n"), Mode::Audit),
+            with_mode(policy("enforce", "    namespace: shop\n"), Mode::Enforce),
+            with_mode(
+                policy("enforce-too", "    namespace: bank\n"),
+                Mode::Enforce,
+            ),
+        ]);
+        let c = |policy, monitor_only| Choice {
+            policy,
+            monitor_only,
+        };
+        let own = (c(0, false), "selector".to_string());
+        let other = |ch| Some((ch, "other".to_string()));
+        // Stricter wins; no other keeps its own.
+        assert_eq!(
+            never_weaker(&table, own.clone(), other(c(1, false))).0,
+            c(1, false)
+        );
+        assert_eq!(never_weaker(&table, own.clone(), None), own);
+        // A weaker other (monitor-only enforce counts as monitor) does not.
+        assert_eq!(never_weaker(&table, own.clone(), other(c(1, true))), own);
+        // Equally strict: the workload's own choice and reason stay.
+        let own = (c(1, false), "selector".to_string());
+        assert_eq!(never_weaker(&table, own.clone(), other(c(2, false))), own);
+        // A choice of no policy in the table is the weakest.
+        assert_eq!(never_weaker(&table, own.clone(), other(c(9, false))), own);
     }
 
     #[test]
