@@ -266,41 +266,10 @@ impl CompiledSelector {
         self.runtime.as_deref().is_some_and(|r| w.runtime_is(r))
     }
 
+    /// Whether the workload, as known, matches: every field the selector names is the
+    /// workload's.
     pub fn matches(&self, w: &Workload) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        if let Some(ns) = &self.namespace
-            && w.namespace.as_deref() != Some(ns.as_str())
-        {
-            return false;
-        }
-        if let Some(ls) = &self.pod_labels
-            && !(w.in_pod() && ls.matches(&w.labels))
-        {
-            return false;
-        }
-        if let Some(c) = &self.container
-            && w.container.as_deref() != Some(c.as_str())
-        {
-            return false;
-        }
-        if let Some(image) = &self.image
-            && !w.image.as_deref().is_some_and(|i| image.matches(i))
-        {
-            return false;
-        }
-        if let Some(r) = &self.runtime
-            && !w.runtime_is(r)
-        {
-            return false;
-        }
-        if let Some(p) = &self.cgroup_path
-            && !p.matches(&w.cgroup_path)
-        {
-            return false;
-        }
-        true
+        self.test(w, false)
     }
 
     /// Whether this selector could match the workload once its unknown fields are
@@ -308,43 +277,38 @@ impl CompiledSelector {
     /// incomplete ([`Workload::unknown`]), could be anything. The cgroup path is always
     /// known. Used to fail closed.
     pub fn could_match(&self, w: &Workload) -> bool {
+        self.test(w, true)
+    }
+
+    /// The one field walk behind [`Self::matches`] and [`Self::could_match`]: `open`
+    /// says whether what the workload does not know yet counts as matching.
+    fn test(&self, w: &Workload, open: bool) -> bool {
         if self.is_empty() {
             return false;
         }
-        let known = |have: &Option<String>, want: &str| have.as_deref().is_none_or(|h| h == want);
-        if let Some(ns) = &self.namespace
-            && !known(&w.namespace, ns)
-        {
-            return false;
-        }
-        if let Some(ls) = &self.pod_labels
-            && w.unknown.is_none()
-            && !(w.in_pod() && ls.matches(&w.labels))
-        {
-            return false;
-        }
-        if let Some(c) = &self.container
-            && !known(&w.container, c)
-        {
-            return false;
-        }
-        if let Some(image) = &self.image
-            && w.image.as_deref().is_some_and(|i| !image.matches(i))
-        {
-            return false;
-        }
-        if let Some(r) = &self.runtime
-            && w.runtime.is_some()
-            && !w.runtime_is(r)
-        {
-            return false;
-        }
-        if let Some(p) = &self.cgroup_path
-            && !p.matches(&w.cgroup_path)
-        {
-            return false;
-        }
-        true
+        let field = |have: Option<&str>, ok: &dyn Fn(&str) -> bool| have.map_or(open, ok);
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| field(w.namespace.as_deref(), &|h| h == ns))
+            && self.pod_labels.as_ref().is_none_or(|ls| {
+                (open && w.unknown.is_some()) || (w.in_pod() && ls.matches(&w.labels))
+            })
+            && self
+                .container
+                .as_deref()
+                .is_none_or(|c| field(w.container.as_deref(), &|h| h == c))
+            && self
+                .image
+                .as_ref()
+                .is_none_or(|image| field(w.image.as_deref(), &|i| image.matches(i)))
+            && self
+                .runtime
+                .as_deref()
+                .is_none_or(|r| w.runtime_is(r) || (open && w.runtime.is_none()))
+            && self
+                .cgroup_path
+                .as_ref()
+                .is_none_or(|p| p.matches(&w.cgroup_path))
     }
 
     /// Whether one workload could match both selectors. `false` only when certain.

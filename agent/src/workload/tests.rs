@@ -542,3 +542,55 @@ fn a_cgroup_keeps_its_identity_when_its_runtime_state_goes_first() {
     assert_eq!(other.container_id, None);
     assert_eq!(other.container.as_deref(), Some("nginx"));
 }
+
+#[test]
+fn a_field_the_workload_does_not_know_yet_could_match_but_does_not_match() {
+    let selectors = [
+        ("namespace", "    namespace: shop\n"),
+        ("container", "    container: nginx\n"),
+        ("image", "    image: \"docker.io/library/nginx:*\"\n"),
+        ("runtime", "    runtime: runc\n"),
+        ("labels", "    podLabels:\n      matchLabels: {app: web}\n"),
+    ];
+    for (field, selector) in selectors {
+        let s = policy(field, selector).selector;
+        // Known and equal: both.
+        let known = web_pod();
+        assert!(s.matches(&known) && s.could_match(&known), "{field}");
+        // Known and different: neither.
+        let mut other = web_pod();
+        match field {
+            "namespace" => other.namespace = Some("bank".into()),
+            "container" => other.container = Some("redis".into()),
+            "image" => other.image = Some("docker.io/library/redis:7".into()),
+            "runtime" => {
+                other.runtime = Some(Runtime::Crun);
+                other.runtime_handler = Some("crun".into());
+            }
+            _ => other.labels = labels(&[("app", "db")]),
+        }
+        assert!(!s.matches(&other) && !s.could_match(&other), "{field}");
+        // Not known yet: could match, does not match.
+        let mut unknown = other;
+        match field {
+            "namespace" => unknown.namespace = None,
+            "container" => unknown.container = None,
+            "image" => unknown.image = None,
+            "runtime" => {
+                unknown.runtime = None;
+                unknown.runtime_handler = None;
+            }
+            _ => unknown.unknown = Some("the CRI is down".into()),
+        }
+        assert!(!s.matches(&unknown), "{field}: matched while unknown");
+        assert!(
+            s.could_match(&unknown),
+            "{field}: could not match while unknown"
+        );
+    }
+    // The cgroup path is always known: a different one never could match.
+    let s = policy("path", "    cgroupPath: \"kubepods/*\"\n").selector;
+    let mut elsewhere = web_pod();
+    elsewhere.cgroup_path = "system.slice/x".into();
+    assert!(!s.could_match(&elsewhere));
+}
