@@ -554,7 +554,10 @@ impl Binder {
         let slot = self.table.want_slot(id, choice);
         probe.bind(id, slot)?;
         let bound_ns = socket::monotonic_ns();
-        let w = self.index.get(id).cloned().unwrap_or_default();
+        let w = self.index.get(id).cloned().unwrap_or(Workload {
+            cgroup_id: id,
+            ..Workload::default()
+        });
         let p = &self.table.entries()[choice.policy].policy;
         let applied = if choice.monitor_only {
             "monitor"
@@ -577,21 +580,13 @@ impl Binder {
                 }
             })
             .unwrap_or_default();
-        info!(
+        info_workload!(
+            &w,
             event = "bound",
             policy = %p.name,
             mode = applied,
-            cgroup = %w.cgroup_path,
-            cgroup_id = id,
             via = via_name,
             start_to_bound_us,
-            runtime = w.runtime.as_ref().map_or("", |r| r.name()),
-            sandboxed = w.sandboxed(),
-            container_id = w.container_id.as_deref().unwrap_or(""),
-            container = w.container.as_deref().unwrap_or(""),
-            pod = w.pod.as_deref().unwrap_or(""),
-            namespace = w.namespace.as_deref().unwrap_or(""),
-            image = w.image.as_deref().unwrap_or(""),
             note = %note,
             reason,
         );

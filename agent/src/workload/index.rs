@@ -640,10 +640,9 @@ fn cgroup_is_empty(dir: &Path) -> bool {
 }
 
 fn log_workload(w: &Workload) {
-    info!(
+    info_workload!(
+        w,
         event = "workload",
-        cgroup = %w.cgroup_path,
-        cgroup_id = w.cgroup_id,
         kind = w.kind.map_or("", |k| match k {
             Kind::Container if w.sandbox_container => "pod-sandbox",
             Kind::Container => "container",
@@ -651,15 +650,8 @@ fn log_workload(w: &Workload) {
             Kind::Monitor => "runtime-monitor",
             Kind::Overhead => "runtime-overhead",
         }),
-        runtime = w.runtime.as_ref().map_or("", |r| r.name()),
         runtime_handler = w.runtime_handler.as_deref().unwrap_or(""),
         engine = w.engine.map_or("", |e| e.name()),
-        sandboxed = w.sandboxed(),
-        container_id = w.container_id.as_deref().unwrap_or(""),
-        container = w.container.as_deref().unwrap_or(""),
-        pod = w.pod.as_deref().unwrap_or(""),
-        namespace = w.namespace.as_deref().unwrap_or(""),
-        image = w.image.as_deref().unwrap_or(""),
         labels = %serde_json::to_string(&w.labels).unwrap_or_default(),
         adopted = w.adopted,
         note = w.runtime.as_ref().and_then(Runtime::sandbox_note).unwrap_or(""),

@@ -80,6 +80,27 @@
 //! processes in a v2 cgroup named after their v1 cgroup (as runc does itself) so that
 //! it can bind it, and removes that cgroup when the sandbox is gone.
 
+/// `tracing::info!` of an event about workload `$w`, with the fields every such line
+/// carries (its cgroup, runtime and names, as the runtime's state and the CRI give
+/// them) after the event's own `$fields`.
+macro_rules! info_workload {
+    ($w:expr, $($fields:tt)*) => {{
+        let w: &$crate::model::Workload = $w;
+        tracing::info!(
+            $($fields)*
+            cgroup = %w.cgroup_path,
+            cgroup_id = w.cgroup_id,
+            runtime = w.runtime.as_ref().map_or("", |r| r.name()),
+            sandboxed = w.sandboxed(),
+            container_id = w.container_id.as_deref().unwrap_or(""),
+            container = w.container.as_deref().unwrap_or(""),
+            pod = w.pod.as_deref().unwrap_or(""),
+            namespace = w.namespace.as_deref().unwrap_or(""),
+            image = w.image.as_deref().unwrap_or(""),
+        )
+    }};
+}
+
 pub mod binder;
 pub mod cgroup_naming;
 pub mod cri;
