@@ -115,3 +115,100 @@ pub fn container_config(pod: &str, uid: &str, script: &str) -> api::ContainerCon
         ..Default::default()
     }
 }
+
+/// A pod uid unique to this test process: the `n`th of its pods (`offset` keeps the
+/// pods of two tests in one process apart).
+pub fn pod_uid(n: u32, offset: u32) -> String {
+    let n = n + offset;
+    format!(
+        "5f5e{:04x}-{:04x}-4000-8000-{:012x}",
+        std::process::id() & 0xffff,
+        n,
+        n
+    )
+}
+
+/// Whether kubelet's parent cgroups existed before the test: those that did not, and
+/// the pods' own, are the test's to remove.
+pub struct Kubepods(Vec<bool>);
+
+const KUBEPODS: [&str; 2] = ["kubepods", "kubepods/besteffort"];
+
+impl Kubepods {
+    /// Look now, before containerd makes any.
+    pub fn before() -> Kubepods {
+        let root = crate::cgroup_root().expect("a cgroup v2 root");
+        Kubepods(KUBEPODS.iter().map(|p| root.join(p).exists()).collect())
+    }
+
+    /// The cgroups the test made for pods `uids`, deepest first (the order to remove
+    /// them in).
+    pub fn made(&self, uids: &[&str]) -> Vec<String> {
+        let mut made: Vec<String> = uids
+            .iter()
+            .map(|u| format!("kubepods/besteffort/pod{u}"))
+            .collect();
+        for (p, existed) in KUBEPODS.iter().zip(&self.0).rev() {
+            if !existed {
+                made.push(p.to_string());
+            }
+        }
+        made
+    }
+}
+
+/// kubelet's side of the CRI: a client on a runtime of its own, and the sandboxes it
+/// ran (stopped and removed on drop).
+pub struct Kubelet {
+    /// Dropped first: the sandboxes go while the CRI is still there.
+    pub sandboxes: PodGuard,
+    pub cri: CriClient,
+    pub rt: tokio::runtime::Runtime,
+}
+
+impl Kubelet {
+    pub fn connect(socket: &Path) -> Kubelet {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cri = rt.block_on(CriClient::connect(socket)).unwrap();
+        Kubelet {
+            sandboxes: PodGuard {
+                socket: socket.to_path_buf(),
+                ids: Vec::new(),
+            },
+            cri,
+            rt,
+        }
+    }
+
+    /// RunPodSandbox, CreateContainer and StartContainer for a pod with one container
+    /// running `script`: the pod sandbox's id and the container's. `why` is what to
+    /// show when a call fails (containerd's log).
+    pub fn start_pod(
+        &mut self,
+        sandbox: api::PodSandboxConfig,
+        container: api::ContainerConfig,
+        why: &dyn Fn() -> String,
+    ) -> (String, String) {
+        let pod = sandbox
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let pod_id = self
+            .rt
+            .block_on(self.cri.run_pod_sandbox(sandbox.clone(), ""))
+            .unwrap_or_else(|e| panic!("RunPodSandbox {pod}: {e:#}\n{}", why()));
+        self.sandboxes.ids.push(pod_id.clone());
+        let cid = self
+            .rt
+            .block_on(self.cri.create_container(&pod_id, container, sandbox))
+            .unwrap_or_else(|e| panic!("CreateContainer {pod}: {e:#}\n{}", why()));
+        self.rt
+            .block_on(self.cri.start_container(&cid))
+            .unwrap_or_else(|e| panic!("StartContainer {pod}: {e:#}\n{}", why()));
+        (pod_id, cid)
+    }
+}

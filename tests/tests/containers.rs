@@ -16,7 +16,7 @@ use std::{
 
 use serde_json::Value;
 use sysfence_tests::{
-    cri::{PodGuard, container_config, pod_config},
+    cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid},
     oci::*,
     *,
 };
@@ -568,10 +568,7 @@ mod host_only {
         let rootfs_dir = s.path("image");
         fs::create_dir_all(&rootfs_dir).unwrap();
         let rootfs = busybox_rootfs(&rootfs_dir, &["sh", "sleep", "mkdir", "echo", "cat"]);
-        let cgroup_root_existed: Vec<bool> = ["kubepods", "kubepods/besteffort"]
-            .iter()
-            .map(|p| cgroup_root().unwrap().join(p).exists())
-            .collect();
+        let kubepods = Kubepods::before();
         let agent = Agent::start(
             &policies,
             &socket,
@@ -583,53 +580,17 @@ mod host_only {
             ],
         );
         let mut containerd = Containerd::start(&cdir, &wrapper, &rootfs);
-        let uid = |n: u32| {
-            format!(
-                "5f5e{:04x}-{:04x}-4000-8000-{:012x}",
-                std::process::id() & 0xffff,
-                n,
-                n
-            )
-        };
         let pods = [
-            ("victim", uid(1), "victim"),
-            ("bystander", uid(2), "bystander"),
+            ("victim", pod_uid(1, 0), "victim"),
+            ("bystander", pod_uid(2, 0), "bystander"),
         ];
-        for (_, u, _) in &pods {
-            containerd
-                .cgroups
-                .push(format!("kubepods/besteffort/pod{u}"));
-        }
-        for (p, existed) in ["kubepods/besteffort", "kubepods"]
-            .iter()
-            .zip(cgroup_root_existed.iter().rev())
-        {
-            if !existed {
-                containerd.cgroups.push(p.to_string());
-            }
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut cri = rt
-            .block_on(sysfence::workload::cri::CriClient::connect(
-                &containerd.socket,
-            ))
-            .unwrap();
-        let mut sandboxes = PodGuard {
-            socket: containerd.socket.clone(),
-            ids: Vec::new(),
-        };
+        containerd
+            .cgroups
+            .extend(kubepods.made(&[&pods[0].1, &pods[1].1]));
+        let mut kubelet = Kubelet::connect(&containerd.socket);
         let mut started = Vec::new();
         for (pod, u, app) in &pods {
             let sandbox = pod_config(pod, u, &[("app", app), ("tier", "web")], &s.path("logs"));
-            let pod_id = rt
-                .block_on(cri.run_pod_sandbox(sandbox.clone(), ""))
-                .unwrap_or_else(|e| {
-                    panic!("RunPodSandbox {pod}: {e:#}\n{}", containerd.log_tail())
-                });
-            sandboxes.ids.push(pod_id.clone());
             // Prints, sleeps, makes a directory (denied for the victim), prints again, and
             // stays up a while.
             let config = container_config(
@@ -638,16 +599,9 @@ mod host_only {
                 "echo started; sleep 1; mkdir /tmp/made && echo SURVIVED && sleep 30",
             );
             let t = Instant::now();
-            let cid = rt
-                .block_on(cri.create_container(&pod_id, config, sandbox))
-                .unwrap_or_else(|e| {
-                    panic!("CreateContainer {pod}: {e:#}\n{}", containerd.log_tail())
-                });
-            rt.block_on(cri.start_container(&cid)).unwrap_or_else(|e| {
-                panic!("StartContainer {pod}: {e:#}\n{}", containerd.log_tail())
-            });
+            let (pod_id, cid) = kubelet.start_pod(sandbox, config, &|| containerd.log_tail());
             eprintln!(
-                "cri: {pod}: CreateContainer + StartContainer took {:?}",
+                "cri: {pod}: RunPodSandbox + CreateContainer + StartContainer took {:?}",
                 t.elapsed()
             );
             started.push((pod.to_string(), pod_id, cid));
@@ -656,8 +610,9 @@ mod host_only {
         let (_, _, bystander) = &started[1];
         // The victim is killed at its mkdir; the bystander goes on.
         let exit = wait_for(Duration::from_secs(30), || {
-            let st = rt
-                .block_on(cri.container_status(victim, false))
+            let st = kubelet
+                .rt
+                .block_on(kubelet.cri.container_status(victim, false))
                 .ok()?
                 .status?;
             (st.state == sysfence::workload::cri::api::ContainerState::ContainerExited as i32)
@@ -735,7 +690,7 @@ mod host_only {
             .expect("the bystander is discovered all the same");
         assert_eq!(w["pod"], "bystander");
         assert_eq!(w["namespace"], "sysfence-test");
-        drop(sandboxes);
+        drop(kubelet);
         drop(containerd);
         let (code, log) = agent.stop();
         assert_eq!(code, 0, "{log}");

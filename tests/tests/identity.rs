@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::{Value, json};
 use sysfence_tests::{
-    cri::{PodGuard, container_config, pod_config},
+    cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid},
     oci::*,
     *,
 };
@@ -32,6 +32,66 @@ fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
     let policies = dir.path().join("policies");
     fs::create_dir(&policies).unwrap();
     (base, cgroup, dir, policies)
+}
+
+/// [`scene`], with the policy `held` on every cgroup below the base: enforce,
+/// runtime-default without getppid.
+fn held_scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
+    let (base, cgroup, dir, policies) = scene(tag);
+    write_policy(
+        &policies,
+        "held.yaml",
+        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
+    );
+    (base, cgroup, dir, policies)
+}
+
+/// A held scene whose cgroup `base/w` has a resident process and is bound to `held`
+/// by a running agent (no CRI), beside a second policy, `tenant` (audit), that `w`
+/// would get if the agent believed it were another tenant's.
+struct HeldW {
+    agent: Agent,
+    /// The bindings once `w` is bound.
+    before: (Vec<(String, String, bool)>, Vec<u64>),
+    victim: Proc,
+    w: TestCgroup,
+    dir: tempfile::TempDir,
+    _base: TestCgroup,
+}
+
+fn held_w_beside_a_tenant_policy(tag: &str) -> HeldW {
+    let (base, base_cgroup, dir, policies) = held_scene(tag);
+    write_policy(
+        &policies,
+        "tenant.yaml",
+        &policy_yaml(
+            "tenant",
+            &format!(
+                "  selector:\n    namespace: other-tenant\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n"
+            ),
+        ),
+    );
+    let w = TestCgroup::create(&format!("{base}/w"));
+    let victim = resident(&w);
+    let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
+    agent.wait_line("the binding of w", |v| {
+        v["event"] == "bound" && v["cgroup"] == format!("{base}/w")
+    });
+    let before = bindings(&agent);
+    assert!(
+        before
+            .0
+            .contains(&(format!("{base}/w"), "held".into(), false)),
+        "{before:?}"
+    );
+    HeldW {
+        agent,
+        before,
+        victim,
+        w,
+        dir,
+        _base: base_cgroup,
+    }
 }
 
 /// `cgroupPath: SELECTOR`, enforce, runtime-default without getppid.
@@ -135,7 +195,7 @@ fn spoofed_workload_stays_policed_across_a_restart(test: &str, spoof: Spoof, doc
     if !privileged(test) {
         return;
     }
-    let (base, _base, dir, policies) = scene(&format!(
+    let (base, _base, dir, policies) = held_scene(&format!(
         "spoof-{}{}",
         match spoof {
             Spoof::Comm => "comm",
@@ -143,11 +203,6 @@ fn spoofed_workload_stays_policed_across_a_restart(test: &str, spoof: Spoof, doc
         },
         if docker { "-docker" } else { "" }
     ));
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
     let leaf = if docker {
         format!("docker-{}.scope", hex_id(test))
     } else {
@@ -486,12 +541,7 @@ fn runtime_and_api_sockets_refuse_a_non_root_peer() {
     if !privileged(test) {
         return;
     }
-    let (base, _base, dir, policies) = scene("peer");
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
+    let (_, _base, dir, policies) = held_scene("peer");
     let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
     open_up(&agent.socket);
     open_up(&agent.api);
@@ -538,12 +588,7 @@ fn the_runtime_socket_admits_a_configured_uid() {
         String::from_utf8_lossy(&help.stdout).contains("--runtime-socket-uid"),
         "`sysfence agent` has no --runtime-socket-uid option"
     );
-    let (base, _base, dir, policies) = scene("peer-uid");
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
+    let (_, _base, dir, policies) = held_scene("peer-uid");
     let agent = Agent::start(
         &policies,
         &dir.path().join("runtime.sock"),
@@ -575,12 +620,7 @@ fn oversized_request_lines_are_refused() {
     if !privileged(test) {
         return;
     }
-    let (base, _base, dir, policies) = scene("lines");
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
+    let (_, _base, dir, policies) = held_scene("lines");
     let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
     let pad = "x".repeat(1 << 20);
     let mut failures = Vec::new();
@@ -654,30 +694,15 @@ fn ids_with_a_path_are_refused_and_no_client_path_is_executed() {
     if !privileged(test) {
         return;
     }
-    let (base, _base, dir, policies) = scene("ids");
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
-    // A policy that `w` would get if the agent believed it is another tenant's.
-    write_policy(
-        &policies,
-        "tenant.yaml",
-        &policy_yaml(
-            "tenant",
-            &format!(
-                "  selector:\n    namespace: other-tenant\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n"
-            ),
-        ),
-    );
-    let w = TestCgroup::create(&format!("{base}/w"));
-    let victim = resident(&w);
-    let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
-    agent.wait_line("the binding of w", |v| {
-        v["event"] == "bound" && v["cgroup"] == format!("{base}/w")
-    });
-    let before = bindings(&agent);
+    // Bindings are dropped in reverse: the agent first, the base cgroup last.
+    let HeldW {
+        _base,
+        dir,
+        w,
+        victim,
+        before,
+        agent,
+    } = held_w_beside_a_tenant_policy("ids");
     // State the client wrote, outside the root it names, reached through `..`.
     let root = dir.path().join("root");
     fs::create_dir_all(&root).unwrap();
@@ -743,35 +768,15 @@ fn a_start_for_an_unknown_container_changes_nothing() {
     if !privileged(test) {
         return;
     }
-    let (base, _base, dir, policies) = scene("unknown");
-    write_policy(
-        &policies,
-        "held.yaml",
-        &policy_yaml("held", &enforce_no_getppid(&format!("{base}/*"))),
-    );
-    write_policy(
-        &policies,
-        "tenant.yaml",
-        &policy_yaml(
-            "tenant",
-            &format!(
-                "  selector:\n    namespace: other-tenant\n    cgroupPath: \"{base}/*\"\n  mode: audit\n  include: [runtime-default]\n"
-            ),
-        ),
-    );
-    let w = TestCgroup::create(&format!("{base}/w"));
-    let victim = resident(&w);
-    let agent = Agent::start(&policies, &dir.path().join("runtime.sock"), &["--no-cri"]);
-    agent.wait_line("the binding of w", |v| {
-        v["event"] == "bound" && v["cgroup"] == format!("{base}/w")
-    });
-    let before = bindings(&agent);
-    assert!(
-        before
-            .0
-            .contains(&(format!("{base}/w"), "held".into(), false)),
-        "{before:?}"
-    );
+    // Bindings are dropped in reverse: the agent first, the base cgroup last.
+    let HeldW {
+        _base,
+        dir,
+        w,
+        victim,
+        before,
+        agent,
+    } = held_w_beside_a_tenant_policy("unknown");
     let start = |id: &str, root: &Path| {
         format!(
             "{}\n",
@@ -899,10 +904,7 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
     let rootfs_dir = dir.path().join("image");
     fs::create_dir_all(&rootfs_dir).unwrap();
     let rootfs = busybox_rootfs(&rootfs_dir, &["sh", "sleep", "mkdir", "echo", "cat"]);
-    let existed: Vec<bool> = ["kubepods", "kubepods/besteffort"]
-        .iter()
-        .map(|p| cgroup_root().unwrap().join(p).exists())
-        .collect();
+    let kubepods = Kubepods::before();
     let proxy = CriProxy::down(
         &dir.path().join("cri-proxy.sock"),
         &cdir.join("containerd.sock"),
@@ -918,65 +920,30 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
         ],
     );
     let mut containerd = Containerd::start(&cdir, &wrapper, &rootfs);
-    let uid = |n: u32| {
-        format!(
-            "5f5e{:04x}-{:04x}-4000-8000-{:012x}",
-            std::process::id() & 0xffff,
-            n + 16,
-            n + 16
-        )
-    };
+    // Uids apart from those of the other CRI test (containers.rs).
     let pods = [
         (
             "victim",
-            uid(1),
+            pod_uid(1, 16),
             "echo started; sleep 1; mkdir /tmp/made && echo SURVIVED; sleep 60",
         ),
         (
             "bystander",
-            uid(2),
+            pod_uid(2, 16),
             "echo started; sleep 15; mkdir /tmp/made && echo SURVIVED; sleep 60",
         ),
     ];
-    for (_, u, _) in &pods {
-        containerd
-            .cgroups
-            .push(format!("kubepods/besteffort/pod{u}"));
-    }
-    for (p, existed) in ["kubepods/besteffort", "kubepods"]
-        .iter()
-        .zip(existed.iter().rev())
-    {
-        if !existed {
-            containerd.cgroups.push(p.to_string());
-        }
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut cri = rt
-        .block_on(sysfence::workload::cri::CriClient::connect(
-            &containerd.socket,
-        ))
-        .unwrap();
-    let mut sandboxes = PodGuard {
-        socket: containerd.socket.clone(),
-        ids: Vec::new(),
-    };
+    containerd
+        .cgroups
+        .extend(kubepods.made(&[&pods[0].1, &pods[1].1]));
+    let mut kubelet = Kubelet::connect(&containerd.socket);
     let logs = dir.path().join("logs");
     let mut started = Vec::new();
     for (pod, u, script) in &pods {
         let sandbox = pod_config(pod, u, &[("app", pod)], &logs);
-        let pod_id = rt
-            .block_on(cri.run_pod_sandbox(sandbox.clone(), ""))
-            .unwrap_or_else(|e| panic!("RunPodSandbox {pod}: {e:#}\n{}", containerd.log_tail()));
-        sandboxes.ids.push(pod_id.clone());
-        let cid = rt
-            .block_on(cri.create_container(&pod_id, container_config(pod, u, script), sandbox))
-            .unwrap_or_else(|e| panic!("CreateContainer {pod}: {e:#}\n{}", containerd.log_tail()));
-        rt.block_on(cri.start_container(&cid))
-            .unwrap_or_else(|e| panic!("StartContainer {pod}: {e:#}\n{}", containerd.log_tail()));
+        let (_, cid) = kubelet.start_pod(sandbox, container_config(pod, u, script), &|| {
+            containerd.log_tail()
+        });
         started.push(cid);
     }
     let t_started = Instant::now();
@@ -1039,8 +1006,9 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
         let text = fs::read_to_string(logs.join("bystander/app.log")).ok()?;
         (text.contains("SURVIVED") || text.contains("exited")).then_some(text)
     });
-    let by_exit = rt
-        .block_on(cri.container_status(bystander, false))
+    let by_exit = kubelet
+        .rt
+        .block_on(kubelet.cri.container_status(bystander, false))
         .ok()
         .and_then(|s| s.status)
         .map(|s| (s.state, s.exit_code));
@@ -1077,7 +1045,7 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
         })
         .map(Value::to_string)
         .collect();
-    drop(sandboxes);
+    drop(kubelet);
     drop(containerd);
     assert!(
         failures.is_empty(),
