@@ -120,7 +120,8 @@ fn an_unclassifiable_syscall_is_a_violation() {
     assert_eq!(v["outcome"], "killed-after");
 }
 
-/// `check` warns about a policy that lets io_uring bypass it, and about multiplexers.
+/// `check` warns about a policy that lets io_uring bypass it, about multiplexers, and
+/// that denying `unshare` does not stop namespaces while `clone` is allowed.
 #[test]
 fn check_warns_about_io_uring_and_multiplexers() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,7 +142,11 @@ fn check_warns_about_io_uring_and_multiplexers() {
         stderr.contains("allowing `socketcall` (i386) widens the policy"),
         "{stderr}"
     );
-    assert!(stderr.contains("3 warnings"), "{stderr}");
+    assert!(
+        stderr.contains("`unshare` is not allowed, but `clone` and `clone3` are"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 warnings"), "{stderr}");
 }
 
 /// x32: x86_64 numbers with `__X32_SYSCALL_BIT`, judged in the x32 table. The CI host

@@ -299,6 +299,9 @@ const MULTIPLEXERS: &[(&str, &str)] = &[
 
 const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
+/// Syscalls that create namespaces through a flag argument, as `unshare` does.
+const NAMESPACE_BY_FLAGS: &[&str] = &["clone", "clone3"];
+
 /// Syscalls that make a sandbox escape or blind the agent easy. Allowing one is legal
 /// but worth a warning.
 const SENSITIVE: &[(&str, &str)] = &[
@@ -578,6 +581,44 @@ pub fn compile(
                 ),
             )
             .with_help("deny io_uring_setup unless the workload needs io_uring"),
+        );
+    }
+
+    // Denying `unshare` reads as "no new namespaces", which it is not while clone and
+    // clone3 are allowed: judged by number, their CLONE_NEW* flags pass.
+    let allowed_anywhere = |s: &str| per_abi.values().any(|n| n.contains(s));
+    let by_flags: Vec<&str> = NAMESPACE_BY_FLAGS
+        .iter()
+        .copied()
+        .filter(|s| allowed_anywhere(s))
+        .collect();
+    if !allowed_anywhere("unshare") && !by_flags.is_empty() {
+        let at = spec
+            .deny
+            .iter()
+            .find(|d| d.as_str() == "unshare")
+            .map_or(at_policy, |n| start(n.span()));
+        diags.push(
+            Diagnostic::warning(
+                path,
+                at,
+                format!(
+                    "`unshare` is not allowed, but {} {}: they create the same namespaces \
+                     (CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS, ...), and sysfence judges their \
+                     number, not their flags, so this policy does not stop new namespaces",
+                    by_flags
+                        .iter()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    if by_flags.len() == 1 { "is" } else { "are" }
+                ),
+            )
+            .with_help(
+                "keep the runtime's seccomp profile beside sysfence (Docker's default filters \
+                 clone's namespace flags), or turn off user namespaces the workload does not \
+                 need (sysctl user.max_user_namespaces=0)",
+            ),
         );
     }
 

@@ -337,9 +337,54 @@ fn multiplexers_and_io_uring_draw_warnings() {
     assert!(ring.message.contains("never pass sys_enter"), "{ring}");
     assert_eq!(ring.line, 7, "points at the allow entry: {ring}");
 
-    // The shipped baseline draws neither.
+    // The shipped baseline draws neither; only the namespace warning below.
     let (_, w) = policy(&format!("{HEAD}spec:\n  include: [runtime-default]\n")).unwrap();
-    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].message.starts_with("`unshare` is not allowed"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn denying_unshare_while_clone_is_allowed_draws_a_warning() {
+    // runtime-default leaves out unshare and allows clone and clone3.
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  include: [runtime-default]\n  deny: [unshare]\n"
+    ))
+    .unwrap();
+    let ns = w
+        .iter()
+        .find(|d| d.message.contains("`unshare` is not allowed"))
+        .expect("namespace warning");
+    assert!(
+        ns.message.contains("but `clone` and `clone3` are")
+            && ns.message.contains("does not stop new namespaces"),
+        "{ns}"
+    );
+    assert_eq!(ns.line, 7, "points at the deny entry: {ns}");
+    // Only clone3 left: named alone.
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  include: [runtime-default]\n  deny: [clone]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter()
+            .any(|d| d.message.contains("but `clone3` is: they create")),
+        "{w:?}"
+    );
+    // unshare allowed, or neither clone: nothing to say.
+    for spec in [
+        "  include: [runtime-default]\n  allow: [unshare]\n",
+        "  include: [runtime-default]\n  deny: [clone, clone3]\n",
+    ] {
+        let (_, w) = policy(&format!("{HEAD}spec:\n{spec}")).unwrap();
+        assert!(
+            !w.iter()
+                .any(|d| d.message.contains("`unshare` is not allowed")),
+            "{spec}: {w:?}"
+        );
+    }
 }
 
 #[test]
