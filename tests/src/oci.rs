@@ -210,6 +210,15 @@ pub fn write_wrapper(dir: &Path, runtime: &Path, socket: &Path) -> PathBuf {
     path
 }
 
+/// Whether a runtime's error says the container does not exist (runc, crun: "does not
+/// exist"; runsc: "not found" / "no such file").
+fn gone(stderr: &[u8]) -> bool {
+    let e = String::from_utf8_lossy(stderr).to_lowercase();
+    ["does not exist", "not found", "no such file", "not exist"]
+        .iter()
+        .any(|s| e.contains(s))
+}
+
 /// Containers of one runtime root, deleted (forcibly) on drop.
 pub struct Containers {
     pub runtime: PathBuf,
@@ -278,12 +287,29 @@ impl Containers {
         (pid, took)
     }
 
+    /// `delete --force ID`, tried up to three times: on a loaded machine a runtime can
+    /// fail it once (runsc's sandbox may not answer in time). A last failure is said on
+    /// stderr, so that a test that then waits for the container to go can tell why.
     pub fn delete(&mut self, id: &str) {
-        let _ = self
-            .cmd(&["delete", "--force", id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        for attempt in 1..=3 {
+            let out = self
+                .cmd(&["delete", "--force", id])
+                .stdin(Stdio::null())
+                .output();
+            match out {
+                Ok(o) if o.status.success() || gone(&o.stderr) => break,
+                Ok(o) if attempt == 3 => eprintln!(
+                    "{} delete --force {id}: {}: {}",
+                    self.runtime.display(),
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+                Err(e) if attempt == 3 => {
+                    eprintln!("{} delete --force {id}: {e}", self.runtime.display())
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
         self.ids.retain(|i| i != id);
     }
 }

@@ -534,9 +534,28 @@ mod host_only {
         for id in ["a-1", "b-1"] {
             containers.delete(id);
         }
-        agent.wait_line("the unbinding of a-1", |v| {
-            v["event"] == "unbound" && v["cgroup_id"] == a["cgroup_id"]
+        let a_cgroup = cgroup_root().unwrap().join(a["cgroup"].as_str().unwrap());
+        let unbound = wait_for(Duration::from_secs(30), || {
+            agent
+                .events()
+                .into_iter()
+                .find(|v| v["event"] == "unbound" && v["cgroup_id"] == a["cgroup_id"])
         });
+        assert!(
+            unbound.is_some(),
+            "a-1 was not unbound 30 s after its deletion; its cgroup {} holds {:?}\nagent:\n{}",
+            a_cgroup.display(),
+            fs::read_to_string(a_cgroup.join("cgroup.procs")).map(|procs| procs
+                .lines()
+                .map(|p| format!(
+                    "{p} {}",
+                    fs::read_to_string(format!("/proc/{p}/cmdline"))
+                        .unwrap_or_default()
+                        .replace('\0', " ")
+                ))
+                .collect::<Vec<_>>()),
+            agent.log()
+        );
         let (code, log) = agent.stop();
         assert_eq!(code, 0, "{log}");
     }
