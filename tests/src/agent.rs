@@ -268,9 +268,14 @@ impl Agent {
         self.process.json_lines()
     }
 
+    /// The first JSON line so far that `pred` accepts (not waiting).
+    pub fn find_line(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.process.find_json(pred)
+    }
+
     /// How many JSON lines so far `pred` accepts.
     pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
-        self.events().iter().filter(|v| pred(v)).count()
+        self.process.count_json(pred)
     }
 
     /// Every line so far, stdout and stderr.

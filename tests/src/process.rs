@@ -14,12 +14,14 @@ use serde_json::Value;
 
 use crate::wait_for;
 
-/// Lines printed by a child: each stream apart, and both in the order they came.
+/// Lines printed by a child: each stream apart, and both in the order they came; the
+/// JSON ones also parsed, once, as they came.
 #[derive(Default)]
 struct Lines {
     stdout: Vec<String>,
     stderr: Vec<String>,
     both: Vec<String>,
+    json: Vec<Arc<Value>>,
 }
 
 /// A child whose stdout and stderr lines are collected in the background; killed on
@@ -59,8 +61,12 @@ impl Collected {
     ) -> JoinHandle<()> {
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                // Parsed before taking the lock: waiters poll it, and a long log must
+                // not keep this thread (and so the child's pipe) waiting.
+                let json = serde_json::from_str::<Value>(&line).ok();
                 let mut l = lines.lock().unwrap();
                 l.both.push(line.clone());
+                l.json.extend(json.map(Arc::new));
                 push(&mut l, line);
             }
         })
@@ -91,13 +97,26 @@ impl Collected {
 
     /// Every line so far that is a JSON value, from either stream.
     pub fn json_lines(&self) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .both
+        self.json_snapshot().iter().map(|v| (**v).clone()).collect()
+    }
+
+    /// The parsed lines so far, shared: taken under the lock, read outside it, so that
+    /// a predicate may itself look at the log (and the reader is never held up).
+    fn json_snapshot(&self) -> Vec<Arc<Value>> {
+        self.lines.lock().unwrap().json.clone()
+    }
+
+    /// How many JSON lines so far `pred` accepts.
+    pub fn count_json(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.json_snapshot().iter().filter(|v| pred(v)).count()
+    }
+
+    /// The first JSON line so far that `pred` accepts.
+    pub fn find_json(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.json_snapshot()
             .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .collect()
+            .find(|v| pred(v))
+            .map(|v| (**v).clone())
     }
 
     /// Both streams apart, for a failure message.
@@ -131,7 +150,7 @@ impl Collected {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        wait_for(timeout, || self.json_lines().into_iter().find(|v| pred(v)))
+        wait_for(timeout, || self.find_json(&pred))
             .unwrap_or_else(|| panic!("never saw {what}; last lines:\n{}", self.tail()))
     }
 

@@ -536,10 +536,7 @@ mod host_only {
         }
         let a_cgroup = cgroup_root().unwrap().join(a["cgroup"].as_str().unwrap());
         let unbound = wait_for(Duration::from_secs(30), || {
-            agent
-                .events()
-                .into_iter()
-                .find(|v| v["event"] == "unbound" && v["cgroup_id"] == a["cgroup_id"])
+            agent.find_line(|v| v["event"] == "unbound" && v["cgroup_id"] == a["cgroup_id"])
         });
         assert!(
             unbound.is_some(),
