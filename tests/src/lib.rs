@@ -6,7 +6,6 @@
 
 pub mod agent;
 pub mod catalog;
-pub mod cri;
 pub mod gate;
 pub mod metrics;
 pub mod oci;

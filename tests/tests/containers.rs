@@ -15,11 +15,10 @@ use std::{
 };
 
 use serde_json::Value;
-use sysfence_tests::{
-    cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid},
-    oci::*,
-    *,
-};
+use sysfence_tests::{oci::*, *};
+
+mod cri;
+use cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid};
 
 /// getppid(2) on x86_64: the denied first syscall of the test entrypoint.
 const GETPPID: u32 = 110;

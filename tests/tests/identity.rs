@@ -13,11 +13,10 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use sysfence_tests::{
-    cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid},
-    oci::*,
-    *,
-};
+use sysfence_tests::{oci::*, *};
+
+mod cri;
+use cri::{Kubelet, Kubepods, container_config, pod_config, pod_uid};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 const SYS_GETPPID: u32 = 110;

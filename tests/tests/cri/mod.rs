@@ -1,11 +1,18 @@
 //! Pods as kubelet asks containerd's CRI for them: sandbox and container configs with
 //! kubelet's labels, and a guard that stops and removes the sandboxes (on failure too).
+//!
+//! A module of the two test files that use the CRI (`mod cri;`), not of the test kit's
+//! library: through `sysfence::workload::cri` it links the agent's CRI client (tonic,
+//! the CRI protobufs), which would make every test executable, and the VM tests'
+//! initramfs, several times larger.
+// Each test file uses part of it.
+#![allow(dead_code)]
 
 use std::{fs, path::Path, path::PathBuf};
 
 use sysfence::workload::cri::{CriClient, api};
 
-use crate::oci::{kubelet_container_labels, kubelet_pod_labels};
+use sysfence_tests::oci::{kubelet_container_labels, kubelet_pod_labels};
 
 /// The Kubernetes namespace every test pod lives in.
 pub const NAMESPACE: &str = "sysfence-test";
@@ -137,7 +144,7 @@ const KUBEPODS: [&str; 2] = ["kubepods", "kubepods/besteffort"];
 impl Kubepods {
     /// Look now, before containerd makes any.
     pub fn before() -> Kubepods {
-        let root = crate::cgroup_root().expect("a cgroup v2 root");
+        let root = sysfence_tests::cgroup_root().expect("a cgroup v2 root");
         Kubepods(KUBEPODS.iter().map(|p| root.join(p).exists()).collect())
     }
 
