@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{APPEND, MARK, PREVENTABILITY, kernels::Kernel};
+use super::{APPEND, MARK, PREVENTABILITY, VM_MEMORY_MIB, kernels::Kernel};
 use crate::Tally;
 
 pub(super) struct BootResult {
@@ -51,7 +51,16 @@ pub(super) fn boot(
         error: None,
     };
     let spawned = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-m", "1536", "-smp", "2"])
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            &VM_MEMORY_MIB.to_string(),
+            "-smp",
+            "2",
+        ])
         .args(["-nographic", "-no-reboot", "-kernel"])
         .arg(&k.path)
         .arg("-initrd")

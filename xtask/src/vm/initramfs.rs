@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{GUEST_PROGRAMS, ci, kernels::Kernel};
+use super::{GUEST_PROGRAMS, VM_MEMORY_MIB, ci, kernels::Kernel};
 use crate::{cargo, target_dir, toolchain::Tools};
 
 /// The test executables of `sysfence-tests`, from cargo's JSON messages.
@@ -319,6 +319,16 @@ pub(super) fn build_initramfs(
     }
     if !cpio.wait()?.success() {
         bail!("cpio failed");
+    }
+    // The kernel unpacks the archive into the guest's memory, next to itself and the
+    // tests; past about half of it, unpacking fails ("write error") and every test
+    // fails for want of its files. Say so here instead.
+    let unpacked_mib = fs::metadata(&cpio_path)?.len() >> 20;
+    if unpacked_mib > VM_MEMORY_MIB / 2 {
+        bail!(
+            "the guest root is {unpacked_mib} MiB unpacked, more than half the guests' {VM_MEMORY_MIB} MiB: \
+             a test executable grew (does the test kit's library link the agent?)"
+        );
     }
     let status = Command::new("gzip")
         .args(["-1", "-n", "-f"])

@@ -62,6 +62,9 @@ pub struct VmArgs {
 /// Limit per kernel of `vm-test`, boot and tests together.
 const VM_TIMEOUT_SECS: u64 = 1800;
 
+/// The guests' memory, in MiB (QEMU's `-m`).
+const VM_MEMORY_MIB: u64 = 1536;
+
 impl Default for VmArgs {
     fn default() -> Self {
         VmArgs {
@@ -175,7 +178,7 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
         store_preventability(root, &measured)?;
     }
 
-    eprintln!("xtask: vm-test summary (TCG, -smp 2, -m 1536):");
+    eprintln!("xtask: vm-test summary (TCG, -smp 2, -m {VM_MEMORY_MIB}):");
     for (release, r) in &rows {
         eprintln!(
             "xtask:   {release:<28} {:>4} passed {:>3} failed   boot {:>6} s   tests {:>6} s   total {:>6} s   {}",
