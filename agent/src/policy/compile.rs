@@ -299,6 +299,15 @@ const MULTIPLEXERS: &[(&str, &str)] = &[
 
 const IO_URING: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
 
+/// Syscall names in backquotes, joined by `sep`, for a message.
+fn quoted(names: &[&str], sep: &str) -> String {
+    names
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 /// Syscalls that create namespaces through a flag argument, as `unshare` does.
 const NAMESPACE_BY_FLAGS: &[&str] = &["clone", "clone3"];
 
@@ -556,11 +565,16 @@ pub fn compile(
             );
         }
     }
-    let ring: Vec<&str> = IO_URING
-        .iter()
-        .copied()
-        .filter(|s| per_abi.values().any(|n| n.contains(*s)))
-        .collect();
+    // Whether any ABI's allowlist has the syscall, and the ones of `names` that are.
+    let allowed_anywhere = |s: &str| per_abi.values().any(|n| n.contains(s));
+    let allowed_of = |names: &[&'static str]| -> Vec<&'static str> {
+        names
+            .iter()
+            .copied()
+            .filter(|s| allowed_anywhere(s))
+            .collect()
+    };
+    let ring = allowed_of(IO_URING);
     if !ring.is_empty() {
         let at = ring
             .iter()
@@ -574,10 +588,7 @@ pub fn compile(
                     "allowing {} opens a bypass: operations submitted through an io_uring ring \
                      (openat, read, write, connect, accept, send, recv, ...) never pass sys_enter, \
                      so this policy neither sees nor stops them",
-                    ring.iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    quoted(&ring, ", ")
                 ),
             )
             .with_help("deny io_uring_setup unless the workload needs io_uring"),
@@ -586,12 +597,7 @@ pub fn compile(
 
     // Denying `unshare` reads as "no new namespaces", which it is not while clone and
     // clone3 are allowed: judged by number, their CLONE_NEW* flags pass.
-    let allowed_anywhere = |s: &str| per_abi.values().any(|n| n.contains(s));
-    let by_flags: Vec<&str> = NAMESPACE_BY_FLAGS
-        .iter()
-        .copied()
-        .filter(|s| allowed_anywhere(s))
-        .collect();
+    let by_flags = allowed_of(NAMESPACE_BY_FLAGS);
     if !allowed_anywhere("unshare") && !by_flags.is_empty() {
         let at = spec
             .deny
@@ -606,11 +612,7 @@ pub fn compile(
                     "`unshare` is not allowed, but {} {}: they create the same namespaces \
                      (CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS, ...), and sysfence judges their \
                      number, not their flags, so this policy does not stop new namespaces",
-                    by_flags
-                        .iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(" and "),
+                    quoted(&by_flags, " and "),
                     if by_flags.len() == 1 { "is" } else { "are" }
                 ),
             )
