@@ -1,6 +1,7 @@
 //! Booting one kernel in QEMU, and reading what the guest prints on its console.
 
 use std::{
+    collections::VecDeque,
     io::{BufRead as _, BufReader},
     path::Path,
     process::{Child, Command, Stdio},
@@ -96,6 +97,12 @@ pub(super) fn boot(
     let deadline = started + timeout;
     let mut done: Option<String> = None;
     let mut panicked: Option<String> = None;
+    // The console's last lines, for the oops behind a panic; the test executable and
+    // the test that were running (the harness prints `test name ... ` before each test
+    // under --test-threads=1).
+    let mut recent: VecDeque<String> = VecDeque::with_capacity(RECENT_LINES);
+    let mut running_exe: Option<String> = None;
+    let mut running_test: Option<String> = None;
     let mut exits = 0usize;
     let mut timed_out = false;
     loop {
@@ -104,6 +111,13 @@ pub(super) fn boot(
             Ok(line) => {
                 let line = printable(&line);
                 println!("{line}");
+                if recent.len() == RECENT_LINES {
+                    recent.pop_front();
+                }
+                recent.push_back(line.clone());
+                if let Some(at) = line.find("test ").filter(|_| line.contains(" ... ")) {
+                    running_test = line[at + 5..].split(" ... ").next().map(str::to_string);
+                }
                 // The test harness may print the test's name on the same line first.
                 if let Some(at) = line.find(PREVENTABILITY) {
                     r.preventability = Some(line[at + PREVENTABILITY.len()..].trim().to_string());
@@ -115,6 +129,8 @@ pub(super) fn boot(
                 if let Some(rest) = line.strip_prefix(MARK).map(str::trim) {
                     if rest == "START" {
                         r.boot = Some(started.elapsed());
+                    } else if let Some(exe) = rest.strip_prefix("RUN ") {
+                        running_exe = Some(exe.trim().to_string());
                     } else if rest.starts_with("EXIT ") {
                         exits += 1;
                     } else if let Some(s) = rest.strip_prefix("DONE ") {
@@ -122,7 +138,14 @@ pub(super) fn boot(
                     }
                 }
                 if panicked.is_none() && line.contains("Kernel panic") {
-                    panicked = Some(line.trim().to_string());
+                    let lines: Vec<String> = recent.iter().cloned().collect();
+                    panicked = Some(format!(
+                        "{}\n  while running {} (test {})\n  the kernel's report:\n{}",
+                        line.trim(),
+                        running_exe.as_deref().unwrap_or("no test executable"),
+                        running_test.as_deref().unwrap_or("none started"),
+                        oops_excerpt(&lines)
+                    ));
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -176,6 +199,38 @@ pub(super) fn boot(
     r
 }
 
+/// How many console lines are kept for the report of a kernel panic.
+const RECENT_LINES: usize = 200;
+
+/// The kernel's own report of what led to a panic, from the console's last lines: from
+/// the first line of the last oops, BUG or warning to the panic line, at most 80
+/// lines, each indented. The last 40 lines when no such start is found.
+fn oops_excerpt(lines: &[String]) -> String {
+    const STARTS: [&str; 7] = [
+        "BUG:",
+        "Oops:",
+        "general protection fault",
+        "kernel BUG at",
+        "WARNING:",
+        "Unable to handle",
+        "stack segment:",
+    ];
+    let end = lines
+        .iter()
+        .rposition(|l| l.contains("Kernel panic"))
+        .map_or(lines.len(), |i| i + 1);
+    let start = lines[..end]
+        .iter()
+        .rposition(|l| STARTS.iter().any(|s| l.contains(s)))
+        .unwrap_or(end.saturating_sub(40))
+        .max(end.saturating_sub(80));
+    lines[start..end]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A console line without terminal control sequences (SeaBIOS resets and clears the
 /// screen: `ESC c`, `ESC [2J`) or other control characters.
 pub(super) fn printable(line: &str) -> String {
@@ -210,5 +265,30 @@ mod tests {
             "SeaBIOS (version 1.16)"
         );
         assert_eq!(printable("test result: ok.\r"), "test result: ok.");
+    }
+
+    #[test]
+    fn a_panic_report_holds_the_oops_that_led_to_it() {
+        let lines: Vec<String> = [
+            "test lsm_denies_mount ... ok",
+            "[  120.1] BUG: kernel NULL pointer dereference, address: 0000000000000008",
+            "[  120.2] RIP: 0010:bpf_task_storage_free+0x10/0x40",
+            "[  120.3] Call Trace:",
+            "[  121.6] Kernel panic - not syncing: Fatal exception in interrupt",
+            "[  121.7] Kernel Offset: disabled",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let got = oops_excerpt(&lines);
+        assert!(got.starts_with("    [  120.1] BUG: kernel NULL"), "{got}");
+        assert!(got.contains("RIP: 0010:bpf_task_storage_free"), "{got}");
+        assert!(got.ends_with("Fatal exception in interrupt"), "{got}");
+        assert!(!got.contains("lsm_denies_mount"), "{got}");
+
+        // No recognised start: the last lines before the panic.
+        let plain: Vec<String> = (0..100).map(|i| format!("line {i}")).collect();
+        let got = oops_excerpt(&plain);
+        assert_eq!(got.lines().count(), 40);
+        assert!(got.ends_with("line 99"), "{got}");
     }
 }

@@ -141,6 +141,7 @@ pub(super) fn init_script(exes: &[PathBuf], cwd: &Path, filter: Option<&str>) ->
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 status=pass
 fail() { echo "SYSFENCE-VM: FAIL: $*"; status=fail; }
+uptime_s() { read -r up _ < /proc/uptime; echo "${up} s"; }
 # The initramfs is the kernel's rootfs, which pivot_root(2) refuses to move (container
 # runtimes fail with "pivot_root: Invalid argument"): first put a bind mount of it on
 # top as /, and start over from there.
@@ -196,9 +197,10 @@ echo "SYSFENCE-VM: cgroup mounts: $(grep cgroup /proc/mounts | tr '\n' ';')"
         // `--skip host_only::`: tests of the host's container runtimes, which the guest
         // does not carry (tests/tests/containers.rs); they run on the host.
         s.push_str(&format!(
-            "echo \"SYSFENCE-VM: RUN \"{exe}\n{exe} --test-threads=1 --include-ignored \
-             --skip host_only::{filter}\nrc=$?\n\
-             echo \"SYSFENCE-VM: EXIT $rc \"{exe}\n[ $rc = 0 ] || fail {exe}\" exited with $rc\"\n"
+            "echo \"SYSFENCE-VM: RUN \"{exe}\" (uptime $(uptime_s))\"\n\
+             {exe} --test-threads=1 --include-ignored --skip host_only::{filter}\nrc=$?\n\
+             echo \"SYSFENCE-VM: EXIT $rc \"{exe}\" (uptime $(uptime_s))\"\n\
+             [ $rc = 0 ] || fail {exe}\" exited with $rc\"\n"
         ));
     }
     s.push_str(
