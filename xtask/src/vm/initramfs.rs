@@ -165,8 +165,9 @@ mnt tracefs /sys/kernel/tracing
 mkdir -p /tmp && chmod 1777 /tmp
 # Loopback, for the agent's metrics endpoint.
 ip link set lo up || fail "ip link set lo up"
-# Only errors from the kernel on the console from now on (panics and oopses still show).
-dmesg -n 4
+# Only warnings and worse from the kernel on the console from now on. Not errors only:
+# an oops prints its registers and call trace at the default level (warning).
+dmesg -n 5
 echo "SYSFENCE-VM: START"
 echo "SYSFENCE-VM: uname -r: $(uname -r)"
 lsm=$(cat /sys/kernel/security/lsm)
