@@ -62,8 +62,11 @@ pub struct VmArgs {
 /// Limit per kernel of `vm-test`, boot and tests together.
 const VM_TIMEOUT_SECS: u64 = 1800;
 
-/// The guests' memory, in MiB (QEMU's `-m`).
-const VM_MEMORY_MIB: u64 = 1536;
+/// The guests' memory, in MiB (QEMU's `-m`). The guest root lives in it (about
+/// 540 MiB unpacked), next to the kernel, the agent and the containers of the tests:
+/// 3 GiB leaves them the room a node would have. QEMU only backs what the guest
+/// touches.
+const VM_MEMORY_MIB: u64 = 3072;
 
 impl Default for VmArgs {
     fn default() -> Self {
