@@ -21,6 +21,10 @@ pub(super) struct BootResult {
     pub(super) boot: Option<Duration>,
     pub(super) total: Duration,
     pub(super) error: Option<String>,
+    /// The kernel's panic line, where it panicked, and its oops, if it panicked.
+    pub(super) panic: Option<String>,
+    /// Whether this is a second boot, after the first panicked (set by the caller).
+    pub(super) second_boot: bool,
 }
 
 /// The QEMU process; killed (by its PID) and reaped on drop if still running.
@@ -40,8 +44,10 @@ pub(super) fn boot(
     initrd: &Path,
     expected_exes: usize,
     timeout: Duration,
-    tally: &mut Tally,
 ) -> BootResult {
+    // Counted here, into the result: the caller adds a boot's counts to its tally
+    // only when it keeps that boot.
+    let mut tally = Tally::default();
     let started = Instant::now();
     let mut r = BootResult {
         passed: 0,
@@ -50,6 +56,8 @@ pub(super) fn boot(
         boot: None,
         total: Duration::ZERO,
         error: None,
+        panic: None,
+        second_boot: false,
     };
     let spawned = Command::new("qemu-system-x86_64")
         .args([
@@ -172,6 +180,7 @@ pub(super) fn boot(
     }
     if let Some(p) = panicked {
         errors.push(format!("kernel panic: {p}"));
+        r.panic = Some(p);
     }
     match done.as_deref() {
         Some("pass") => {}
