@@ -178,10 +178,6 @@ pub(super) fn boot(
             timeout.as_secs()
         ));
     }
-    if let Some(p) = panicked {
-        errors.push(format!("kernel panic: {p}"));
-        r.panic = Some(p);
-    }
     match done.as_deref() {
         Some("pass") => {}
         Some(other) => errors.push(format!("the guest reported DONE {other}")),
@@ -201,6 +197,11 @@ pub(super) fn boot(
             Err(e) => errors.push(format!("waiting for qemu: {e}")),
             _ => {}
         }
+    }
+    // Last: its report runs over several lines.
+    if let Some(p) = panicked {
+        errors.push(format!("kernel panic: {p}"));
+        r.panic = Some(p);
     }
     if !errors.is_empty() {
         r.error = Some(errors.join("; "));
