@@ -102,7 +102,7 @@ pub(super) fn boot(
         }
     });
 
-    let deadline = started + timeout;
+    let mut deadline = started + timeout;
     let mut done: Option<String> = None;
     let mut panicked: Option<String> = None;
     // The console's last lines, for the oops behind a panic; the test executable and
@@ -154,6 +154,9 @@ pub(super) fn boot(
                         running_test.as_deref().unwrap_or("none started"),
                         oops_excerpt(&lines)
                     ));
+                    // The guest reboots, and QEMU exits (-no-reboot), right after a
+                    // panic: wait for that a little, not for the whole timeout.
+                    deadline = deadline.min(Instant::now() + PANIC_GRACE);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -172,7 +175,7 @@ pub(super) fn boot(
     r.total = started.elapsed();
 
     let mut errors = Vec::new();
-    if timed_out {
+    if timed_out && panicked.is_none() {
         errors.push(format!(
             "timed out after {} s; qemu killed",
             timeout.as_secs()
@@ -208,6 +211,9 @@ pub(super) fn boot(
     }
     r
 }
+
+/// How long QEMU may take to exit after the guest's kernel panicked.
+const PANIC_GRACE: Duration = Duration::from_secs(60);
 
 /// How many console lines are kept for the report of a kernel panic.
 const RECENT_LINES: usize = 200;
