@@ -146,13 +146,12 @@ pub(super) fn boot(
                     }
                 }
                 if panicked.is_none() && line.contains("Kernel panic") {
-                    let lines: Vec<String> = recent.iter().cloned().collect();
                     panicked = Some(format!(
                         "{}\n  while running {} (test {})\n  the kernel's report:\n{}",
                         line.trim(),
                         running_exe.as_deref().unwrap_or("no test executable"),
                         running_test.as_deref().unwrap_or("none started"),
-                        oops_excerpt(&lines)
+                        oops_excerpt(recent.make_contiguous())
                     ));
                     // The guest reboots, and QEMU exits (-no-reboot), right after a
                     // panic: wait for that a little, not for the whole timeout.
