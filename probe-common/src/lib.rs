@@ -196,6 +196,15 @@ pub struct PolicySlot {
     pub _reserved: u32,
     /// One bit per syscall index (see [`syscall_index`]): set = allowed.
     pub allow: [u64; ALLOW_WORDS],
+    /// One bit per syscall index: set = allowed when one of its [`ArgRule`]s in `rules`
+    /// holds for the call's arguments. Only these calls read their arguments.
+    pub conditional: [u64; ALLOW_WORDS],
+    /// The argument rules of the conditional syscalls; unused entries apply to no
+    /// syscall.
+    pub rules: [ArgRule; MAX_ARG_RULES],
+    /// The errno a hook fails a syscall with when it is not [`EPERM`]; unused entries
+    /// have `syscall == NO_SYSCALL`.
+    pub errnos: [SyscallErrno; MAX_ERRNOS],
 }
 
 impl PolicySlot {
@@ -205,18 +214,200 @@ impl PolicySlot {
         live: 0,
         _reserved: 0,
         allow: [0; ALLOW_WORDS],
+        conditional: [0; ALLOW_WORDS],
+        rules: [ArgRule::EMPTY; MAX_ARG_RULES],
+        errnos: [SyscallErrno::EMPTY; MAX_ERRNOS],
     };
 
     #[inline(always)]
     pub fn allows(&self, index: u32) -> bool {
-        // Masked, not bounds-checked: the verifier rejects a bound the compiler may move.
-        let word = ((index >> 6) as usize) & (ALLOW_WORDS - 1);
-        self.allow[word] & (1u64 << (index & 63)) != 0
+        bit(&self.allow, index)
+    }
+
+    /// Whether `index` is allowed for some arguments only (see [`Self::args_permit`]).
+    #[inline(always)]
+    pub fn is_conditional(&self, index: u32) -> bool {
+        bit(&self.conditional, index)
     }
 
     pub fn set_allowed(&mut self, index: u32) {
         self.allow[(index >> 6) as usize] |= 1u64 << (index & 63);
     }
+
+    pub fn set_conditional(&mut self, index: u32) {
+        self.conditional[(index >> 6) as usize] |= 1u64 << (index & 63);
+    }
+
+    /// Whether one of the rules of syscall `index` holds for `args`: the OCI semantics,
+    /// rules ORed, the conditions of one rule ANDed.
+    #[inline(always)]
+    pub fn args_permit(&self, index: u32, args: &SyscallArgs) -> bool {
+        let mut i = 0;
+        while i < MAX_ARG_RULES {
+            let rule = &self.rules[i];
+            if rule.applies_to(index) && rule.holds(args) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+
+    /// The errno a hook fails syscall `index` with.
+    #[inline(always)]
+    pub fn errno_for(&self, index: u32) -> u32 {
+        let mut i = 0;
+        while i < MAX_ERRNOS {
+            if self.errnos[i].syscall == index {
+                return self.errnos[i].errno;
+            }
+            i += 1;
+        }
+        EPERM
+    }
+}
+
+#[inline(always)]
+fn bit(words: &[u64; ALLOW_WORDS], index: u32) -> bool {
+    // Masked, not bounds-checked: the verifier rejects a bound the compiler may move.
+    let word = ((index >> 6) as usize) & (ALLOW_WORDS - 1);
+    words[word] & (1u64 << (index & 63)) != 0
+}
+
+/// `errno` of "operation not permitted": what a hook fails a denied syscall with unless
+/// the policy chose another.
+pub const EPERM: u32 = 1;
+/// Argument rules one slot holds, over all its syscalls.
+pub const MAX_ARG_RULES: usize = 16;
+/// Conditions one argument rule holds (one per register argument, as in seccomp).
+pub const MAX_ARG_CONDS: usize = 6;
+/// Syscalls with their own errno one slot holds.
+pub const MAX_ERRNOS: usize = 16;
+/// `ArgRule::syscalls` / `SyscallErrno::syscall` of an unused entry.
+pub const NO_SYSCALL: u32 = u32::MAX;
+
+/// The six register arguments of one syscall, as its ABI passes them (ia32: `ebx`,
+/// `ecx`, `edx`, `esi`, `edi`, `ebp`, zero-extended; x86_64 and x32: `rdi`, `rsi`,
+/// `rdx`, `r10`, `r8`, `r9`).
+pub type SyscallArgs = [u64; 6];
+
+/// Comparison operators of an [`ArgCond`], as in the OCI runtime spec (`SCMP_CMP_*`).
+pub mod arg_op {
+    pub const EQ: u32 = 1;
+    pub const NE: u32 = 2;
+    pub const LT: u32 = 3;
+    pub const LE: u32 = 4;
+    pub const GT: u32 = 5;
+    pub const GE: u32 = 6;
+    /// `arg & value == value_two`.
+    pub const MASKED_EQ: u32 = 7;
+}
+
+/// One condition on one register argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgCond {
+    /// One of [`arg_op`]; any other value never holds.
+    pub op: u32,
+    /// Which argument, 0..=5.
+    pub arg: u16,
+    /// 32: the kernel reads this argument as a 32-bit `int`, so only the low 32 bits of
+    /// the register (and of the values) are compared; 64: all of them, as seccomp does.
+    pub bits: u16,
+    pub value: u64,
+    pub value_two: u64,
+}
+
+impl ArgCond {
+    pub const EMPTY: ArgCond = ArgCond {
+        op: 0,
+        arg: 0,
+        bits: 64,
+        value: 0,
+        value_two: 0,
+    };
+
+    /// Whether the condition holds for `args`.
+    #[inline(always)]
+    pub fn holds(&self, args: &SyscallArgs) -> bool {
+        let a = match self.arg {
+            0 => args[0],
+            1 => args[1],
+            2 => args[2],
+            3 => args[3],
+            4 => args[4],
+            5 => args[5],
+            _ => return false,
+        };
+        let mask = if self.bits == 32 { 0xffff_ffff } else { u64::MAX };
+        let (a, v, v2) = (a & mask, self.value & mask, self.value_two & mask);
+        match self.op {
+            arg_op::EQ => a == v,
+            arg_op::NE => a != v,
+            arg_op::LT => a < v,
+            arg_op::LE => a <= v,
+            arg_op::GT => a > v,
+            arg_op::GE => a >= v,
+            arg_op::MASKED_EQ => a & v == v2,
+            _ => false,
+        }
+    }
+}
+
+/// One argument rule: its syscall is allowed when all its conditions hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgRule {
+    /// The syscall's index ([`syscall_index`]) in each ABI the rule applies to, in
+    /// [`Abi::ALL`] order, or [`NO_SYSCALL`]: one rule serves a syscall in every ABI.
+    pub syscalls: [u32; 3],
+    /// How many of `conds` are used (at most [`MAX_ARG_CONDS`]).
+    pub count: u32,
+    pub conds: [ArgCond; MAX_ARG_CONDS],
+}
+
+impl ArgRule {
+    pub const EMPTY: ArgRule = ArgRule {
+        syscalls: [NO_SYSCALL; 3],
+        count: 0,
+        conds: [ArgCond::EMPTY; MAX_ARG_CONDS],
+    };
+
+    /// Whether the rule is one of syscall `index`'s.
+    #[inline(always)]
+    pub fn applies_to(&self, index: u32) -> bool {
+        index != NO_SYSCALL
+            && (self.syscalls[0] == index || self.syscalls[1] == index || self.syscalls[2] == index)
+    }
+
+    /// Whether every used condition holds.
+    #[inline(always)]
+    pub fn holds(&self, args: &SyscallArgs) -> bool {
+        let mut j = 0;
+        while j < MAX_ARG_CONDS {
+            if (j as u32) < self.count && !self.conds[j].holds(args) {
+                return false;
+            }
+            j += 1;
+        }
+        true
+    }
+}
+
+/// The errno a hook fails one syscall with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallErrno {
+    /// Syscall index ([`syscall_index`]), or [`NO_SYSCALL`].
+    pub syscall: u32,
+    pub errno: u32,
+}
+
+impl SyscallErrno {
+    pub const EMPTY: SyscallErrno = SyscallErrno {
+        syscall: NO_SYSCALL,
+        errno: EPERM,
+    };
 }
 
 /// What the probe does with one syscall: the whole enforcement decision.
@@ -232,17 +423,21 @@ pub enum Decision {
     },
     /// Not allowed, to be denied by the LSM hooks: mark the task; `sys_exit` learns
     /// whether a hook denied it and reports then. `fallback_kill`: kill if none did.
-    Deny {
-        fallback_kill: bool,
-    },
+    /// `errno`: what the hooks fail it with.
+    Deny { fallback_kill: bool, errno: u32 },
 }
 
-/// The enforcement decision: a slot and a classified syscall (`None` = unclassified).
+/// The enforcement decision: a slot, a classified syscall (`None` = unclassified), and
+/// its arguments, read only when the slot allows the syscall for some arguments only.
 #[inline(always)]
-pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
+pub fn decide(
+    slot: &PolicySlot,
+    index: Option<u32>,
+    args: impl FnOnce() -> SyscallArgs,
+) -> Decision {
     if let Some(index) = index
         && slot.live != 0
-        && slot.allows(index)
+        && (slot.allows(index) || (slot.is_conditional(index) && slot.args_permit(index, &args())))
     {
         return Decision::Allow;
     }
@@ -259,11 +454,12 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>) -> Decision {
         },
         // `enforce`, and any mode value this probe does not know: the strict choice.
         _ => match slot.action {
-            action::DENY_OR_KILL => Decision::Deny {
-                fallback_kill: true,
-            },
-            action::DENY_OR_ALLOW => Decision::Deny {
-                fallback_kill: false,
+            action::DENY_OR_KILL | action::DENY_OR_ALLOW => Decision::Deny {
+                fallback_kill: slot.action == action::DENY_OR_KILL,
+                errno: match index {
+                    Some(i) => slot.errno_for(i),
+                    None => EPERM,
+                },
             },
             action::ALLOW => Decision::Violation {
                 outcome: Outcome::NotPreventable,
@@ -458,6 +654,9 @@ pub struct DenyMark {
     pub fallback_kill: u32,
     /// [`MARK_DENY`] or [`MARK_IO_URING`].
     pub kind: u32,
+    /// What the hooks fail it with ([`EPERM`] unless the policy chose another).
+    pub errno: u32,
+    pub _reserved: u32,
 }
 
 /// A [`DenyMark`] for a syscall the hooks must fail.
@@ -650,7 +849,13 @@ pub mod stat {
     pub const COUNT: u32 = 4;
 }
 
-const _: () = assert!(core::mem::size_of::<PolicySlot>() == 16 + 8 * ALLOW_WORDS);
+const _: () = assert!(core::mem::size_of::<ArgCond>() == 24);
+const _: () = assert!(core::mem::size_of::<ArgRule>() == 16 + 24 * MAX_ARG_CONDS);
+const _: () = assert!(core::mem::size_of::<SyscallErrno>() == 8);
+const _: () = assert!(
+    core::mem::size_of::<PolicySlot>()
+        == 16 + 16 * ALLOW_WORDS + (16 + 24 * MAX_ARG_CONDS) * MAX_ARG_RULES + 8 * MAX_ERRNOS
+);
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
@@ -660,7 +865,7 @@ const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 80);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
-const _: () = assert!(core::mem::size_of::<DenyMark>() == 48);
+const _: () = assert!(core::mem::size_of::<DenyMark>() == 56);
 const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
 const _: () = assert!(ALLOW_WORDS.is_power_of_two());
 
@@ -682,6 +887,10 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_args() -> SyscallArgs {
+        panic!("the decision read the arguments of a syscall without argument rules")
+    }
 
     fn slot_allowing(mode: u32, indexes: &[u32]) -> PolicySlot {
         let mut s = PolicySlot {
@@ -732,14 +941,14 @@ mod tests {
     #[test]
     fn decide_allows_only_listed_index_of_that_abi() {
         let s = slot_allowing(mode::ENFORCE, &[21]);
-        assert_eq!(decide(&s, Some(21)), Decision::Allow);
+        assert_eq!(decide(&s, Some(21), no_args), Decision::Allow);
         // i386 21 is mount: same number, other ABI, not allowed.
         assert!(matches!(
-            decide(&s, Some(512 + 21)),
+            decide(&s, Some(512 + 21), no_args),
             Decision::Violation { kill: true, .. }
         ));
         assert!(matches!(
-            decide(&s, None),
+            decide(&s, None, no_args),
             Decision::Violation { kill: true, .. }
         ));
     }
@@ -748,7 +957,7 @@ mod tests {
     fn decide_follows_mode() {
         let m = slot_allowing(mode::MONITOR, &[]);
         assert_eq!(
-            decide(&m, Some(1)),
+            decide(&m, Some(1), no_args),
             Decision::Violation {
                 outcome: Outcome::Monitored,
                 kill: false,
@@ -757,7 +966,7 @@ mod tests {
         );
         let a = slot_allowing(mode::AUDIT, &[]);
         assert_eq!(
-            decide(&a, Some(1)),
+            decide(&a, Some(1), no_args),
             Decision::Violation {
                 outcome: Outcome::Audited,
                 kill: false,
@@ -766,7 +975,7 @@ mod tests {
         );
         let e = slot_allowing(mode::ENFORCE, &[]);
         assert_eq!(
-            decide(&e, Some(1)),
+            decide(&e, Some(1), no_args),
             Decision::Violation {
                 outcome: Outcome::KilledAfter,
                 kill: true,
@@ -778,7 +987,7 @@ mod tests {
             ..e
         };
         assert_eq!(
-            decide(&n, Some(1)),
+            decide(&n, Some(1), no_args),
             Decision::Violation {
                 outcome: Outcome::NotPreventable,
                 kill: false,
@@ -790,9 +999,10 @@ mod tests {
             ..e
         };
         assert_eq!(
-            decide(&d, Some(1)),
+            decide(&d, Some(1), no_args),
             Decision::Deny {
-                fallback_kill: true
+                fallback_kill: true,
+                errno: EPERM
             }
         );
         let d = PolicySlot {
@@ -800,21 +1010,23 @@ mod tests {
             ..e
         };
         assert_eq!(
-            decide(&d, Some(1)),
+            decide(&d, Some(1), no_args),
             Decision::Deny {
-                fallback_kill: false
+                fallback_kill: false,
+                errno: EPERM
             }
         );
         assert_eq!(
-            decide(&d, None),
+            decide(&d, None, no_args),
             Decision::Deny {
-                fallback_kill: false
+                fallback_kill: false,
+                errno: EPERM
             }
         );
         // An unknown mode value is treated as the strictest one.
         let u = slot_allowing(77, &[]);
         assert!(matches!(
-            decide(&u, Some(1)),
+            decide(&u, Some(1), no_args),
             Decision::Violation { kill: true, .. }
         ));
     }
@@ -863,6 +1075,162 @@ mod tests {
             ..PolicySlot::EMPTY
         };
         s.set_allowed(1);
-        assert!(matches!(decide(&s, Some(1)), Decision::Violation { .. }));
+        assert!(matches!(decide(&s, Some(1), no_args), Decision::Violation { .. }));
+    }
+
+    fn cond(arg: u16, op: u32, value: u64, value_two: u64) -> ArgCond {
+        ArgCond {
+            op,
+            arg,
+            bits: 64,
+            value,
+            value_two,
+        }
+    }
+
+    fn rule(syscall: u32, conds: &[ArgCond]) -> ArgRule {
+        let mut r = ArgRule {
+            syscalls: [syscall, NO_SYSCALL, NO_SYSCALL],
+            count: conds.len() as u32,
+            ..ArgRule::EMPTY
+        };
+        r.conds[..conds.len()].copy_from_slice(conds);
+        r
+    }
+
+    /// An enforce/kill slot where syscall 56 (`clone`) is allowed under `rules` only.
+    fn conditional_slot(rules: &[ArgRule]) -> PolicySlot {
+        let mut s = slot_allowing(mode::ENFORCE, &[0, 1]);
+        s.set_conditional(56);
+        s.rules[..rules.len()].copy_from_slice(rules);
+        s
+    }
+
+    fn with_arg(i: usize, v: u64) -> SyscallArgs {
+        let mut a = [0xdead_0000_0000_beef; 6];
+        a[i] = v;
+        a
+    }
+
+    #[test]
+    fn every_operator_compares_as_the_oci_spec_says() {
+        use arg_op::*;
+        let cases: &[(u32, u64, u64, &[u64], &[u64])] = &[
+            (EQ, 5, 0, &[5], &[4, 6, 0, u64::MAX]),
+            (NE, 5, 0, &[4, 6, 0, u64::MAX], &[5]),
+            (LT, 5, 0, &[0, 4], &[5, 6, u64::MAX]),
+            (LE, 5, 0, &[0, 4, 5], &[6, u64::MAX]),
+            (GT, 5, 0, &[6, u64::MAX], &[0, 4, 5]),
+            (GE, 5, 0, &[5, 6, u64::MAX], &[0, 4]),
+            (MASKED_EQ, 0x7e02_0000, 0, &[0, 0x11, 0x0001_0000], &[0x1000_0000, 0x7e02_0000]),
+            (MASKED_EQ, 0xff, 0x08, &[0x08, 0x1208], &[0x09, 0x00]),
+        ];
+        for &(op, value, value_two, holds, fails) in cases {
+            for arg in 0..6u16 {
+                let c = cond(arg, op, value, value_two);
+                for &v in holds {
+                    assert!(c.holds(&with_arg(arg as usize, v)), "op {op} arg{arg} = {v:#x}");
+                }
+                for &v in fails {
+                    assert!(!c.holds(&with_arg(arg as usize, v)), "op {op} arg{arg} = {v:#x}");
+                }
+            }
+        }
+        // An operator this probe does not know, or an argument past the sixth, never holds.
+        assert!(!cond(0, 0, 0, 0).holds(&[0; 6]));
+        assert!(!cond(0, 99, 0, 0).holds(&[0; 6]));
+        assert!(!cond(6, arg_op::EQ, 0, 0).holds(&[0; 6]));
+    }
+
+    #[test]
+    fn conditions_of_one_rule_are_anded_and_rules_are_ored() {
+        use arg_op::*;
+        // clone allowed when (arg0 == 1 && arg1 == 2) || arg2 == 3.
+        let s = conditional_slot(&[
+            rule(56, &[cond(0, EQ, 1, 0), cond(1, EQ, 2, 0)]),
+            rule(56, &[cond(2, EQ, 3, 0)]),
+        ]);
+        let d = |args: SyscallArgs| decide(&s, Some(56), || args);
+        assert_eq!(d([1, 2, 0, 0, 0, 0]), Decision::Allow);
+        assert_eq!(d([0, 0, 3, 0, 0, 0]), Decision::Allow);
+        assert_eq!(d([1, 2, 3, 0, 0, 0]), Decision::Allow);
+        for args in [[1, 0, 0, 0, 0, 0], [0, 2, 0, 0, 0, 0], [0; 6]] {
+            assert!(matches!(d(args), Decision::Violation { kill: true, .. }), "{args:?}");
+        }
+        // Rules of another syscall do not count for this one.
+        let other = conditional_slot(&[rule(57, &[cond(0, EQ, 0, 0)])]);
+        assert!(matches!(
+            decide(&other, Some(56), || [0; 6]),
+            Decision::Violation { .. }
+        ));
+        // A conditional syscall whose rules all fail is a violation like any other, and
+        // an allowed one never reads its arguments.
+        assert_eq!(decide(&s, Some(1), no_args), Decision::Allow);
+        // The arguments are not read for a syscall with no rules.
+        assert!(matches!(decide(&s, Some(2), no_args), Decision::Violation { .. }));
+    }
+
+    #[test]
+    fn int_arguments_ignore_the_upper_half_of_the_register() {
+        // `socket(AF_VSOCK)` denied with NE 40. The kernel reads `int family`, the low
+        // 32 bits: with 64-bit compares, garbage in the upper half would pass the rule
+        // and still create a vsock socket. 32-bit compares see what the kernel sees.
+        let mut c = cond(0, arg_op::NE, 40, 0);
+        let garbage = 0x0000_0001_0000_0028u64;
+        assert!(c.holds(&with_arg(0, garbage)), "64-bit: what seccomp does");
+        c.bits = 32;
+        assert!(!c.holds(&with_arg(0, garbage)), "32-bit: what the kernel reads");
+        assert!(!c.holds(&with_arg(0, 40)));
+        assert!(c.holds(&with_arg(0, 2)));
+        // MASKED_EQ on clone flags (`lower_32_bits(clone_flags)` in the kernel).
+        let mut m = cond(0, arg_op::MASKED_EQ, 0x7e02_0000, 0);
+        m.bits = 32;
+        assert!(m.holds(&with_arg(0, 0xffff_ffff_0000_0011)));
+        assert!(!m.holds(&with_arg(0, 0xffff_ffff_1000_0011)));
+    }
+
+    #[test]
+    fn a_denied_syscall_carries_its_errno() {
+        let mut s = conditional_slot(&[]);
+        s.action = action::DENY_OR_KILL;
+        s.errnos[0] = SyscallErrno {
+            syscall: 435,
+            errno: 38,
+        };
+        assert_eq!(
+            decide(&s, Some(435), no_args),
+            Decision::Deny {
+                fallback_kill: true,
+                errno: 38
+            }
+        );
+        assert_eq!(
+            decide(&s, Some(56), || [0; 6]),
+            Decision::Deny {
+                fallback_kill: true,
+                errno: EPERM
+            }
+        );
+        assert_eq!(
+            decide(&s, None, no_args),
+            Decision::Deny {
+                fallback_kill: true,
+                errno: EPERM
+            }
+        );
+    }
+
+    #[test]
+    fn a_rule_of_the_last_entry_and_all_conditions_are_read() {
+        let mut rules = [ArgRule::EMPTY; MAX_ARG_RULES];
+        let conds: [ArgCond; MAX_ARG_CONDS] =
+            core::array::from_fn(|i| cond(i as u16, arg_op::EQ, i as u64 + 1, 0));
+        rules[MAX_ARG_RULES - 1] = rule(56, &conds);
+        let s = conditional_slot(&rules);
+        assert_eq!(decide(&s, Some(56), || [1, 2, 3, 4, 5, 6]), Decision::Allow);
+        assert!(matches!(
+            decide(&s, Some(56), || [1, 2, 3, 4, 5, 7]),
+            Decision::Violation { .. }
+        ));
     }
 }

@@ -36,7 +36,7 @@ use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, DEFAULT_EVENTS_PER_SECOND,
     Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY,
     MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState,
-    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
+    SyscallArgs, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
     classify, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
@@ -321,13 +321,14 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         return;
     };
     let id: i64 = ctx.arg(1);
-    let index = classify(id, in_compat_syscall(task));
+    let compat = in_compat_syscall(task);
+    let index = classify(id, compat);
     let counter = index.unwrap_or(UNCLASSIFIED_INDEX);
     if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + counter) {
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    match decide(slot, index) {
+    match decide(slot, index, || syscall_args(ctx, compat)) {
         Decision::Allow => {
             // An allowed io_uring_enter under a deny policy: the hooks judge what it
             // runs inline as the syscalls those operations stand for.
@@ -359,7 +360,10 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 });
             }
         }
-        Decision::Deny { fallback_kill } => {
+        Decision::Deny {
+            fallback_kill,
+            errno,
+        } => {
             let mark = DenyMark {
                 // SAFETY: plain helper call.
                 boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -371,6 +375,8 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 hook: 0,
                 fallback_kill: fallback_kill as u32,
                 kind: MARK_DENY,
+                errno,
+                _reserved: 0,
             };
             let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
             // SAFETY: plain data; a stale mark of this thread (if any) is replaced.
@@ -404,6 +410,27 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     }
 }
 
+/// The six register arguments of the current syscall, as its ABI passes them: read by
+/// `sys_enter` for syscalls with argument rules only. Offsets are those of x86_64's
+/// `struct pt_regs` (the uapi layout, fixed): x86_64 and x32 pass `rdi rsi rdx r10 r8
+/// r9`, ia32 passes `ebx ecx edx esi edi ebp`, 32 bits wide (what a 64-bit task left in
+/// the upper halves is not part of them).
+#[inline(always)]
+fn syscall_args(ctx: &BtfTracePointContext, compat: bool) -> SyscallArgs {
+    let regs: *const u8 = ctx.arg(0);
+    // Constant offsets only: the verifier allows no variable offset into `pt_regs`.
+    // SAFETY: BTF-checked loads inside the `pt_regs` the tracepoint was given.
+    let r = |offset: usize| unsafe {
+        core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
+    };
+    if compat {
+        let m = 0xffff_ffffu64;
+        [r(40) & m, r(88) & m, r(96) & m, r(104) & m, r(112) & m, r(32) & m]
+    } else {
+        [r(112), r(104), r(96), r(56), r(72), r(64)]
+    }
+}
+
 #[inline(always)]
 fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
     let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -421,6 +448,8 @@ fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
         hook: 0,
         fallback_kill: 0,
         kind: MARK_IO_URING,
+        errno: EPERM as u32,
+        _reserved: 0,
     };
     if DENY_MARKS.insert(key, mark, 0).is_ok() {
         pending_add(1);
@@ -536,7 +565,13 @@ fn lsm_check(hook: u32) -> i32 {
                         (*mark).consumed = 1;
                         (*mark).hook = hook;
                     }
-                    return -EPERM;
+                    // A chosen errno, within what an LSM hook may return.
+                    let errno = (*mark).errno;
+                    return if errno == 0 || errno > 4095 {
+                        -EPERM
+                    } else {
+                        -(errno as i32)
+                    };
                 }
                 return judge_io_uring(hook, (*mark).slot, (*mark).cgroup_id);
             }

@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use super::{
     diag::{Diagnostic, start},
-    model::{AbiChoice, PolicyDoc, Selector, SetDoc},
+    model::{AbiChoice, ArgRuleDoc, PolicyDoc, PolicySpec, Selector, SetDoc},
     selector::{CompiledSelector, Glob, KNOWN_RUNTIMES, LabelSelector, Op, Requirement},
 };
+use super::args::{self, RuleBook};
 use crate::syscall_table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -85,6 +86,16 @@ pub struct CompiledPolicy {
     pub allowed_names: BTreeSet<String>,
     /// The names each ABI's allowlist was compiled from (`spec.abi` applied).
     pub abi_names: BTreeMap<Abi, BTreeSet<String>>,
+    /// Syscalls allowed for some argument values only: per name, its rules (ORed). A
+    /// name here is not in `allowed_names`.
+    pub rules: RuleBook,
+    /// The syscall indexes `rules` apply to (every ABI whose allowlist follows the
+    /// policy's names), with their names.
+    pub conditional: BTreeMap<u32, String>,
+    /// Per syscall name, the errno `action: deny` fails it with, when not EPERM.
+    pub errnos: BTreeMap<String, u32>,
+    /// `namespaces: deny`.
+    pub deny_namespaces: bool,
 }
 
 /// How the kernel will act on a policy, and why it differs from what was asked, if it does.
@@ -110,6 +121,38 @@ impl CompiledPolicy {
         };
         for &index in &self.allowed {
             slot.set_allowed(index);
+        }
+        // One probe rule per rule, for the syscall's index in every ABI it applies to.
+        // Capacity was checked by `compile`: what does not fit is never allowed.
+        let mut by_name: BTreeMap<&str, [u32; 3]> = BTreeMap::new();
+        for (&index, name) in &self.conditional {
+            slot.set_conditional(index);
+            if let Some((abi, _)) = probe_common::index_to_syscall(index) {
+                let at = Abi::ALL.iter().position(|a| *a == abi).unwrap_or(0);
+                by_name.entry(name).or_insert([probe_common::NO_SYSCALL; 3])[at] = index;
+            }
+        }
+        let entries = by_name
+            .iter()
+            .flat_map(|(name, syscalls)| self.rules[*name].iter().map(move |r| (*name, *syscalls, r)));
+        for ((name, syscalls, rule), entry) in entries.zip(slot.rules.iter_mut()) {
+            entry.syscalls = syscalls;
+            entry.count = rule.conds.len() as u32;
+            for (c, out) in rule.conds.iter().zip(entry.conds.iter_mut()) {
+                *out = c.to_probe(name);
+            }
+        }
+        let errno_entries = self.errnos.iter().flat_map(|(name, &errno)| {
+            Abi::ALL
+                .into_iter()
+                .filter_map(move |abi| syscall_table::index_of(abi, name))
+                .map(move |index| probe_common::SyscallErrno {
+                    syscall: index,
+                    errno,
+                })
+        });
+        for (entry, out) in errno_entries.zip(slot.errnos.iter_mut()) {
+            *out = entry;
         }
         slot.mode = match self.mode {
             Mode::Monitor => mode::MONITOR,
@@ -483,6 +526,17 @@ pub fn compile(
             names.remove(n.as_str());
         }
     }
+    let (rules, errnos, deny_namespaces) = compile_arguments(
+        path,
+        spec,
+        catalog,
+        &done,
+        &mut names,
+        &listed,
+        mode,
+        action,
+        &mut diags,
+    );
     for (syscall, why) in SENSITIVE {
         if let Some(n) = listed.get(syscall) {
             diags.push(Diagnostic::warning(
@@ -496,12 +550,21 @@ pub fn compile(
     // Each ABI's allowlist, from the same names unless `spec.abi` says otherwise.
     let denied: BTreeSet<&str> = spec.deny.iter().map(|d| d.as_str()).collect();
     let mut per_abi: BTreeMap<Abi, BTreeSet<String>> = BTreeMap::new();
+    let mut follows_names: BTreeSet<Abi> = BTreeSet::new();
     for abi in Abi::ALL {
         let choice = spec.abi.as_ref().and_then(|a| match abi {
             Abi::X86_64 => None,
             Abi::Ia32 => a.ia32.as_ref(),
             Abi::X32 => a.x32.as_ref(),
         });
+        let same = match choice.map(|c| &**c) {
+            None => true,
+            Some(AbiChoice::Keyword(k)) => k == "same",
+            Some(AbiChoice::Names(_)) => false,
+        };
+        if same {
+            follows_names.insert(abi);
+        }
         let abi_names = match choice.map(|c| (&**c, c.span())) {
             None => names.clone(),
             Some((AbiChoice::Keyword(k), _)) if k == "same" => names.clone(),
@@ -597,8 +660,16 @@ pub fn compile(
 
     // Denying `unshare` reads as "no new namespaces", which it is not while clone and
     // clone3 are allowed: judged by number, their CLONE_NEW* flags pass.
-    let by_flags = allowed_of(NAMESPACE_BY_FLAGS);
-    if !allowed_anywhere("unshare") && !by_flags.is_empty() {
+    let mut by_flags = allowed_of(NAMESPACE_BY_FLAGS);
+    for (syscall, rs) in &rules {
+        if let Some(&s) = NAMESPACE_BY_FLAGS.iter().find(|s| **s == syscall.as_str())
+            && !by_flags.contains(&s)
+            && !(s == "clone" && args::rules_forbid_new_namespaces(rs))
+        {
+            by_flags.push(s);
+        }
+    }
+    if !allowed_anywhere("unshare") && !deny_namespaces && !by_flags.is_empty() {
         let at = spec
             .deny
             .iter()
@@ -610,18 +681,64 @@ pub fn compile(
                 at,
                 format!(
                     "`unshare` is not allowed, but {} {}: they create the same namespaces \
-                     (CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS, ...), and sysfence judges their \
-                     number, not their flags, so this policy does not stop new namespaces",
+                     (CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS, ...), and no rule of this policy \
+                     keeps their CLONE_NEW* flags clear, so it does not stop new namespaces",
                     quoted(&by_flags, " and "),
                     if by_flags.len() == 1 { "is" } else { "are" }
                 ),
             )
-            .with_help(
-                "keep the runtime's seccomp profile beside sysfence (Docker's default filters \
-                 clone's namespace flags), or turn off user namespaces the workload does not \
-                 need (sysctl user.max_user_namespaces=0)",
-            ),
+            .with_help(if by_flags == ["clone3"] {
+                "clone3 passes its flags in memory and sysfence does not judge them: deny it \
+                 with `errno: {clone3: ENOSYS}` and `action: deny` (glibc then falls back to \
+                 clone, whose flags are judged), as Docker's default profile does"
+            } else {
+                "add `namespaces: deny` (it denies unshare, setns and clone's CLONE_NEW* \
+                 flags), or a rule on clone's flags as Docker's default profile has"
+            }),
         );
+    }
+
+    let mut conditional = BTreeMap::new();
+    for (name, _) in &rules {
+        for &abi in &follows_names {
+            if let Some(index) = syscall_table::index_of(abi, name) {
+                conditional.insert(index, name.clone());
+            }
+        }
+    }
+    let rule_entries: usize = conditional
+        .values()
+        .collect::<BTreeSet<_>>()
+        .iter()
+        .map(|n| rules[*n].len())
+        .sum();
+    if rule_entries > probe_common::MAX_ARG_RULES {
+        diags.push(
+            Diagnostic::error(
+                path,
+                at_policy,
+                format!(
+                    "{rule_entries} argument rules; a slot holds {}",
+                    probe_common::MAX_ARG_RULES
+                ),
+            )
+            .with_help("merge rules: one rule may name several syscalls, and a MASKED_EQ or a range (GE and LE) may stand for several EQ rules"),
+        );
+    }
+    let errno_entries: usize = errnos
+        .keys()
+        .map(|n| Abi::ALL.into_iter().filter(|a| syscall_table::number(*a, n).is_some()).count())
+        .sum();
+    if errno_entries > probe_common::MAX_ERRNOS {
+        diags.push(Diagnostic::error(
+            path,
+            at_policy,
+            format!(
+                "{} syscalls with their own errno ({errno_entries} over all ABIs); a slot holds {}",
+                errnos.len(),
+                probe_common::MAX_ERRNOS
+            ),
+        ));
     }
 
     let mut allowed = BTreeSet::new();
@@ -632,7 +749,7 @@ pub fn compile(
             }
         }
     }
-    if names.is_empty() && mode == Mode::Enforce {
+    if names.is_empty() && rules.is_empty() && mode == Mode::Enforce {
         diags.push(Diagnostic::warning(
             path,
             start(doc.metadata.name.span()),
@@ -656,6 +773,10 @@ pub fn compile(
             allowed,
             allowed_names: names,
             abi_names: per_abi,
+            rules,
+            conditional,
+            errnos,
+            deny_namespaces,
         },
         diags,
     ))
@@ -896,4 +1017,202 @@ pub fn conflicts(policies: &[CompiledPolicy]) -> Vec<Diagnostic> {
         }
     }
     diags
+}
+/// `spec.rules`, `spec.errno` and `spec.namespaces`, with the rules and errnos of the
+/// included sets (`included`): the rule book, the errnos, and whether namespaces are
+/// denied. Takes out of `names` what `namespaces: deny` denies, and `clone`, which it
+/// allows for some flags only.
+#[allow(clippy::too_many_arguments)]
+fn compile_arguments(
+    path: &Path,
+    spec: &PolicySpec,
+    catalog: &SetCatalog,
+    included: &BTreeSet<String>,
+    names: &mut BTreeSet<String>,
+    listed: &BTreeMap<&str, &Spanned<String>>,
+    mode: Mode,
+    action: Action,
+    diags: &mut Vec<Diagnostic>,
+) -> (RuleBook, BTreeMap<String, u32>, bool) {
+    let denied: BTreeSet<&str> = spec.deny.iter().map(|d| d.as_str()).collect();
+    let mut book = RuleBook::new();
+    let mut errnos: BTreeMap<String, u32> = BTreeMap::new();
+    // The sets' first, then the policy's own (whose errno wins).
+    let mut sources: Vec<(&Path, &[Spanned<ArgRuleDoc>], &BTreeMap<String, Spanned<String>>, bool)> =
+        Vec::new();
+    for set in included {
+        if let Some((set_path, doc)) = catalog.get(set) {
+            sources.push((set_path, &doc.spec.rules, &doc.spec.errno, false));
+        }
+    }
+    sources.push((path, &spec.rules, &spec.errno, true));
+    for (file, rule_docs, errno_docs, own) in sources {
+        for doc in rule_docs {
+            let Some(rule) = args::compile_rule(file, doc, diags) else {
+                continue;
+            };
+            for n in &doc.names {
+                if !check_name(file, n, diags) {
+                    continue;
+                }
+                args::check_widths(file, n, &rule, diags);
+                if denied.contains(n.as_str()) {
+                    if own {
+                        diags.push(Diagnostic::warning(
+                            file,
+                            start(n.span()),
+                            format!("`{}` is denied: its argument rule has no effect", **n),
+                        ));
+                    }
+                    continue;
+                }
+                if names.contains(n.as_str()) {
+                    if own {
+                        diags.push(
+                            Diagnostic::warning(
+                                file,
+                                start(n.span()),
+                                format!(
+                                    "`{}` is allowed whatever its arguments (allow or include): \
+                                     its argument rule has no effect",
+                                    **n
+                                ),
+                            )
+                            .with_help("remove it from `allow` (or from the included set) to judge its arguments"),
+                        );
+                    }
+                    continue;
+                }
+                args::add_rule(&mut book, n, rule.clone());
+            }
+        }
+        for (name, value) in errno_docs {
+            let at = start(value.span());
+            if !syscall_table::all_names().contains(name.as_str()) {
+                diags.push(
+                    Diagnostic::error(file, at, format!("`errno` names unknown syscall `{name}`"))
+                        .with_help("keys of `errno` are syscall names, e.g. `clone3`"),
+                );
+                continue;
+            }
+            let Some(n) = args::parse_errno(value) else {
+                diags.push(
+                    Diagnostic::error(file, at, format!("unknown errno `{}`", **value)).with_help(
+                        format!(
+                            "an errno name ({}) or a number from 1 to {}",
+                            args::ERRNO_NAMES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            args::MAX_ERRNO
+                        ),
+                    ),
+                );
+                continue;
+            };
+            if own && names.contains(name.as_str()) {
+                diags.push(Diagnostic::warning(
+                    file,
+                    at,
+                    format!("`{name}` is allowed: its errno has no effect"),
+                ));
+            }
+            if n == probe_common::EPERM {
+                errnos.remove(name);
+            } else {
+                errnos.insert(name.clone(), n);
+            }
+        }
+        if own
+            && !errno_docs.is_empty()
+            && mode == Mode::Enforce
+            && action == Action::Kill
+            && let Some((_, first)) = errno_docs.iter().next()
+        {
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    start(first.span()),
+                    "`errno` is what `action: deny` fails a syscall with; under `action: kill` a \
+                     denied syscall runs and its task is killed, and no errno is returned",
+                )
+                .with_help("set `action: deny` (needs BPF LSM; `sysfence doctor` says whether this kernel has it)"),
+            );
+        }
+    }
+    // What is allowed unconditionally needs no errno.
+    errnos.retain(|n, _| !names.contains(n.as_str()));
+
+    let deny_namespaces = match spec.namespaces.as_ref() {
+        None => false,
+        Some(v) => match v.as_str() {
+            "deny" => true,
+            "allow" => false,
+            other => {
+                diags.push(
+                    Diagnostic::error(path, start(v.span()), format!("unknown namespaces choice `{other}`"))
+                        .with_help("namespaces is `deny` (no new namespace, by any syscall) or `allow`"),
+                );
+                false
+            }
+        },
+    };
+    if deny_namespaces {
+        for syscall in ["unshare", "setns"] {
+            if let Some(n) = listed.get(syscall) {
+                diags.push(Diagnostic::warning(
+                    path,
+                    start(n.span()),
+                    format!("`namespaces: deny` denies `{syscall}`: allowing it has no effect"),
+                ));
+            }
+            names.remove(syscall);
+            book.remove(syscall);
+        }
+        if names.remove("clone") {
+            book.insert(
+                "clone".to_string(),
+                vec![args::Rule {
+                    conds: vec![args::NO_NEW_NAMESPACE],
+                    comment: Some("namespaces: deny".to_string()),
+                }],
+            );
+        } else if let Some(rules) = book.get_mut("clone") {
+            for rule in rules.iter_mut() {
+                if rule.conds.contains(&args::NO_NEW_NAMESPACE) {
+                    continue;
+                }
+                if rule.conds.len() >= probe_common::MAX_ARG_CONDS {
+                    diags.push(Diagnostic::error(
+                        path,
+                        spec.namespaces.as_ref().and_then(|v| start(v.span())),
+                        "a `clone` rule has six conditions: `namespaces: deny` cannot add its own",
+                    ));
+                    continue;
+                }
+                rule.conds.push(args::NO_NEW_NAMESPACE);
+            }
+        }
+        if names.contains("clone3") || book.contains_key("clone3") {
+            let at = listed
+                .get("clone3")
+                .map(|n| start(n.span()))
+                .unwrap_or_else(|| spec.namespaces.as_ref().and_then(|v| start(v.span())));
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    at,
+                    "`clone3` is allowed: it passes its flags in memory, which another thread \
+                     can change during the call, so sysfence does not judge them and \
+                     `namespaces: deny` does not cover clone3",
+                )
+                .with_help(
+                    "deny clone3 with `errno: {clone3: ENOSYS}` and `action: deny`: glibc then \
+                     falls back to clone, whose flags are judged",
+                ),
+            );
+        }
+    }
+    (book, errnos, deny_namespaces)
 }

@@ -1,6 +1,7 @@
 //! Policies: the YAML format ([`model`]), diagnostics ([`diag`]), the pure compiler
 //! ([`compile`]), where files and sets come from ([`sources`]), and loading (here).
 
+pub mod args;
 pub mod compile;
 pub mod diag;
 pub mod model;

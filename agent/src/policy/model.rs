@@ -16,6 +16,11 @@
 //!   include: [runtime-default] # SyscallSet names
 //!   allow: [getppid]
 //!   deny: [ptrace]             # wins over allow and include
+//!   rules:                     # allowed for some argument values only (see `ArgRuleDoc`)
+//!     - names: [socket]
+//!       args: [{index: 0, op: NE, value: 40}]     # not AF_VSOCK
+//!   errno: {clone3: ENOSYS}    # what `action: deny` fails a syscall with (default EPERM)
+//!   namespaces: deny           # no new namespace: unshare, setns, clone's CLONE_NEW*
 //! ```
 
 use std::{collections::BTreeMap, path::Path};
@@ -70,10 +75,57 @@ pub struct PolicySpec {
     pub allow: Vec<Spanned<String>>,
     #[serde(default)]
     pub deny: Vec<Spanned<String>>,
+    /// Syscalls allowed for some argument values only.
+    #[serde(default)]
+    pub rules: Vec<Spanned<ArgRuleDoc>>,
+    /// Per syscall name, the errno `action: deny` fails it with (a name such as `ENOSYS`,
+    /// or a number); `EPERM` when not listed.
+    #[serde(default)]
+    pub errno: BTreeMap<String, Spanned<String>>,
+    /// `deny`: no new namespace, whatever the syscall (`unshare`, `setns`, and `clone`
+    /// with `CLONE_NEW*` flags). `allow` (the default): as the names say.
+    #[serde(default)]
+    pub namespaces: Option<Spanned<String>>,
     /// What the other syscall ABIs of x86_64 may call. x86_64 itself always uses the
     /// names above.
     #[serde(default)]
     pub abi: Option<AbiSpec>,
+}
+
+/// One argument rule, with the semantics of the OCI runtime spec's seccomp rules: the
+/// named syscalls are allowed when every condition in `args` holds (AND); several rules
+/// naming one syscall allow it when any of them holds (OR). A name also allowed without
+/// conditions (`allow`, `include`) is allowed whatever its arguments.
+///
+/// ```yaml
+/// rules:
+///   - names: [personality]
+///     args: [{index: 0, op: EQ, value: 0x0}]
+///   - names: [clone]
+///     args: [{index: 0, op: MASKED_EQ, value: 0x7E020000, valueTwo: 0}]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgRuleDoc {
+    pub names: Vec<Spanned<String>>,
+    pub args: Vec<Spanned<ArgCondDoc>>,
+    /// Free text, kept by export.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// One condition: `index` 0..=5, `op` one of EQ, NE, LT, LE, GT, GE, MASKED_EQ (or the
+/// `SCMP_CMP_` names), `value` (and `valueTwo` for MASKED_EQ: `arg & value ==
+/// valueTwo`), decimal or `0x` hexadecimal.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArgCondDoc {
+    pub index: Spanned<String>,
+    pub op: Spanned<String>,
+    #[serde(default)]
+    pub value: Option<Spanned<String>>,
+    #[serde(default)]
+    pub value_two: Option<Spanned<String>>,
 }
 
 /// `spec.abi`: per ABI, `same` (the names above; the default), `deny` (no syscall of
@@ -206,6 +258,12 @@ pub struct SetSpec {
     pub include: Vec<Spanned<String>>,
     #[serde(default)]
     pub syscalls: Vec<Spanned<String>>,
+    /// Syscalls allowed for some argument values only, as in a policy.
+    #[serde(default)]
+    pub rules: Vec<Spanned<ArgRuleDoc>>,
+    /// errno per syscall name, as in a policy; a policy's own entry wins.
+    #[serde(default)]
+    pub errno: BTreeMap<String, Spanned<String>>,
 }
 
 /// One parsed file.

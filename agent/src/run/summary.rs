@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use probe_common::{Decision, Outcome, PolicySlot, decide, index_to_syscall};
+use probe_common::{ALLOW_WORDS, Decision, Outcome, PolicySlot, decide, index_to_syscall};
 use serde::Serialize;
 
 use crate::{event::Violation, syscall_table};
@@ -79,7 +79,16 @@ pub fn summarize(
             count,
         });
         let classified = index_to_syscall(index).map(|_| index);
-        let implied = match decide(slot, classified) {
+        // Counts carry no arguments: a syscall allowed for some arguments only was a
+        // violation exactly when the probe reported one.
+        if classified.is_some_and(|i| slot.is_conditional(i)) && !by_index.contains_key(&index) {
+            continue;
+        }
+        let no_rules = PolicySlot {
+            conditional: [0; ALLOW_WORDS],
+            ..*slot
+        };
+        let implied = match decide(&no_rules, classified, || unreachable!("no rules")) {
             Decision::Allow => continue,
             Decision::Violation { outcome, .. } => outcome,
             // Settled at sys_exit; without an event we cannot tell which way it went.

@@ -27,6 +27,18 @@
 //!                                       summary `probes N killed K survived S other O`
 //! sf-syscalls send PATH LINE            one line on a unix socket; print the first answer
 //!                                       line, or `closed` / `error: ...`
+//!
+//! Verbs for the argument-rule tests (tests/tests/args.rs):
+//!
+//! sf-syscalls clone FLAGS MARKER  one raw clone(FLAGS | SIGCHLD) (FLAGS decimal or 0x hex,
+//!                                 all 64 bits); the child writes its user namespace
+//!                                 to MARKER and exits 0; the parent prints
+//!                                 `clone: ok child exited S` or `clone: error: ...`
+//! sf-syscalls clone80 FLAGS MARKER  the same through i386 `int 0x80` (flags in ebx)
+//! sf-syscalls personality VALUE   one personality(VALUE) (all 64 bits of the register)
+//! sf-syscalls socket FAMILY       one socket(FAMILY, SOCK_STREAM, 0), FAMILY as 64 bits
+//! sf-syscalls threads N           start and join N threads (glibc: clone3, or clone)
+//! sf-syscalls fork-exec PROGRAM   fork, exec PROGRAM in the child; print its status
 use std::{ffi::CString, time::Instant};
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
@@ -175,6 +187,42 @@ fn dispatch(args: &[String]) {
                 std::process::exit(1);
             }
         }
+        Some("clone") | Some("clone80") => {
+            let flags: String = arg(args, 2, "clone flags");
+            let marker: String = arg(args, 3, "a marker path");
+            let flags = parse_flags(&flags);
+            clone_verb(args[1] == "clone80", flags, &marker);
+        }
+        Some("personality") => {
+            let v: String = arg(args, 2, "a personality value");
+            // SAFETY: personality takes a plain integer.
+            let r = unsafe { libc::syscall(libc::SYS_personality, parse_flags(&v)) };
+            println!("personality: {r:#x}");
+        }
+        Some("socket") => {
+            let family: String = arg(args, 2, "an address family");
+            // SAFETY: socket takes plain integers.
+            let r = unsafe {
+                libc::syscall(libc::SYS_socket, parse_flags(&family), libc::SOCK_STREAM, 0)
+            };
+            if errno_result("socket", r) {
+                // SAFETY: the fd just returned.
+                unsafe { libc::close(r as i32) };
+            }
+        }
+        Some("threads") => {
+            let n: usize = arg(args, 2, "a thread count");
+            let handles: Vec<_> = (0..n).map(|i| std::thread::spawn(move || i)).collect();
+            let sum: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+            println!("threads: ok {sum}");
+        }
+        Some("fork-exec") => {
+            let program: String = arg(args, 2, "a program");
+            match std::process::Command::new(&program).status() {
+                Ok(s) => println!("fork-exec: ok {}", s.code().unwrap_or(-1)),
+                Err(e) => println!("fork-exec: error: {e}"),
+            }
+        }
         Some("try-all") => {
             let dir: String = arg(args, 2, "a directory");
             sysfence_tests::catalog::run_all(std::path::Path::new(&dir), &args[3..]);
@@ -274,6 +322,58 @@ fn side_effect(present: bool) {
 
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL")
+}
+
+/// `123` or `0x7e020000`, 64 bits.
+fn parse_flags(s: &str) -> u64 {
+    let parsed = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    parsed.unwrap_or_else(|_| {
+        eprintln!("sf-syscalls: `{s}` is not a number");
+        std::process::exit(64)
+    })
+}
+
+/// One clone(flags | SIGCHLD) with no new stack: the child goes on like a fork child,
+/// writes the link of its user namespace to `marker` and exits.
+fn clone_verb(int80: bool, flags: u64, marker: &str) {
+    let flags = flags | libc::SIGCHLD as u64;
+    let r: i64 = if int80 {
+        // i386 clone is 120: flags in ebx, a null stack in ecx.
+        int80_clone(flags as u32) as i64
+    } else {
+        // SAFETY: clone without CLONE_VM and without a stack behaves like fork.
+        unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) }
+    };
+    if r == 0 {
+        let ns = std::fs::read_link("/proc/self/ns/user")
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let _ = std::fs::write(marker, ns);
+        // SAFETY: leave the child at once, without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    if r < 0 {
+        println!("clone: error: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let mut status = 0;
+    // SAFETY: wait for the child just made.
+    unsafe { libc::waitpid(r as i32, &mut status, 0) };
+    println!("clone: ok child exited {}", libc::WEXITSTATUS(status));
+}
+
+/// i386 clone (120) through `int 0x80`, flags in ebx, every other argument 0.
+fn int80_clone(flags: u32) -> i32 {
+    let ret = int80(120, flags, 0, 0);
+    if ret < 0 {
+        // SAFETY: errno is thread-local; set it like the libc wrapper would.
+        unsafe { *libc::__errno_location() = -ret };
+        return -1;
+    }
+    ret
 }
 
 /// One sensitive operation with arguments that reach the kernel's checks.

@@ -1,0 +1,158 @@
+//! Argument rules on the host (kill path): the real probe judges the registers of
+//! clone, personality and socket. The workload is the attacker: it asks clone for new
+//! namespaces through the x86_64 and the i386 entry, with garbage in the upper half of
+//! the register, and checks whether a child ever ran in a new user namespace.
+//! Run with `cargo xtask test` (as root; one at a time).
+
+use std::path::Path;
+
+use serde_json::Value;
+use sysfence_tests::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
+
+/// CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS.
+const NEW_USER_NET_UTS: &str = "0x54000000";
+
+fn policy(dir: &Path, extra: &str) -> std::path::PathBuf {
+    write_policy(
+        dir,
+        "p.yaml",
+        &policy_yaml(
+            "args",
+            &format!("  mode: enforce\n  include: [runtime-default]\n{extra}"),
+        ),
+    )
+}
+
+/// Run one verb under the policy; (exit code, report, stdout).
+fn attempt(policy: &Path, verb: &[&str]) -> (i32, Value, String) {
+    let mut cmd = vec![WORKLOAD];
+    cmd.extend_from_slice(verb);
+    let (code, report, stdout, stderr) = run(policy, None, &cmd);
+    assert!(
+        !stderr.contains("error:"),
+        "sysfence run failed: {stderr}\n{stdout}"
+    );
+    (code, report, stdout)
+}
+
+/// The attack: clone for new namespaces. It must be killed before any child exists.
+fn assert_no_child_in_new_namespaces(policy: &Path, entry: &str, flags: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("child-ran");
+    let (code, report, stdout) = attempt(policy, &[entry, flags, marker.to_str().unwrap()]);
+    assert_eq!(
+        code, 137,
+        "{entry} {flags}: the caller must be killed: {stdout}\n{report:#}"
+    );
+    assert!(
+        !marker.exists(),
+        "{entry} {flags}: a child ran (in user namespace {:?})",
+        std::fs::read_to_string(&marker)
+    );
+    let v = violation(&report, "clone").unwrap_or_else(|| panic!("no clone violation: {report:#}"));
+    assert_eq!(v["abi"], if entry == "clone80" { "i386" } else { "x86_64" });
+}
+
+/// Ordinary clone flags pass, and the child runs in the caller's user namespace.
+fn assert_clone_allowed(policy: &Path, entry: &str, flags: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("child-ran");
+    let (code, report, stdout) = attempt(policy, &[entry, flags, marker.to_str().unwrap()]);
+    assert_eq!(code, 0, "{entry} {flags}: {stdout}\n{report:#}");
+    assert!(stdout.contains("clone: ok child exited 0"), "{stdout}");
+    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        own.display().to_string(),
+        "the child must stay in the caller's user namespace"
+    );
+}
+
+fn assert_ordinary_programs_work(policy: &Path) {
+    let (code, report, stdout) = attempt(policy, &["threads", "8"]);
+    assert_eq!(code, 0, "threads: {stdout}\n{report:#}");
+    assert!(stdout.contains("threads: ok 28"), "{stdout}");
+    let (code, report, stdout) = attempt(policy, &["fork-exec", "/bin/true"]);
+    assert_eq!(code, 0, "fork-exec: {stdout}\n{report:#}");
+    assert!(stdout.contains("fork-exec: ok 0"), "{stdout}");
+}
+
+#[test]
+fn clone_asking_for_namespaces_is_killed_before_the_child_exists() {
+    if !privileged("clone_asking_for_namespaces_is_killed_before_the_child_exists") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // runtime-default's own rule (Docker's MASKED_EQ 0x7E020000 == 0), and the same
+    // through `namespaces: deny` with clone allowed outright.
+    let shipped = policy(dir.path(), "");
+    let sub = tempfile::tempdir().unwrap();
+    let by_keyword = policy(sub.path(), "  allow: [clone]\n  namespaces: deny\n");
+    for p in [&shipped, &by_keyword] {
+        assert_no_child_in_new_namespaces(p, "clone", NEW_USER_NET_UTS);
+        // Garbage in the upper half changes nothing: the kernel reads the low 32 bits.
+        assert_no_child_in_new_namespaces(p, "clone", "0xffffffff54000000");
+        // The i386 entry passes the flags in ebx.
+        assert_no_child_in_new_namespaces(p, "clone80", NEW_USER_NET_UTS);
+        // One flag is enough.
+        assert_no_child_in_new_namespaces(p, "clone", "0x10000000");
+        assert_no_child_in_new_namespaces(p, "clone", "0x20000");
+        assert_clone_allowed(p, "clone", "0");
+        assert_clone_allowed(p, "clone", "0xffffffff00000000");
+        assert_clone_allowed(p, "clone80", "0");
+        assert_ordinary_programs_work(p);
+    }
+}
+
+#[test]
+fn personality_and_socket_are_judged_on_the_bits_the_kernel_reads() {
+    if !privileged("personality_and_socket_are_judged_on_the_bits_the_kernel_reads") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), "");
+    // personality: Docker's values pass; READ_IMPLIES_EXEC does not.
+    for ok in ["0xffffffff", "0x0"] {
+        let (code, report, stdout) = attempt(&p, &["personality", ok]);
+        assert_eq!(code, 0, "personality {ok}: {stdout}\n{report:#}");
+        assert!(violation(&report, "personality").is_none(), "{report:#}");
+    }
+    let (code, report, _) = attempt(&p, &["personality", "0x400000"]);
+    assert_eq!(code, 137, "{report:#}");
+    assert!(violation(&report, "personality").is_some(), "{report:#}");
+    // socket: AF_INET passes, AF_VSOCK (40) does not, with or without garbage above
+    // the 32 bits the kernel reads. (A seccomp rule `arg0 != 40` lets the second by.)
+    for ok in ["2", "0x100000002"] {
+        let (code, report, stdout) = attempt(&p, &["socket", ok]);
+        assert_eq!(code, 0, "socket {ok}: {stdout}\n{report:#}");
+        assert!(stdout.contains("socket: ok"), "{stdout}");
+    }
+    for vsock in ["40", "0x100000028"] {
+        let (code, report, stdout) = attempt(&p, &["socket", vsock]);
+        assert_eq!(code, 137, "socket {vsock}: {stdout}\n{report:#}");
+        assert!(!stdout.contains("socket: ok"), "{stdout}");
+        assert!(violation(&report, "socket").is_some(), "{report:#}");
+    }
+}
+
+#[test]
+fn audit_reports_a_call_its_arguments_did_not_allow() {
+    if !privileged("audit_reports_a_call_its_arguments_did_not_allow") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_policy(
+        dir.path(),
+        "p.yaml",
+        &policy_yaml("args-audit", "  mode: audit\n  include: [runtime-default]\n"),
+    );
+    let (code, report, stdout) = attempt(&p, &["socket", "40"]);
+    assert_ne!(code, 137, "audit kills nothing: {stdout}");
+    let v = violation(&report, "socket").unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(v["outcome"], "audited");
+    // Allowed calls of the same syscall are no violation.
+    let (_, report, _) = attempt(&p, &["socket", "2"]);
+    assert!(violation(&report, "socket").is_none(), "{report:#}");
+}
