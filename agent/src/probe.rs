@@ -142,6 +142,9 @@ pub struct KernelLayout {
     /// `task_struct.tgid`, `inode.i_sb`, `super_block.s_magic`, `file.f_inode`,
     /// `file.f_mode`, or zeros: the self-protection hooks are then not loaded.
     pub guard: [u32; 5],
+    /// `task_struct.pid` and `task_struct.tgid`, or zeros: a child born into a denied
+    /// namespace is then not marked (its caller is still killed).
+    pub task_ids: [u32; 2],
 }
 
 impl KernelLayout {
@@ -172,11 +175,19 @@ impl KernelLayout {
             [Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)] => [a, b, c, d, e],
             _ => [0; 5],
         };
+        let task_ids = match (
+            member_offset(&btf, "task_struct", "pid"),
+            member_offset(&btf, "task_struct", "tgid"),
+        ) {
+            (Ok(a), Ok(b)) => [a, b],
+            _ => [0; 2],
+        };
         Ok(KernelLayout {
             task_status,
             cgroup_id_path,
             task_flags,
             guard,
+            task_ids,
         })
     }
 }
@@ -263,6 +274,7 @@ impl Probe {
             .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .override_global("GUARD_OFFSETS", &layout.guard, true)
+            .override_global("TASK_IDS_OFFSET", &layout.task_ids, true)
             .map_max_entries(maps::POLICIES, options.max_slots)
             .map_max_entries(maps::COUNTS, counters);
         if let Some(p) = &pinned {
@@ -315,6 +327,23 @@ impl Probe {
                 .context("verifying the sys_enter program")?;
             pins::attach(pinned.as_ref(), &mut attached, programs::SYS_ENTER, program)
                 .context("attaching to raw_syscalls:sys_enter")?;
+            // The kernel's copy of every fork's flags (`namespaces: deny`), and the
+            // cleanup of marks of tasks that die mid-syscall or before their first one.
+            // Both run per fork or exit, not per syscall.
+            for (name, tp) in [
+                (programs::CLONE_GUARD, "task_newtask"),
+                (programs::SCHED_PROCESS_EXIT, "sched_process_exit"),
+            ] {
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| anyhow!("probe object has no {name} program"))?
+                    .try_into()?;
+                program
+                    .load(tp, &btf)
+                    .with_context(|| format!("verifying the {name} program"))?;
+                pins::attach(pinned.as_ref(), &mut attached, name, program)
+                    .with_context(|| format!("attaching {name} to {tp}"))?;
+            }
         }
         let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
         let adopted = pinned.as_ref().is_some_and(|p| p.adopted_slots.is_some());
@@ -481,7 +510,7 @@ impl Probe {
         Ok(())
     }
 
-    /// Attach the deny path: `sys_exit`, `sched_process_exit` and every LSM hook the
+    /// Attach the deny path: `sys_exit` and every LSM hook the
     /// kernel allows. Fails, saying why, when no LSM hook can be attached.
     pub fn enable_deny(&mut self) -> anyhow::Result<DenySupport> {
         if let Some(reason) = lsm_unavailable_reason() {
@@ -517,18 +546,17 @@ impl Probe {
                  or sandbox refusing BPF LSM)"
             );
         }
-        for name in [programs::SYS_EXIT, programs::SCHED_PROCESS_EXIT] {
-            let program: &mut BtfTracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("probe object has no {name}"))?
-                .try_into()?;
-            program
-                .load(name, &btf)
-                .with_context(|| format!("verifying {name}"))?;
-            pins::attach(self.pinned.as_ref(), &mut self.attached, name, program)
-                .with_context(|| format!("attaching {name}"))?;
-        }
+        let name = programs::SYS_EXIT;
+        let program: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("probe object has no {name}"))?
+            .try_into()?;
+        program
+            .load(name, &btf)
+            .with_context(|| format!("verifying {name}"))?;
+        pins::attach(self.pinned.as_ref(), &mut self.attached, name, program)
+            .with_context(|| format!("attaching {name}"))?;
         Ok(support)
     }
 

@@ -169,7 +169,8 @@ fn hold(
     if let Some(slot) = slot_policy {
         for (index, n) in probe.slot_counts(0)? {
             let (abi, name) = syscall_table::describe_index(index);
-            let verdict = match probe_common::decide(&slot, Some(index), || [0; 6]) {
+            let verdict = match probe_common::decide(&slot, Some(index), &probe_common::UnknownArgs)
+            {
                 probe_common::Decision::Allow if abi.is_some() => "allowed",
                 _ => "violation",
             };

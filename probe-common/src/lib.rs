@@ -193,7 +193,8 @@ pub struct PolicySlot {
     pub action: u32,
     /// Non-zero once the agent has filled the slot. An empty slot allows nothing.
     pub live: u32,
-    pub _reserved: u32,
+    /// [`SLOT_DENY_NAMESPACES`], ...
+    pub flags: u32,
     /// One bit per syscall index (see [`syscall_index`]): set = allowed.
     pub allow: [u64; ALLOW_WORDS],
     /// One bit per syscall index: set = allowed when one of its [`ArgRule`]s in `rules`
@@ -212,7 +213,7 @@ impl PolicySlot {
         mode: mode::MONITOR,
         action: action::KILL,
         live: 0,
-        _reserved: 0,
+        flags: 0,
         allow: [0; ALLOW_WORDS],
         conditional: [0; ALLOW_WORDS],
         rules: [ArgRule::EMPTY; MAX_ARG_RULES],
@@ -228,6 +229,13 @@ impl PolicySlot {
     #[inline(always)]
     pub fn is_conditional(&self, index: u32) -> bool {
         bit(&self.conditional, index)
+    }
+
+    /// Whether the decision on `index` may depend on the call's arguments: its argument
+    /// rules, or `clone3`'s flags when the slot denies new namespaces.
+    pub fn judges_arguments(&self, index: u32) -> bool {
+        self.is_conditional(index)
+            || (index & 511 == CLONE3 && self.flags & SLOT_DENY_NAMESPACES != 0)
     }
 
     pub fn set_allowed(&mut self, index: u32) {
@@ -272,6 +280,50 @@ fn bit(words: &[u64; ALLOW_WORDS], index: u32) -> bool {
     // Masked, not bounds-checked: the verifier rejects a bound the compiler may move.
     let word = ((index >> 6) as usize) & (ALLOW_WORDS - 1);
     words[word] & (1u64 << (index & 63)) != 0
+}
+
+/// `PolicySlot::flags`: no new namespace. `clone3` is allowed only when the flags it
+/// reads from memory ask for none ([`clone_flags_denied`]), and the kernel's own copy
+/// of every fork's flags is judged again (`task_newtask`), where no other thread can
+/// change them.
+pub const SLOT_DENY_NAMESPACES: u32 = 1;
+
+/// Number of `clone3` in every ABI (the index of `clone3` is this plus the ABI's base).
+pub const CLONE3: u32 = 435;
+
+/// Every `CLONE_NEW*` flag a fork can ask for: NEWTIME, NEWNS, NEWCGROUP, NEWUTS,
+/// NEWIPC, NEWUSER, NEWPID, NEWNET. (`clone` cannot pass NEWTIME, whose bit is part
+/// of its exit signal there; `clone3` and the kernel's copy of the flags can.)
+pub const CLONE_NEW_ANY: u64 = 0x7e02_0080;
+
+/// Whether a slot refuses a fork with these flags (the kernel's copy, or what `clone3`
+/// found in memory).
+#[inline(always)]
+pub fn clone_flags_denied(slot: &PolicySlot, clone_flags: u64) -> bool {
+    slot.live != 0 && slot.flags & SLOT_DENY_NAMESPACES != 0 && clone_flags & CLONE_NEW_ANY != 0
+}
+
+/// What the decision may read of one syscall, only when it has to.
+pub trait CallArgs {
+    /// The six register arguments (see [`SyscallArgs`]).
+    fn registers(&self) -> SyscallArgs;
+    /// For `clone3`: `clone_args.flags`, read from the caller's memory; `None` when it
+    /// cannot be read (the kernel's copy is judged later anyway).
+    fn clone3_flags(&self) -> Option<u64>;
+}
+
+/// Arguments of a call judged offline (counts, recordings), where none are known: all
+/// zero, and clone3's flags unreadable. Callers that must tell apart a syscall allowed
+/// for some arguments only ask [`PolicySlot::is_conditional`] first.
+pub struct UnknownArgs;
+
+impl CallArgs for UnknownArgs {
+    fn registers(&self) -> SyscallArgs {
+        [0; 6]
+    }
+    fn clone3_flags(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// `errno` of "operation not permitted": what a hook fails a denied syscall with unless
@@ -339,7 +391,11 @@ impl ArgCond {
             5 => args[5],
             _ => return false,
         };
-        let mask = if self.bits == 32 { 0xffff_ffff } else { u64::MAX };
+        let mask = if self.bits == 32 {
+            0xffff_ffff
+        } else {
+            u64::MAX
+        };
         let (a, v, v2) = (a & mask, self.value & mask, self.value_two & mask);
         match self.op {
             arg_op::EQ => a == v,
@@ -424,20 +480,26 @@ pub enum Decision {
     /// Not allowed, to be denied by the LSM hooks: mark the task; `sys_exit` learns
     /// whether a hook denied it and reports then. `fallback_kill`: kill if none did.
     /// `errno`: what the hooks fail it with.
-    Deny { fallback_kill: bool, errno: u32 },
+    Deny {
+        fallback_kill: bool,
+        errno: u32,
+    },
 }
 
 /// The enforcement decision: a slot, a classified syscall (`None` = unclassified), and
-/// its arguments, read only when the slot allows the syscall for some arguments only.
+/// its arguments, read only when the slot allows the syscall for some arguments only
+/// (or it is `clone3` and the slot denies new namespaces).
 #[inline(always)]
-pub fn decide(
-    slot: &PolicySlot,
-    index: Option<u32>,
-    args: impl FnOnce() -> SyscallArgs,
-) -> Decision {
+pub fn decide(slot: &PolicySlot, index: Option<u32>, call: &impl CallArgs) -> Decision {
     if let Some(index) = index
         && slot.live != 0
-        && (slot.allows(index) || (slot.is_conditional(index) && slot.args_permit(index, &args())))
+        && (slot.allows(index)
+            || (slot.is_conditional(index) && slot.args_permit(index, &call.registers())))
+        && !(index & 511 == CLONE3
+            && slot.flags & SLOT_DENY_NAMESPACES != 0
+            && call
+                .clone3_flags()
+                .is_some_and(|f| clone_flags_denied(slot, f)))
     {
         return Decision::Allow;
     }
@@ -661,6 +723,10 @@ pub struct DenyMark {
 
 /// A [`DenyMark`] for a syscall the hooks must fail.
 pub const MARK_DENY: u32 = 0;
+/// A [`DenyMark`] for a child born into a namespace its policy denies: killed at its
+/// first `sys_exit` (the return from the fork, before any instruction of its own) when
+/// the deny path is attached, else at its first `sys_enter`; every hook fails it.
+pub const MARK_DOOMED: u32 = 2;
 /// A [`DenyMark`] for an allowed `io_uring_enter`: operations it runs inline are judged
 /// by the hooks as the syscall they stand for (see [`io_uring_op_syscall`]).
 pub const MARK_IO_URING: u32 = 1;
@@ -671,6 +737,10 @@ pub const EVENT_IO_URING: u32 = 2;
 /// `ViolationEvent.flags`: the self-protection hooks refused it (a policed task tried
 /// to signal the agent, or to write bpffs).
 pub const EVENT_SELF_PROTECTION: u32 = 4;
+/// `ViolationEvent.flags`: a fork asked for a namespace the policy denies, in flags the
+/// kernel had already copied (`task_newtask`): the caller is killed, and so is the
+/// child at its first syscall.
+pub const EVENT_NEW_NAMESPACE: u32 = 8;
 
 /// x86_64 number of `kill`, reported for a refused signal to the agent.
 pub const KILL: u32 = 62;
@@ -888,8 +958,28 @@ mod pod {
 mod tests {
     use super::*;
 
-    fn no_args() -> SyscallArgs {
-        panic!("the decision read the arguments of a syscall without argument rules")
+    /// Arguments the decision must not read.
+    struct NoArgs;
+    impl CallArgs for NoArgs {
+        fn registers(&self) -> SyscallArgs {
+            panic!("the decision read the arguments of a syscall without argument rules")
+        }
+        fn clone3_flags(&self) -> Option<u64> {
+            panic!("the decision read clone3's flags")
+        }
+    }
+    #[allow(non_upper_case_globals)]
+    const no_args: &NoArgs = &NoArgs;
+
+    /// Registers (and clone3 flags) the decision may read.
+    struct Regs(SyscallArgs, Option<u64>);
+    impl CallArgs for Regs {
+        fn registers(&self) -> SyscallArgs {
+            self.0
+        }
+        fn clone3_flags(&self) -> Option<u64> {
+            self.1
+        }
     }
 
     fn slot_allowing(mode: u32, indexes: &[u32]) -> PolicySlot {
@@ -1075,7 +1165,10 @@ mod tests {
             ..PolicySlot::EMPTY
         };
         s.set_allowed(1);
-        assert!(matches!(decide(&s, Some(1), no_args), Decision::Violation { .. }));
+        assert!(matches!(
+            decide(&s, Some(1), no_args),
+            Decision::Violation { .. }
+        ));
     }
 
     fn cond(arg: u16, op: u32, value: u64, value_two: u64) -> ArgCond {
@@ -1115,24 +1208,37 @@ mod tests {
     #[test]
     fn every_operator_compares_as_the_oci_spec_says() {
         use arg_op::*;
-        let cases: &[(u32, u64, u64, &[u64], &[u64])] = &[
+        type Case<'a> = (u32, u64, u64, &'a [u64], &'a [u64]);
+        let cases: &[Case] = &[
             (EQ, 5, 0, &[5], &[4, 6, 0, u64::MAX]),
             (NE, 5, 0, &[4, 6, 0, u64::MAX], &[5]),
             (LT, 5, 0, &[0, 4], &[5, 6, u64::MAX]),
             (LE, 5, 0, &[0, 4, 5], &[6, u64::MAX]),
             (GT, 5, 0, &[6, u64::MAX], &[0, 4, 5]),
             (GE, 5, 0, &[5, 6, u64::MAX], &[0, 4]),
-            (MASKED_EQ, 0x7e02_0000, 0, &[0, 0x11, 0x0001_0000], &[0x1000_0000, 0x7e02_0000]),
+            (
+                MASKED_EQ,
+                0x7e02_0000,
+                0,
+                &[0, 0x11, 0x0001_0000],
+                &[0x1000_0000, 0x7e02_0000],
+            ),
             (MASKED_EQ, 0xff, 0x08, &[0x08, 0x1208], &[0x09, 0x00]),
         ];
         for &(op, value, value_two, holds, fails) in cases {
             for arg in 0..6u16 {
                 let c = cond(arg, op, value, value_two);
                 for &v in holds {
-                    assert!(c.holds(&with_arg(arg as usize, v)), "op {op} arg{arg} = {v:#x}");
+                    assert!(
+                        c.holds(&with_arg(arg as usize, v)),
+                        "op {op} arg{arg} = {v:#x}"
+                    );
                 }
                 for &v in fails {
-                    assert!(!c.holds(&with_arg(arg as usize, v)), "op {op} arg{arg} = {v:#x}");
+                    assert!(
+                        !c.holds(&with_arg(arg as usize, v)),
+                        "op {op} arg{arg} = {v:#x}"
+                    );
                 }
             }
         }
@@ -1150,24 +1256,30 @@ mod tests {
             rule(56, &[cond(0, EQ, 1, 0), cond(1, EQ, 2, 0)]),
             rule(56, &[cond(2, EQ, 3, 0)]),
         ]);
-        let d = |args: SyscallArgs| decide(&s, Some(56), || args);
+        let d = |args: SyscallArgs| decide(&s, Some(56), &Regs(args, None));
         assert_eq!(d([1, 2, 0, 0, 0, 0]), Decision::Allow);
         assert_eq!(d([0, 0, 3, 0, 0, 0]), Decision::Allow);
         assert_eq!(d([1, 2, 3, 0, 0, 0]), Decision::Allow);
         for args in [[1, 0, 0, 0, 0, 0], [0, 2, 0, 0, 0, 0], [0; 6]] {
-            assert!(matches!(d(args), Decision::Violation { kill: true, .. }), "{args:?}");
+            assert!(
+                matches!(d(args), Decision::Violation { kill: true, .. }),
+                "{args:?}"
+            );
         }
         // Rules of another syscall do not count for this one.
         let other = conditional_slot(&[rule(57, &[cond(0, EQ, 0, 0)])]);
         assert!(matches!(
-            decide(&other, Some(56), || [0; 6]),
+            decide(&other, Some(56), &Regs([0; 6], None)),
             Decision::Violation { .. }
         ));
         // A conditional syscall whose rules all fail is a violation like any other, and
         // an allowed one never reads its arguments.
         assert_eq!(decide(&s, Some(1), no_args), Decision::Allow);
         // The arguments are not read for a syscall with no rules.
-        assert!(matches!(decide(&s, Some(2), no_args), Decision::Violation { .. }));
+        assert!(matches!(
+            decide(&s, Some(2), no_args),
+            Decision::Violation { .. }
+        ));
     }
 
     #[test]
@@ -1179,7 +1291,10 @@ mod tests {
         let garbage = 0x0000_0001_0000_0028u64;
         assert!(c.holds(&with_arg(0, garbage)), "64-bit: what seccomp does");
         c.bits = 32;
-        assert!(!c.holds(&with_arg(0, garbage)), "32-bit: what the kernel reads");
+        assert!(
+            !c.holds(&with_arg(0, garbage)),
+            "32-bit: what the kernel reads"
+        );
         assert!(!c.holds(&with_arg(0, 40)));
         assert!(c.holds(&with_arg(0, 2)));
         // MASKED_EQ on clone flags (`lower_32_bits(clone_flags)` in the kernel).
@@ -1205,7 +1320,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(&s, Some(56), || [0; 6]),
+            decide(&s, Some(56), &Regs([0; 6], None)),
             Decision::Deny {
                 fallback_kill: true,
                 errno: EPERM
@@ -1227,10 +1342,46 @@ mod tests {
             core::array::from_fn(|i| cond(i as u16, arg_op::EQ, i as u64 + 1, 0));
         rules[MAX_ARG_RULES - 1] = rule(56, &conds);
         let s = conditional_slot(&rules);
-        assert_eq!(decide(&s, Some(56), || [1, 2, 3, 4, 5, 6]), Decision::Allow);
+        assert_eq!(
+            decide(&s, Some(56), &Regs([1, 2, 3, 4, 5, 6], None)),
+            Decision::Allow
+        );
         assert!(matches!(
-            decide(&s, Some(56), || [1, 2, 3, 4, 5, 7]),
+            decide(&s, Some(56), &Regs([1, 2, 3, 4, 5, 7], None)),
             Decision::Violation { .. }
         ));
+    }
+
+    #[test]
+    fn clone3_asking_for_a_namespace_is_a_violation_when_namespaces_are_denied() {
+        let mut s = slot_allowing(mode::ENFORCE, &[CLONE3, 512 + CLONE3, 1024 + CLONE3, 56]);
+        // Namespaces allowed: clone3's flags are not even read.
+        assert_eq!(decide(&s, Some(CLONE3), no_args), Decision::Allow);
+        s.flags = SLOT_DENY_NAMESPACES;
+        for index in [CLONE3, 512 + CLONE3, 1024 + CLONE3] {
+            for flags in [0x1000_0000u64, 0x80, 0x2_0000, 0x4000_0000 | 0x0001_0f00] {
+                assert!(
+                    matches!(
+                        decide(&s, Some(index), &Regs([0; 6], Some(flags))),
+                        Decision::Violation { kill: true, .. }
+                    ),
+                    "{index} {flags:#x}"
+                );
+            }
+            // Threads and forks pass; flags that cannot be read are judged later, on
+            // the kernel's copy.
+            for flags in [Some(0x3d0f00), Some(0), None] {
+                assert_eq!(
+                    decide(&s, Some(index), &Regs([0; 6], flags)),
+                    Decision::Allow
+                );
+            }
+        }
+        // Other syscalls never read clone3's flags.
+        assert_eq!(decide(&s, Some(56), no_args), Decision::Allow);
+        assert!(clone_flags_denied(&s, 0x1000_0000));
+        assert!(!clone_flags_denied(&s, 0x3d0f00));
+        s.live = 0;
+        assert!(!clone_flags_denied(&s, 0x1000_0000));
     }
 }

@@ -8,8 +8,13 @@ pub const SYS_ENTER: &str = "sys_enter";
 pub const SYS_ENTER_FLOOR: &str = "sys_enter_floor";
 /// `tp_btf/sys_exit`: reports a marked syscall, and kills when no hook denied it.
 pub const SYS_EXIT: &str = "sys_exit";
-/// `tp_btf/sched_process_exit`: clears the mark of a thread that dies mid-syscall.
+/// `tp_btf/sched_process_exit`: clears the mark of a thread that dies mid-syscall, or
+/// of a marked child that dies before its first syscall.
 pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
+/// `tp_btf/task_newtask`: judges the kernel's copy of a fork's flags against its
+/// policy's `namespaces: deny`.
+pub const CLONE_GUARD: &str = "clone_guard";
+
 /// `tp_btf/cgroup_attach_task`: invalidates `sys_enter`'s per-task memo.
 pub const MEMO_CGROUP_ATTACH: &str = "memo_cgroup_attach";
 /// `tp_btf/sched_process_exit`: invalidates `sys_enter`'s per-task memo.

@@ -18,7 +18,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm,
+        bpf_get_current_comm, bpf_probe_read_user,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
             bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_send_signal,
@@ -33,11 +33,13 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
-    Binding, CGROUP_CACHE_SIZE, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry, DEFAULT_EVENTS_PER_SECOND,
-    Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY,
-    MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState,
-    SyscallArgs, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
-    classify, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
+    Binding, CGROUP_CACHE_SIZE, CLONE_NEW_ANY, CLONE3, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry,
+    CallArgs, DEFAULT_EVENTS_PER_SECOND, Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING,
+    EVENT_NEW_NAMESPACE, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING, NO_SLOT, Outcome,
+    PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SyscallArgs, TASK_MEMO_SIZE,
+    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index, classify,
+    clone_flags_denied, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode,
+    stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -45,6 +47,8 @@ const MAX_SLOTS: u32 = 64;
 /// Default capacity of `WORKLOADS`; the agent may resize it before load.
 const MAX_WORKLOADS: u32 = 16384;
 const SIGKILL: u32 = 9;
+/// `CLONE_THREAD`: the child is a thread of the caller's group.
+const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Offset of `thread_info.status` inside `task_struct`. Written by the agent at load
 /// time from the running kernel's BTF; read by `sys_enter` to detect ia32 syscalls.
@@ -328,7 +332,10 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    match decide(slot, index, || syscall_args(ctx, compat)) {
+    if denial_in_flight() && doomed(ctx, slot_id, cgroup_id, id, counter) {
+        return;
+    }
+    match decide(slot, index, &Call { ctx, compat }) {
         Decision::Allow => {
             // An allowed io_uring_enter under a deny policy: the hooks judge what it
             // runs inline as the syscalls those operations stand for.
@@ -410,25 +417,154 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     }
 }
 
-/// The six register arguments of the current syscall, as its ABI passes them: read by
-/// `sys_enter` for syscalls with argument rules only. Offsets are those of x86_64's
-/// `struct pt_regs` (the uapi layout, fixed): x86_64 and x32 pass `rdi rsi rdx r10 r8
-/// r9`, ia32 passes `ebx ecx edx esi edi ebp`, 32 bits wide (what a 64-bit task left in
-/// the upper halves is not part of them).
-#[inline(always)]
-fn syscall_args(ctx: &BtfTracePointContext, compat: bool) -> SyscallArgs {
-    let regs: *const u8 = ctx.arg(0);
-    // Constant offsets only: the verifier allows no variable offset into `pt_regs`.
-    // SAFETY: BTF-checked loads inside the `pt_regs` the tracepoint was given.
-    let r = |offset: usize| unsafe {
-        core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
-    };
-    if compat {
-        let m = 0xffff_ffffu64;
-        [r(40) & m, r(88) & m, r(96) & m, r(104) & m, r(112) & m, r(32) & m]
-    } else {
-        [r(112), r(104), r(96), r(56), r(72), r(64)]
+/// What `decide` may read of the current syscall.
+struct Call<'a> {
+    ctx: &'a BtfTracePointContext,
+    compat: bool,
+}
+
+impl CallArgs for Call<'_> {
+    /// The six register arguments, as the syscall's ABI passes them. Offsets are those
+    /// of x86_64's `struct pt_regs` (the uapi layout, fixed): x86_64 and x32 pass `rdi
+    /// rsi rdx r10 r8 r9`, ia32 passes `ebx ecx edx esi edi ebp`, 32 bits wide (what a
+    /// 64-bit task left in the upper halves is not part of them).
+    #[inline(always)]
+    fn registers(&self) -> SyscallArgs {
+        let regs: *const u8 = self.ctx.arg(0);
+        // Constant offsets only: the verifier allows no variable offset into `pt_regs`.
+        // SAFETY: BTF-checked loads inside the `pt_regs` the tracepoint was given.
+        let r = |offset: usize| unsafe {
+            core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
+        };
+        if self.compat {
+            let m = 0xffff_ffffu64;
+            [
+                r(40) & m,
+                r(88) & m,
+                r(96) & m,
+                r(104) & m,
+                r(112) & m,
+                r(32) & m,
+            ]
+        } else {
+            [r(112), r(104), r(96), r(56), r(72), r(64)]
+        }
     }
+
+    /// `clone_args.flags`, the first u64 its first argument points to. Another thread
+    /// may change it after this read: `clone_guard` judges the kernel's copy too.
+    #[inline(always)]
+    fn clone3_flags(&self) -> Option<u64> {
+        let args = self.registers()[0] as *const u64;
+        // SAFETY: a checked read of user memory; fails cleanly on a bad address.
+        unsafe { bpf_probe_read_user(args) }.ok()
+    }
+}
+
+/// Offsets of `task_struct.pid` and `task_struct.tgid`, from the kernel's BTF (agent,
+/// at load time): `clone_guard` marks a child by them. Zero: children are not marked.
+#[unsafe(no_mangle)]
+static TASK_IDS_OFFSET: [u32; 2] = [0; 2];
+
+/// `task_newtask`: a fork got past every check with flags the kernel has copied, which
+/// no other thread can change any more. If they ask for a namespace the caller's
+/// enforcing policy denies (`clone3` whose flags changed after `sys_enter` read them),
+/// kill the caller and mark the child, which dies before it runs (see `MARK_DOOMED`).
+#[btf_tracepoint(function = "task_newtask")]
+pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
+    let clone_flags: u64 = ctx.arg(1);
+    if clone_flags & CLONE_NEW_ANY == 0 {
+        return 0;
+    }
+    // SAFETY: helper with no arguments; the pointer is only used for BTF-checked loads.
+    let current = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let cgroup_id = current_cgroup_id(current);
+    let Some(slot_id) = bound_slot(cgroup_id) else {
+        return 0;
+    };
+    let Some(slot) = POLICIES.get(slot_id) else {
+        return 0;
+    };
+    if slot.mode != mode::ENFORCE
+        || !(slot.action == action::KILL || slot.action == action::DENY_OR_KILL)
+        || !clone_flags_denied(slot, clone_flags)
+    {
+        return 0;
+    }
+    kill_current(&ctx, cgroup_id);
+    // A thread of the caller dies with it; another process is marked.
+    // SAFETY: a read of this program's frozen .rodata.
+    let ids = unsafe { core::ptr::read_volatile(&TASK_IDS_OFFSET) };
+    if clone_flags & CLONE_THREAD == 0 && ids[0] != 0 && ids[1] != 0 {
+        let child: *const u8 = ctx.arg(0);
+        // SAFETY: BTF-checked loads at offsets from the kernel's BTF.
+        let (pid, tgid) = unsafe {
+            (
+                core::ptr::read_volatile(child.wrapping_add(ids[0] as usize) as *const u32),
+                core::ptr::read_volatile(child.wrapping_add(ids[1] as usize) as *const u32),
+            )
+        };
+        let mark = DenyMark {
+            // SAFETY: plain helper call.
+            boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+            cgroup_id,
+            id: CLONE3 as i64,
+            index: CLONE3,
+            slot: slot_id,
+            consumed: 0,
+            hook: 0,
+            fallback_kill: 1,
+            kind: MARK_DOOMED,
+            errno: EPERM as u32,
+            _reserved: 0,
+        };
+        if DENY_MARKS
+            .insert(((tgid as u64) << 32) | pid as u64, mark, 0)
+            .is_ok()
+        {
+            pending_add(1);
+        } else {
+            bump(stat::MARK_FAILED);
+        }
+    }
+    emit(&Report {
+        slot: slot_id,
+        mode: slot.mode,
+        outcome: Outcome::KilledAfter as u32,
+        cgroup_id,
+        id: CLONE3 as i64,
+        index: CLONE3,
+        hook: 0,
+        flags: EVENT_NEW_NAMESPACE,
+    });
+    0
+}
+
+/// Kill the current task if it is a child marked by `clone_guard`, from `sys_enter`
+/// (its syscall then runs: the deny path's `sys_exit` gets it before that, on its
+/// return from the fork). Whether it was.
+#[inline(always)]
+fn doomed(ctx: &BtfTracePointContext, slot: u32, cgroup_id: u64, id: i64, index: u32) -> bool {
+    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: plain data.
+    if !unsafe { DENY_MARKS.get(key) }.is_some_and(|m| m.kind == MARK_DOOMED) {
+        return false;
+    }
+    if DENY_MARKS.remove(key).is_ok() {
+        pending_add(u64::MAX);
+    }
+    kill_current(ctx, cgroup_id);
+    emit(&Report {
+        slot,
+        mode: mode::ENFORCE,
+        outcome: Outcome::KilledAfter as u32,
+        cgroup_id,
+        id,
+        index,
+        hook: 0,
+        flags: EVENT_NEW_NAMESPACE,
+    });
+    true
 }
 
 #[inline(always)]
@@ -507,6 +643,11 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     if mark.kind == MARK_IO_URING {
         return 0;
     }
+    if mark.kind == MARK_DOOMED {
+        // The child's return from the fork: it dies before its first instruction.
+        kill_current(&ctx, mark.cgroup_id);
+        return 0;
+    }
     let mut flags = 0;
     let outcome = if mark.consumed != 0 {
         Outcome::Denied
@@ -560,7 +701,7 @@ fn lsm_check(hook: u32) -> i32 {
         if let Some(mark) = DENY_MARKS.get_ptr_mut(key) {
             // SAFETY: map value of this thread; only this thread writes it meanwhile.
             unsafe {
-                if (*mark).kind == MARK_DENY {
+                if (*mark).kind == MARK_DENY || (*mark).kind == MARK_DOOMED {
                     if (*mark).consumed == 0 {
                         (*mark).consumed = 1;
                         (*mark).hook = hook;

@@ -106,6 +106,114 @@ fn clone_asking_for_namespaces_is_killed_before_the_child_exists() {
     }
 }
 
+/// The lines of a clone3 marker: the user namespace of every child that ran.
+fn children_namespaces(marker: &Path) -> Vec<String> {
+    std::fs::read_to_string(marker)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace() {
+    if !privileged("clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(dir.path(), "");
+    let own = std::fs::read_link("/proc/self/ns/user")
+        .unwrap()
+        .display()
+        .to_string();
+    // Honest: the flags are in memory when sys_enter reads them.
+    let marker = dir.path().join("honest");
+    let (code, report, stdout) =
+        attempt(&p, &["clone3", NEW_USER_NET_UTS, marker.to_str().unwrap()]);
+    assert_eq!(code, 137, "{stdout}\n{report:#}");
+    assert!(
+        children_namespaces(&marker).is_empty(),
+        "a child ran: {:?}",
+        children_namespaces(&marker)
+    );
+    assert!(violation(&report, "clone3").is_some(), "{report:#}");
+    // The race: another thread flips the flags between 0 and NEWUSER|NEWNET|NEWUTS
+    // while clone3 runs, so that sys_enter may read 0 and the kernel copy the rest.
+    // Whichever way each call goes, no child may run in another user namespace, and
+    // the caller dies at the first call that asks for one.
+    for round in 0..5 {
+        let marker = dir.path().join(format!("race-{round}"));
+        let (code, report, stdout) = attempt(
+            &p,
+            &[
+                "clone3-race",
+                NEW_USER_NET_UTS,
+                marker.to_str().unwrap(),
+                "2000",
+            ],
+        );
+        assert_eq!(
+            code, 137,
+            "round {round}: the caller must die: {stdout}\n{report:#}"
+        );
+        for ns in children_namespaces(&marker) {
+            assert_eq!(
+                ns, own,
+                "round {round}: a child ran in another user namespace"
+            );
+        }
+    }
+    // The flags where sys_enter cannot read them (an untouched file mapping: its
+    // non-faulting read fails; the kernel's copy faults the page in). sys_enter lets
+    // the call go; the kernel's copy is judged at task_newtask: the caller dies, and
+    // the child dies at its first syscall, before it can write the marker.
+    for round in 0..3 {
+        let marker = dir.path().join(format!("unmapped-{round}"));
+        let (code, report, stdout) = attempt(
+            &p,
+            &[
+                "clone3-unmapped",
+                NEW_USER_NET_UTS,
+                marker.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 137, "{stdout}\n{report:#}");
+        assert!(
+            children_namespaces(&marker).is_empty(),
+            "a child ran: {:?}",
+            children_namespaces(&marker)
+        );
+        assert!(violation(&report, "clone3").is_some(), "{report:#}");
+    }
+    // Ordinary clone3 (a fork, or glibc's threads) passes, from an untouched mapping too.
+    let marker = dir.path().join("plain-unmapped");
+    let (code, report, stdout) = attempt(&p, &["clone3-unmapped", "0", marker.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{report:#}");
+    assert_eq!(children_namespaces(&marker), vec![own.clone()]);
+    // Ordinary clone3 (a fork, or glibc's threads) passes.
+    let marker = dir.path().join("plain");
+    let (code, report, stdout) = attempt(&p, &["clone3", "0", marker.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}\n{report:#}");
+    assert_eq!(children_namespaces(&marker), vec![own.clone()]);
+    assert_ordinary_programs_work(&p);
+    // Without `namespaces: deny` (the policy says `allow`), the same call gives the
+    // child a new user namespace: the attack this rule stops is real.
+    let sub = tempfile::tempdir().unwrap();
+    let open = policy(sub.path(), "  namespaces: allow\n");
+    let marker = dir.path().join("allowed");
+    let (code, _, stdout) = attempt(
+        &open,
+        &["clone3", NEW_USER_NET_UTS, marker.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let seen = children_namespaces(&marker);
+    assert_eq!(seen.len(), 1, "{stdout}");
+    assert_ne!(
+        seen[0], own,
+        "with namespaces allowed, the child has its own user namespace"
+    );
+}
+
 #[test]
 fn personality_and_socket_are_judged_on_the_bits_the_kernel_reads() {
     if !privileged("personality_and_socket_are_judged_on_the_bits_the_kernel_reads") {
@@ -146,7 +254,10 @@ fn audit_reports_a_call_its_arguments_did_not_allow() {
     let p = write_policy(
         dir.path(),
         "p.yaml",
-        &policy_yaml("args-audit", "  mode: audit\n  include: [runtime-default]\n"),
+        &policy_yaml(
+            "args-audit",
+            "  mode: audit\n  include: [runtime-default]\n",
+        ),
     );
     let (code, report, stdout) = attempt(&p, &["socket", "40"]);
     assert_ne!(code, 137, "audit kills nothing: {stdout}");

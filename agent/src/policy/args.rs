@@ -178,9 +178,7 @@ pub fn int_args(name: &str) -> &'static [u8] {
         | "setregid" | "seccomp" | "eventfd2" | "timerfd_create" | "flock" | "pidfd_open"
         | "fanotify_init" | "sched_setscheduler" => &[0, 1],
         "tgkill" | "setresuid" | "setresgid" | "dup3" | "pidfd_getfd" | "membarrier"
-        | "getpriority" | "setpriority" | "ioprio_set" | "fchown" | "kcmp" | "reboot" => {
-            &[0, 1, 2]
-        }
+        | "getpriority" | "setpriority" | "ioprio_set" | "fchown" | "kcmp" | "reboot" => &[0, 1, 2],
         "bind" | "connect" | "sendmsg" | "recvmsg" | "syslog" | "unlinkat" => &[0, 2],
         "accept4" | "sendto" | "recvfrom" | "signalfd4" => &[0, 3],
         "setsockopt" => &[0, 1, 2, 4],
@@ -246,7 +244,10 @@ pub const MAX_ERRNO: u32 = 4095;
 /// `ENOSYS` or `38`.
 pub fn parse_errno(s: &str) -> Option<u32> {
     let t = s.trim();
-    if let Some(&(_, n)) = ERRNO_NAMES.iter().find(|(name, _)| name.eq_ignore_ascii_case(t)) {
+    if let Some(&(_, n)) = ERRNO_NAMES
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(t))
+    {
         return Some(n);
     }
     t.parse().ok().filter(|n| (1..=MAX_ERRNO).contains(n))
@@ -261,13 +262,21 @@ pub fn errno_label(n: u32) -> String {
 }
 
 /// The rules of one `rules:` entry, per name, checked. Names are checked by the caller.
-pub fn compile_rule(path: &Path, doc: &Spanned<ArgRuleDoc>, diags: &mut Vec<Diagnostic>) -> Option<Rule> {
+pub fn compile_rule(
+    path: &Path,
+    doc: &Spanned<ArgRuleDoc>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Rule> {
     let mut conds = Vec::new();
     let mut ok = true;
     if doc.args.is_empty() {
         diags.push(
-            Diagnostic::error(path, start(doc.span()), "an argument rule with no condition")
-                .with_help("put the syscall in `allow` to allow it whatever its arguments"),
+            Diagnostic::error(
+                path,
+                start(doc.span()),
+                "an argument rule with no condition",
+            )
+            .with_help("put the syscall in `allow` to allow it whatever its arguments"),
         );
         return None;
     }
@@ -290,23 +299,35 @@ pub fn compile_rule(path: &Path, doc: &Spanned<ArgRuleDoc>, diags: &mut Vec<Diag
         let value_two = c.value_two.as_ref().map(|v| (parse_u64(v), v));
         if index.is_none() {
             diags.push(
-                Diagnostic::error(path, start(c.index.span()), format!("argument index `{}`", *c.index))
-                    .with_help("a syscall has six register arguments: index is 0 to 5"),
+                Diagnostic::error(
+                    path,
+                    start(c.index.span()),
+                    format!("argument index `{}`", *c.index),
+                )
+                .with_help("a syscall has six register arguments: index is 0 to 5"),
             );
             ok = false;
         }
         if op.is_none() {
             diags.push(
-                Diagnostic::error(path, start(c.op.span()), format!("unknown operator `{}`", *c.op))
-                    .with_help(format!("op is one of: {}", CondOp::NAMES)),
+                Diagnostic::error(
+                    path,
+                    start(c.op.span()),
+                    format!("unknown operator `{}`", *c.op),
+                )
+                .with_help(format!("op is one of: {}", CondOp::NAMES)),
             );
             ok = false;
         }
         for (parsed, v) in value.iter().chain(value_two.iter()) {
             if parsed.is_none() {
                 diags.push(
-                    Diagnostic::error(path, start(v.span()), format!("`{}` is not a number", v.as_str()))
-                        .with_help("write a 64-bit unsigned value, decimal or 0x hexadecimal"),
+                    Diagnostic::error(
+                        path,
+                        start(v.span()),
+                        format!("`{}` is not a number", v.as_str()),
+                    )
+                    .with_help("write a 64-bit unsigned value, decimal or 0x hexadecimal"),
                 );
                 ok = false;
             }
@@ -343,7 +364,8 @@ pub fn compile_rule(path: &Path, doc: &Spanned<ArgRuleDoc>, diags: &mut Vec<Diag
 /// the low 32 bits are compared.
 pub fn check_widths(path: &Path, name: &Spanned<String>, rule: &Rule, diags: &mut Vec<Diagnostic>) {
     for c in &rule.conds {
-        if is_int_arg(name, c.index) && (c.value > u32::MAX as u64 || c.value_two > u32::MAX as u64) {
+        if is_int_arg(name, c.index) && (c.value > u32::MAX as u64 || c.value_two > u32::MAX as u64)
+        {
             diags.push(Diagnostic::warning(
                 path,
                 start(name.span()),

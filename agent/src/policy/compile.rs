@@ -11,12 +11,12 @@ use marked_yaml::Spanned;
 use probe_common::{Abi, PolicySlot, action, mode};
 use serde::Serialize;
 
+use super::args::{self, RuleBook};
 use super::{
     diag::{Diagnostic, start},
     model::{AbiChoice, ArgRuleDoc, PolicyDoc, PolicySpec, Selector, SetDoc},
     selector::{CompiledSelector, Glob, KNOWN_RUNTIMES, LabelSelector, Op, Requirement},
 };
-use super::args::{self, RuleBook};
 use crate::syscall_table;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -132,9 +132,9 @@ impl CompiledPolicy {
                 by_name.entry(name).or_insert([probe_common::NO_SYSCALL; 3])[at] = index;
             }
         }
-        let entries = by_name
-            .iter()
-            .flat_map(|(name, syscalls)| self.rules[*name].iter().map(move |r| (*name, *syscalls, r)));
+        let entries = by_name.iter().flat_map(|(name, syscalls)| {
+            self.rules[*name].iter().map(move |r| (*name, *syscalls, r))
+        });
         for ((name, syscalls, rule), entry) in entries.zip(slot.rules.iter_mut()) {
             entry.syscalls = syscalls;
             entry.count = rule.conds.len() as u32;
@@ -153,6 +153,9 @@ impl CompiledPolicy {
         });
         for (entry, out) in errno_entries.zip(slot.errnos.iter_mut()) {
             *out = entry;
+        }
+        if self.deny_namespaces {
+            slot.flags |= probe_common::SLOT_DENY_NAMESPACES;
         }
         slot.mode = match self.mode {
             Mode::Monitor => mode::MONITOR,
@@ -245,6 +248,20 @@ impl SetCatalog {
             let (path, set) = &**entry;
             for name in &set.spec.syscalls {
                 check_name(path, name, &mut diags);
+            }
+            if let Some(v) = &set.spec.namespaces
+                && !matches!(v.as_str(), "deny" | "allow")
+            {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(v.span()),
+                        format!("unknown namespaces choice `{}`", **v),
+                    )
+                    .with_help(
+                        "namespaces is `deny` (no new namespace, by any syscall) or `allow`",
+                    ),
+                );
             }
             let mut out = BTreeSet::new();
             let mut stack = vec![set.metadata.name.to_string()];
@@ -527,15 +544,7 @@ pub fn compile(
         }
     }
     let (rules, errnos, deny_namespaces) = compile_arguments(
-        path,
-        spec,
-        catalog,
-        &done,
-        &mut names,
-        &listed,
-        mode,
-        action,
-        &mut diags,
+        path, spec, catalog, &done, &mut names, &listed, mode, action, &mut diags,
     );
     for (syscall, why) in SENSITIVE {
         if let Some(n) = listed.get(syscall) {
@@ -699,7 +708,7 @@ pub fn compile(
     }
 
     let mut conditional = BTreeMap::new();
-    for (name, _) in &rules {
+    for name in rules.keys() {
         for &abi in &follows_names {
             if let Some(index) = syscall_table::index_of(abi, name) {
                 conditional.insert(index, name.clone());
@@ -727,7 +736,12 @@ pub fn compile(
     }
     let errno_entries: usize = errnos
         .keys()
-        .map(|n| Abi::ALL.into_iter().filter(|a| syscall_table::number(*a, n).is_some()).count())
+        .map(|n| {
+            Abi::ALL
+                .into_iter()
+                .filter(|a| syscall_table::number(*a, n).is_some())
+                .count()
+        })
         .sum();
     if errno_entries > probe_common::MAX_ERRNOS {
         diags.push(Diagnostic::error(
@@ -1018,6 +1032,15 @@ pub fn conflicts(policies: &[CompiledPolicy]) -> Vec<Diagnostic> {
     }
     diags
 }
+/// Where rules come from: the file, its `rules`, its `errno`, and whether it is the
+/// policy itself (not an included set).
+type RuleSource<'a> = (
+    &'a Path,
+    &'a [Spanned<ArgRuleDoc>],
+    &'a BTreeMap<String, Spanned<String>>,
+    bool,
+);
+
 /// `spec.rules`, `spec.errno` and `spec.namespaces`, with the rules and errnos of the
 /// included sets (`included`): the rule book, the errnos, and whether namespaces are
 /// denied. Takes out of `names` what `namespaces: deny` denies, and `clone`, which it
@@ -1038,8 +1061,7 @@ fn compile_arguments(
     let mut book = RuleBook::new();
     let mut errnos: BTreeMap<String, u32> = BTreeMap::new();
     // The sets' first, then the policy's own (whose errno wins).
-    let mut sources: Vec<(&Path, &[Spanned<ArgRuleDoc>], &BTreeMap<String, Spanned<String>>, bool)> =
-        Vec::new();
+    let mut sources: Vec<RuleSource> = Vec::new();
     for set in included {
         if let Some((set_path, doc)) = catalog.get(set) {
             sources.push((set_path, &doc.spec.rules, &doc.spec.errno, false));
@@ -1144,15 +1166,27 @@ fn compile_arguments(
     // What is allowed unconditionally needs no errno.
     errnos.retain(|n, _| !names.contains(n.as_str()));
 
+    let from_sets = included.iter().find(|set| {
+        catalog
+            .get(set)
+            .and_then(|(_, doc)| doc.spec.namespaces.as_ref())
+            .is_some_and(|v| v.as_str() == "deny")
+    });
     let deny_namespaces = match spec.namespaces.as_ref() {
-        None => false,
+        None => from_sets.is_some(),
         Some(v) => match v.as_str() {
             "deny" => true,
             "allow" => false,
             other => {
                 diags.push(
-                    Diagnostic::error(path, start(v.span()), format!("unknown namespaces choice `{other}`"))
-                        .with_help("namespaces is `deny` (no new namespace, by any syscall) or `allow`"),
+                    Diagnostic::error(
+                        path,
+                        start(v.span()),
+                        format!("unknown namespaces choice `{other}`"),
+                    )
+                    .with_help(
+                        "namespaces is `deny` (no new namespace, by any syscall) or `allow`",
+                    ),
                 );
                 false
             }
@@ -1193,25 +1227,6 @@ fn compile_arguments(
                 }
                 rule.conds.push(args::NO_NEW_NAMESPACE);
             }
-        }
-        if names.contains("clone3") || book.contains_key("clone3") {
-            let at = listed
-                .get("clone3")
-                .map(|n| start(n.span()))
-                .unwrap_or_else(|| spec.namespaces.as_ref().and_then(|v| start(v.span())));
-            diags.push(
-                Diagnostic::warning(
-                    path,
-                    at,
-                    "`clone3` is allowed: it passes its flags in memory, which another thread \
-                     can change during the call, so sysfence does not judge them and \
-                     `namespaces: deny` does not cover clone3",
-                )
-                .with_help(
-                    "deny clone3 with `errno: {clone3: ENOSYS}` and `action: deny`: glibc then \
-                     falls back to clone, whose flags are judged",
-                ),
-            );
         }
     }
     (book, errnos, deny_namespaces)

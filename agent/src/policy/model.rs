@@ -82,8 +82,11 @@ pub struct PolicySpec {
     /// or a number); `EPERM` when not listed.
     #[serde(default)]
     pub errno: BTreeMap<String, Spanned<String>>,
-    /// `deny`: no new namespace, whatever the syscall (`unshare`, `setns`, and `clone`
-    /// with `CLONE_NEW*` flags). `allow` (the default): as the names say.
+    /// `deny`: no new namespace, whatever the syscall: `unshare` and `setns` are
+    /// denied, `clone` and `clone3` are allowed without `CLONE_NEW*` flags only (the
+    /// flags of `clone3`, in memory, are judged at `sys_enter` and again on the
+    /// kernel's copy). `allow`: as the names say. Default: `deny` when an included set
+    /// says so, else `allow`.
     #[serde(default)]
     pub namespaces: Option<Spanned<String>>,
     /// What the other syscall ABIs of x86_64 may call. x86_64 itself always uses the
@@ -264,6 +267,10 @@ pub struct SetSpec {
     /// errno per syscall name, as in a policy; a policy's own entry wins.
     #[serde(default)]
     pub errno: BTreeMap<String, Spanned<String>>,
+    /// `deny`: policies that include the set deny new namespaces, unless they say
+    /// `namespaces: allow` themselves.
+    #[serde(default)]
+    pub namespaces: Option<Spanned<String>>,
 }
 
 /// One parsed file.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use probe_common::{Abi, action, mode};
 
-use super::{compile::compile, model, *};
+use super::{args, compile::compile, model, *};
 use crate::syscall_table::index_of;
 
 fn policy(text: &str) -> Result<(CompiledPolicy, Vec<Diagnostic>), Vec<Diagnostic>> {
@@ -337,20 +337,17 @@ fn multiplexers_and_io_uring_draw_warnings() {
     assert!(ring.message.contains("never pass sys_enter"), "{ring}");
     assert_eq!(ring.line, 7, "points at the allow entry: {ring}");
 
-    // The shipped baseline draws neither; only the namespace warning below.
+    // The shipped baseline draws none.
     let (_, w) = policy(&format!("{HEAD}spec:\n  include: [runtime-default]\n")).unwrap();
-    assert_eq!(w.len(), 1, "{w:?}");
-    assert!(
-        w[0].message.starts_with("`unshare` is not allowed"),
-        "{w:?}"
-    );
+    assert!(w.is_empty(), "{w:?}");
 }
 
 #[test]
 fn denying_unshare_while_clone_is_allowed_draws_a_warning() {
-    // runtime-default leaves out unshare and allows clone and clone3.
+    // With namespaces allowed and clone allowed outright, both clone and clone3 can
+    // make what unshare may not.
     let (_, w) = policy(&format!(
-        "{HEAD}spec:\n  include: [runtime-default]\n  deny: [unshare]\n"
+        "{HEAD}spec:\n  include: [runtime-default]\n  namespaces: allow\n  allow: [clone]\n  deny: [unshare]\n"
     ))
     .unwrap();
     let ns = w
@@ -362,21 +359,24 @@ fn denying_unshare_while_clone_is_allowed_draws_a_warning() {
             && ns.message.contains("does not stop new namespaces"),
         "{ns}"
     );
-    assert_eq!(ns.line, 7, "points at the deny entry: {ns}");
-    // Only clone3 left: named alone.
+    assert_eq!(ns.line, 9, "points at the deny entry: {ns}");
+    // clone under runtime-default's rule (no CLONE_NEW* flag): only clone3 is named,
+    // and the help says how to judge it.
     let (_, w) = policy(&format!(
-        "{HEAD}spec:\n  include: [runtime-default]\n  deny: [clone]\n"
+        "{HEAD}spec:\n  include: [runtime-default]\n  namespaces: allow\n"
     ))
     .unwrap();
-    assert!(
-        w.iter()
-            .any(|d| d.message.contains("but `clone3` is: they create")),
-        "{w:?}"
-    );
-    // unshare allowed, or neither clone: nothing to say.
+    let ns = w
+        .iter()
+        .find(|d| d.message.contains("but `clone3` is: they create"))
+        .unwrap_or_else(|| panic!("{w:?}"));
+    assert!(ns.help.as_deref().unwrap_or("").contains("ENOSYS"), "{ns}");
+    // unshare allowed, neither clone, or namespaces denied: nothing to say.
     for spec in [
-        "  include: [runtime-default]\n  allow: [unshare]\n",
-        "  include: [runtime-default]\n  deny: [clone, clone3]\n",
+        "  include: [runtime-default]\n  namespaces: allow\n  allow: [unshare]\n",
+        "  include: [runtime-default]\n  namespaces: allow\n  deny: [clone, clone3]\n",
+        "  include: [runtime-default]\n",
+        "  allow: [clone, clone3, read]\n  namespaces: deny\n",
     ] {
         let (_, w) = policy(&format!("{HEAD}spec:\n{spec}")).unwrap();
         assert!(
@@ -385,6 +385,275 @@ fn denying_unshare_while_clone_is_allowed_draws_a_warning() {
             "{spec}: {w:?}"
         );
     }
+}
+
+fn slot_of(p: &CompiledPolicy) -> probe_common::PolicySlot {
+    p.enforcement(Ok(())).slot
+}
+
+#[test]
+fn argument_rules_compile_for_every_abi_into_the_slot() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  allow: [read]\n  rules:\n    - names: [socket, personality]\n      args:\n        - {{index: 0, op: NE, value: 40}}\n        - {{index: 1, op: SCMP_CMP_MASKED_EQ, value: 0xff, valueTwo: 0x1}}\n    - names: [personality]\n      args: [{{index: 0, op: eq, value: 0xffffffff}}]\n"
+    ))
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(p.rules["socket"].len(), 1);
+    assert_eq!(p.rules["personality"].len(), 2);
+    assert!(!p.allowed_names.contains("socket"));
+    let slot = slot_of(&p);
+    let socket: Vec<u32> = Abi::ALL
+        .into_iter()
+        .filter_map(|abi| index_of(abi, "socket"))
+        .collect();
+    assert_eq!(socket.len(), 3, "socket exists in every ABI");
+    for &i in &socket {
+        assert!(slot.is_conditional(i) && !slot.allows(i), "{i}");
+    }
+    // One probe rule per rule, serving all three ABIs.
+    let used: Vec<&probe_common::ArgRule> = slot
+        .rules
+        .iter()
+        .filter(|r| r.syscalls != [probe_common::NO_SYSCALL; 3])
+        .collect();
+    assert_eq!(used.len(), 3, "{used:?}");
+    let socket_rule = used
+        .iter()
+        .find(|r| r.syscalls.contains(&socket[0]))
+        .unwrap();
+    assert_eq!(socket_rule.count, 2);
+    // socket's family and type are ints to the kernel: 32-bit compares.
+    assert_eq!(socket_rule.conds[0].bits, 32);
+    assert_eq!(socket_rule.conds[0].op, probe_common::arg_op::NE);
+    assert_eq!(socket_rule.conds[1].op, probe_common::arg_op::MASKED_EQ);
+    assert_eq!(
+        (socket_rule.conds[1].value, socket_rule.conds[1].value_two),
+        (0xff, 1)
+    );
+    // The decision, on the compiled slot.
+    let d = |index: u32, args: [u64; 6]| probe_common::decide(&slot, Some(index), &Args(args));
+    assert_eq!(
+        d(socket[0], [2, 1, 0, 0, 0, 0]),
+        probe_common::Decision::Allow
+    );
+    assert_ne!(
+        d(socket[0], [40, 1, 0, 0, 0, 0]),
+        probe_common::Decision::Allow
+    );
+    assert_ne!(
+        d(socket[0], [2, 2, 0, 0, 0, 0]),
+        probe_common::Decision::Allow
+    );
+    let personality = index_of(Abi::Ia32, "personality").unwrap();
+    assert_eq!(
+        d(personality, [0xffff_ffff, 0, 0, 0, 0, 0]),
+        probe_common::Decision::Allow
+    );
+}
+
+struct Args([u64; 6]);
+impl probe_common::CallArgs for Args {
+    fn registers(&self) -> [u64; 6] {
+        self.0
+    }
+    fn clone3_flags(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[test]
+fn bad_argument_rules_are_errors_at_their_position() {
+    let cases = [
+        ("[{index: 6, op: EQ, value: 1}]", "argument index `6`", 8),
+        (
+            "[{index: 0, op: ABOUT, value: 1}]",
+            "unknown operator `ABOUT`",
+            8,
+        ),
+        (
+            "[{index: 0, op: EQ, value: lots}]",
+            "`lots` is not a number",
+            8,
+        ),
+        ("[]", "an argument rule with no condition", 7),
+    ];
+    for (args, message, line) in cases {
+        let e = errors(&format!(
+            "{HEAD}spec:\n  rules:\n    - names: [socket]\n      args: {args}\n"
+        ));
+        assert!(e[0].message.contains(message), "{args}: {}", e[0]);
+        assert_eq!(e[0].line, line, "{args}: {}", e[0]);
+    }
+    let seven = (0..7)
+        .map(|i| format!("{{index: {}, op: EQ, value: 1}}", i % 6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let e = errors(&format!(
+        "{HEAD}spec:\n  rules:\n    - names: [socket]\n      args: [{seven}]\n"
+    ));
+    assert!(
+        e[0].message.contains("7 conditions in one rule"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!(
+        "{HEAD}spec:\n  rules:\n    - names: [sockett]\n      args: [{{index: 0, op: EQ}}]\n"
+    ));
+    assert!(
+        e[0].message.contains("unknown syscall `sockett`"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{HEAD}spec:\n  errno: {{clone3: ENOTANERRNO}}\n"));
+    assert!(
+        e[0].message.contains("unknown errno `ENOTANERRNO`"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{HEAD}spec:\n  errno: {{clonee: ENOSYS}}\n"));
+    assert!(
+        e[0].message.contains("unknown syscall `clonee`"),
+        "{}",
+        e[0]
+    );
+    let e = errors(&format!("{HEAD}spec:\n  namespaces: maybe\n"));
+    assert!(
+        e[0].message.contains("unknown namespaces choice `maybe`"),
+        "{}",
+        e[0]
+    );
+    assert_eq!(e[0].line, 6);
+    // More rules than a slot holds.
+    let many: String = (0..=probe_common::MAX_ARG_RULES)
+        .map(|i| {
+            format!("    - names: [personality]\n      args: [{{index: 0, op: EQ, value: {i}}}]\n")
+        })
+        .collect();
+    let e = errors(&format!("{HEAD}spec:\n  rules:\n{many}"));
+    assert!(
+        e[0].message.contains("17 argument rules; a slot holds 16"),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn rules_on_allowed_or_denied_names_say_they_do_nothing() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [socket]\n  deny: [personality]\n  rules:\n    - names: [socket, personality]\n      args: [{{index: 0, op: EQ, value: 2}}]\n"
+    ))
+    .unwrap();
+    assert!(p.rules.is_empty(), "{:?}", p.rules);
+    assert!(p.allowed_names.contains("socket"));
+    let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("`socket` is allowed whatever its arguments")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("`personality` is denied: its argument rule has no effect")),
+        "{text:?}"
+    );
+    // A 32-bit argument with a value that does not fit.
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  rules:\n    - names: [socket]\n      args: [{{index: 0, op: EQ, value: 0x100000002}}]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter().any(|d| d.message.contains("only the low 32 bits")),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn namespaces_deny_covers_unshare_setns_clone_and_clone3() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  allow: [clone, clone3, unshare, setns, read]\n  namespaces: deny\n"
+    ))
+    .unwrap();
+    assert!(p.deny_namespaces);
+    for n in ["unshare", "setns", "clone"] {
+        assert!(!p.allowed_names.contains(n), "{n}");
+    }
+    assert!(p.allowed_names.contains("clone3"), "judged on its flags");
+    assert_eq!(p.rules["clone"][0].conds, vec![args::NO_NEW_NAMESPACE]);
+    let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert!(
+        text.iter()
+            .any(|t| t.contains("`namespaces: deny` denies `unshare`")),
+        "{text:?}"
+    );
+    let slot = slot_of(&p);
+    assert_ne!(slot.flags & probe_common::SLOT_DENY_NAMESPACES, 0);
+    let clone = index_of(Abi::X86_64, "clone").unwrap();
+    let d = |flags: u64| probe_common::decide(&slot, Some(clone), &Args([flags, 0, 0, 0, 0, 0]));
+    assert_eq!(d(0x3d0f00), probe_common::Decision::Allow, "a thread");
+    assert_ne!(
+        d(0x1000_0000),
+        probe_common::Decision::Allow,
+        "CLONE_NEWUSER"
+    );
+    // A clone rule of its own gets the condition added (AND).
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  namespaces: deny\n  rules:\n    - names: [clone]\n      args: [{{index: 1, op: EQ, value: 0}}]\n"
+    ))
+    .unwrap();
+    assert_eq!(p.rules["clone"][0].conds.len(), 2);
+    assert!(p.rules["clone"][0].conds.contains(&args::NO_NEW_NAMESPACE));
+    // runtime-default says `namespaces: deny`; a policy may say otherwise.
+    let (p, _) = policy(&format!("{HEAD}spec:\n  include: [runtime-default]\n")).unwrap();
+    assert!(p.deny_namespaces);
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  include: [runtime-default]\n  namespaces: allow\n"
+    ))
+    .unwrap();
+    assert!(!p.deny_namespaces);
+    assert_eq!(slot_of(&p).flags & probe_common::SLOT_DENY_NAMESPACES, 0);
+}
+
+#[test]
+fn errno_reaches_the_slot_for_every_abi_and_warns_under_kill() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  action: deny\n  allow: [read]\n  errno: {{clone3: ENOSYS, mkdir: 13, getppid: EPERM}}\n"
+    ))
+    .unwrap();
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(p.errnos.get("clone3"), Some(&38));
+    assert_eq!(p.errnos.get("mkdir"), Some(&13));
+    assert_eq!(p.errnos.get("getppid"), None, "EPERM is the default");
+    let slot = slot_of(&p);
+    for abi in Abi::ALL {
+        let i = index_of(abi, "clone3").unwrap();
+        assert_eq!(slot.errno_for(i), 38, "{abi:?}");
+        assert_eq!(
+            probe_common::decide(&slot, Some(i), &Args([0; 6])),
+            probe_common::Decision::Deny {
+                fallback_kill: true,
+                errno: 38
+            }
+        );
+    }
+    assert_eq!(slot.errno_for(index_of(Abi::X86_64, "getppid").unwrap()), 1);
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  allow: [read]\n  errno: {{clone3: ENOSYS}}\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter().any(|d| d.message.contains("under `action: kill`")),
+        "{w:?}"
+    );
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [clone3]\n  errno: {{clone3: ENOSYS}}\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter().any(|d| d
+            .message
+            .contains("`clone3` is allowed: its errno has no effect")),
+        "{w:?}"
+    );
 }
 
 #[test]

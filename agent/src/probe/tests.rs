@@ -51,6 +51,7 @@ fn program_names_are_the_programs_of_the_probe() {
         programs::SYS_ENTER_FLOOR,
         programs::SYS_EXIT,
         programs::SCHED_PROCESS_EXIT,
+        programs::CLONE_GUARD,
         programs::MEMO_CGROUP_ATTACH,
         programs::MEMO_TASK_EXIT,
     ]

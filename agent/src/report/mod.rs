@@ -272,9 +272,8 @@ pub fn from_recording(
             // A recording holds counts, not arguments: a syscall the policy allows for
             // some arguments only is taken as allowed (its rules are judged live).
             let index = key.index();
-            if index.is_some_and(|i| slot.is_conditional(i))
-                || decide(&slot, index, || unreachable!("only conditional syscalls read arguments"))
-                    == Decision::Allow
+            if index.is_some_and(|i| slot.judges_arguments(i))
+                || decide(&slot, index, &probe_common::UnknownArgs) == Decision::Allow
             {
                 continue;
             }

@@ -81,14 +81,18 @@ pub fn summarize(
         let classified = index_to_syscall(index).map(|_| index);
         // Counts carry no arguments: a syscall allowed for some arguments only was a
         // violation exactly when the probe reported one.
-        if classified.is_some_and(|i| slot.is_conditional(i)) && !by_index.contains_key(&index) {
+        let judged = classified.is_some_and(|i| slot.judges_arguments(i));
+        if judged && !by_index.contains_key(&index) {
             continue;
         }
-        let no_rules = PolicySlot {
+        let mut no_rules = PolicySlot {
             conditional: [0; ALLOW_WORDS],
             ..*slot
         };
-        let implied = match decide(&no_rules, classified, || unreachable!("no rules")) {
+        if judged {
+            no_rules.allow[(index >> 6) as usize % ALLOW_WORDS] &= !(1u64 << (index & 63));
+        }
+        let implied = match decide(&no_rules, classified, &probe_common::UnknownArgs) {
             Decision::Allow => continue,
             Decision::Violation { outcome, .. } => outcome,
             // Settled at sys_exit; without an event we cannot tell which way it went.

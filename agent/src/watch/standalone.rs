@@ -253,13 +253,13 @@ mod tests {
         let slot = allow_all_slot();
         for i in 0..probe_common::SYSCALL_INDEXES {
             assert_eq!(
-                probe_common::decide(&slot, Some(i), || [0; 6]),
+                probe_common::decide(&slot, Some(i), &probe_common::UnknownArgs),
                 probe_common::Decision::Allow
             );
         }
         // What cannot be classified is still "monitored": counted, no event, no kill.
         assert!(matches!(
-            probe_common::decide(&slot, None, || [0; 6]),
+            probe_common::decide(&slot, None, &probe_common::UnknownArgs),
             probe_common::Decision::Violation {
                 kill: false,
                 event: false,

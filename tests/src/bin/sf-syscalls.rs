@@ -35,6 +35,16 @@
 //!                                 to MARKER and exits 0; the parent prints
 //!                                 `clone: ok child exited S` or `clone: error: ...`
 //! sf-syscalls clone80 FLAGS MARKER  the same through i386 `int 0x80` (flags in ebx)
+//! sf-syscalls clone3 FLAGS MARKER  one clone3 with `clone_args.flags = FLAGS` and
+//!                                 SIGCHLD; the child appends its user namespace to
+//!                                 MARKER and exits 0
+//! sf-syscalls clone3-race FLAGS MARKER N  N clone3 calls while another thread flips
+//!                                 `clone_args.flags` between 0 and FLAGS (the TOCTOU
+//!                                 attack on a check that reads the flags at entry)
+//! sf-syscalls clone3-unmapped FLAGS MARKER  one clone3 whose `clone_args` sit in a
+//!                                 file mapping no one has touched yet: a non-faulting
+//!                                 read (a BPF program's) fails, the kernel's copy
+//!                                 faults the page in and succeeds
 //! sf-syscalls personality VALUE   one personality(VALUE) (all 64 bits of the register)
 //! sf-syscalls socket FAMILY       one socket(FAMILY, SOCK_STREAM, 0), FAMILY as 64 bits
 //! sf-syscalls threads N           start and join N threads (glibc: clone3, or clone)
@@ -192,6 +202,26 @@ fn dispatch(args: &[String]) {
             let marker: String = arg(args, 3, "a marker path");
             let flags = parse_flags(&flags);
             clone_verb(args[1] == "clone80", flags, &marker);
+        }
+        Some("clone3") | Some("clone3-race") => {
+            let flags: String = arg(args, 2, "clone flags");
+            let marker: String = arg(args, 3, "a marker path");
+            let rounds: u64 = if args[1] == "clone3" {
+                1
+            } else {
+                arg(args, 4, "a number of rounds")
+            };
+            clone3_verb(
+                parse_flags(&flags),
+                &marker,
+                rounds,
+                args[1] == "clone3-race",
+            );
+        }
+        Some("clone3-unmapped") => {
+            let flags: String = arg(args, 2, "clone flags");
+            let marker: String = arg(args, 3, "a marker path");
+            clone3_unmapped(parse_flags(&flags), &marker);
         }
         Some("personality") => {
             let v: String = arg(args, 2, "a personality value");
@@ -363,6 +393,137 @@ fn clone_verb(int80: bool, flags: u64, marker: &str) {
     // SAFETY: wait for the child just made.
     unsafe { libc::waitpid(r as i32, &mut status, 0) };
     println!("clone: ok child exited {}", libc::WEXITSTATUS(status));
+}
+
+/// `struct clone_args` up to `tls` (CLONE_ARGS_SIZE_VER0).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// One clone3 with its arguments in an untouched private mapping of a memfd.
+fn clone3_unmapped(flags: u64, marker: &str) {
+    let args = CloneArgs {
+        flags,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    };
+    let size = std::mem::size_of::<CloneArgs>();
+    // SAFETY: plain syscalls on a new memfd and a new mapping of it; the mapping is
+    // only read by the kernel.
+    let ptr = unsafe {
+        let fd = libc::memfd_create(cstr("sf-clone-args").as_ptr(), 0);
+        assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
+        let wrote = libc::write(fd, (&raw const args).cast(), size);
+        assert_eq!(wrote, size as isize);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        p
+    };
+    // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork.
+    let r = unsafe { libc::syscall(libc::SYS_clone3, ptr, size) };
+    if r == 0 {
+        let ns = std::fs::read_link("/proc/self/ns/user")
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let _ = std::fs::write(marker, format!("{ns}\n"));
+        // SAFETY: leave the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    if r < 0 {
+        println!("clone3: error: {}", std::io::Error::last_os_error());
+        return;
+    }
+    let mut status = 0;
+    // SAFETY: wait for the child just made.
+    unsafe { libc::waitpid(r as i32, &mut status, 0) };
+    println!("clone3: ok child exited {}", libc::WEXITSTATUS(status));
+}
+
+/// `rounds` clone3 calls; with `race`, a thread flips `flags` between 0 and `flags`
+/// meanwhile. Each child appends its user namespace to `marker` and exits.
+fn clone3_verb(flags: u64, marker: &str, rounds: u64, race: bool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let args = Box::leak(Box::new(CloneArgs {
+        flags,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    }));
+    let at = &raw mut args.flags as usize;
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let flipper = race.then(|| {
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !STOP.load(Ordering::Relaxed) {
+                // SAFETY: the leaked struct lives for the process; the race is the point.
+                unsafe {
+                    std::ptr::write_volatile(at as *mut u64, if i & 1 == 0 { 0 } else { flags })
+                };
+                i += 1;
+            }
+        })
+    });
+    let mut made = 0;
+    for _ in 0..rounds {
+        // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw const *args,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r == 0 {
+            let ns = std::fs::read_link("/proc/self/ns/user")
+                .map(|l| l.display().to_string())
+                .unwrap_or_default();
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(marker)
+            {
+                use std::io::Write;
+                let _ = writeln!(f, "{ns}");
+            }
+            // SAFETY: leave the child at once.
+            unsafe { libc::_exit(0) };
+        }
+        if r > 0 {
+            made += 1;
+            let mut status = 0;
+            // SAFETY: wait for the child just made.
+            unsafe { libc::waitpid(r as i32, &mut status, 0) };
+        }
+    }
+    STOP.store(true, Ordering::Relaxed);
+    if let Some(t) = flipper {
+        let _ = t.join();
+    }
+    println!("clone3: ok {made} children");
 }
 
 /// i386 clone (120) through `int 0x80`, flags in ebx, every other argument 0.
