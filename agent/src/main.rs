@@ -472,13 +472,21 @@ enum PolicyCommand {
     ///
     /// The profile is resolved for amd64 (x86_64, plus i386 and x32 when it lists
     /// them), a set of capabilities and a kernel version, as a container runtime would.
-    /// What sysfence cannot express (argument filters, errno returns, TRACE/NOTIFY) is
-    /// approximated and listed as warnings on stderr; the policy comes out in audit mode.
+    /// Names allowed outright go to `allow`; names allowed for some argument values go
+    /// to `rules` with the same conditions; errnos other than EPERM go to `errno`. What
+    /// sysfence cannot express (TRACE/NOTIFY, argument conditions of a denylist
+    /// profile) is approximated and listed as warnings on stderr; the policy comes out
+    /// in audit mode.
     #[command(
         after_help = "Examples:\n  sysfence policy import-seccomp default.json -o docker-default.yaml\n  sysfence policy import-seccomp profile.json --name web --cap SYS_ADMIN --strict-args"
     )]
     ImportSeccomp(sysfence::seccomp::command::ImportCommand),
     /// Write a policy as a seccomp profile kubelet can use as a `Localhost` profile.
+    ///
+    /// `allow` becomes one SCMP_ACT_ALLOW rule, each argument rule one SCMP_ACT_ALLOW
+    /// rule with its `args`, each errno an SCMP_ACT_ERRNO rule. Under `namespaces:
+    /// deny`, clone3 (whose flags a seccomp filter cannot read) fails with ENOSYS, as in
+    /// Docker's profile. Import of the export gives the same policy back.
     #[command(
         after_help = "Example:\n  sysfence policy export-seccomp web.yaml -o /var/lib/kubelet/seccomp/web.json"
     )]

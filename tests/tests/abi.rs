@@ -121,13 +121,13 @@ fn an_unclassifiable_syscall_is_a_violation() {
 }
 
 /// `check` warns about a policy that lets io_uring bypass it, about multiplexers, and
-/// that denying `unshare` does not stop namespaces while `clone` is allowed.
+/// that denying `unshare` does not stop namespaces while `clone` is allowed outright.
 #[test]
 fn check_warns_about_io_uring_and_multiplexers() {
     let dir = tempfile::tempdir().unwrap();
     let p = policy(
         dir.path(),
-        "  include: [runtime-default, ia32-multiplexers]\n  allow: [io_uring_setup, io_uring_enter]\n",
+        "  include: [runtime-default, ia32-multiplexers]\n  allow: [io_uring_setup, io_uring_enter, clone]\n  namespaces: allow\n",
     );
     let out = sysfence().arg("check").arg(&p).output().unwrap();
     let (_, stderr) = text(&out);

@@ -214,6 +214,76 @@ fn clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace() {
     );
 }
 
+/// Docker's default profile: where the agent's unit tests left it (they fetch it from
+/// Debian), or where its package installs it. `None` outside CI when it is missing.
+fn docker_default_profile(test: &str) -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("SYSFENCE_DOCKER_SECCOMP_JSON").map(std::path::PathBuf::from),
+        Some("/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json".into()),
+        Some(std::env::temp_dir().join("sysfence-test-data/docker-seccomp-default.json")),
+    ];
+    let found = candidates.into_iter().flatten().find(|p| p.is_file());
+    if found.is_none() {
+        skip(
+            test,
+            "Docker's default seccomp profile is missing: the agent's unit tests fetch it \
+             (cargo xtask test runs them first), or install golang-github-docker-docker-dev",
+        );
+    }
+    found
+}
+
+#[test]
+fn docker_default_imported_as_is_stops_namespaces_and_keeps_threads() {
+    let test = "docker_default_imported_as_is_stops_namespaces_and_keeps_threads";
+    if !privileged(test) {
+        return;
+    }
+    let Some(profile) = docker_default_profile(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let imported = dir.path().join("docker.yaml");
+    let out = sysfence()
+        .args(["policy", "import-seccomp"])
+        .arg(&profile)
+        .arg("-o")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = std::fs::read_to_string(&imported).unwrap();
+    assert!(yaml.contains("clone3: ENOSYS"), "{yaml}");
+    // As is, but enforced (the import comes out in audit mode).
+    let enforced = dir.path().join("docker-enforce.yaml");
+    std::fs::write(&enforced, yaml.replace("mode: audit", "mode: enforce")).unwrap();
+    assert_no_child_in_new_namespaces(&enforced, "clone", NEW_USER_NET_UTS);
+    assert_no_child_in_new_namespaces(&enforced, "clone80", NEW_USER_NET_UTS);
+    assert_clone_allowed(&enforced, "clone", "0");
+    // clone3: Docker returns ENOSYS, which no hook can return under `kill`; clone3 is
+    // then judged as its fallback clone would be.
+    let marker = dir.path().join("clone3");
+    let (code, report, stdout) = attempt(
+        &enforced,
+        &["clone3", NEW_USER_NET_UTS, marker.to_str().unwrap()],
+    );
+    assert_eq!(code, 137, "{stdout}\n{report:#}");
+    assert!(children_namespaces(&marker).is_empty());
+    let marker = dir.path().join("clone3-unmapped");
+    let (code, report, stdout) = attempt(
+        &enforced,
+        &[
+            "clone3-unmapped",
+            NEW_USER_NET_UTS,
+            marker.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 137, "{stdout}\n{report:#}");
+    assert!(children_namespaces(&marker).is_empty());
+    assert_ordinary_programs_work(&enforced);
+}
+
 #[test]
 fn personality_and_socket_are_judged_on_the_bits_the_kernel_reads() {
     if !privileged("personality_and_socket_are_judged_on_the_bits_the_kernel_reads") {

@@ -288,3 +288,115 @@ fn a_policed_task_cannot_signal_the_agent_or_write_bpffs() {
     std::fs::create_dir(&target).unwrap();
     std::fs::remove_dir(&target).unwrap();
 }
+
+/// CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS.
+const NEW_USER_NET_UTS: &str = "0x54000000";
+
+/// The user namespace of every child a clone verb's marker recorded.
+fn children_namespaces(marker: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(marker)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn own_user_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/user")
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Under `action: deny`, clone and clone3 asking for new namespaces fail (EPERM, or the
+/// errno chosen) before any child exists, and the caller lives on; threads and forks
+/// keep working. The race on clone3's flags in memory gets no child into a new
+/// namespace either.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn namespace_flags_are_denied_with_their_errno_before_any_child_exists() {
+    assert!(privileged(
+        "namespace_flags_are_denied_with_their_errno_before_any_child_exists"
+    ));
+    let own = own_user_namespace();
+    let dir = tempfile::tempdir().unwrap();
+    // runtime-default (namespaces: deny, Docker's clone rule), and Docker's way of
+    // failing clone3 with ENOSYS.
+    let shipped = write_policy(
+        dir.path(),
+        "shipped.yaml",
+        &policy_yaml(
+            "ns-deny",
+            "  mode: enforce\n  action: deny\n  include: [runtime-default]\n",
+        ),
+    );
+    let enosys = write_policy(
+        dir.path(),
+        "enosys.yaml",
+        &policy_yaml(
+            "ns-enosys",
+            "  mode: enforce\n  action: deny\n  include: [runtime-default]\n  namespaces: allow\n  deny: [clone3]\n  errno: {clone3: ENOSYS}\n",
+        ),
+    );
+    for (policy, clone3_error) in [
+        (&shipped, "Operation not permitted"),
+        (&enosys, "Function not implemented"),
+    ] {
+        for (verb, flags, error) in [
+            ("clone", NEW_USER_NET_UTS, "Operation not permitted"),
+            ("clone", "0xffffffff10000000", "Operation not permitted"),
+            ("clone80", NEW_USER_NET_UTS, "Operation not permitted"),
+            ("clone3", NEW_USER_NET_UTS, clone3_error),
+        ] {
+            let marker = dir.path().join(format!("{verb}-{flags}"));
+            let (code, report, stdout, stderr) = run(
+                policy,
+                None,
+                &[WORKLOAD, verb, flags, marker.to_str().unwrap()],
+            );
+            assert!(
+                stdout.contains(&format!("error: {error}")),
+                "{verb} {flags}: {stdout}{stderr}"
+            );
+            assert_ne!(code, 137, "{verb} {flags}: denied, not killed: {stdout}");
+            assert!(
+                children_namespaces(&marker).is_empty(),
+                "{verb} {flags}: a child ran"
+            );
+            let syscall = if verb == "clone3" { "clone3" } else { "clone" };
+            let v = violation(&report, syscall).unwrap_or_else(|| panic!("{report:#}"));
+            assert_eq!(v["outcome"], "denied", "{v:#}");
+        }
+        // Threads (glibc tries clone3, and falls back to clone on ENOSYS) and forks.
+        let (code, _, stdout, stderr) = run(policy, None, &[WORKLOAD, "threads", "8"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("threads: ok 28"), "{stdout}");
+        let (code, _, stdout, _) = run(policy, None, &[WORKLOAD, "fork-exec", "/bin/true"]);
+        assert_eq!(code, 0, "{stdout}");
+        assert!(stdout.contains("fork-exec: ok 0"), "{stdout}");
+    }
+    // The race and the untouched mapping: whatever happens to the caller, no child
+    // ever runs in another user namespace.
+    for verb in [
+        vec!["clone3-race", NEW_USER_NET_UTS, "", "2000"],
+        vec!["clone3-unmapped", NEW_USER_NET_UTS, ""],
+    ] {
+        let marker = dir.path().join(verb[0]);
+        let mut cmd: Vec<&str> = vec![WORKLOAD];
+        cmd.extend(verb.iter().map(|a| {
+            if a.is_empty() {
+                marker.to_str().unwrap()
+            } else {
+                a
+            }
+        }));
+        let (_, report, stdout, _) = run(&shipped, None, &cmd);
+        for ns in children_namespaces(&marker) {
+            assert_eq!(
+                ns, own,
+                "{}: a child ran in another user namespace: {stdout}\n{report:#}",
+                verb[0]
+            );
+        }
+    }
+}

@@ -238,6 +238,9 @@ pub const ERRNO_NAMES: &[(&str, u32)] = &[
     ("EAFNOSUPPORT", 97),
 ];
 
+/// `ENOSYS`: "no such syscall", which makes callers fall back to an older one.
+pub const ENOSYS: u32 = 38;
+
 /// The largest errno a syscall can fail with (`MAX_ERRNO`).
 pub const MAX_ERRNO: u32 = 4095;
 

@@ -191,6 +191,33 @@ impl CompiledPolicy {
                 }
             }
         };
+        // No hook returns clone3's ENOSYS under `kill` (or without BPF LSM): glibc, which
+        // calls clone3 for every thread, would be killed. ENOSYS asks the caller to use
+        // clone instead, so clone3 is allowed where clone would be: whatever its flags
+        // if clone is allowed outright, without namespace flags if clone's rules keep
+        // them clear (judged as `namespaces: deny` judges clone3).
+        if !matches!(slot.action, action::DENY_OR_KILL | action::DENY_OR_ALLOW)
+            && self.errnos.get("clone3") == Some(&args::ENOSYS)
+        {
+            let clone_rules = self.rules.get("clone");
+            let outright = self.allowed_names.contains("clone");
+            if outright || clone_rules.is_some_and(|r| args::rules_forbid_new_namespaces(r)) {
+                for abi in Abi::ALL {
+                    let (Some(clone), Some(clone3)) = (
+                        syscall_table::index_of(abi, "clone"),
+                        syscall_table::index_of(abi, "clone3"),
+                    ) else {
+                        continue;
+                    };
+                    if self.allowed.contains(&clone) || self.conditional.contains_key(&clone) {
+                        slot.set_allowed(clone3);
+                    }
+                }
+                if !outright {
+                    slot.flags |= probe_common::SLOT_DENY_NAMESPACES;
+                }
+            }
+        }
         Enforcement { slot, degraded }
     }
 }
@@ -1147,19 +1174,24 @@ fn compile_arguments(
             }
         }
         if own
-            && !errno_docs.is_empty()
             && mode == Mode::Enforce
             && action == Action::Kill
-            && let Some((_, first)) = errno_docs.iter().next()
+            && let Some((name, first)) = errno_docs.iter().next()
         {
+            let message = if errno_docs.len() == 1
+                && name == "clone3"
+                && args::parse_errno(first) == Some(args::ENOSYS)
+            {
+                "`errno` is what `action: deny` fails a syscall with; under `action: kill` no \
+                 errno is returned, so clone3, whose ENOSYS sends glibc to clone, is allowed \
+                 where clone is (without namespace flags, if clone's rules keep them clear)"
+            } else {
+                "`errno` is what `action: deny` fails a syscall with; under `action: kill` a \
+                 denied syscall runs and its task is killed, and no errno is returned"
+            };
             diags.push(
-                Diagnostic::warning(
-                    path,
-                    start(first.span()),
-                    "`errno` is what `action: deny` fails a syscall with; under `action: kill` a \
-                     denied syscall runs and its task is killed, and no errno is returned",
-                )
-                .with_help("set `action: deny` (needs BPF LSM; `sysfence doctor` says whether this kernel has it)"),
+                Diagnostic::warning(path, start(first.span()), message)
+                    .with_help("set `action: deny` (needs BPF LSM; `sysfence doctor` says whether this kernel has it)"),
             );
         }
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use probe_common::Abi;
 use serde::Serialize;
 
-use super::{ARCH_X32, ARCH_X86, ARCH_X86_64, EPERM, quoted_list};
+use super::{ARCH_X32, ARCH_X86, ARCH_X86_64, ENOSYS, EPERM, quoted_list};
 use crate::policy::{CompiledPolicy, Mode};
 use crate::syscall_table;
 
@@ -60,10 +60,25 @@ struct ProfileOut {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct SyscallOut {
     names: Vec<String>,
     action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errno_ret: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<ArgOut>,
     comment: String,
+}
+
+/// One condition, as the OCI runtime spec writes it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArgOut {
+    index: u8,
+    value: u64,
+    value_two: u64,
+    op: String,
 }
 
 /// The seccomp profile of a policy: deny with EPERM what it does not allow. See the
@@ -135,19 +150,74 @@ pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported
                 Abi::X32 => ARCH_X32,
             })
             .collect(),
-        syscalls: if union.is_empty() {
-            Vec::new()
-        } else {
-            vec![SyscallOut {
-                names: union.iter().map(|n| n.to_string()).collect(),
-                action: "SCMP_ACT_ALLOW",
-                comment: format!(
-                    "sysfence policy `{}` (mode {}): {} syscall names",
-                    policy.name,
-                    policy.mode.as_str(),
-                    union.len()
-                ),
-            }]
+        syscalls: {
+            let mut out = Vec::new();
+            if !union.is_empty() {
+                out.push(SyscallOut {
+                    names: union.iter().map(|n| n.to_string()).collect(),
+                    action: "SCMP_ACT_ALLOW",
+                    errno_ret: None,
+                    args: Vec::new(),
+                    comment: format!(
+                        "sysfence policy `{}` (mode {}): {} syscall names",
+                        policy.name,
+                        policy.mode.as_str(),
+                        union.len()
+                    ),
+                });
+            }
+            // Argument rules: one entry per rule, as Docker writes them.
+            for (name, rules) in &policy.rules {
+                for rule in rules {
+                    out.push(SyscallOut {
+                        names: vec![name.clone()],
+                        action: "SCMP_ACT_ALLOW",
+                        errno_ret: None,
+                        args: rule
+                            .conds
+                            .iter()
+                            .map(|c| ArgOut {
+                                index: c.index,
+                                value: c.value,
+                                value_two: c.value_two,
+                                op: c.op.seccomp_name(),
+                            })
+                            .collect(),
+                        comment: rule.comment.clone().unwrap_or_default(),
+                    });
+                }
+            }
+            // errnos, grouped by value; and clone3 under `namespaces: deny`, whose flags
+            // a seccomp filter cannot read: ENOSYS, so that glibc falls back to clone.
+            let mut errnos: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+            for (name, &errno) in &policy.errnos {
+                errnos.entry(errno).or_default().insert(name.clone());
+            }
+            if policy.deny_namespaces && union.contains("clone3") {
+                out[0].names.retain(|n| n != "clone3");
+                errnos
+                    .entry(ENOSYS)
+                    .or_default()
+                    .insert("clone3".to_string());
+                warnings.push(
+                    "`clone3` is allowed by the policy when its flags ask for no namespace; a \
+                     seccomp filter cannot read its flags (they are in memory), so the profile \
+                     fails it with ENOSYS, as Docker's does: glibc falls back to clone, whose \
+                     flags the profile judges"
+                        .to_string(),
+                );
+            }
+            for (errno, names) in errnos {
+                out.push(SyscallOut {
+                    names: names.into_iter().collect(),
+                    action: "SCMP_ACT_ERRNO",
+                    errno_ret: Some(errno),
+                    args: Vec::new(),
+                    comment: String::new(),
+                });
+            }
+            out.retain(|r| !r.names.is_empty());
+            out
         },
     };
     // Serializing plain strings and numbers cannot fail.

@@ -7,8 +7,10 @@ use super::context::{applies, resolve_abis};
 use super::profile::{Action, Arg, Profile, Rule};
 use super::render::render_policy;
 use super::{
-    ENOSYS, ImportError, ImportOptions, Imported, UNKNOWN_PREFIX, normalize_cap, quoted_list, shape,
+    ENOSYS, EPERM, ImportError, ImportOptions, Imported, UNKNOWN_PREFIX, normalize_cap,
+    quoted_list, shape,
 };
+use crate::policy::args;
 use crate::syscall_table;
 
 /// A rule that applies in the resolved context.
@@ -48,6 +50,45 @@ struct NameRules<'r, 'a> {
     allow_cond: Vec<&'r Applied<'a>>,
     deny_uncond: Vec<&'r Applied<'a>>,
     deny_cond: Vec<&'r Applied<'a>>,
+}
+
+/// A rule's `args` as a sysfence argument rule, or why it cannot be one.
+fn to_rule(a: &Applied) -> Result<args::Rule, String> {
+    let list = a.rule.args.as_deref().unwrap_or_default();
+    if list.len() > probe_common::MAX_ARG_CONDS {
+        return Err(format!(
+            "{} conditions; sysfence holds {} per rule",
+            list.len(),
+            probe_common::MAX_ARG_CONDS
+        ));
+    }
+    let mut conds = Vec::new();
+    for arg in list {
+        let op = args::CondOp::parse(&arg.op).ok_or_else(|| format!("unknown op `{}`", arg.op))?;
+        if arg.index > 5 {
+            return Err(format!("argument index {}", arg.index));
+        }
+        conds.push(args::Cond {
+            index: arg.index as u8,
+            op,
+            value: arg.value,
+            value_two: if op == args::CondOp::MaskedEq {
+                arg.value_two
+            } else {
+                0
+            },
+        });
+    }
+    Ok(args::Rule {
+        conds,
+        comment: a
+            .rule
+            .comment
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from),
+    })
 }
 
 /// Convert a seccomp profile (JSON text) into a sysfence policy. See the module
@@ -188,6 +229,8 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     let mut some_allowed: BTreeSet<&str> = BTreeSet::new();
     let mut all_allowed: BTreeSet<&str> = BTreeSet::new();
     let mut partial: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut rules = args::RuleBook::new();
+    let mut errnos: BTreeMap<String, u32> = BTreeMap::new();
     for (&n, r) in &by_name {
         let conflict = !r.allow_uncond.is_empty() && !r.deny_uncond.is_empty();
         if conflict {
@@ -224,6 +267,37 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
         if all {
             all_allowed.insert(n);
         }
+        // A deny-by-default profile that allows the name for some arguments only: the
+        // same argument rules, exactly, unless a rule cannot be expressed.
+        if some && !all && !denylist && !options.strict_args && r.allow_uncond.is_empty() {
+            let converted: Result<Vec<args::Rule>, String> =
+                r.allow_cond.iter().map(|a| to_rule(a)).collect();
+            match converted {
+                Ok(list) => {
+                    for rule in list {
+                        args::add_rule(&mut rules, n, rule);
+                    }
+                    for a in r.deny_uncond.iter().chain(&r.deny_cond) {
+                        warnings.push(format!(
+                            "`{n}`: allowed by argument rules, and also denied by {} ({}){}{}; \
+                             sysfence follows the allowing rules",
+                            a.at,
+                            a.action.as_str(),
+                            if a.conditional() {
+                                format!(" when {}", a.conditions())
+                            } else {
+                                String::new()
+                            },
+                            a.comment()
+                        ));
+                    }
+                    continue;
+                }
+                Err(why) => warnings.push(format!(
+                    "`{n}`: an argument rule sysfence cannot hold ({why})"
+                )),
+            }
+        }
         if some && !all {
             let mut why = Vec::new();
             if !denylist && r.allow_uncond.is_empty() {
@@ -254,20 +328,27 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
             }
             partial.push((n, why));
         }
-        // Failing with ENOSYS asks callers to fall back; sysfence cannot do that.
+        // The errno the profile fails a name it does not allow with.
         if !some || (options.strict_args && !all) {
             for a in r.deny_uncond.iter().chain(&r.deny_cond) {
-                if a.action == Action::Errno && a.rule.errno_ret == Some(ENOSYS) {
-                    let example = if n == "clone3" {
-                        " (glibc 2.34 and later call clone3 first, for every new thread)"
+                if a.action == Action::Errno
+                    && let Some(errno) = a.rule.errno_ret
+                    && errno != EPERM
+                    && (1..=args::MAX_ERRNO).contains(&errno)
+                {
+                    errnos.insert(n.to_string(), errno);
+                    let fallback = if n == "clone3" {
+                        "under `action: kill`, where no errno can be returned, clone3 is \
+                         allowed when its flags ask for no namespace, as its fallback clone \
+                         is (glibc 2.34 and later call clone3 for every new thread)"
+                            .to_string()
                     } else {
-                        ""
+                        format!("under `action: kill`, calling `{n}` kills the task")
                     };
                     warnings.push(format!(
-                        "`{n}`: the profile fails it with ENOSYS ({}{}) so that callers fall \
-                         back to another syscall; sysfence cannot return an errno: under \
-                         `enforce`, calling `{n}` kills the task{example}; allow it if the \
-                         workload calls it",
+                        "`{n}`: the profile fails it with {} ({}{}): imported as `errno`, which \
+                         `action: deny` returns (BPF LSM); {fallback}",
+                        args::errno_label(errno),
                         a.at,
                         a.comment()
                     ));
@@ -326,6 +407,16 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
     } else {
         let mut elsewhere = BTreeSet::new();
         for &n in chosen {
+            if rules.contains_key(n) {
+                if !known.contains(n) {
+                    skipped_unknown.insert(n.to_string());
+                    rules.remove(n);
+                } else if !in_abis(n) {
+                    elsewhere.insert(n);
+                    rules.remove(n);
+                }
+                continue;
+            }
             if !known.contains(n) {
                 skipped_unknown.insert(n.to_string());
             } else if !in_abis(n) {
@@ -361,10 +452,13 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
         ));
     }
 
-    let policy_yaml = render_policy(options, &allowed, &abis, &mut warnings)?;
+    errnos.retain(|n, _| known.contains(n.as_str()));
+    let policy_yaml = render_policy(options, &allowed, &rules, &errnos, &abis, &mut warnings)?;
     Ok(Imported {
         policy_yaml,
         allowed,
+        rules,
+        errnos,
         abis,
         skipped_unknown,
         warnings,

@@ -195,8 +195,13 @@ impl Default for ImportOptions {
 pub struct Imported {
     /// A complete sysfence policy document; it passes `sysfence check`.
     pub policy_yaml: String,
-    /// The allowlist: `spec.allow` of the policy.
+    /// The allowlist: `spec.allow` of the policy (names allowed whatever their
+    /// arguments).
     pub allowed: BTreeSet<String>,
+    /// Names allowed for some argument values only: `spec.rules` of the policy.
+    pub rules: crate::policy::args::RuleBook,
+    /// Names the profile fails with an errno other than EPERM: `spec.errno`.
+    pub errnos: std::collections::BTreeMap<String, u32>,
     /// The ABIs the policy allows syscalls in (x86_64 always).
     pub abis: BTreeSet<Abi>,
     /// Names the profile allows that sysfence's syscall tables do not know: skipped.

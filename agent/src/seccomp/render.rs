@@ -1,13 +1,14 @@
 //! The imported policy document: written, checked with sysfence's own loader, and
 //! headed with the import's warnings.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use probe_common::Abi;
 use serde::Serialize;
 
 use super::{DOCKER_DEFAULT_CAPS, ImportError, ImportOptions, normalize_cap};
+use crate::policy::args::{self, CondOp, RuleBook};
 use crate::policy::{self, Mode, model};
 
 #[derive(Serialize)]
@@ -29,8 +30,67 @@ struct MetadataOut<'a> {
 struct SpecOut<'a> {
     mode: &'a str,
     allow: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rules: Vec<RuleOut>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    errno: BTreeMap<&'a str, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     abi: Option<AbiOut>,
+}
+
+#[derive(Serialize)]
+struct RuleOut {
+    names: Vec<String>,
+    args: Vec<CondOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CondOut {
+    index: u8,
+    op: &'static str,
+    value: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_two: Option<u64>,
+}
+
+/// `spec.rules` of a policy: one entry per rule, in the book's order.
+fn rules_out(rules: &RuleBook) -> Vec<RuleOut> {
+    rules
+        .iter()
+        .flat_map(|(name, list)| {
+            list.iter().map(move |r| RuleOut {
+                names: vec![name.clone()],
+                args: r
+                    .conds
+                    .iter()
+                    .map(|c| CondOut {
+                        index: c.index,
+                        op: c.op.as_str(),
+                        value: c.value,
+                        value_two: (c.op == CondOp::MaskedEq).then_some(c.value_two),
+                    })
+                    .collect(),
+                comment: r.comment.clone(),
+            })
+        })
+        .collect()
+}
+
+/// `spec.errno`: names as `ENOSYS` where the errno has a name.
+fn errno_out(errnos: &BTreeMap<String, u32>) -> BTreeMap<&str, String> {
+    errnos
+        .iter()
+        .map(|(n, &e)| {
+            let label = args::ERRNO_NAMES
+                .iter()
+                .find(|(_, v)| *v == e)
+                .map_or_else(|| e.to_string(), |(name, _)| name.to_string());
+            (n.as_str(), label)
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -46,6 +106,8 @@ struct AbiOut {
 pub(super) fn render_policy(
     options: &ImportOptions,
     allowed: &BTreeSet<String>,
+    rules: &RuleBook,
+    errnos: &BTreeMap<String, u32>,
     abis: &BTreeSet<Abi>,
     warnings: &mut Vec<String>,
 ) -> Result<String, ImportError> {
@@ -85,6 +147,8 @@ pub(super) fn render_policy(
         spec: SpecOut {
             mode: Mode::Audit.as_str(),
             allow: allowed.iter().map(String::as_str).collect(),
+            rules: rules_out(rules),
+            errno: errno_out(errnos),
             abi,
         },
     };
@@ -107,12 +171,21 @@ pub(super) fn render_policy(
             "the compiled allowlist differs from the imported one".to_string(),
         ));
     }
+    let conds = |b: &RuleBook| -> Vec<(String, Vec<Vec<args::Cond>>)> {
+        b.iter()
+            .map(|(n, l)| (n.clone(), l.iter().map(|r| r.conds.clone()).collect()))
+            .collect()
+    };
+    if conds(&compiled.rules) != conds(rules) || &compiled.errnos != errnos {
+        return Err(ImportError::Generated(
+            "the compiled argument rules or errnos differ from the imported ones".to_string(),
+        ));
+    }
 
     let mut header = String::from(
         "# Imported from an OCI/Docker seccomp profile by sysfence (see `sysfence policy \
-         import-seccomp`).\n# sysfence allows syscall names per ABI and never reads \
-         arguments: review the notes below\n# before moving this policy from `audit` to \
-         `enforce`.\n",
+         import-seccomp`).\n# Review the notes below before moving this policy from \
+         `audit` to `enforce`.\n",
     );
     if warnings.is_empty() {
         header.push_str("# No approximation was needed.\n");

@@ -235,31 +235,39 @@ fn argument_conditions_warn_and_strict_args_leaves_them_out() {
         {"names": ["socket"], "action": "SCMP_ACT_ERRNO"},
     ]));
     let i = import_ok(&profile);
-    // personality has an unconditional rule: no approximation.
-    assert_eq!(
-        i.allowed,
-        names(&["clone", "personality", "read", "socket"])
-    );
+    // personality has an unconditional rule: allowed whatever its arguments.
+    assert_eq!(i.allowed, names(&["personality", "read"]));
     assert!(!has_warning(&i, &["`personality`"]));
-    assert!(has_warning(
-        &i,
-        &[
-            "`clone`: allowed for some argument values only",
-            "arg0 & 0x7e020000 == 0x0",
-            "no namespaces",
-            "sysfence allows all of them"
-        ]
-    ));
-    // Allowed with args, denied by another applicable rule.
+    // clone and socket are allowed for some arguments: the same rules, exactly.
+    assert_eq!(
+        i.rules["clone"][0].conds,
+        vec![crate::policy::args::Cond {
+            index: 0,
+            op: crate::policy::args::CondOp::MaskedEq,
+            value: 0x7e02_0000,
+            value_two: 0
+        }]
+    );
+    assert_eq!(
+        i.rules["clone"][0].comment.as_deref(),
+        Some("no namespaces")
+    );
+    assert_eq!(
+        i.rules["socket"][0].conds[0].op,
+        crate::policy::args::CondOp::Ne
+    );
+    assert!(!has_warning(&i, &["sysfence allows all of them"]));
+    // Allowed with args, denied by another applicable rule: the allowing rules win.
     assert!(has_warning(
         &i,
         &[
             "`socket`",
-            "arg0 != 0x28",
-            "also denied by syscalls[4] (SCMP_ACT_ERRNO)"
+            "also denied by syscalls[4] (SCMP_ACT_ERRNO)",
+            "follows the allowing rules"
         ]
     ));
-    compile_yaml(&i.policy_yaml);
+    let compiled = compile_yaml(&i.policy_yaml);
+    assert_eq!(compiled.rules.len(), 2);
 
     let strict = import_with(
         &profile,
@@ -269,6 +277,7 @@ fn argument_conditions_warn_and_strict_args_leaves_them_out() {
         },
     );
     assert_eq!(strict.allowed, names(&["personality", "read"]));
+    assert!(strict.rules.is_empty());
     assert!(has_warning(&strict, &["`clone`", "left out (strict_args)"]));
     assert!(has_warning(
         &strict,
@@ -330,8 +339,27 @@ fn enosys_denials_warn_that_sysfence_cannot_return_errno() {
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
         {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
     ])));
-    assert!(has_warning(&i, &["`clone3`", "ENOSYS", "kills the task"]));
+    assert!(has_warning(
+        &i,
+        &[
+            "`clone3`",
+            "ENOSYS (38)",
+            "imported as `errno`",
+            "clone3 is allowed when its flags ask for no namespace"
+        ]
+    ));
     assert!(!has_warning(&i, &["`mount`"]));
+    assert_eq!(
+        i.errnos,
+        std::collections::BTreeMap::from([("clone3".to_string(), 38)])
+    );
+    let compiled = compile_yaml(&i.policy_yaml);
+    assert_eq!(compiled.errnos.get("clone3"), Some(&38));
+    assert!(
+        i.policy_yaml.contains("clone3: ENOSYS"),
+        "{}",
+        i.policy_yaml
+    );
 }
 
 #[test]

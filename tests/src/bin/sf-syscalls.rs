@@ -512,6 +512,9 @@ fn clone3_verb(flags: u64, marker: &str, rounds: u64, race: bool) {
             // SAFETY: leave the child at once.
             unsafe { libc::_exit(0) };
         }
+        if r < 0 && !race {
+            println!("clone3: error: {}", std::io::Error::last_os_error());
+        }
         if r > 0 {
             made += 1;
             let mut status = 0;

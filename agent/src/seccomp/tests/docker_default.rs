@@ -1,6 +1,6 @@
 //! Docker's default profile, from Debian: imported as Docker allows it on amd64.
 
-use std::{path::PathBuf, process::Command, sync::OnceLock};
+use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::OnceLock};
 
 use super::*;
 
@@ -153,8 +153,11 @@ fn find_suffix(dir: &Path, suffix: &Path) -> Option<PathBuf> {
 
 /// What a profile allows on amd64 with Docker's default capabilities and kernel 6.1,
 /// computed independently of `import`, and as simply as possible: the names of the
-/// `SCMP_ACT_ALLOW` rules that apply, arguments ignored.
-fn reference_allowlist(profile: &Value) -> BTreeSet<String> {
+/// applicable `SCMP_ACT_ALLOW` rules without `args`, and per name the `args` of those
+/// with.
+type Reference = (BTreeSet<String>, BTreeMap<String, Vec<Value>>);
+
+fn reference_allowlist(profile: &Value) -> Reference {
     const CAPS: &[&str] = &[
         "CAP_CHOWN",
         "CAP_DAC_OVERRIDE",
@@ -186,6 +189,7 @@ fn reference_allowlist(profile: &Value) -> BTreeSet<String> {
     };
     let kernel = (6, 1);
     let mut out = BTreeSet::new();
+    let mut conditional: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for rule in profile["syscalls"].as_array().expect("syscalls") {
         if rule["action"] != "SCMP_ACT_ALLOW" {
             continue;
@@ -203,13 +207,20 @@ fn reference_allowlist(profile: &Value) -> BTreeSet<String> {
                 .any(|c| CAPS.contains(&c.as_str()))
             || version(&exc["minKernel"]).is_some_and(|v| kernel >= v);
         if included && !excluded {
-            out.extend(strings(&rule["names"]));
-            if let Some(n) = rule["name"].as_str() {
-                out.insert(n.to_string());
+            let mut names = strings(&rule["names"]);
+            names.extend(rule["name"].as_str().map(String::from));
+            let has_args = rule["args"].as_array().is_some_and(|a| !a.is_empty());
+            for n in names {
+                if has_args {
+                    conditional.entry(n).or_default().push(rule["args"].clone());
+                } else {
+                    out.insert(n);
+                }
             }
         }
     }
-    out
+    conditional.retain(|n, _| !out.contains(n));
+    (out, conditional)
 }
 
 #[test]
@@ -217,7 +228,7 @@ fn docker_default_imports_as_docker_allows_it_on_amd64() {
     let Some(text) = docker_default() else { return };
     let profile: Value = serde_json::from_str(text).unwrap();
     assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
-    let expected = reference_allowlist(&profile);
+    let (expected, conditional) = reference_allowlist(&profile);
     let imported = import(text, &opts()).unwrap_or_else(|e| panic!("{e}"));
     println!(
         "Docker default, amd64, default capabilities, kernel 6.1: reference allowlist {} \
@@ -255,16 +266,42 @@ fn docker_default_imports_as_docker_allows_it_on_amd64() {
         imported.abis,
         BTreeSet::from([Abi::X86_64, Abi::Ia32, Abi::X32])
     );
+    // The names allowed for some arguments only, with exactly Docker's conditions.
+    assert_eq!(
+        imported.rules.keys().collect::<Vec<_>>(),
+        conditional.keys().collect::<Vec<_>>()
+    );
+    for (name, rules) in &conditional {
+        let got: Vec<Value> = imported.rules[name]
+            .iter()
+            .map(|r| {
+                Value::Array(
+                    r.conds
+                        .iter()
+                        .map(|c| {
+                            let mut v = json!({"index": c.index, "value": c.value, "op": c.op.seccomp_name()});
+                            if c.op == crate::policy::args::CondOp::MaskedEq && c.value_two != 0 {
+                                v["valueTwo"] = json!(c.value_two);
+                            }
+                            v
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(&got, rules, "{name}");
+    }
+    assert_eq!(
+        imported.errnos,
+        BTreeMap::from([("clone3".to_string(), 38)]),
+        "clone3 fails with ENOSYS"
+    );
     // What Docker allows on amd64 by default, and what it does not.
-    for n in [
-        "read",
-        "clone",
-        "personality",
-        "arch_prctl",
-        "modify_ldt",
-        "ptrace",
-    ] {
+    for n in ["read", "arch_prctl", "modify_ldt", "ptrace"] {
         assert!(imported.allowed.contains(n), "{n}");
+    }
+    for n in ["clone", "personality"] {
+        assert!(imported.rules.contains_key(n), "{n}");
     }
     for n in [
         "clone3",
@@ -273,24 +310,93 @@ fn docker_default_imports_as_docker_allows_it_on_amd64() {
         "open_by_handle_at",
         "reboot",
         "set_tls",
+        "unshare",
+        "setns",
     ] {
         assert!(!imported.allowed.contains(n), "{n}");
+        assert!(!imported.rules.contains_key(n), "{n}");
     }
-    // clone and personality are allowed for some arguments only; clone3 fails with ENOSYS.
-    assert!(has_warning(
-        &imported,
-        &["`clone`", "some argument values only"]
-    ));
-    assert!(has_warning(
-        &imported,
-        &["`personality`", "some argument values only"]
-    ));
+    assert!(!has_warning(&imported, &["sysfence allows all of them"]));
     assert!(has_warning(&imported, &["`clone3`", "ENOSYS"]));
-    // The policy passes sysfence's loader and allows exactly that.
+    // The policy passes sysfence's loader and allows exactly that, arguments
+    // included: the compiled slot decides calls as Docker's filter does.
     let compiled = compile_yaml(&imported.policy_yaml);
     assert_eq!(compiled.allowed_names, imported.allowed);
     assert_eq!(compiled.mode, crate::policy::Mode::Audit);
     assert_eq!(compiled.name, "imported-seccomp");
+    let slot = compiled.enforcement(Ok(())).slot;
+    let allows = |name: &str, abi: Abi, arg0: u64| {
+        let index = crate::syscall_table::index_of(abi, name).unwrap();
+        probe_common::decide(&slot, Some(index), &Arg0(arg0)) == probe_common::Decision::Allow
+    };
+    for abi in [Abi::X86_64, Abi::Ia32] {
+        assert!(allows("clone", abi, 0x3d0f00), "{abi:?}: a thread");
+        assert!(allows("clone", abi, 0x11), "{abi:?}: a fork");
+        for flag in [
+            0x1000_0000,
+            0x4000_0000,
+            0x0400_0000,
+            0x2_0000,
+            0x0200_0000,
+            0x0800_0000,
+            0x2000_0000,
+        ] {
+            assert!(!allows("clone", abi, flag | 0x11), "{abi:?}: {flag:#x}");
+        }
+        for ok in [0, 8, 0x20000, 0x20008, 0xffff_ffff] {
+            assert!(allows("personality", abi, ok), "{abi:?}: {ok:#x}");
+        }
+        for bad in [0x40_0000, 0x0800_0000, 1] {
+            assert!(!allows("personality", abi, bad), "{abi:?}: {bad:#x}");
+        }
+        assert!(!allows("unshare", abi, 0));
+        // Under `action: kill` no hook can return clone3's ENOSYS: clone3 is allowed
+        // where clone is, without namespace flags.
+        let clone3 = crate::syscall_table::index_of(abi, "clone3").unwrap();
+        let with_flags = |flags: u64| probe_common::decide(&slot, Some(clone3), &Clone3(flags));
+        assert_eq!(
+            with_flags(0x3d0f00),
+            probe_common::Decision::Allow,
+            "{abi:?}"
+        );
+        assert_ne!(
+            with_flags(0x1000_0000),
+            probe_common::Decision::Allow,
+            "{abi:?}"
+        );
+        // Under `action: deny`, clone3 fails with ENOSYS, as in Docker.
+        let mut deny = compiled.clone();
+        deny.mode = crate::policy::Mode::Enforce;
+        deny.action = crate::policy::Action::Deny;
+        let deny_slot = deny.enforcement(Ok(())).slot;
+        assert_eq!(
+            probe_common::decide(&deny_slot, Some(clone3), &Clone3(0x3d0f00)),
+            probe_common::Decision::Deny {
+                fallback_kill: true,
+                errno: 38
+            }
+        );
+    }
+}
+
+struct Clone3(u64);
+impl probe_common::CallArgs for Clone3 {
+    fn registers(&self) -> [u64; 6] {
+        [0; 6]
+    }
+    fn clone3_flags(&self) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+struct Arg0(u64);
+impl probe_common::CallArgs for Arg0 {
+    fn registers(&self) -> [u64; 6] {
+        [self.0, 0, 0, 0, 0, 0]
+    }
+    fn clone3_flags(&self) -> Option<u64> {
+        Some(0)
+    }
 }
 
 #[test]
@@ -305,13 +411,16 @@ fn docker_default_strict_args_leaves_out_clone_and_personality() {
     )
     .unwrap();
     let loose = import(text, &opts()).unwrap();
-    let dropped: BTreeSet<&str> = loose
-        .allowed
-        .difference(&strict.allowed)
-        .map(String::as_str)
-        .collect();
-    assert_eq!(dropped, BTreeSet::from(["clone", "personality"]));
-    assert!(strict.allowed.is_subset(&loose.allowed));
+    assert_eq!(strict.allowed, loose.allowed);
+    assert!(strict.rules.is_empty());
+    assert_eq!(
+        loose
+            .rules
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        BTreeSet::from(["clone", "personality"])
+    );
     assert!(has_warning(&strict, &["`clone`", "left out (strict_args)"]));
     compile_yaml(&strict.policy_yaml);
 }
@@ -324,6 +433,8 @@ fn docker_default_round_trip_is_stable() {
     let exported = export_string(&policy);
     let second = import(&exported, &opts()).unwrap_or_else(|e| panic!("{e}\n{exported}"));
     assert_eq!(second.allowed, first.allowed);
+    assert_eq!(second.rules, first.rules);
+    assert_eq!(second.errnos, first.errnos);
     assert_eq!(second.abis, first.abis);
     assert!(second.skipped_unknown.is_empty());
     // And once more: the export of the re-import is the same profile.
