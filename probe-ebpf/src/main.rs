@@ -15,6 +15,8 @@
 // intrinsic lowers to the BPF atomic add instruction.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// `asm!` for the one subtraction the verifier must see (see `hook_error`).
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
     helpers::{
@@ -691,6 +693,30 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 #[unsafe(no_mangle)]
 static TASK_FLAGS_OFFSET: u32 = 0;
 
+/// `-errno` for an LSM hook to return, `errno` within 1..=4095 (else EPERM). The
+/// verifier requires a hook's return value in [-4095, 0], and before 6.13 it tracks
+/// no range through a negation, which the compiler emits for `-errno`: the subtraction
+/// `0 - errno` is written in assembly so that the verifier sees it and its range.
+#[inline(always)]
+fn hook_error(errno: u32) -> i32 {
+    let e = (errno & 0xfff) as u64;
+    if e == 0 || e != errno as u64 {
+        return -EPERM;
+    }
+    let ret: u64;
+    // SAFETY: register arithmetic only.
+    unsafe {
+        core::arch::asm!(
+            "{r} = 0",
+            "{r} -= {e}",
+            r = out(reg) ret,
+            e = in(reg) e,
+            options(pure, nomem, nostack),
+        );
+    }
+    ret as i32
+}
+
 /// Every LSM hook: fail the operation if the current thread is in a syscall its policy
 /// denies (the first hook to do so is recorded for the report), or if it is io_uring
 /// work standing for a syscall the policy denies.
@@ -706,13 +732,7 @@ fn lsm_check(hook: u32) -> i32 {
                         (*mark).consumed = 1;
                         (*mark).hook = hook;
                     }
-                    // A chosen errno, within what an LSM hook may return.
-                    let errno = (*mark).errno;
-                    return if errno == 0 || errno > 4095 {
-                        -EPERM
-                    } else {
-                        -(errno as i32)
-                    };
+                    return hook_error((*mark).errno);
                 }
                 return judge_io_uring(hook, (*mark).slot, (*mark).cgroup_id);
             }

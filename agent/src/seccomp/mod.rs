@@ -8,9 +8,11 @@
 //! `action`, `errnoRet`, `args`, `includes`/`excludes` and `comment`), resolves it the
 //! way Docker does on an amd64 host, and turns what it allows into a sysfence allowlist.
 //!
-//! sysfence allows a syscall name or not, per ABI (x86_64, i386, x32), and never reads
-//! arguments, so the import is an approximation where the profile is finer than that.
-//! Every approximation is listed in [`Imported::warnings`]. The rules:
+//! sysfence allows a syscall name per ABI (x86_64, i386, x32), outright or for some
+//! argument values (`spec.rules`, with the OCI semantics), and fails denied syscalls
+//! with a chosen errno under `action: deny` (`spec.errno`). A deny-by-default profile
+//! such as Docker's imports exactly; where a profile is finer than that, the import is
+//! an approximation, listed in [`Imported::warnings`]. The rules:
 //!
 //! - **Context.** The profile is resolved for an amd64 host ([`ImportOptions::capabilities`],
 //!   Docker's default capabilities unless told otherwise, and
@@ -38,16 +40,15 @@
 //!   The allowlist is every name sysfence's syscall tables know for the resolved ABIs,
 //!   minus the denied names; a warning says so (syscalls newer than the tables are not
 //!   allowed).
-//! - **Argument conditions** (`args`). A name is allowed when the profile allows it for
-//!   *some* argument values: in a deny-by-default profile, when any applicable allowing
-//!   rule names it, with or without `args`; in an allow-by-default profile, unless an
-//!   applicable denying rule without `args` names it. Each name allowed for some
-//!   argument values only (every applicable allowing rule has `args`, or a denying rule
-//!   with `args` names it too) gets a warning "allowed for some argument values only;
-//!   sysfence allows all of them". This is what makes Docker's default profile, which
-//!   allows `clone` and `personality` only for some arguments, come out as Docker
-//!   allows it. [`ImportOptions::strict_args`] instead leaves such names out: a name
-//!   is then allowed only when the profile allows it whatever the arguments.
+//! - **Argument conditions** (`args`). In a deny-by-default profile, a name allowed
+//!   by applicable rules with `args` only gets those rules, with the same conditions
+//!   (`spec.rules`); a name with an applicable allowing rule without `args` is allowed
+//!   outright. A condition sysfence cannot hold (an unknown `op`, more than six) makes
+//!   the name allowed whatever its arguments, with a warning. In an allow-by-default
+//!   profile, a name denied for some argument values only is allowed, with a warning
+//!   "allowed for some argument values only; sysfence allows all of them".
+//!   [`ImportOptions::strict_args`] leaves out names allowed for some argument values
+//!   only.
 //! - **Conflicts.** A name both allowed and denied by applicable rules without `args`
 //!   is left out, with a warning (runc refuses such a profile). A name allowed only with
 //!   `args` and denied by an applicable rule gets a warning, and is allowed as above.
@@ -55,12 +56,16 @@
 //!   `recv`/`send`, or a syscall newer than the tables) that the profile allows are
 //!   skipped with one warning naming them all ([`Imported::skipped_unknown`]). Known
 //!   names that exist only in ABIs the profile does not cover are skipped too.
-//! - **errno values** cannot be reproduced: sysfence audits, or kills. A name the
-//!   profile fails with `ENOSYS` (as Docker does for `clone3`, so that glibc falls back
-//!   to `clone`) gets a warning: under `enforce`, calling it kills the task instead.
+//! - **errno values.** A name the profile fails with an errno other than EPERM gets it
+//!   in `spec.errno` (Docker fails `clone3` with ENOSYS, so that glibc falls back to
+//!   `clone`). `action: deny` returns it. Under `action: kill` no errno can be
+//!   returned: clone3 with ENOSYS is then allowed where clone is (without namespace
+//!   flags when clone's rules keep them clear), and other names are killed; a warning
+//!   says so.
 //!
 //! The generated policy has `mode: audit` (a dry run), its names in `spec.allow`,
-//! sorted, and a comment header repeating the warnings. [`import`] checks it with
+//! sorted, its argument rules in `spec.rules`, its errnos in `spec.errno`, and a
+//! comment header repeating the warnings. [`import`] checks it with
 //! sysfence's own loader before returning it, and adds the loader's warnings (e.g. about
 //! `ptrace` or io_uring) to its own.
 //!
@@ -69,8 +74,10 @@
 //! [`export`] writes a profile that kubelet can use as a `Localhost` seccomp profile:
 //! `defaultAction: SCMP_ACT_ERRNO` with `defaultErrnoRet: 1` (EPERM), `architectures`
 //! with `SCMP_ARCH_X86_64` and, for each other ABI the policy allows anything in,
-//! `SCMP_ARCH_X86` / `SCMP_ARCH_X32`, and one `SCMP_ACT_ALLOW` rule with the sorted
-//! union of the allowed names.
+//! `SCMP_ARCH_X86` / `SCMP_ARCH_X32`, one `SCMP_ACT_ALLOW` rule with the sorted union
+//! of the names allowed outright, one `SCMP_ACT_ALLOW` rule with `args` per argument
+//! rule, and one `SCMP_ACT_ERRNO` rule per errno. Under `namespaces: deny`, clone3
+//! fails with ENOSYS: its flags are in memory, where a seccomp filter cannot read them.
 //!
 //! The default action does not follow the policy's mode: a seccomp profile is an
 //! enforcement artefact, and exporting the same allowlist the same way whatever the
