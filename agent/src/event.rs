@@ -15,8 +15,8 @@
 //! without a format version.
 
 use probe_common::{
-    EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_SELF_PROTECTION, LSM_HOOK_NAMES, Outcome,
-    ViolationEvent, index_to_syscall,
+    EVENT_ARGS, EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_NEW_NAMESPACE, EVENT_SELF_PROTECTION,
+    LSM_HOOK_NAMES, Outcome, ViolationEvent, index_to_syscall,
 };
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -74,6 +74,14 @@ pub struct Violation {
     /// `not-preventable` and the policy's fallback killed the task.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback_killed: bool,
+    /// The arguments that decided it, as people read them (`flags=NEWUSER|NEWNET`,
+    /// `family=AF_VSOCK`), for syscalls judged on their arguments.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub args: String,
+    /// A fork asked for a namespace its policy denies, seen on the kernel's copy of
+    /// its flags: the caller was killed, and its child at its first syscall.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub new_namespace: bool,
     /// Events of the same workload and syscall the kernel's rate limit held back since
     /// the previous one: this record stands for `1 + suppressed` calls.
     pub suppressed: u64,
@@ -81,6 +89,81 @@ pub struct Violation {
     /// record read back from a log has [`Violation::key`] instead).
     #[serde(skip)]
     pub index: Option<u32>,
+}
+
+/// `CLONE_*` flags by name, for `flags=` in reports.
+const CLONE_FLAGS: &[(u64, &str)] = &[
+    (0x0000_0080, "NEWTIME"),
+    (0x0000_0100, "VM"),
+    (0x0000_0200, "FS"),
+    (0x0000_0400, "FILES"),
+    (0x0000_0800, "SIGHAND"),
+    (0x0000_1000, "PIDFD"),
+    (0x0000_2000, "PTRACE"),
+    (0x0000_4000, "VFORK"),
+    (0x0000_8000, "PARENT"),
+    (0x0001_0000, "THREAD"),
+    (0x0002_0000, "NEWNS"),
+    (0x0004_0000, "SYSVSEM"),
+    (0x0008_0000, "SETTLS"),
+    (0x0010_0000, "PARENT_SETTID"),
+    (0x0020_0000, "CHILD_CLEARTID"),
+    (0x0040_0000, "DETACHED"),
+    (0x0080_0000, "UNTRACED"),
+    (0x0100_0000, "CHILD_SETTID"),
+    (0x0200_0000, "NEWCGROUP"),
+    (0x0400_0000, "NEWUTS"),
+    (0x0800_0000, "NEWIPC"),
+    (0x1000_0000, "NEWUSER"),
+    (0x2000_0000, "NEWPID"),
+    (0x4000_0000, "NEWNET"),
+    (0x8000_0000, "IO"),
+];
+
+/// `NEWUSER|NEWNET|0x11`: the flags that have names, then what is left, in hex.
+pub fn clone_flags_label(flags: u64) -> String {
+    let mut parts = Vec::new();
+    let mut rest = flags;
+    for &(bit, name) in CLONE_FLAGS {
+        if flags & bit != 0 {
+            parts.push(name.to_string());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 || parts.is_empty() {
+        parts.push(format!("{rest:#x}"));
+    }
+    parts.join("|")
+}
+
+/// The arguments that decided a violation, as people read them.
+pub fn describe_args(syscall: &str, args: [u64; 2]) -> String {
+    let name = syscall.split(' ').next().unwrap_or(syscall);
+    match name {
+        // clone's low byte is the exit signal; clone3's flags have none.
+        "clone" => format!("flags={}", clone_flags_label(args[0] & !0xff)),
+        "clone3" | "unshare" => format!("flags={}", clone_flags_label(args[0])),
+        "socket" | "socketpair" => {
+            let family = args[0] as u32;
+            let known = match family {
+                1 => "AF_UNIX",
+                2 => "AF_INET",
+                10 => "AF_INET6",
+                16 => "AF_NETLINK",
+                17 => "AF_PACKET",
+                38 => "AF_ALG",
+                40 => "AF_VSOCK",
+                _ => "",
+            };
+            if known.is_empty() {
+                format!("family={family}")
+            } else {
+                format!("family={known}")
+            }
+        }
+        "personality" => format!("persona={:#x}", args[0] as u32),
+        _ => format!("arg0={:#x} arg1={:#x}", args[0], args[1]),
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -113,6 +196,12 @@ impl Violation {
             via_io_uring: event.flags & EVENT_IO_URING != 0,
             self_protection: event.flags & EVENT_SELF_PROTECTION != 0,
             fallback_killed: event.flags & EVENT_FALLBACK_KILLED != 0,
+            args: if event.flags & EVENT_ARGS != 0 {
+                describe_args(&name, event.args)
+            } else {
+                String::new()
+            },
+            new_namespace: event.flags & EVENT_NEW_NAMESPACE != 0,
             suppressed: u64::from(event.suppressed),
             index: Some(event.index),
             ..Violation::default()
@@ -235,7 +324,36 @@ mod tests {
             mode: 0,
             hook: 0,
             _reserved: 0,
+            args: [0; 2],
         }
+    }
+
+    #[test]
+    fn the_arguments_that_decided_are_shown_as_people_read_them() {
+        let mut e = event(Abi::X86_64, 56, Outcome::KilledAfter);
+        e.flags = EVENT_ARGS;
+        e.args = [0x5400_0011, 0];
+        let v = Violation::from_event(&e);
+        assert_eq!(v.args, "flags=NEWUTS|NEWUSER|NEWNET");
+        assert!(!v.new_namespace);
+        assert_eq!(
+            describe_args("clone3", [0x1000_0080, 0]),
+            "flags=NEWTIME|NEWUSER"
+        );
+        assert_eq!(
+            describe_args("socket", [0x1_0000_0028, 1]),
+            "family=AF_VSOCK"
+        );
+        assert_eq!(
+            describe_args("personality (i386)", [0x40_0000, 0]),
+            "persona=0x400000"
+        );
+        assert_eq!(clone_flags_label(0), "0x0");
+        // Without EVENT_ARGS, nothing is made up.
+        e.flags = EVENT_NEW_NAMESPACE;
+        let v = Violation::from_event(&e);
+        assert_eq!(v.args, "");
+        assert!(v.new_namespace);
     }
 
     #[test]

@@ -695,6 +695,10 @@ pub struct ViolationEvent {
     /// previous event sent for them (their calls are in the exact counters).
     pub suppressed: u32,
     pub _reserved: u32,
+    /// With [`EVENT_ARGS`]: the arguments that decided it. `args[0]` is the first
+    /// register argument, or for `clone3` the flags (read from memory at `sys_enter`,
+    /// the kernel's copy at `task_newtask`); `args[1]` the second register argument.
+    pub args: [u64; 2],
 }
 
 /// Event flag: `not-preventable`, and the fallback killed the task after the syscall.
@@ -741,6 +745,8 @@ pub const EVENT_SELF_PROTECTION: u32 = 4;
 /// kernel had already copied (`task_newtask`): the caller is killed, and so is the
 /// child at its first syscall.
 pub const EVENT_NEW_NAMESPACE: u32 = 8;
+/// `ViolationEvent.flags`: `args` holds the arguments that decided the violation.
+pub const EVENT_ARGS: u32 = 16;
 
 /// x86_64 number of `kill`, reported for a refused signal to the agent.
 pub const KILL: u32 = 62;
@@ -932,7 +938,7 @@ const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TaskMemo>() == 32);
 const _: () = assert!(TASK_MEMO_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
-const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyMark>() == 56);

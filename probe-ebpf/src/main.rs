@@ -36,12 +36,12 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
     Binding, CGROUP_CACHE_SIZE, CLONE_NEW_ANY, CLONE3, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry,
-    CallArgs, DEFAULT_EVENTS_PER_SECOND, Decision, DenyMark, EVENT_FALLBACK_KILLED, EVENT_IO_URING,
-    EVENT_NEW_NAMESPACE, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING, NO_SLOT, Outcome,
-    PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SyscallArgs, TASK_MEMO_SIZE,
-    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index, classify,
-    clone_flags_denied, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode,
-    stat,
+    CallArgs, DEFAULT_EVENTS_PER_SECOND, Decision, DenyMark, EVENT_ARGS, EVENT_FALLBACK_KILLED,
+    EVENT_IO_URING, EVENT_NEW_NAMESPACE, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING,
+    NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SyscallArgs,
+    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
+    classify, clone_flags_denied, decide, generation, io_uring_op_syscall, memo_generation,
+    memo_index, mode, stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -357,6 +357,20 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 kill_current(ctx, cgroup_id);
             }
             if event {
+                // The arguments that decided it, when the decision read any.
+                let (flags, args) = match index {
+                    Some(i) if slot.judges_arguments(i) => {
+                        let call = Call { ctx, compat };
+                        let regs = call.registers();
+                        let first = if i & 511 == CLONE3 {
+                            call.clone3_flags().unwrap_or(0)
+                        } else {
+                            regs[0]
+                        };
+                        (EVENT_ARGS, [first, regs[1]])
+                    }
+                    _ => (0, [0; 2]),
+                };
                 emit(&Report {
                     slot: slot_id,
                     mode: slot.mode,
@@ -365,7 +379,8 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                     id,
                     index: counter,
                     hook: 0,
-                    flags: 0,
+                    flags,
+                    args,
                 });
             }
         }
@@ -413,6 +428,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                     } else {
                         0
                     },
+                    args: [0; 2],
                 });
             }
         }
@@ -537,7 +553,8 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
         id: CLONE3 as i64,
         index: CLONE3,
         hook: 0,
-        flags: EVENT_NEW_NAMESPACE,
+        flags: EVENT_NEW_NAMESPACE | EVENT_ARGS,
+        args: [clone_flags, 0],
     });
     0
 }
@@ -565,6 +582,7 @@ fn doomed(ctx: &BtfTracePointContext, slot: u32, cgroup_id: u64, id: i64, index:
         index,
         hook: 0,
         flags: EVENT_NEW_NAMESPACE,
+        args: [0; 2],
     });
     true
 }
@@ -670,6 +688,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         index: mark.index,
         hook: mark.hook,
         flags,
+        args: [0; 2],
     });
     0
 }
@@ -782,6 +801,7 @@ fn judge_io_uring(hook: u32, slot_id: u32, cgroup_id: u64) -> i32 {
         index: nr,
         hook,
         flags: EVENT_IO_URING,
+        args: [0; 2],
     });
     -EPERM
 }
@@ -838,6 +858,7 @@ fn guard_refuse(slot: u32, cgroup_id: u64, hook: u32, nr: u32) -> i32 {
         index: nr,
         hook,
         flags: probe_common::EVENT_SELF_PROTECTION,
+        args: [0; 2],
     });
     -EPERM
 }
@@ -1012,6 +1033,8 @@ struct Report {
     index: u32,
     hook: u32,
     flags: u32,
+    /// The arguments that decided it (with [`EVENT_ARGS`] in `flags`), else zeros.
+    args: [u64; 2],
 }
 
 #[inline(always)]
@@ -1042,6 +1065,7 @@ fn emit(r: &Report) {
         flags: r.flags,
         suppressed,
         _reserved: 0,
+        args: r.args,
     });
     entry.submit(0);
 }

@@ -279,7 +279,14 @@ fn print_summary(r: &RunReport) {
             (None, true) => " (fallback: killed)".to_string(),
             _ => String::new(),
         };
-        eprintln!("  {name:<24} {:>8}  {}{how:<12} {who}", v.count, v.outcome);
+        let args = v
+            .args
+            .as_deref()
+            .map_or(String::new(), |a| format!("  {a}"));
+        eprintln!(
+            "  {name:<24} {:>8}  {}{how:<12} {who}{args}",
+            v.count, v.outcome
+        );
     }
     if r.events_dropped > 0 {
         eprintln!(

@@ -42,6 +42,13 @@ pub struct ViolationRow {
     /// An example offender, from the first event; `None` in monitor mode (no events).
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The arguments that decided the first event, for syscalls judged on them
+    /// (`flags=NEWUSER|NEWNET`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<String>,
+    /// A fork's namespace flags were caught on the kernel's copy (`task_newtask`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub new_namespace: bool,
 }
 
 fn abi_and_name(index: u32) -> (String, String, Option<u32>) {
@@ -128,6 +135,11 @@ pub fn summarize(
             via_io_uring: false,
             pid: example.map(|e| e.pid),
             comm: example.map(|e| e.comm.clone()),
+            args: seen
+                .iter()
+                .find(|e| !e.args.is_empty())
+                .map(|e| e.args.clone()),
+            new_namespace: seen.iter().any(|e| e.new_namespace),
         });
     }
     for (index, seen) in via_ring {
@@ -145,6 +157,8 @@ pub fn summarize(
             via_io_uring: true,
             pid: Some(first.pid),
             comm: Some(first.comm.clone()),
+            args: None,
+            new_namespace: false,
         });
     }
     count_rows.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));

@@ -112,6 +112,8 @@ struct Env {
     hold: PathBuf,
     workload: PathBuf,
     policy: PathBuf,
+    /// The same allowlist without any argument rule.
+    no_rules_policy: PathBuf,
     profile: PathBuf,
     tmpfs: PathBuf,
 }
@@ -177,6 +179,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         hold: bin.join("sf-bench-hold"),
         workload: bin.join("sf-bench"),
         policy: root.join("bench/getppid-policy.yaml"),
+        no_rules_policy: root.join("bench/norules-policy.yaml"),
         profile: out_dir.join("getppid-policy.seccomp.json"),
         tmpfs: PathBuf::from("/dev/shm"),
     };
@@ -199,7 +202,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
     let mut samples: BTreeMap<(Workload, Setup), Vec<f64>> = BTreeMap::new();
     for round in 0..args.rounds {
         eprint!("\rxtask: bench round {}/{}", round + 1, args.rounds);
-        for w in [Workload::Getppid, Workload::Mix] {
+        for w in Workload::ALL {
             let calls = if w == Workload::Mix {
                 args.calls / 4
             } else {
@@ -213,7 +216,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     eprintln!();
-    for w in [Workload::Getppid, Workload::Mix] {
+    for w in Workload::ALL {
         let base = median(&samples[&(w, Setup::Nothing)]);
         let floor = median(&samples[&(w, Setup::Floor)]) - base;
         for setup in Setup::ALL {

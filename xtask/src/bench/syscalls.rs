@@ -20,18 +20,20 @@ pub(super) enum Setup {
     PolicedMonitor,
     PolicedAudit,
     PolicedEnforce,
+    PolicedNoRules,
     Seccomp,
     Bpftrace,
 }
 
 impl Setup {
-    pub(super) const ALL: [Setup; 8] = [
+    pub(super) const ALL: [Setup; 9] = [
         Setup::Nothing,
         Setup::Floor,
         Setup::Unpoliced,
         Setup::PolicedMonitor,
         Setup::PolicedAudit,
         Setup::PolicedEnforce,
+        Setup::PolicedNoRules,
         Setup::Seccomp,
         Setup::Bpftrace,
     ];
@@ -44,6 +46,7 @@ impl Setup {
             Setup::PolicedMonitor => "sysfence policed, monitor",
             Setup::PolicedAudit => "sysfence policed, audit, allowed",
             Setup::PolicedEnforce => "sysfence policed, enforce, allowed",
+            Setup::PolicedNoRules => "sysfence policed, enforce, no argument rules",
             Setup::Seccomp => "libseccomp filter, same allowlist",
             Setup::Bpftrace => "bpftrace count per cgroup",
         }
@@ -54,13 +57,20 @@ impl Setup {
 #[serde(rename_all = "snake_case")]
 pub(super) enum Workload {
     Getppid,
+    /// personality(0xffffffff): allowed by the last of runtime-default's five rules.
+    Personality,
     Mix,
+}
+
+impl Workload {
+    pub(super) const ALL: [Workload; 3] = [Workload::Getppid, Workload::Personality, Workload::Mix];
 }
 
 impl Workload {
     pub(super) fn arg(self) -> &'static str {
         match self {
             Workload::Getppid => "getppid",
+            Workload::Personality => "personality",
             Workload::Mix => "mix",
         }
     }
@@ -140,15 +150,23 @@ pub(super) fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyho
             )?;
             workload(env, w, calls, &[], None)
         }
-        Setup::PolicedMonitor | Setup::PolicedAudit | Setup::PolicedEnforce => {
+        Setup::PolicedMonitor
+        | Setup::PolicedAudit
+        | Setup::PolicedEnforce
+        | Setup::PolicedNoRules => {
             let mode = match setup {
                 Setup::PolicedMonitor => "monitor",
                 Setup::PolicedAudit => "audit",
                 _ => "enforce",
             };
+            let policy = if setup == Setup::PolicedNoRules {
+                &env.no_rules_policy
+            } else {
+                &env.policy
+            };
             let out = Command::new(&env.sysfence)
                 .args(["run", "--quiet", "--mode", mode, "--policy"])
-                .arg(&env.policy)
+                .arg(policy)
                 .arg("--")
                 .arg(&env.workload)
                 .args([w.arg(), &calls.to_string()])

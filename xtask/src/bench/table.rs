@@ -8,12 +8,16 @@ pub(super) fn print_table(r: &Results) {
         "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run",
         r.rounds
     );
-    for w in [Workload::Getppid, Workload::Mix] {
+    for w in Workload::ALL {
         println!();
         println!(
             "{} (ns per syscall)",
             match w {
                 Workload::Getppid => format!("getppid(2), {} calls per sample", r.calls),
+                Workload::Personality => format!(
+                    "personality(0xffffffff), allowed by an argument rule, {} calls per sample",
+                    r.calls
+                ),
                 Workload::Mix => format!(
                     "openat+read+write+close on tmpfs, {} rounds per sample",
                     r.calls / 4
@@ -30,6 +34,39 @@ pub(super) fn print_table(r: &Results) {
                 row.overhead_ns,
                 row.ratio_to_floor
                     .map_or("-".to_string(), |x| format!("{x:.2}"))
+            );
+        }
+    }
+    // What argument rules cost: the same allowlist with runtime-default's rules (enforce)
+    // and without any (no argument rules), on a call without rules and on one with.
+    let overhead = |w: Workload, setup: super::Setup| {
+        r.rows
+            .iter()
+            .find(|row| row.workload == w && row.setup == setup)
+            .map(|row| row.overhead_ns)
+    };
+    println!();
+    println!("argument rules: overhead with runtime-default's rules / overhead without any rule");
+    println!("| call | with rules | without | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (w, what) in [
+        (Workload::Getppid, "getppid (no rule of its own)"),
+        (
+            Workload::Personality,
+            "personality (5 rules, the last one matches)",
+        ),
+    ] {
+        if let (Some(with), Some(without)) = (
+            overhead(w, super::Setup::PolicedEnforce),
+            overhead(w, super::Setup::PolicedNoRules),
+        ) {
+            println!(
+                "| {what} | {with:.1} | {without:.1} | {} |",
+                if without > 0.0 {
+                    format!("{:.2}", with / without)
+                } else {
+                    "-".to_string()
+                }
             );
         }
     }
