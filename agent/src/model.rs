@@ -225,6 +225,10 @@ impl Workload {
 /// One syscall of one ABI, written `abi:name` (`x86_64:read`, `i386:mount`), as the
 /// agent API keys its counts. `name` is the kernel's name, `#N` for a number without
 /// one, or `unclassified` (ABI `unknown`) for what the probe could not classify.
+/// `abi:name` of [`SyscallKey::new_namespace`]: not a syscall.
+const NEW_NAMESPACE_ABI: &str = "any";
+const NEW_NAMESPACE_NAME: &str = "new-namespace";
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SyscallKey {
     pub abi: String,
@@ -252,6 +256,16 @@ impl SyscallKey {
         Abi::ALL.into_iter().find(|a| a.name() == self.abi)
     }
 
+    /// The pseudo-key of forks into a new namespace (the probe's `NEW_NAMESPACE_INDEX`
+    /// counter): in recordings, what `namespaces:` is learned from.
+    pub fn new_namespace() -> SyscallKey {
+        SyscallKey::new(NEW_NAMESPACE_ABI, NEW_NAMESPACE_NAME)
+    }
+
+    pub fn is_new_namespace(&self) -> bool {
+        self.abi == NEW_NAMESPACE_ABI && self.name == NEW_NAMESPACE_NAME
+    }
+
     /// The probe's counter index, when the key names a real syscall of a known ABI.
     pub fn index(&self) -> Option<u32> {
         let abi = self.abi()?;
@@ -268,6 +282,9 @@ impl SyscallKey {
 
     /// `mount (i386)` for other ABIs, bare `read` for x86_64, as reports print it.
     pub fn label(&self) -> String {
+        if self.is_new_namespace() {
+            return "fork into a new namespace (CLONE_NEW*)".to_string();
+        }
         match self.abi() {
             Some(abi) => syscall_table::label(Some(abi), &self.name),
             None => self.name.clone(),

@@ -807,11 +807,12 @@ impl Probe {
         self.turn_generation()
     }
 
-    /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only.
+    /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only: the
+    /// syscall indexes and the unclassified counter (not the namespace forks).
     pub fn slot_counts(&self, slot: u32) -> anyhow::Result<Vec<(u32, u64)>> {
         self.check_slot(slot)?;
         let mut out = Vec::new();
-        for i in 0..COUNTERS_PER_SLOT {
+        for i in 0..=probe_common::UNCLASSIFIED_INDEX {
             let values = self.counts.get(&(slot * COUNTERS_PER_SLOT + i), 0)?;
             let total: u64 = values.iter().sum();
             if total > 0 {
@@ -819,6 +820,16 @@ impl Probe {
             }
         }
         Ok(out)
+    }
+
+    /// Forks into a new namespace the slot's workloads made (`NEW_NAMESPACE_INDEX`).
+    pub fn slot_new_namespaces(&self, slot: u32) -> anyhow::Result<u64> {
+        self.check_slot(slot)?;
+        let values = self.counts.get(
+            &(slot * COUNTERS_PER_SLOT + probe_common::NEW_NAMESPACE_INDEX),
+            0,
+        )?;
+        Ok(values.iter().sum())
     }
 
     /// Violations suppressed by the rate limit and not yet carried by an event, per

@@ -32,7 +32,7 @@ use crate::{
     run,
     watch::{
         snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadRef},
-        standalone::{Standalone, allow_all_slot, keyed},
+        standalone::{Standalone, allow_all_slot, slot_keyed},
     },
 };
 
@@ -308,7 +308,11 @@ pub fn learned_policy_yaml(
     let observed = recording.union();
     let mut per_abi: BTreeMap<Abi, BTreeSet<&str>> = BTreeMap::new();
     let mut unnameable: Vec<String> = Vec::new();
-    for k in observed.keys() {
+    let forks_into_namespaces = observed
+        .get(&SyscallKey::new_namespace())
+        .copied()
+        .unwrap_or(0);
+    for k in observed.keys().filter(|k| !k.is_new_namespace()) {
         match k.abi().filter(|_| k.nameable()) {
             Some(abi) => {
                 per_abi.entry(abi).or_default().insert(&k.name);
@@ -481,6 +485,31 @@ pub fn learned_policy_yaml(
         if x86.len() == 1 { "" } else { "s" }
     ));
     y.push_str(&format!("  allow: {}\n", flow_list(&x86, 4)));
+    // Namespaces: denied unless the workload made one (a fork with CLONE_NEW*, unshare,
+    // setns), so that a learned policy keeps running what was recorded.
+    let ns_calls: Vec<&str> = ["unshare", "setns"]
+        .into_iter()
+        .filter(|n| per_abi.values().any(|names| names.contains(n)))
+        .collect();
+    if forks_into_namespaces > 0 || !ns_calls.is_empty() {
+        let mut what = Vec::new();
+        if forks_into_namespaces > 0 {
+            what.push(format!(
+                "{forks_into_namespaces} fork{} with CLONE_NEW* flags",
+                if forks_into_namespaces == 1 { "" } else { "s" }
+            ));
+        }
+        what.extend(ns_calls.iter().map(|n| format!("`{n}`")));
+        y.push_str(&format!(
+            "  # The workload made namespaces while recorded ({}): allowed.\n  namespaces: allow\n",
+            what.join(", ")
+        ));
+    } else {
+        y.push_str(
+            "  # No namespace was made while recorded: clone and clone3 are allowed without\n  \
+             # CLONE_NEW* flags only, and unshare and setns are not allowed.\n  namespaces: deny\n",
+        );
+    }
     // Other ABIs: what was seen there, or nothing.
     y.push_str("  abi:\n");
     for (abi, key) in [(Abi::Ia32, "ia32"), (Abi::X32, "x32")] {
@@ -746,7 +775,7 @@ fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {
             t_ms: now_ms(),
             workloads: vec![crate::watch::snapshot::WorkloadCounts {
                 identity: identity.clone(),
-                counts: keyed(&probe.slot_counts(slot)?),
+                counts: slot_keyed(probe, slot)?,
                 ..Default::default()
             }],
         });

@@ -71,8 +71,14 @@ pub const SYSCALL_INDEXES: u32 = 2048;
 /// Counter index used for a syscall the probe could not classify (always a violation).
 pub const UNCLASSIFIED_INDEX: u32 = SYSCALL_INDEXES;
 
-/// Counters per slot: one per syscall index, plus one for unclassified syscalls.
-pub const COUNTERS_PER_SLOT: u32 = SYSCALL_INDEXES + 1;
+/// Counter index of forks into a new namespace (any `CLONE_NEW*` flag in the kernel's
+/// copy of a fork's flags, seen at `task_newtask`), whatever the policy says: what
+/// `record` learns `namespaces:` from. Not a syscall.
+pub const NEW_NAMESPACE_INDEX: u32 = SYSCALL_INDEXES + 1;
+
+/// Counters per slot: one per syscall index, one for unclassified syscalls, one for
+/// forks into a new namespace.
+pub const COUNTERS_PER_SLOT: u32 = SYSCALL_INDEXES + 2;
 
 /// Words of a slot's allow bitmap: one bit per syscall index.
 pub const ALLOW_WORDS: usize = (SYSCALL_INDEXES / 64) as usize;

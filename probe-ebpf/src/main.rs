@@ -38,10 +38,10 @@ use probe_common::{
     Binding, CGROUP_CACHE_SIZE, CLONE_NEW_ANY, CLONE3, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry,
     CallArgs, DEFAULT_EVENTS_PER_SECOND, Decision, DenyMark, EVENT_ARGS, EVENT_FALLBACK_KILLED,
     EVENT_IO_URING, EVENT_NEW_NAMESPACE, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING,
-    NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SyscallArgs,
-    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, ViolationEvent, action, cache_index,
-    classify, clone_flags_denied, decide, generation, io_uring_op_syscall, memo_generation,
-    memo_index, mode, stat,
+    NEW_NAMESPACE_INDEX, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey,
+    RateState, SyscallArgs, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX,
+    ViolationEvent, action, cache_index, classify, clone_flags_denied, decide, generation,
+    io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
@@ -503,6 +503,10 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = POLICIES.get(slot_id) else {
         return 0;
     };
+    if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + NEW_NAMESPACE_INDEX) {
+        // SAFETY: per-CPU counter; this program does not nest with itself on a CPU.
+        unsafe { *count += 1 };
+    }
     if slot.mode != mode::ENFORCE
         || !(slot.action == action::KILL || slot.action == action::DENY_OR_KILL)
         || !clone_flags_denied(slot, clone_flags)

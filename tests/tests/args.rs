@@ -53,6 +53,9 @@ fn assert_no_child_in_new_namespaces(policy: &Path, entry: &str, flags: &str) {
     );
     let v = violation(&report, "clone").unwrap_or_else(|| panic!("no clone violation: {report:#}"));
     assert_eq!(v["abi"], if entry == "clone80" { "i386" } else { "x86_64" });
+    // The report names the flags that decided it.
+    let args = v["args"].as_str().unwrap_or_default();
+    assert!(args.starts_with("flags=") && args.contains("NEW"), "{v:#}");
 }
 
 /// Ordinary clone flags pass, and the child runs in the caller's user namespace.
@@ -282,6 +285,56 @@ fn docker_default_imported_as_is_stops_namespaces_and_keeps_threads() {
     assert_eq!(code, 137, "{stdout}\n{report:#}");
     assert!(children_namespaces(&marker).is_empty());
     assert_ordinary_programs_work(&enforced);
+}
+
+#[test]
+fn record_learns_whether_the_workload_makes_namespaces() {
+    if !privileged("record_learns_whether_the_workload_makes_namespaces") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let learn = |name: &str, verb: &[&str]| -> String {
+        let out_dir = dir.path().join(name);
+        let out = sysfence()
+            .args(["record", "-q", "-o"])
+            .arg(&out_dir)
+            .arg("--")
+            .arg(WORKLOAD)
+            .args(verb)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}{stderr}");
+        std::fs::read_to_string(out_dir.join("policy.yaml")).unwrap()
+    };
+    let marker = dir.path().join("m");
+    let plain = learn("plain", &["clone", "0", marker.to_str().unwrap()]);
+    assert!(plain.contains("namespaces: deny"), "{plain}");
+    let _ = std::fs::remove_file(&marker);
+    let ns = learn(
+        "ns",
+        &["clone3", NEW_USER_NET_UTS, marker.to_str().unwrap()],
+    );
+    assert!(
+        ns.contains("namespaces: allow") && ns.contains("1 fork with CLONE_NEW* flags"),
+        "{ns}"
+    );
+    // The learned policies run what was recorded, in enforce.
+    for (name, yaml, verb) in [("plain", &plain, "clone"), ("ns", &ns, "clone3")] {
+        let p = write_policy(
+            dir.path(),
+            &format!("{name}-enforce.yaml"),
+            &yaml.replace("mode: audit", "mode: enforce"),
+        );
+        let flags = if verb == "clone" {
+            "0"
+        } else {
+            NEW_USER_NET_UTS
+        };
+        let m = dir.path().join(format!("{name}-again"));
+        let (code, report, stdout) = attempt(&p, &[verb, flags, m.to_str().unwrap()]);
+        assert_eq!(code, 0, "{name}: {stdout}\n{report:#}");
+    }
 }
 
 #[test]

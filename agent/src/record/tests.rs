@@ -225,3 +225,53 @@ fn flow_lists_wrap_and_stay_valid_yaml() {
     let parsed: Vec<String> = serde_yaml::from_str(&format!("{text}\n")).unwrap();
     assert_eq!(parsed, names);
 }
+
+#[test]
+fn learned_policy_denies_namespaces_unless_the_workload_made_one() {
+    let options = LearnOptions {
+        name: "learned".into(),
+        mode: Mode::Enforce,
+        include: Vec::new(),
+        from_first_syscall: true,
+        written_to: None,
+        sets_dir: None,
+    };
+    // clone and clone3 seen, no fork into a namespace: deny.
+    let learn = |counts: &[(&str, &str, u64)]| {
+        let mut r = Recorder::default();
+        r.observe(&snapshot(1000, 1, counts));
+        let rec = r.finish(base_recording(
+            Filters::default(),
+            None,
+            Duration::from_millis(100),
+        ));
+        learned_policy_yaml(&rec, &options).unwrap()
+    };
+    let yaml = learn(&[("x86_64", "clone", 3), ("x86_64", "clone3", 2)]);
+    assert!(yaml.contains("namespaces: deny"), "{yaml}");
+    let p = check(&yaml);
+    assert!(p.deny_namespaces);
+    assert!(
+        p.rules.contains_key("clone"),
+        "clone is judged on its flags"
+    );
+    assert!(p.allowed_names.contains("clone3"));
+    // A fork into a namespace was seen: allow, and say why.
+    let yaml = learn(&[("x86_64", "clone", 3), ("any", "new-namespace", 1)]);
+    assert!(yaml.contains("namespaces: allow"), "{yaml}");
+    assert!(yaml.contains("1 fork with CLONE_NEW* flags"), "{yaml}");
+    assert!(
+        !yaml.contains("new-namespace (1 calls)"),
+        "not an unnameable syscall: {yaml}"
+    );
+    let p = check(&yaml);
+    assert!(!p.deny_namespaces);
+    assert!(p.allowed_names.contains("clone"));
+    // unshare seen: allow.
+    let yaml = learn(&[("x86_64", "unshare", 1)]);
+    assert!(
+        yaml.contains("namespaces: allow") && yaml.contains("`unshare`"),
+        "{yaml}"
+    );
+    assert!(check(&yaml).allowed_names.contains("unshare"));
+}

@@ -269,6 +269,23 @@ pub fn from_recording(
         for s in &w.syscalls {
             total += s.count;
             let key = SyscallKey::new(&s.abi, &s.syscall);
+            // Forks into a new namespace: a would-be denial under `namespaces: deny`.
+            if key.is_new_namespace() {
+                if slot.flags & probe_common::SLOT_DENY_NAMESPACES != 0 {
+                    denials.push(Denial {
+                        label: key.label(),
+                        abi: s.abi.clone(),
+                        syscall: s.syscall.clone(),
+                        count: s.count,
+                        first_ms: s.first_ms,
+                        last_ms: s.last_ms,
+                        pid: None,
+                        comm: None,
+                        exe: None,
+                    });
+                }
+                continue;
+            }
             // A recording holds counts, not arguments: a syscall the policy allows for
             // some arguments only is taken as allowed (its rules are judged live).
             let index = key.index();

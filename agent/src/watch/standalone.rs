@@ -35,6 +35,17 @@ pub fn allow_all_slot() -> PolicySlot {
     }
 }
 
+/// A slot's counts as keyed counts, with its forks into a new namespace (under
+/// [`SyscallKey::new_namespace`]) when there were any.
+pub fn slot_keyed(probe: &Probe, slot: u32) -> anyhow::Result<Counts> {
+    let mut counts = keyed(&probe.slot_counts(slot)?);
+    let forks = probe.slot_new_namespaces(slot)?;
+    if forks > 0 {
+        counts.insert(SyscallKey::new_namespace(), forks);
+    }
+    Ok(counts)
+}
+
 /// The per-index counts of a probe slot as keyed counts.
 pub fn keyed(counts: &[(u32, u64)]) -> Counts {
     counts
@@ -156,7 +167,7 @@ impl Standalone {
             .collect();
         for id in gone {
             let w = self.watched.remove(&id).expect("watched");
-            let counts = keyed(&self.probe.slot_counts(w.slot)?);
+            let counts = slot_keyed(&self.probe, w.slot)?;
             self.probe.unbind(id)?;
             self.probe.free_slot(w.slot)?;
             self.free.push(w.slot);
@@ -221,7 +232,7 @@ impl Standalone {
         for w in self.watched.values() {
             workloads.push(WorkloadCounts {
                 identity: w.identity.clone(),
-                counts: keyed(&self.probe.slot_counts(w.slot)?),
+                counts: slot_keyed(&self.probe, w.slot)?,
                 ..WorkloadCounts::default()
             });
         }
