@@ -260,6 +260,35 @@ struct Report<'a> {
     capabilities: &'a [Capability],
     preventability: Option<&'a Preventability>,
     preventability_note: String,
+    /// Where a policy's `errno` is returned on this host, and what happens elsewhere.
+    errno: Vec<String>,
+}
+
+/// Where `spec.errno` can be delivered: only where a hook fails the call.
+fn errno_notes(lsm: bool) -> Vec<String> {
+    let mut notes = vec![
+        "`errno` (spec.errno, EPERM by default) is what `action: deny` fails a syscall with: \
+         it is returned only where a hook prevents the call (the preventable syscalls above); \
+         a not-preventable syscall runs, and under `action: kill` every denied syscall kills \
+         its task: no errno is returned"
+            .to_string(),
+    ];
+    if lsm {
+        notes.push(
+            "clone3 with ENOSYS (Docker's way of sending glibc to clone): failed in the \
+             task_alloc hook; glibc 2.34 and later then create threads with clone"
+                .to_string(),
+        );
+    } else {
+        notes.push(
+            "clone3 with ENOSYS: no hook can return it on this host, and glibc 2.34 and later \
+             call clone3 for every new thread; so clone3 is allowed where clone is, without \
+             CLONE_NEW* flags when clone's rules keep them clear (judged at sys_enter and on \
+             the kernel's copy at task_newtask)"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 pub fn run(json: bool) -> anyhow::Result<()> {
@@ -283,11 +312,16 @@ pub fn run(json: bool) -> anyhow::Result<()> {
             )
         }
     };
+    let lsm = rows
+        .iter()
+        .find(|r| r.name == "BPF LSM")
+        .is_some_and(|r| r.state == State::Yes);
     if json {
         let report = Report {
             capabilities: &rows,
             preventability: table.as_ref(),
             preventability_note: note,
+            errno: errno_notes(lsm),
         };
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -304,10 +338,6 @@ pub fn run(json: bool) -> anyhow::Result<()> {
     println!();
     println!("preventability under `action: deny`: {note}");
     if let Some(t) = &table {
-        let lsm = rows
-            .iter()
-            .find(|r| r.name == "BPF LSM")
-            .is_some_and(|r| r.state == State::Yes);
         if !lsm {
             println!(
                 "  (BPF LSM is not usable here: nothing is preventable on this host; `deny` falls back)"
@@ -333,6 +363,10 @@ pub fn run(json: bool) -> anyhow::Result<()> {
                     .join(", ")
             );
         }
+    }
+    println!();
+    for n in errno_notes(lsm) {
+        println!("{n}");
     }
     Ok(())
 }
