@@ -24,6 +24,9 @@ fn on_host(test: &str) -> bool {
     privileged(test)
 }
 
+/// Docker's default seccomp profile, as Debian 12 ships it (tests/fixtures/README.md).
+const DOCKER_DEFAULT: &str = include_str!("../fixtures/docker-default-seccomp.json");
+
 /// CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS.
 const NEW_USER_NET_UTS: &str = "0x54000000";
 
@@ -230,35 +233,15 @@ fn clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace() {
     );
 }
 
-/// Docker's default profile: where the agent's unit tests left it (they fetch it from
-/// Debian), or where its package installs it. `None` outside CI when it is missing.
-fn docker_default_profile(test: &str) -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::env::var_os("SYSFENCE_DOCKER_SECCOMP_JSON").map(std::path::PathBuf::from),
-        Some("/usr/share/gocode/src/github.com/docker/docker/profiles/seccomp/default.json".into()),
-        Some(std::env::temp_dir().join("sysfence-test-data/docker-seccomp-default.json")),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.is_file());
-    if found.is_none() {
-        skip(
-            test,
-            "Docker's default seccomp profile is missing: the agent's unit tests fetch it \
-             (cargo xtask test runs them first), or install golang-github-docker-docker-dev",
-        );
-    }
-    found
-}
-
 #[test]
 fn docker_default_imported_as_is_stops_namespaces_and_keeps_threads() {
     let test = "docker_default_imported_as_is_stops_namespaces_and_keeps_threads";
     if !on_host(test) {
         return;
     }
-    let Some(profile) = docker_default_profile(test) else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("docker-default-seccomp.json");
+    std::fs::write(&profile, DOCKER_DEFAULT).unwrap();
     let imported = dir.path().join("docker.yaml");
     let out = sysfence()
         .args(["policy", "import-seccomp"])

@@ -417,3 +417,74 @@ fn namespace_flags_are_denied_with_their_errno_before_any_child_exists() {
         }
     }
 }
+
+/// Docker's default seccomp profile, imported as is and enforced with `action: deny`:
+/// clone asking for namespaces fails with EPERM, clone3 with Docker's own ENOSYS, and
+/// glibc's threads fall back to clone and work.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn docker_default_imported_denies_namespaces_with_its_errnos() {
+    assert!(privileged(
+        "docker_default_imported_denies_namespaces_with_its_errnos"
+    ));
+    let own = own_user_namespace();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("docker-default-seccomp.json");
+    std::fs::write(
+        &profile,
+        include_str!("../fixtures/docker-default-seccomp.json"),
+    )
+    .unwrap();
+    let imported = dir.path().join("docker.yaml");
+    let out = sysfence()
+        .args(["policy", "import-seccomp"])
+        .arg(&profile)
+        .arg("-o")
+        .arg(&imported)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let yaml = std::fs::read_to_string(&imported).unwrap();
+    let p = dir.path().join("docker-deny.yaml");
+    std::fs::write(
+        &p,
+        yaml.replace("mode: audit", "mode: enforce\n  action: deny"),
+    )
+    .unwrap();
+    for (verb, error) in [
+        ("clone", "Operation not permitted"),
+        ("clone3", "Function not implemented"),
+    ] {
+        let marker = dir.path().join(verb);
+        let (code, report, stdout, stderr) = run(
+            &p,
+            None,
+            &[WORKLOAD, verb, NEW_USER_NET_UTS, marker.to_str().unwrap()],
+        );
+        assert!(
+            stdout.contains(&format!("error: {error}")),
+            "{verb}: {stdout}{stderr}\n{report:#}"
+        );
+        assert_ne!(code, 137, "{verb}: denied, not killed");
+        assert!(children_namespaces(&marker).iter().all(|ns| *ns == own));
+        assert!(
+            children_namespaces(&marker).is_empty(),
+            "{verb}: a child ran"
+        );
+    }
+    let (code, _, stdout, stderr) = run(
+        &p,
+        None,
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("{WORKLOAD} threads 8 && {WORKLOAD} fork-exec /bin/true"),
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("threads: ok 28") && stdout.contains("fork-exec: ok 0"),
+        "{stdout}"
+    );
+}
