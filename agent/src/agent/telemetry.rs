@@ -15,7 +15,7 @@ use crate::{
     clock::unix_ms,
     event::Violation,
     metrics::{Snapshot, ViolationSeries},
-    model::Counts,
+    model::{Counts, SyscallKey},
     probe::pins,
     syscall_table,
 };
@@ -45,6 +45,9 @@ pub struct Telemetry {
     pub next_seq: u64,
     /// Violations per workload (cgroup id) and `abi:syscall`, for watches.
     pub watch_violations: HashMap<u64, Counts>,
+    /// The arguments that decided the last violation, per workload and `abi:syscall`,
+    /// for watches (syscalls judged on their arguments only).
+    pub watch_violation_args: HashMap<u64, BTreeMap<SyscallKey, String>>,
     /// The series each workload (cgroup id) counts in, to cap them and to let them go
     /// with the workload.
     pub series_of: HashMap<u64, BTreeSet<ViolationSeries>>,
@@ -74,6 +77,12 @@ impl Telemetry {
             .or_default()
             .entry(v.key())
             .or_default() += v.calls();
+        if !v.args.is_empty() {
+            self.watch_violation_args
+                .entry(cgroup_id)
+                .or_default()
+                .insert(v.key(), v.args.clone());
+        }
         self.next_seq += 1;
         v.stamp(unix_ms(SystemTime::now()), self.next_seq);
         self.last_record.insert((cgroup_id, index), self.next_seq);
@@ -100,6 +109,7 @@ impl Telemetry {
                 self.exported.get_mut().remove(&series);
             }
             self.watch_violations.remove(id);
+            self.watch_violation_args.remove(id);
         }
         self.by_rate_key.retain(|(id, _), _| live(*id));
         self.last_record.retain(|(id, _), _| live(*id));
@@ -119,6 +129,7 @@ impl Telemetry {
             violations: BTreeMap::new(),
             by_rate_key: HashMap::new(),
             watch_violations: HashMap::new(),
+            watch_violation_args: HashMap::new(),
             series_of: HashMap::new(),
             last_record: HashMap::new(),
             next_seq: 0,
@@ -275,6 +286,23 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(other, 1200 - SERIES_PER_WORKLOAD as u64, "summed, not lost");
+    }
+
+    #[test]
+    fn watches_get_the_arguments_of_the_last_violation() {
+        let mut t = Telemetry::new(SystemTime::now());
+        let mut v = violation(1, 56);
+        v.syscall = "clone".into();
+        v.args = "flags=NEWUSER".into();
+        t.record_violation(v.clone());
+        v.args = "flags=NEWNET".into();
+        t.record_violation(v);
+        t.record_violation(violation(1, 7));
+        let args = &t.watch_violation_args[&1];
+        assert_eq!(args.len(), 1, "only syscalls judged on their arguments");
+        assert_eq!(args[&SyscallKey::new("x86_64", "clone")], "flags=NEWNET");
+        t.prune(&|_| false);
+        assert!(t.watch_violation_args.is_empty());
     }
 
     #[test]

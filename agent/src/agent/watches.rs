@@ -131,6 +131,14 @@ impl Agent {
                         let since = n - before.and_then(|b| b.get(key)).copied().unwrap_or(0);
                         if since > 0 {
                             frame.violations.insert(key.clone(), since);
+                            if let Some(args) = self
+                                .telemetry
+                                .watch_violation_args
+                                .get(&id)
+                                .and_then(|a| a.get(key))
+                            {
+                                frame.violation_args.insert(key.clone(), args.clone());
+                            }
                         }
                     }
                 }

@@ -11,11 +11,13 @@
 //!   violations cumulative since the watch began, until the client hangs up.
 //! - Any error: `{"ok":false,"error":"..."}`, then the connection closes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
     event::Violation,
-    model::{Binding, Counts, WorkloadRef},
+    model::{Binding, Counts, SyscallKey, WorkloadRef},
     policy::selector::Glob,
 };
 
@@ -120,6 +122,10 @@ pub struct FrameWorkload {
     pub counts: Counts,
     /// Violations since then, per `abi:syscall`.
     pub violations: Counts,
+    /// For syscalls judged on their arguments: the arguments that decided the last
+    /// violation (`flags=NEWUSER|NEWNET`), per `abi:syscall`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub violation_args: BTreeMap<SyscallKey, String>,
     /// Why counts are missing, if they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

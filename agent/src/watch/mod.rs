@@ -281,6 +281,9 @@ pub struct DeltaLine<'a> {
     pub total: u64,
     pub deltas: &'a Counts,
     pub violations: &'a Counts,
+    /// The arguments that decided the last violation of a syscall judged on them.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub violation_args: &'a std::collections::BTreeMap<snapshot::SyscallKey, String>,
     pub gone: bool,
 }
 
@@ -301,6 +304,7 @@ pub fn delta_line<'a>(source: &'a str, t_ms: u64, d: &'a WorkloadDelta) -> Delta
         total: d.counts.values().sum(),
         deltas: &d.counts,
         violations: &d.violations,
+        violation_args: &w.violation_args,
         gone: w.gone,
     }
 }

@@ -18,6 +18,8 @@ pub struct WorkloadCounts {
     pub counts: Counts,
     /// Cumulative violations (syscalls outside the policy), agent source only.
     pub violations: Counts,
+    /// The arguments that decided the last violation, per syscall judged on them.
+    pub violation_args: std::collections::BTreeMap<SyscallKey, String>,
     /// The workload went away: these are its last counts.
     pub gone: bool,
 }
@@ -44,6 +46,7 @@ impl Snapshot {
                     mode: Some(w.binding.mode).filter(|m| !m.is_empty()),
                     counts: w.counts,
                     violations: w.violations,
+                    violation_args: w.violation_args,
                     gone: false,
                 })
                 .collect(),
