@@ -239,6 +239,7 @@ impl PolicySlot {
 
     /// Whether the decision on `index` may depend on the call's arguments: its argument
     /// rules, or `clone3`'s flags when the slot denies new namespaces.
+    #[inline(always)]
     pub fn judges_arguments(&self, index: u32) -> bool {
         self.is_conditional(index)
             || (index & 511 == CLONE3 && self.flags & SLOT_DENY_NAMESPACES != 0)
@@ -728,7 +729,10 @@ pub struct DenyMark {
     pub kind: u32,
     /// What the hooks fail it with ([`EPERM`] unless the policy chose another).
     pub errno: u32,
-    pub _reserved: u32,
+    /// [`EVENT_ARGS`] when `args` holds the arguments that decided it.
+    pub event_flags: u32,
+    /// As [`ViolationEvent::args`].
+    pub args: [u64; 2],
 }
 
 /// A [`DenyMark`] for a syscall the hooks must fail.
@@ -947,7 +951,7 @@ const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
-const _: () = assert!(core::mem::size_of::<DenyMark>() == 56);
+const _: () = assert!(core::mem::size_of::<DenyMark>() == 72);
 const _: () = assert!(core::mem::offset_of!(ViolationEvent, comm) == 48);
 const _: () = assert!(ALLOW_WORDS.is_power_of_two());
 

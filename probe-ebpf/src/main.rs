@@ -357,20 +357,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 kill_current(ctx, cgroup_id);
             }
             if event {
-                // The arguments that decided it, when the decision read any.
-                let (flags, args) = match index {
-                    Some(i) if slot.judges_arguments(i) => {
-                        let call = Call { ctx, compat };
-                        let regs = call.registers();
-                        let first = if i & 511 == CLONE3 {
-                            call.clone3_flags().unwrap_or(0)
-                        } else {
-                            regs[0]
-                        };
-                        (EVENT_ARGS, [first, regs[1]])
-                    }
-                    _ => (0, [0; 2]),
-                };
+                let (flags, args) = deciding_args(ctx, compat, slot, index);
                 emit(&Report {
                     slot: slot_id,
                     mode: slot.mode,
@@ -388,6 +375,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
             fallback_kill,
             errno,
         } => {
+            let (event_flags, args) = deciding_args(ctx, compat, slot, index);
             let mark = DenyMark {
                 // SAFETY: plain helper call.
                 boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -400,7 +388,8 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 fallback_kill: fallback_kill as u32,
                 kind: MARK_DENY,
                 errno,
-                _reserved: 0,
+                event_flags,
+                args,
             };
             let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
             // SAFETY: plain data; a stale mark of this thread (if any) is replaced.
@@ -538,7 +527,8 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
             fallback_kill: 1,
             kind: MARK_DOOMED,
             errno: EPERM as u32,
-            _reserved: 0,
+            event_flags: 0,
+            args: [0; 2],
         };
         if DENY_MARKS
             .insert(((tgid as u64) << 32) | pid as u64, mark, 0)
@@ -591,6 +581,30 @@ fn doomed(ctx: &BtfTracePointContext, slot: u32, cgroup_id: u64, id: i64, index:
     true
 }
 
+/// The arguments that decided a violation, for its event, when the decision read any
+/// (a syscall judged on its arguments): ([`EVENT_ARGS`], args), else (0, zeros).
+#[inline(always)]
+fn deciding_args(
+    ctx: &BtfTracePointContext,
+    compat: bool,
+    slot: &PolicySlot,
+    index: Option<u32>,
+) -> (u32, [u64; 2]) {
+    match index {
+        Some(i) if slot.judges_arguments(i) => {
+            let call = Call { ctx, compat };
+            let regs = call.registers();
+            let first = if i & 511 == CLONE3 {
+                call.clone3_flags().unwrap_or(0)
+            } else {
+                regs[0]
+            };
+            (EVENT_ARGS, [first, regs[1]])
+        }
+        _ => (0, [0; 2]),
+    }
+}
+
 #[inline(always)]
 fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
     let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -609,7 +623,8 @@ fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
         fallback_kill: 0,
         kind: MARK_IO_URING,
         errno: EPERM as u32,
-        _reserved: 0,
+        event_flags: 0,
+        args: [0; 2],
     };
     if DENY_MARKS.insert(key, mark, 0).is_ok() {
         pending_add(1);
@@ -691,8 +706,8 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         id: mark.id,
         index: mark.index,
         hook: mark.hook,
-        flags,
-        args: [0; 2],
+        flags: flags | mark.event_flags,
+        args: mark.args,
     });
     0
 }

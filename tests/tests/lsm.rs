@@ -377,6 +377,12 @@ fn namespace_flags_are_denied_with_their_errno_before_any_child_exists() {
             let syscall = if verb == "clone3" { "clone3" } else { "clone" };
             let v = violation(&report, syscall).unwrap_or_else(|| panic!("{report:#}"));
             assert_eq!(v["outcome"], "denied", "{v:#}");
+            // The report names the flags that decided it (clone3 denied outright, as
+            // under `enosys`, was decided by its number alone).
+            if policy == shipped.as_path() {
+                let args = v["args"].as_str().unwrap_or_default();
+                assert!(args.contains("NEWUSER"), "{v:#}");
+            }
         }
         // Threads (glibc tries clone3, and falls back to clone on ENOSYS) and forks.
         let (code, _, stdout, stderr) = run(
