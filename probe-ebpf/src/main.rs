@@ -19,12 +19,9 @@
 #![feature(asm_experimental_arch)]
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_probe_read_user,
-        generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id,
-            bpf_get_current_task_btf, bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_send_signal,
-        },
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task_btf,
+        bpf_ktime_get_boot_ns, bpf_send_signal,
     },
     macros::{btf_tracepoint, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -35,14 +32,17 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
-    Binding, CGROUP_CACHE_SIZE, CLONE_NEW_ANY, CLONE3, COMM_LEN, COUNTERS_PER_SLOT, CacheEntry,
-    CallArgs, DEFAULT_EVENTS_PER_SECOND, Decision, DenyMark, EVENT_ARGS, EVENT_FALLBACK_KILLED,
-    EVENT_IO_URING, EVENT_NEW_NAMESPACE, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING,
-    NEW_NAMESPACE_INDEX, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey,
-    RateState, SyscallArgs, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX,
-    ViolationEvent, action, cache_index, classify, clone_flags_denied, decide, generation,
+    Binding, CGROUP_CACHE_SIZE, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
+    EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING,
+    NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, TASK_MEMO_SIZE,
+    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide, generation,
     io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
+
+mod arguments;
+mod events;
+use arguments::{Call, deciding_args, doomed, hook_error};
+use events::{Report, emit};
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
 const MAX_SLOTS: u32 = 64;
@@ -424,187 +424,6 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     }
 }
 
-/// What `decide` may read of the current syscall.
-struct Call<'a> {
-    ctx: &'a BtfTracePointContext,
-    compat: bool,
-}
-
-impl CallArgs for Call<'_> {
-    /// The six register arguments, as the syscall's ABI passes them. Offsets are those
-    /// of x86_64's `struct pt_regs` (the uapi layout, fixed): x86_64 and x32 pass `rdi
-    /// rsi rdx r10 r8 r9`, ia32 passes `ebx ecx edx esi edi ebp`, 32 bits wide (what a
-    /// 64-bit task left in the upper halves is not part of them).
-    #[inline(always)]
-    fn registers(&self) -> SyscallArgs {
-        let regs: *const u8 = self.ctx.arg(0);
-        // Constant offsets only: the verifier allows no variable offset into `pt_regs`.
-        // SAFETY: BTF-checked loads inside the `pt_regs` the tracepoint was given.
-        let r = |offset: usize| unsafe {
-            core::ptr::read_volatile(regs.wrapping_add(offset) as *const u64)
-        };
-        if self.compat {
-            let m = 0xffff_ffffu64;
-            [
-                r(40) & m,
-                r(88) & m,
-                r(96) & m,
-                r(104) & m,
-                r(112) & m,
-                r(32) & m,
-            ]
-        } else {
-            [r(112), r(104), r(96), r(56), r(72), r(64)]
-        }
-    }
-
-    /// `clone_args.flags`, the first u64 its first argument points to. Another thread
-    /// may change it after this read: `clone_guard` judges the kernel's copy too.
-    #[inline(always)]
-    fn clone3_flags(&self) -> Option<u64> {
-        let args = self.registers()[0] as *const u64;
-        // SAFETY: a checked read of user memory; fails cleanly on a bad address.
-        unsafe { bpf_probe_read_user(args) }.ok()
-    }
-}
-
-/// Offsets of `task_struct.pid` and `task_struct.tgid`, from the kernel's BTF (agent,
-/// at load time): `clone_guard` marks a child by them. Zero: children are not marked.
-#[unsafe(no_mangle)]
-static TASK_IDS_OFFSET: [u32; 2] = [0; 2];
-
-/// `task_newtask`: a fork got past every check with flags the kernel has copied, which
-/// no other thread can change any more. If they ask for a namespace the caller's
-/// enforcing policy denies (`clone3` whose flags changed after `sys_enter` read them),
-/// kill the caller and mark the child, which dies before it runs (see `MARK_DOOMED`).
-#[btf_tracepoint(function = "task_newtask")]
-pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
-    let clone_flags: u64 = ctx.arg(1);
-    if clone_flags & CLONE_NEW_ANY == 0 {
-        return 0;
-    }
-    // SAFETY: helper with no arguments; the pointer is only used for BTF-checked loads.
-    let current = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let cgroup_id = current_cgroup_id(current);
-    let Some(slot_id) = bound_slot(cgroup_id) else {
-        return 0;
-    };
-    let Some(slot) = POLICIES.get(slot_id) else {
-        return 0;
-    };
-    if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + NEW_NAMESPACE_INDEX) {
-        // SAFETY: per-CPU counter; this program does not nest with itself on a CPU.
-        unsafe { *count += 1 };
-    }
-    if slot.mode != mode::ENFORCE
-        || !(slot.action == action::KILL || slot.action == action::DENY_OR_KILL)
-        || !clone_flags_denied(slot, clone_flags)
-    {
-        return 0;
-    }
-    kill_current(&ctx, cgroup_id);
-    // A thread of the caller dies with it; another process is marked.
-    // SAFETY: a read of this program's frozen .rodata.
-    let ids = unsafe { core::ptr::read_volatile(&TASK_IDS_OFFSET) };
-    if clone_flags & CLONE_THREAD == 0 && ids[0] != 0 && ids[1] != 0 {
-        let child: *const u8 = ctx.arg(0);
-        // SAFETY: BTF-checked loads at offsets from the kernel's BTF.
-        let (pid, tgid) = unsafe {
-            (
-                core::ptr::read_volatile(child.wrapping_add(ids[0] as usize) as *const u32),
-                core::ptr::read_volatile(child.wrapping_add(ids[1] as usize) as *const u32),
-            )
-        };
-        let mark = DenyMark {
-            // SAFETY: plain helper call.
-            boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-            cgroup_id,
-            id: CLONE3 as i64,
-            index: CLONE3,
-            slot: slot_id,
-            consumed: 0,
-            hook: 0,
-            fallback_kill: 1,
-            kind: MARK_DOOMED,
-            errno: EPERM as u32,
-            event_flags: 0,
-            args: [0; 2],
-        };
-        if DENY_MARKS
-            .insert(((tgid as u64) << 32) | pid as u64, mark, 0)
-            .is_ok()
-        {
-            pending_add(1);
-        } else {
-            bump(stat::MARK_FAILED);
-        }
-    }
-    emit(&Report {
-        slot: slot_id,
-        mode: slot.mode,
-        outcome: Outcome::KilledAfter as u32,
-        cgroup_id,
-        id: CLONE3 as i64,
-        index: CLONE3,
-        hook: 0,
-        flags: EVENT_NEW_NAMESPACE | EVENT_ARGS,
-        args: [clone_flags, 0],
-    });
-    0
-}
-
-/// Kill the current task if it is a child marked by `clone_guard`, from `sys_enter`
-/// (its syscall then runs: the deny path's `sys_exit` gets it before that, on its
-/// return from the fork). Whether it was.
-#[inline(always)]
-fn doomed(ctx: &BtfTracePointContext, slot: u32, cgroup_id: u64, id: i64, index: u32) -> bool {
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    // SAFETY: plain data.
-    if !unsafe { DENY_MARKS.get(key) }.is_some_and(|m| m.kind == MARK_DOOMED) {
-        return false;
-    }
-    if DENY_MARKS.remove(key).is_ok() {
-        pending_add(u64::MAX);
-    }
-    kill_current(ctx, cgroup_id);
-    emit(&Report {
-        slot,
-        mode: mode::ENFORCE,
-        outcome: Outcome::KilledAfter as u32,
-        cgroup_id,
-        id,
-        index,
-        hook: 0,
-        flags: EVENT_NEW_NAMESPACE,
-        args: [0; 2],
-    });
-    true
-}
-
-/// The arguments that decided a violation, for its event, when the decision read any
-/// (a syscall judged on its arguments): ([`EVENT_ARGS`], args), else (0, zeros).
-#[inline(always)]
-fn deciding_args(
-    ctx: &BtfTracePointContext,
-    compat: bool,
-    slot: &PolicySlot,
-    index: Option<u32>,
-) -> (u32, [u64; 2]) {
-    match index {
-        Some(i) if slot.judges_arguments(i) => {
-            let call = Call { ctx, compat };
-            let regs = call.registers();
-            let first = if i & 511 == CLONE3 {
-                call.clone3_flags().unwrap_or(0)
-            } else {
-                regs[0]
-            };
-            (EVENT_ARGS, [first, regs[1]])
-        }
-        _ => (0, [0; 2]),
-    }
-}
-
 #[inline(always)]
 fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
     let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
@@ -730,30 +549,6 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 /// io_uring worker threads (`PF_IO_WORKER`) apart.
 #[unsafe(no_mangle)]
 static TASK_FLAGS_OFFSET: u32 = 0;
-
-/// `-errno` for an LSM hook to return, `errno` within 1..=4095 (else EPERM). The
-/// verifier requires a hook's return value in [-4095, 0], and before 6.13 it tracks
-/// no range through a negation, which the compiler emits for `-errno`: the subtraction
-/// `0 - errno` is written in assembly so that the verifier sees it and its range.
-#[inline(always)]
-fn hook_error(errno: u32) -> i32 {
-    let e = (errno & 0xfff) as u64;
-    if e == 0 || e != errno as u64 {
-        return -EPERM;
-    }
-    let ret: u64;
-    // SAFETY: register arithmetic only.
-    unsafe {
-        core::arch::asm!(
-            "{r} = 0",
-            "{r} -= {e}",
-            r = out(reg) ret,
-            e = in(reg) e,
-            options(pure, nomem, nostack),
-        );
-    }
-    ret as i32
-}
 
 /// Every LSM hook: fail the operation if the current thread is in a syscall its policy
 /// denies (the first hook to do so is recorded for the report), or if it is io_uring
@@ -992,101 +787,6 @@ fn in_compat_syscall(task: *const u8) -> bool {
     let status =
         unsafe { core::ptr::read_volatile(task.wrapping_add(offset as usize) as *const u32) };
     status & TS_COMPAT != 0
-}
-
-/// Whether an event for (cgroup, syscall) may be sent now: `Some(n)` with the number
-/// suppressed since the last one sent, or `None` past the limit. Updates race between
-/// CPUs, which makes the limit approximate; counts stay exact in COUNTS.
-#[inline(always)]
-fn rate_limit(cgroup_id: u64, index: u32) -> Option<u32> {
-    let limit = SETTINGS
-        .get(0)
-        .map_or(DEFAULT_EVENTS_PER_SECOND, |s| s.events_per_second);
-    if limit == 0 {
-        return Some(0);
-    }
-    let key = RateKey {
-        cgroup_id,
-        index,
-        _reserved: 0,
-    };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_ns() };
-    match EVENT_LIMITS.get_ptr_mut(key) {
-        Some(state) => {
-            // SAFETY: map value; concurrent updates only make the limit approximate.
-            unsafe {
-                if now.wrapping_sub((*state).window_start_ns) >= 1_000_000_000 {
-                    (*state).window_start_ns = now;
-                    (*state).sent = 0;
-                }
-                if (*state).sent >= limit {
-                    (*state).suppressed += 1;
-                    return None;
-                }
-                (*state).sent += 1;
-                let suppressed = (*state).suppressed;
-                (*state).suppressed = 0;
-                Some(suppressed)
-            }
-        }
-        None => {
-            let state = RateState {
-                window_start_ns: now,
-                sent: 1,
-                suppressed: 0,
-            };
-            let _ = EVENT_LIMITS.insert(key, state, 0);
-            Some(0)
-        }
-    }
-}
-
-/// One event's fields, as `emit` writes them.
-struct Report {
-    slot: u32,
-    mode: u32,
-    outcome: u32,
-    cgroup_id: u64,
-    id: i64,
-    index: u32,
-    hook: u32,
-    flags: u32,
-    /// The arguments that decided it (with [`EVENT_ARGS`] in `flags`), else zeros.
-    args: [u64; 2],
-}
-
-#[inline(always)]
-fn emit(r: &Report) {
-    let Some(suppressed) = rate_limit(r.cgroup_id, r.index) else {
-        bump(stat::EVENTS_SUPPRESSED);
-        return;
-    };
-    let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
-        bump(stat::EVENTS_DROPPED);
-        return;
-    };
-    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
-    entry.write(ViolationEvent {
-        // SAFETY: plain helper call.
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        cgroup_id: r.cgroup_id,
-        id: r.id,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        index: r.index,
-        slot: r.slot,
-        mode: r.mode,
-        outcome: r.outcome,
-        comm,
-        hook: r.hook,
-        flags: r.flags,
-        suppressed,
-        _reserved: 0,
-        args: r.args,
-    });
-    entry.submit(0);
 }
 
 #[inline(always)]

@@ -9,15 +9,17 @@
 //! a seccomp rule `arg0 != 40` and still creates a vsock socket; it does not pass
 //! sysfence's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
 use marked_yaml::Spanned;
 use probe_common::{ArgCond, arg_op};
 
+use super::compile::{Action, Mode, SetCatalog, check_name};
 use super::diag::{Diagnostic, start};
-use super::model::ArgRuleDoc;
+use super::model::{ArgRuleDoc, PolicySpec};
+use crate::syscall_table;
 
 /// A comparison operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -392,4 +394,209 @@ pub fn add_rule(book: &mut RuleBook, name: &str, rule: Rule) {
     if !rules.iter().any(|r| r.conds == rule.conds) {
         rules.push(rule);
     }
+}
+
+/// Where rules come from: the file, its `rules`, its `errno`, and whether it is the
+/// policy itself (not an included set).
+type RuleSource<'a> = (
+    &'a Path,
+    &'a [Spanned<ArgRuleDoc>],
+    &'a BTreeMap<String, Spanned<String>>,
+    bool,
+);
+
+/// `spec.rules`, `spec.errno` and `spec.namespaces`, with the rules and errnos of the
+/// included sets (`included`): the rule book, the errnos, and whether namespaces are
+/// denied. Takes out of `names` what `namespaces: deny` denies, and `clone`, which it
+/// allows for some flags only.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn compile_arguments(
+    path: &Path,
+    spec: &PolicySpec,
+    catalog: &SetCatalog,
+    included: &BTreeSet<String>,
+    names: &mut BTreeSet<String>,
+    listed: &BTreeMap<&str, &Spanned<String>>,
+    mode: Mode,
+    action: Action,
+    diags: &mut Vec<Diagnostic>,
+) -> (RuleBook, BTreeMap<String, u32>, bool) {
+    let denied: BTreeSet<&str> = spec.deny.iter().map(|d| d.as_str()).collect();
+    let mut book = RuleBook::new();
+    let mut errnos: BTreeMap<String, u32> = BTreeMap::new();
+    // The sets' first, then the policy's own (whose errno wins).
+    let mut sources: Vec<RuleSource> = Vec::new();
+    for set in included {
+        if let Some((set_path, doc)) = catalog.get(set) {
+            sources.push((set_path, &doc.spec.rules, &doc.spec.errno, false));
+        }
+    }
+    sources.push((path, &spec.rules, &spec.errno, true));
+    for (file, rule_docs, errno_docs, own) in sources {
+        for doc in rule_docs {
+            let Some(rule) = compile_rule(file, doc, diags) else {
+                continue;
+            };
+            for n in &doc.names {
+                if !check_name(file, n, diags) {
+                    continue;
+                }
+                check_widths(file, n, &rule, diags);
+                if denied.contains(n.as_str()) {
+                    if own {
+                        diags.push(Diagnostic::warning(
+                            file,
+                            start(n.span()),
+                            format!("`{}` is denied: its argument rule has no effect", **n),
+                        ));
+                    }
+                    continue;
+                }
+                if names.contains(n.as_str()) {
+                    if own {
+                        diags.push(
+                            Diagnostic::warning(
+                                file,
+                                start(n.span()),
+                                format!(
+                                    "`{}` is allowed whatever its arguments (allow or include): \
+                                     its argument rule has no effect",
+                                    **n
+                                ),
+                            )
+                            .with_help("remove it from `allow` (or from the included set) to judge its arguments"),
+                        );
+                    }
+                    continue;
+                }
+                add_rule(&mut book, n, rule.clone());
+            }
+        }
+        for (name, value) in errno_docs {
+            let at = start(value.span());
+            if !syscall_table::all_names().contains(name.as_str()) {
+                diags.push(
+                    Diagnostic::error(file, at, format!("`errno` names unknown syscall `{name}`"))
+                        .with_help("keys of `errno` are syscall names, e.g. `clone3`"),
+                );
+                continue;
+            }
+            let Some(n) = parse_errno(value) else {
+                diags.push(
+                    Diagnostic::error(file, at, format!("unknown errno `{}`", **value)).with_help(
+                        format!(
+                            "an errno name ({}) or a number from 1 to {}",
+                            ERRNO_NAMES
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            MAX_ERRNO
+                        ),
+                    ),
+                );
+                continue;
+            };
+            if own && names.contains(name.as_str()) {
+                diags.push(Diagnostic::warning(
+                    file,
+                    at,
+                    format!("`{name}` is allowed: its errno has no effect"),
+                ));
+            }
+            if n == probe_common::EPERM {
+                errnos.remove(name);
+            } else {
+                errnos.insert(name.clone(), n);
+            }
+        }
+        if own
+            && mode == Mode::Enforce
+            && action == Action::Kill
+            && let Some((name, first)) = errno_docs.iter().next()
+        {
+            let message = if errno_docs.len() == 1
+                && name == "clone3"
+                && parse_errno(first) == Some(ENOSYS)
+            {
+                "`errno` is what `action: deny` fails a syscall with; under `action: kill` no \
+                 errno is returned, so clone3, whose ENOSYS sends glibc to clone, is allowed \
+                 where clone is (without namespace flags, if clone's rules keep them clear)"
+            } else {
+                "`errno` is what `action: deny` fails a syscall with; under `action: kill` a \
+                 denied syscall runs and its task is killed, and no errno is returned"
+            };
+            diags.push(
+                Diagnostic::warning(path, start(first.span()), message)
+                    .with_help("set `action: deny` (needs BPF LSM; `sysfence doctor` says whether this kernel has it)"),
+            );
+        }
+    }
+    // What is allowed unconditionally needs no errno.
+    errnos.retain(|n, _| !names.contains(n.as_str()));
+
+    let from_sets = included.iter().find(|set| {
+        catalog
+            .get(set)
+            .and_then(|(_, doc)| doc.spec.namespaces.as_ref())
+            .is_some_and(|v| v.as_str() == "deny")
+    });
+    let deny_namespaces = match spec.namespaces.as_ref() {
+        None => from_sets.is_some(),
+        Some(v) => match v.as_str() {
+            "deny" => true,
+            "allow" => false,
+            other => {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(v.span()),
+                        format!("unknown namespaces choice `{other}`"),
+                    )
+                    .with_help(
+                        "namespaces is `deny` (no new namespace, by any syscall) or `allow`",
+                    ),
+                );
+                false
+            }
+        },
+    };
+    if deny_namespaces {
+        for syscall in ["unshare", "setns"] {
+            if let Some(n) = listed.get(syscall) {
+                diags.push(Diagnostic::warning(
+                    path,
+                    start(n.span()),
+                    format!("`namespaces: deny` denies `{syscall}`: allowing it has no effect"),
+                ));
+            }
+            names.remove(syscall);
+            book.remove(syscall);
+        }
+        if names.remove("clone") {
+            book.insert(
+                "clone".to_string(),
+                vec![Rule {
+                    conds: vec![NO_NEW_NAMESPACE],
+                    comment: Some("namespaces: deny".to_string()),
+                }],
+            );
+        } else if let Some(rules) = book.get_mut("clone") {
+            for rule in rules.iter_mut() {
+                if rule.conds.contains(&NO_NEW_NAMESPACE) {
+                    continue;
+                }
+                if rule.conds.len() >= probe_common::MAX_ARG_CONDS {
+                    diags.push(Diagnostic::error(
+                        path,
+                        spec.namespaces.as_ref().and_then(|v| start(v.span())),
+                        "a `clone` rule has six conditions: `namespaces: deny` cannot add its own",
+                    ));
+                    continue;
+                }
+                rule.conds.push(NO_NEW_NAMESPACE);
+            }
+        }
+    }
+    (book, errnos, deny_namespaces)
 }

@@ -21,9 +21,13 @@
 //! specificity are a conflict, which `check` and the agent reject.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use glob::{MatchOptions, Pattern};
+use marked_yaml::Spanned;
 
+use super::diag::{Diagnostic, start};
+use super::model::Selector;
 use crate::model::Workload;
 
 /// `*` stops at `/`: `kubepods/*/pod*/*` matches one level per `*`.
@@ -344,5 +348,199 @@ impl CompiledSelector {
             (Some(a), Some(b)) => a.may_overlap(b),
             _ => true,
         }
+    }
+}
+
+/// Where a selector starts, for diagnostics about it: its first field that is set.
+pub(super) fn first_selector_marker(sel: &Selector) -> Option<marked_yaml::Marker> {
+    [
+        sel.namespace.as_ref().map(|v| v.span()),
+        sel.pod_labels.as_ref().map(|v| v.span()),
+        sel.container.as_ref().map(|v| v.span()),
+        sel.image.as_ref().map(|v| v.span()),
+        sel.runtime.as_ref().map(|v| v.span()),
+        sel.cgroup_path.as_ref().map(|v| v.span()),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(start)
+    .min_by_key(|m| (m.line(), m.column()))
+}
+
+/// Compile `spec.selector`, reporting bad globs, label syntax and operators.
+pub(super) fn compile_selector(
+    path: &Path,
+    sel: &Selector,
+    diags: &mut Vec<Diagnostic>,
+) -> CompiledSelector {
+    let mut out = CompiledSelector::default();
+    let text = |v: &Spanned<String>, field: &str, diags: &mut Vec<Diagnostic>| {
+        let t = v.trim().to_string();
+        if t.is_empty() {
+            diags.push(Diagnostic::error(
+                path,
+                start(v.span()),
+                format!("`{field}` is empty"),
+            ));
+        }
+        t
+    };
+    if let Some(ns) = &sel.namespace {
+        let t = text(ns, "namespace", diags);
+        if !t.is_empty() && !valid_dns_label(&t) {
+            diags.push(
+                Diagnostic::error(path, start(ns.span()), format!("invalid namespace `{t}`"))
+                    .with_help("a Kubernetes namespace is a DNS label: lowercase letters, digits and `-`, at most 63"),
+            );
+        }
+        out.namespace = Some(t);
+    }
+    if let Some(c) = &sel.container {
+        out.container = Some(text(c, "container", diags));
+    }
+    if let Some(r) = &sel.runtime {
+        let t = text(r, "runtime", diags);
+        if !t.is_empty() && !KNOWN_RUNTIMES.contains(&t.as_str()) {
+            diags.push(
+                Diagnostic::warning(
+                    path,
+                    start(r.span()),
+                    format!("`{t}` is not a runtime sysfence recognises: it matches a CRI runtime handler of that name only"),
+                )
+                .with_help(format!("runtimes: {}", KNOWN_RUNTIMES.join(", "))),
+            );
+        }
+        out.runtime = Some(t);
+    }
+    if let Some(i) = &sel.image {
+        let t = text(i, "image", diags);
+        match Glob::image(&t) {
+            Ok(g) => out.image = Some(g),
+            Err(e) => diags.push(Diagnostic::error(
+                path,
+                start(i.span()),
+                format!("invalid image glob `{t}`: {e}"),
+            )),
+        }
+    }
+    if let Some(p) = &sel.cgroup_path {
+        let t = p.trim_start_matches('/').to_string();
+        match Glob::path(&t) {
+            Ok(g) => out.cgroup_path = Some(g),
+            Err(e) => diags.push(Diagnostic::error(
+                path,
+                start(p.span()),
+                format!("invalid cgroupPath glob `{}`: {e}", **p),
+            )),
+        }
+    }
+    if let Some(labels) = &sel.pod_labels {
+        let mut ls = LabelSelector::default();
+        for (key, value) in &labels.match_labels {
+            check_label_key(path, key, start(value.span()), diags);
+            check_label_value(path, value, diags);
+            ls.requirements.push(Requirement {
+                key: key.clone(),
+                op: Op::In,
+                values: [value.to_string()].into(),
+            });
+        }
+        for e in &labels.match_expressions {
+            check_label_key(path, &e.key, start(e.key.span()), diags);
+            let Some(op) = Op::parse(&e.operator) else {
+                diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(e.operator.span()),
+                        format!("unknown operator `{}`", *e.operator),
+                    )
+                    .with_help(format!("operator is one of: {}", Op::NAMES)),
+                );
+                continue;
+            };
+            match op {
+                Op::In | Op::NotIn if e.values.is_empty() => diags.push(Diagnostic::error(
+                    path,
+                    start(e.operator.span()),
+                    format!("`{}` needs a non-empty `values` list", *e.operator),
+                )),
+                Op::Exists | Op::DoesNotExist if !e.values.is_empty() => diags.push(
+                    Diagnostic::error(
+                        path,
+                        start(e.values[0].span()),
+                        format!("`{}` takes no `values`", *e.operator),
+                    )
+                    .with_help("remove `values`, or use `In` / `NotIn`"),
+                ),
+                _ => {}
+            }
+            for v in &e.values {
+                check_label_value(path, v, diags);
+            }
+            ls.requirements.push(Requirement {
+                key: e.key.to_string(),
+                op,
+                values: e.values.iter().map(|v| v.to_string()).collect(),
+            });
+        }
+        if !LabelSelector::satisfiable(ls.requirements.iter()) {
+            diags.push(Diagnostic::warning(
+                path,
+                start(labels.span()),
+                "these label requirements contradict each other: the selector matches no pod",
+            ));
+        }
+        out.pod_labels = Some(ls);
+    }
+    out
+}
+
+/// A DNS label (RFC 1123), as Kubernetes namespaces are.
+fn valid_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A label name or value segment: alphanumerics, `-`, `_`, `.`, alphanumeric at both ends.
+fn valid_label_segment(s: &str, max: usize) -> bool {
+    s.len() <= max
+        && (s.is_empty()
+            || (s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && s.as_bytes()[0].is_ascii_alphanumeric()
+                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()))
+}
+
+fn check_label_key(
+    path: &Path,
+    key: &str,
+    at: Option<marked_yaml::Marker>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok =
+        prefix.is_none_or(|p| !p.is_empty() && p.len() <= 253 && p.split('.').all(valid_dns_label));
+    if name.is_empty() || !valid_label_segment(name, 63) || !prefix_ok {
+        diags.push(
+            Diagnostic::error(path, at, format!("invalid label key `{key}`"))
+                .with_help("a label key is `[prefix/]name`: name up to 63 alphanumerics, `-`, `_`, `.`; prefix a DNS subdomain"),
+        );
+    }
+}
+
+fn check_label_value(path: &Path, value: &Spanned<String>, diags: &mut Vec<Diagnostic>) {
+    if !valid_label_segment(value, 63) {
+        diags.push(
+            Diagnostic::error(path, start(value.span()), format!("invalid label value `{}`", **value))
+                .with_help("a label value is up to 63 alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric"),
+        );
     }
 }
