@@ -269,29 +269,17 @@ pub fn from_recording(
         for s in &w.syscalls {
             total += s.count;
             let key = SyscallKey::new(&s.abi, &s.syscall);
-            // Forks into a new namespace: a would-be denial under `namespaces: deny`.
-            if key.is_new_namespace() {
-                if slot.flags & probe_common::SLOT_DENY_NAMESPACES != 0 {
-                    denials.push(Denial {
-                        label: key.label(),
-                        abi: s.abi.clone(),
-                        syscall: s.syscall.clone(),
-                        count: s.count,
-                        first_ms: s.first_ms,
-                        last_ms: s.last_ms,
-                        pid: None,
-                        comm: None,
-                        exe: None,
-                    });
-                }
-                continue;
-            }
-            // A recording holds counts, not arguments: a syscall the policy allows for
-            // some arguments only is taken as allowed (its rules are judged live).
-            let index = key.index();
-            if index.is_some_and(|i| slot.judges_arguments(i))
-                || decide(&slot, index, &probe_common::UnknownArgs) == Decision::Allow
-            {
+            let denied = if key.is_new_namespace() {
+                // Forks into a new namespace: a would-be denial under `namespaces: deny`.
+                slot.flags & probe_common::SLOT_DENY_NAMESPACES != 0
+            } else {
+                // A recording holds counts, not arguments: a syscall the policy allows
+                // for some arguments only is taken as allowed (its rules are judged live).
+                let index = key.index();
+                !(index.is_some_and(|i| slot.judges_arguments(i))
+                    || decide(&slot, index, &probe_common::UnknownArgs) == Decision::Allow)
+            };
+            if !denied {
                 continue;
             }
             denials.push(Denial {
