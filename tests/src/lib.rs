@@ -8,6 +8,7 @@ pub mod agent;
 pub mod catalog;
 pub mod gate;
 pub mod metrics;
+pub mod namespaces;
 pub mod oci;
 pub mod process;
 

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use serde_json::Value;
-use sysfence_tests::*;
+use sysfence_tests::{namespaces::*, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -23,12 +23,6 @@ fn on_host(test: &str) -> bool {
     }
     privileged(test)
 }
-
-/// Docker's default seccomp profile, as Debian 12 ships it (tests/fixtures/README.md).
-const DOCKER_DEFAULT: &str = include_str!("../fixtures/docker-default-seccomp.json");
-
-/// CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS.
-const NEW_USER_NET_UTS: &str = "0x54000000";
 
 fn policy(dir: &Path, extra: &str) -> std::path::PathBuf {
     write_policy(
@@ -81,11 +75,10 @@ fn assert_clone_allowed(policy: &Path, entry: &str, flags: &str) {
     let (code, report, stdout) = attempt(policy, &[entry, flags, marker.to_str().unwrap()]);
     assert_eq!(code, 0, "{entry} {flags}: {stdout}\n{report:#}");
     assert!(stdout.contains("clone: ok child exited 0"), "{stdout}");
-    let own = std::fs::read_link("/proc/self/ns/user").unwrap();
     assert_eq!(
-        std::fs::read_to_string(&marker).unwrap(),
-        own.display().to_string(),
-        "the child must stay in the caller's user namespace"
+        children_namespaces(&marker),
+        vec![own_user_namespace()],
+        "one child, in the caller's user namespace"
     );
 }
 
@@ -125,15 +118,6 @@ fn clone_asking_for_namespaces_is_killed_before_the_child_exists() {
     }
 }
 
-/// The lines of a clone3 marker: the user namespace of every child that ran.
-fn children_namespaces(marker: &Path) -> Vec<String> {
-    std::fs::read_to_string(marker)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace() {
     if !on_host("clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace") {
@@ -141,10 +125,7 @@ fn clone3_asking_for_namespaces_never_gives_a_child_a_new_namespace() {
     }
     let dir = tempfile::tempdir().unwrap();
     let p = policy(dir.path(), "");
-    let own = std::fs::read_link("/proc/self/ns/user")
-        .unwrap()
-        .display()
-        .to_string();
+    let own = own_user_namespace();
     // Honest: the flags are in memory when sys_enter reads them.
     let marker = dir.path().join("honest");
     let (code, report, stdout) =
@@ -240,19 +221,7 @@ fn docker_default_imported_as_is_stops_namespaces_and_keeps_threads() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("docker-default-seccomp.json");
-    std::fs::write(&profile, DOCKER_DEFAULT).unwrap();
-    let imported = dir.path().join("docker.yaml");
-    let out = sysfence()
-        .args(["policy", "import-seccomp"])
-        .arg(&profile)
-        .arg("-o")
-        .arg(&imported)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let yaml = std::fs::read_to_string(&imported).unwrap();
+    let yaml = import_docker_default(dir.path());
     assert!(yaml.contains("clone3: ENOSYS"), "{yaml}");
     // As is, but enforced (the import comes out in audit mode).
     let enforced = dir.path().join("docker-enforce.yaml");

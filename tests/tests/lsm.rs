@@ -4,7 +4,7 @@
 //! `cargo xtask vm-test` passes `--include-ignored`.
 
 use serde_json::Value;
-use sysfence_tests::*;
+use sysfence_tests::{namespaces::*, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -289,25 +289,6 @@ fn a_policed_task_cannot_signal_the_agent_or_write_bpffs() {
     std::fs::remove_dir(&target).unwrap();
 }
 
-/// CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWUTS.
-const NEW_USER_NET_UTS: &str = "0x54000000";
-
-/// The user namespace of every child a clone verb's marker recorded.
-fn children_namespaces(marker: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(marker)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-fn own_user_namespace() -> String {
-    std::fs::read_link("/proc/self/ns/user")
-        .unwrap()
-        .display()
-        .to_string()
-}
-
 /// Under `action: deny`, clone and clone3 asking for new namespaces fail (EPERM, or the
 /// errno chosen) before any child exists, and the caller lives on; threads and forks
 /// keep working. The race on clone3's flags in memory gets no child into a new
@@ -435,23 +416,7 @@ fn docker_default_imported_denies_namespaces_with_its_errnos() {
     ));
     let own = own_user_namespace();
     let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("docker-default-seccomp.json");
-    std::fs::write(
-        &profile,
-        include_str!("../fixtures/docker-default-seccomp.json"),
-    )
-    .unwrap();
-    let imported = dir.path().join("docker.yaml");
-    let out = sysfence()
-        .args(["policy", "import-seccomp"])
-        .arg(&profile)
-        .arg("-o")
-        .arg(&imported)
-        .output()
-        .unwrap();
-    let (_, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let yaml = std::fs::read_to_string(&imported).unwrap();
+    let yaml = import_docker_default(dir.path());
     let p = dir.path().join("docker-deny.yaml");
     std::fs::write(
         &p,

@@ -31,7 +31,7 @@
 //! Verbs for the argument-rule tests (tests/tests/args.rs):
 //!
 //! sf-syscalls clone FLAGS MARKER  one raw clone(FLAGS | SIGCHLD) (FLAGS decimal or 0x hex,
-//!                                 all 64 bits); the child writes its user namespace
+//!                                 all 64 bits); the child appends its user namespace
 //!                                 to MARKER and exits 0; the parent prints
 //!                                 `clone: ok child exited S` or `clone: error: ...`
 //! sf-syscalls clone80 FLAGS MARKER  the same through i386 `int 0x80` (flags in ebx)
@@ -378,12 +378,7 @@ fn clone_verb(int80: bool, flags: u64, marker: &str) {
         unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) }
     };
     if r == 0 {
-        let ns = std::fs::read_link("/proc/self/ns/user")
-            .map(|l| l.display().to_string())
-            .unwrap_or_default();
-        let _ = std::fs::write(marker, ns);
-        // SAFETY: leave the child at once, without running the parent's exit handlers.
-        unsafe { libc::_exit(0) };
+        child_reports_namespace(marker);
     }
     if r < 0 {
         println!("clone: error: {}", std::io::Error::last_os_error());
@@ -408,18 +403,43 @@ struct CloneArgs {
     tls: u64,
 }
 
+impl CloneArgs {
+    /// A fork-like clone3 (no CLONE_VM, no stack) with `flags`, exit signal SIGCHLD.
+    fn fork_like(flags: u64) -> CloneArgs {
+        CloneArgs {
+            flags,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+        }
+    }
+}
+
+/// In a child made by a clone verb: append the child's user namespace to `marker`,
+/// then leave at once, without running the parent's exit handlers.
+fn child_reports_namespace(marker: &str) -> ! {
+    let ns = std::fs::read_link("/proc/self/ns/user")
+        .map(|l| l.display().to_string())
+        .unwrap_or_default();
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(marker)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{ns}");
+    }
+    // SAFETY: ends this child process only.
+    unsafe { libc::_exit(0) }
+}
+
 /// One clone3 with its arguments in an untouched private mapping of a memfd.
 fn clone3_unmapped(flags: u64, marker: &str) {
-    let args = CloneArgs {
-        flags,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-    };
+    let args = CloneArgs::fork_like(flags);
     let size = std::mem::size_of::<CloneArgs>();
     // SAFETY: plain syscalls on a new memfd and a new mapping of it; the mapping is
     // only read by the kernel.
@@ -442,12 +462,7 @@ fn clone3_unmapped(flags: u64, marker: &str) {
     // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork.
     let r = unsafe { libc::syscall(libc::SYS_clone3, ptr, size) };
     if r == 0 {
-        let ns = std::fs::read_link("/proc/self/ns/user")
-            .map(|l| l.display().to_string())
-            .unwrap_or_default();
-        let _ = std::fs::write(marker, format!("{ns}\n"));
-        // SAFETY: leave the child at once.
-        unsafe { libc::_exit(0) };
+        child_reports_namespace(marker);
     }
     if r < 0 {
         println!("clone3: error: {}", std::io::Error::last_os_error());
@@ -463,16 +478,7 @@ fn clone3_unmapped(flags: u64, marker: &str) {
 /// meanwhile. Each child appends its user namespace to `marker` and exits.
 fn clone3_verb(flags: u64, marker: &str, rounds: u64, race: bool) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let args = Box::leak(Box::new(CloneArgs {
-        flags,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-    }));
+    let args = Box::leak(Box::new(CloneArgs::fork_like(flags)));
     let at = &raw mut args.flags as usize;
     static STOP: AtomicBool = AtomicBool::new(false);
     let flipper = race.then(|| {
@@ -498,19 +504,7 @@ fn clone3_verb(flags: u64, marker: &str, rounds: u64, race: bool) {
             )
         };
         if r == 0 {
-            let ns = std::fs::read_link("/proc/self/ns/user")
-                .map(|l| l.display().to_string())
-                .unwrap_or_default();
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(marker)
-            {
-                use std::io::Write;
-                let _ = writeln!(f, "{ns}");
-            }
-            // SAFETY: leave the child at once.
-            unsafe { libc::_exit(0) };
+            child_reports_namespace(marker);
         }
         if r < 0 && !race {
             println!("clone3: error: {}", std::io::Error::last_os_error());
