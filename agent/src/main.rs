@@ -349,6 +349,12 @@ enum Command {
         /// past it events are counted as suppressed (counts stay exact). 0: no limit.
         #[arg(long, default_value_t = probe_common_default_rate(), value_name = "N")]
         events_per_second: u32,
+        /// Violation events per workload per second, whatever the syscall: the budget
+        /// that keeps a workload cycling through syscall numbers from flooding the
+        /// event path every workload shares. Held-back events count as suppressed
+        /// (totals stay exact); `status` and /metrics show them per workload. 0: no budget.
+        #[arg(long, default_value_t = probe_common_default_budget(), value_name = "N")]
+        workload_events_per_second: u32,
     },
     /// Run an OCI runtime (runc, crun, runsc, youki) with ARGS, binding each container
     /// before its entrypoint runs.
@@ -503,6 +509,10 @@ fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
 
 const fn probe_common_default_rate() -> u32 {
     probe_common::DEFAULT_EVENTS_PER_SECOND
+}
+
+const fn probe_common_default_budget() -> u32 {
+    probe_common::DEFAULT_WORKLOAD_EVENTS_PER_SECOND
 }
 
 fn init_logging(format: LogFormat) {
@@ -673,6 +683,7 @@ fn main() -> ExitCode {
             no_cri,
             runtime_root,
             events_per_second,
+            workload_events_per_second,
             pin_path,
             no_pin,
             uninstall: false,
@@ -705,6 +716,7 @@ fn main() -> ExitCode {
                         },
                         runtime_roots: runtime_root,
                         events_per_second,
+                        workload_events_per_second,
                         pin_root: (!no_pin).then_some(pin_path),
                         api_socket,
                         api_socket_uids: api_socket_uid,

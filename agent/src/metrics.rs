@@ -40,12 +40,25 @@ pub struct Snapshot {
     pub last_reload_success: f64,
     pub events_dropped: u64,
     pub events_suppressed: u64,
+    /// Of those suppressed, the events workloads' budgets held back.
+    pub events_held: u64,
+    /// Workloads with held or dropped events.
+    pub budgets: Vec<BudgetRow>,
     pub kill_failed: u64,
     pub mark_failed: u64,
     pub slots_used: u64,
     pub slots_capacity: u64,
     /// Probe state labels: pinned, adopted, deny path, layout.
     pub probe: Labels,
+}
+
+/// A workload's events its budget held back and the full ring buffer lost (`status`,
+/// `/metrics`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BudgetRow {
+    pub workload: crate::model::WorkloadRef,
+    pub held: u64,
+    pub dropped: u64,
 }
 
 /// The labels of one `sysfence_violations_total` series.
@@ -154,6 +167,11 @@ pub fn render(s: &Snapshot) -> String {
             s.events_suppressed,
         ),
         (
+            "events_held",
+            "Of the suppressed events, those held back by a workload's event budget",
+            s.events_held,
+        ),
+        (
             "kill_failed",
             "Kills the probe could not send",
             s.kill_failed,
@@ -168,6 +186,33 @@ pub fn render(s: &Snapshot) -> String {
         c.inc_by(v);
         registry.register(name, help, c);
     }
+    let held = Family::<Labels, Counter>::default();
+    let dropped = Family::<Labels, Counter>::default();
+    for row in &s.budgets {
+        let w = &row.workload;
+        let labels = vec![
+            ("namespace".into(), w.namespace.clone()),
+            ("pod".into(), w.pod.clone()),
+            ("container".into(), w.container.clone()),
+            ("cgroup".into(), w.cgroup.clone()),
+        ];
+        if row.held > 0 {
+            held.get_or_create(&labels).inc_by(row.held);
+        }
+        if row.dropped > 0 {
+            dropped.get_or_create(&labels).inc_by(row.dropped);
+        }
+    }
+    registry.register(
+        "workload_events_held",
+        "Violation events a workload's budget held back (counted in `violations`), per live workload that had any",
+        held,
+    );
+    registry.register(
+        "workload_events_dropped",
+        "Violation events of a workload lost because the ring buffer was full, per live workload that lost any",
+        dropped,
+    );
     for (name, help, v) in [
         ("policy_slots_used", "Policy slots in use", s.slots_used),
         (

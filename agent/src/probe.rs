@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod events;
 pub mod pins;
 #[cfg(test)]
 mod tests;
@@ -16,7 +17,7 @@ use aya::{
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
     NO_SLOT, PolicySlot, ProbeSettings, RateKey, RateState, ViolationEvent, cache_index,
-    generation, maps, programs, stat,
+    generation, maps, programs,
 };
 
 /// The probe object, built by `build.rs` from `probe-ebpf`.
@@ -57,6 +58,7 @@ pub struct Probe {
     current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
     limits: HashMap<MapData, RateKey, RateState>,
+    budgets: HashMap<MapData, u64, probe_common::EventBudget>,
     layout: KernelLayout,
     /// The pin directory, when the probe is pinned.
     pinned: Option<pins::Pinned>,
@@ -87,6 +89,8 @@ pub struct ProbeStats {
     pub kill_failed: u64,
     pub mark_failed: u64,
     pub events_suppressed: u64,
+    /// Of those suppressed, the events held back by a workload's budget.
+    pub events_held: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -359,6 +363,7 @@ impl Probe {
             settings: take(&mut ebpf, maps::SETTINGS)?,
             stats: take(&mut ebpf, maps::STATS)?,
             limits: take(&mut ebpf, maps::EVENT_LIMITS)?,
+            budgets: take(&mut ebpf, maps::EVENT_BUDGETS)?,
             generation: take(&mut ebpf, maps::GENERATION)?,
             agent_generation: 0,
             memo: false,
@@ -794,9 +799,11 @@ impl Probe {
         self.write_settings()
     }
 
-    /// Violation events per (workload, syscall) per second; 0 = no limit.
-    pub fn set_event_rate(&mut self, per_second: u32) -> anyhow::Result<()> {
-        self.current_settings.events_per_second = per_second;
+    /// Violation events per (workload, syscall) per second, and per workload whatever
+    /// the syscall (its budget); 0 = no limit.
+    pub fn set_event_rate(&mut self, per_key: u32, per_workload: u32) -> anyhow::Result<()> {
+        self.current_settings.events_per_second = per_key;
+        self.current_settings.workload_events_per_second = per_workload;
         self.write_settings()
     }
 
@@ -830,29 +837,6 @@ impl Probe {
             0,
         )?;
         Ok(values.iter().sum())
-    }
-
-    /// Violations suppressed by the rate limit and not yet carried by an event, per
-    /// (cgroup id, syscall index): with the events' own counts, exact totals.
-    pub fn pending_suppressed(&self) -> anyhow::Result<Vec<(u64, u32, u64)>> {
-        let mut out = Vec::new();
-        for item in self.limits.iter() {
-            let (key, state) = item.context("reading EVENT_LIMITS")?;
-            if state.suppressed > 0 {
-                out.push((key.cgroup_id, key.index, u64::from(state.suppressed)));
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn stats(&self) -> anyhow::Result<ProbeStats> {
-        let sum = |i: u32| -> anyhow::Result<u64> { Ok(self.stats.get(&i, 0)?.iter().sum()) };
-        Ok(ProbeStats {
-            events_dropped: sum(stat::EVENTS_DROPPED)?,
-            kill_failed: sum(stat::KILL_FAILED)?,
-            mark_failed: sum(stat::MARK_FAILED)?,
-            events_suppressed: sum(stat::EVENTS_SUPPRESSED)?,
-        })
     }
 }
 

@@ -70,8 +70,11 @@ pub fn render(v: &Value) -> String {
     let stats = &probe["stats"];
     let _ = writeln!(
         out,
-        "events     {} dropped, {} suppressed by the rate limit, {} kills failed",
-        stats["events_dropped"], stats["events_suppressed"], stats["kill_failed"]
+        "events     {} dropped, {} suppressed by the rate limits ({} by workload budgets), {} kills failed",
+        stats["events_dropped"],
+        stats["events_suppressed"],
+        stats["events_held"].as_u64().unwrap_or(0),
+        stats["kill_failed"]
     );
     let reload = &v["last_reload"];
     let _ = write!(out, "reload     last: {}", s(&reload["result"]));
@@ -116,14 +119,7 @@ pub fn render(v: &Value) -> String {
         let _ = writeln!(out, "(none bound)");
     }
     for w in &workloads {
-        let name = match (
-            w["namespace"].as_str(),
-            w["pod"].as_str(),
-            w["container"].as_str(),
-        ) {
-            (Some(ns), Some(pod), Some(c)) if !pod.is_empty() => format!("{ns}/{pod}/{c}"),
-            _ => s(&w["cgroup"]),
-        };
+        let name = workload_name(w);
         let _ = writeln!(
             out,
             "{:<50} {:<20} {:<9} {}",
@@ -133,7 +129,39 @@ pub fn render(v: &Value) -> String {
             s(&w["runtime"])
         );
     }
+    let budgets = v["event_budgets"].as_array().cloned().unwrap_or_default();
+    if !budgets.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nEVENTS HELD OR LOST, PER WORKLOAD (held: past its budget, counted; dropped: lost)\n\
+             WORKLOAD                                                 HELD    DROPPED"
+        );
+        for b in &budgets {
+            let _ = writeln!(
+                out,
+                "{:<50} {:>10} {:>10}",
+                workload_name(&b["workload"]),
+                s(&b["held"]),
+                s(&b["dropped"])
+            );
+        }
+    }
     out
+}
+
+/// `namespace/pod/container` when known, else the cgroup path (else its id).
+fn workload_name(w: &Value) -> String {
+    match (
+        w["namespace"].as_str(),
+        w["pod"].as_str(),
+        w["container"].as_str(),
+    ) {
+        (Some(ns), Some(pod), Some(c)) if !pod.is_empty() => format!("{ns}/{pod}/{c}"),
+        _ => match w["cgroup"].as_str() {
+            Some(c) if !c.is_empty() => c.to_string(),
+            _ => format!("cgroup id {}", w["cgroup_id"]),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +180,7 @@ mod tests {
             "last_reload": {"result": "rejected", "errors": ["web.yaml:4:3: error: unknown syscall `reed`"]},
             "policies": [{"name": "web", "mode": "enforce", "bound": 2, "allowed": 120, "file": "web.yaml"}],
             "workloads": [{"cgroup": "a/b", "namespace": "", "pod": "", "container": "", "policy": "web", "mode": "enforce", "runtime": "runc"}],
+            "event_budgets": [{"workload": {"cgroup_id": 9, "cgroup": "a/flood", "namespace": "", "pod": "", "container": ""}, "held": 4242, "dropped": 0}],
         });
         assert!(!healthy(&v));
         let text = render(&v);
@@ -166,5 +195,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("a/b"), "{text}");
+        assert!(
+            text.contains(
+                "a/flood                                                  4242          0"
+            ),
+            "{text}"
+        );
     }
 }

@@ -480,18 +480,61 @@ pub struct ProbeSettings {
     /// Violation events per (cgroup, syscall) per second; past it, events are counted
     /// as suppressed (and carried by the next event) instead of sent. 0 = no limit.
     pub events_per_second: u32,
+    /// Violation events per workload (cgroup) per second, whatever the syscalls: the
+    /// budget that keeps one workload cycling through syscall numbers from filling the
+    /// ring buffer that every workload shares. Past it, events are counted as suppressed
+    /// in their (cgroup, syscall) key, as past `events_per_second`. 0 = no budget.
+    pub workload_events_per_second: u32,
+    pub _reserved: u32,
 }
 
 /// Default of [`ProbeSettings::events_per_second`].
 pub const DEFAULT_EVENTS_PER_SECOND: u32 = 20;
+/// Default of [`ProbeSettings::workload_events_per_second`]: ten syscalls at the full
+/// per-syscall rate. The ring buffer holds ~2,700 events, so a dozen workloads at their
+/// budget cannot fill it between two reads of the agent.
+pub const DEFAULT_WORKLOAD_EVENTS_PER_SECOND: u32 = 200;
 
 impl Default for ProbeSettings {
     fn default() -> Self {
         ProbeSettings {
             ancestor_levels: 0,
             events_per_second: DEFAULT_EVENTS_PER_SECOND,
+            workload_events_per_second: DEFAULT_WORKLOAD_EVENTS_PER_SECOND,
+            _reserved: 0,
         }
     }
+}
+
+/// One second's window of an event rate limit: whether one more event fits in it, at
+/// `now` (ns), under `limit` events per second. Opens a new window when a second has
+/// passed; counts the event in `sent` when it fits.
+#[inline(always)]
+pub fn window_admits(window_start_ns: &mut u64, sent: &mut u32, now: u64, limit: u32) -> bool {
+    if now.wrapping_sub(*window_start_ns) >= 1_000_000_000 {
+        *window_start_ns = now;
+        *sent = 0;
+    }
+    if *sent >= limit {
+        return false;
+    }
+    *sent += 1;
+    true
+}
+
+/// Value of `EVENT_BUDGETS`: one workload's event budget, and what it cost the workload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub window_start_ns: u64,
+    /// Events sent in this window.
+    pub sent: u32,
+    pub _reserved: u32,
+    /// Events held back by the budget, ever (each also counted as suppressed in its
+    /// (cgroup, syscall) key, so violation totals stay exact).
+    pub held: u64,
+    /// Events of this workload lost because the ring buffer was full, ever.
+    pub dropped: u64,
 }
 
 /// Key of `EVENT_LIMITS`: one rate limit per workload and syscall.
@@ -772,7 +815,10 @@ pub mod stat {
     pub const MARK_FAILED: u32 = 2;
     /// Violation events not sent because of the per-(workload, syscall) rate limit.
     pub const EVENTS_SUPPRESSED: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Violation events held back by a workload's budget (also counted in
+    /// `EVENTS_SUPPRESSED`).
+    pub const EVENTS_HELD: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 const _: () = assert!(core::mem::size_of::<ArgCond>() == 24);
@@ -787,7 +833,8 @@ const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<TaskMemo>() == 32);
 const _: () = assert!(TASK_MEMO_SIZE.is_power_of_two());
-const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 8);
+const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 16);
+const _: () = assert!(core::mem::size_of::<EventBudget>() == 32);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
@@ -805,6 +852,7 @@ mod pod {
     unsafe impl aya::Pod for super::TaskMemo {}
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::RateState {}
+    unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
     unsafe impl aya::Pod for super::DenyMark {}

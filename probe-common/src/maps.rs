@@ -26,6 +26,10 @@ pub const SETTINGS: &str = "SETTINGS";
 /// Per-(workload, syscall) violation event rate limits. Written and read by `emit`;
 /// read by the agent (suppressed violations no event carried yet).
 pub const EVENT_LIMITS: &str = "EVENT_LIMITS";
+/// cgroup v2 id → that workload's event budget ([`EventBudget`](super::EventBudget)),
+/// an LRU hash. Written by `emit`; read by the agent (held and dropped events per
+/// workload), which deletes the entries of workloads that are gone.
+pub const EVENT_BUDGETS: &str = "EVENT_BUDGETS";
 /// Probe health counters ([`stat`](super::stat)), per CPU. Written by the programs
 /// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
 pub const STATS: &str = "STATS";
@@ -60,6 +64,7 @@ pub const ALL: &[&str] = &[
     CGROUP_CACHE,
     SETTINGS,
     EVENT_LIMITS,
+    EVENT_BUDGETS,
     STATS,
     DENY_MARKS,
     DENY_PENDING,

@@ -427,3 +427,20 @@ fn clone3_asking_for_a_namespace_is_a_violation_when_namespaces_are_denied() {
     s.live = 0;
     assert!(!clone_flags_denied(&s, 0x1000_0000));
 }
+
+#[test]
+fn an_event_window_admits_its_limit_per_second_and_then_opens_again() {
+    let (mut start, mut sent) = (0u64, 0u32);
+    let t0 = 5_000_000_000;
+    let admitted = (0..10)
+        .filter(|i| window_admits(&mut start, &mut sent, t0 + i * 1_000, 3))
+        .count();
+    assert_eq!(admitted, 3, "three of ten in one second");
+    assert!(!window_admits(&mut start, &mut sent, t0 + 999_999_999, 3));
+    assert!(
+        window_admits(&mut start, &mut sent, t0 + 1_000_000_000, 3),
+        "a second later the window opens again"
+    );
+    assert_eq!((start, sent), (t0 + 1_000_000_000, 1));
+    assert!(!window_admits(&mut start, &mut sent, t0 + 2_000_000_000, 0));
+}

@@ -1,24 +1,26 @@
-//! Violation events: the per-(workload, syscall) rate limit and the ring buffer.
+//! Violation events: the per-(workload, syscall) rate limit, the per-workload budget,
+//! and the ring buffer.
 
 use aya_ebpf::helpers::{
     bpf_get_current_comm,
     generated::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
 };
-use probe_common::{COMM_LEN, DEFAULT_EVENTS_PER_SECOND, RateKey, RateState, ViolationEvent, stat};
+use probe_common::{
+    COMM_LEN, EventBudget, RateKey, RateState, ViolationEvent, stat, window_admits,
+};
 
-use crate::{EVENT_LIMITS, SETTINGS, VIOLATIONS, bump};
+use crate::{EVENT_BUDGETS, EVENT_LIMITS, SETTINGS, VIOLATIONS, bump};
 
 /// Whether an event for (cgroup, syscall) may be sent now: `Some(n)` with the number
-/// suppressed since the last one sent, or `None` past the limit. Updates race between
-/// CPUs, which makes the limit approximate; counts stay exact in COUNTS.
+/// suppressed since the last one sent, or `None` past the limit of the key or past the
+/// workload's budget (then the event counts as suppressed in its key, and the next
+/// event of the key carries it). Updates race between CPUs, which makes the limits
+/// approximate; counts stay exact in COUNTS.
 #[inline(always)]
 pub(crate) fn rate_limit(cgroup_id: u64, index: u32) -> Option<u32> {
-    let limit = SETTINGS
-        .get(0)
-        .map_or(DEFAULT_EVENTS_PER_SECOND, |s| s.events_per_second);
-    if limit == 0 {
-        return Some(0);
-    }
+    let settings = SETTINGS.get(0).copied().unwrap_or_default();
+    let limit = settings.events_per_second;
+    let budget = settings.workload_events_per_second;
     let key = RateKey {
         cgroup_id,
         index,
@@ -30,29 +32,80 @@ pub(crate) fn rate_limit(cgroup_id: u64, index: u32) -> Option<u32> {
         Some(state) => {
             // SAFETY: map value; concurrent updates only make the limit approximate.
             unsafe {
-                if now.wrapping_sub((*state).window_start_ns) >= 1_000_000_000 {
-                    (*state).window_start_ns = now;
-                    (*state).sent = 0;
-                }
-                if (*state).sent >= limit {
+                let admitted = limit == 0
+                    || window_admits(
+                        &mut (*state).window_start_ns,
+                        &mut (*state).sent,
+                        now,
+                        limit,
+                    );
+                if !admitted || !budget_admits(cgroup_id, now, budget) {
                     (*state).suppressed += 1;
                     return None;
                 }
-                (*state).sent += 1;
                 let suppressed = (*state).suppressed;
                 (*state).suppressed = 0;
                 Some(suppressed)
             }
         }
         None => {
+            let admitted = budget_admits(cgroup_id, now, budget);
             let state = RateState {
                 window_start_ns: now,
-                sent: 1,
-                suppressed: 0,
+                sent: admitted as u32,
+                suppressed: !admitted as u32,
             };
             let _ = EVENT_LIMITS.insert(key, state, 0);
-            Some(0)
+            admitted.then_some(0)
         }
+    }
+}
+
+/// The workload's budget entry, made on first use. `None` only when the LRU map could
+/// not take it.
+#[inline(always)]
+fn budget_of(cgroup_id: u64, now: u64) -> Option<*mut EventBudget> {
+    if let Some(b) = EVENT_BUDGETS.get_ptr_mut(cgroup_id) {
+        return Some(b);
+    }
+    let fresh = EventBudget {
+        window_start_ns: now,
+        ..EventBudget::default()
+    };
+    // BPF_NOEXIST: a CPU that raced us to it keeps its entry.
+    let _ = EVENT_BUDGETS.insert(cgroup_id, fresh, 1);
+    EVENT_BUDGETS.get_ptr_mut(cgroup_id)
+}
+
+/// Whether the workload's budget takes one more event now; if not, it is counted held.
+#[inline(always)]
+fn budget_admits(cgroup_id: u64, now: u64, budget: u32) -> bool {
+    if budget == 0 {
+        return true;
+    }
+    let Some(b) = budget_of(cgroup_id, now) else {
+        return true;
+    };
+    // SAFETY: map value; concurrent updates only make the budget approximate.
+    unsafe {
+        if window_admits(&mut (*b).window_start_ns, &mut (*b).sent, now, budget) {
+            return true;
+        }
+        (*b).held += 1;
+    }
+    bump(stat::EVENTS_HELD);
+    false
+}
+
+/// An event of the workload was lost to a full ring buffer: counted for it and overall.
+#[inline(always)]
+fn count_dropped(cgroup_id: u64) {
+    bump(stat::EVENTS_DROPPED);
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(b) = budget_of(cgroup_id, now) {
+        // SAFETY: map value; a lost increment under a race only undercounts.
+        unsafe { (*b).dropped += 1 };
     }
 }
 
@@ -77,7 +130,7 @@ pub(crate) fn emit(r: &Report) {
         return;
     };
     let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
-        bump(stat::EVENTS_DROPPED);
+        count_dropped(r.cgroup_id);
         return;
     };
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();

@@ -103,6 +103,12 @@ static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 #[map]
 static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
 
+/// cgroup v2 id → that workload's event budget and the events it held back or lost.
+/// Written by `emit`; read by the agent, which deletes the entries of gone workloads.
+#[map]
+static EVENT_BUDGETS: LruHashMap<u64, probe_common::EventBudget> =
+    LruHashMap::with_max_entries(MAX_WORKLOADS, 0);
+
 /// Probe health counters (`probe_common::stat`), per CPU. Written by the programs
 /// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
 #[map]

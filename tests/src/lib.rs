@@ -118,6 +118,9 @@ pub fn write_policy(dir: &Path, file: &str, body: &str) -> PathBuf {
     path
 }
 
+/// The agent's pin layout directory (`v` and `LAYOUT_VERSION` in agent/src/probe/pins.rs).
+pub const PIN_LAYOUT: &str = "v2";
+
 /// A policy document with `spec` lines (indented by 2) after a standard header.
 pub fn policy_yaml(name: &str, spec: &str) -> String {
     format!(

@@ -102,8 +102,8 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "1000"]).success());
     let pins = pins_under(&agent.pin_path);
     assert!(
-        pins.contains(&"v1/WORKLOADS".to_string())
-            && pins.contains(&"v1/links/sys_enter".to_string()),
+        pins.contains(&format!("{PIN_LAYOUT}/WORKLOADS"))
+            && pins.contains(&format!("{PIN_LAYOUT}/links/sys_enter")),
         "pins: {pins:?}"
     );
 
@@ -512,6 +512,134 @@ mod host_only {
             cpu_share * 100.0
         );
     }
+
+    /// One workload floods the event path the way the per-(workload, syscall) limit
+    /// cannot hold: ~10,000 calls a second cycling through hundreds of syscall numbers
+    /// the kernel answers with ENOSYS, each its own key. Its budget holds it; a second
+    /// workload's one violation meanwhile is logged and none of its events is lost; the
+    /// flood's totals stay exact; the agent's memory and /metrics stay bounded.
+    #[test]
+    fn one_workload_cycling_syscall_numbers_costs_no_other_workload_its_events() {
+        if !privileged("one_workload_cycling_syscall_numbers_costs_no_other_workload_its_events") {
+            return;
+        }
+        const SECS: &str = "15";
+        const BUDGET: u64 = 200;
+        let (base, _base, dir, policies, _) =
+            scene_with_policy("budget", "budget", "audit", "getppid");
+        let flood = TestCgroup::create(&format!("{base}/flood"));
+        let quiet = TestCgroup::create(&format!("{base}/quiet"));
+        let agent = Agent::builder(&policies)
+            .runtime_socket(&dir.path().join("runtime.sock"))
+            .no_cri()
+            .metrics()
+            .flags(&["--workload-events-per-second", &BUDGET.to_string()])
+            .start();
+        agent.wait_bound(2);
+        let addr = agent.metrics_addr();
+        // x86_64 numbers no kernel has used (335 and 336 are uretprobe and uprobe since
+        // 6.11 and 6.16: they SIGILL a caller outside a probe) and x32 numbers past the x32
+        // table: 592 keys, every call a violation (ENOSYS), 30 times what the
+        // per-(workload, syscall) limit would let through at 20 a second each.
+        let ranges = ["340-423", "480-511", "0x40000224-0x400003ff"];
+        let rss_before = proc_rss_kib(agent.pid());
+        let mut args = vec!["cycle", SECS, "10000"];
+        args.extend(&ranges);
+        let mut flooder = flood.command(WORKLOAD);
+        flooder.args(&args).stdout(Stdio::piped());
+        let flooder = flooder.spawn().unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(in_cgroup(&quiet, &["getppid", "1"]).success());
+        let out = flooder.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.starts_with("cycle: "), "the flood: {out}");
+        let calls: u64 = out
+            .trim()
+            .strip_prefix("cycle: ")
+            .and_then(|r| r.strip_suffix(" calls"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the flood: {out}"));
+        std::thread::sleep(Duration::from_millis(1500));
+        let rss_after = proc_rss_kib(agent.pid());
+        let (code, text) = http_get(&addr, "/metrics");
+        assert_eq!(code, 200);
+        let lines = text.lines().count();
+        let samples = parse_exposition(&text);
+        let status = agent.status();
+        let of = |cg: &TestCgroup| {
+            let rel = cg.path.strip_prefix(cgroup_root().unwrap()).unwrap();
+            rel.display().to_string()
+        };
+        let (flood_rel, quiet_rel) = (of(&flood), of(&quiet));
+        let logged = |rel: &str| {
+            agent.count(|v| v["event"] == "violation" && v["cgroup"].as_str() == Some(rel))
+        };
+        let budget_row = |rel: &str| {
+            status["event_budgets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["workload"]["cgroup"] == rel)
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let flood_total = sample_sum(
+            &samples,
+            "sysfence_violations_total",
+            &[("cgroup", &flood_rel)],
+        );
+        eprintln!(
+            "budget test: {calls} calls over {} ranges in {SECS} s; flood events logged {}, held {}, \
+             dropped overall {}; quiet workload logged {}; /metrics {lines} lines; agent RSS \
+             {rss_before} -> {rss_after} KiB",
+            ranges.len(),
+            logged(&flood_rel),
+            budget_row(&flood_rel)["held"],
+            status["probe"]["stats"]["events_dropped"],
+            logged(&quiet_rel),
+        );
+        assert!(
+            agent
+                .find_line(|v| v["event"] == "violation"
+                    && v["cgroup"].as_str() == Some(quiet_rel.as_str())
+                    && v["syscall"] == "getppid")
+                .is_some(),
+            "the quiet workload's violation was not logged"
+        );
+        assert_eq!(
+            budget_row(&quiet_rel)["dropped"].as_u64().unwrap_or(0),
+            0,
+            "events of the quiet workload lost: {status}"
+        );
+        assert_eq!(
+            status["probe"]["stats"]["events_dropped"], 0,
+            "ring buffer drops: {status}"
+        );
+        let budget = BUDGET;
+        let secs: u64 = SECS.parse().unwrap();
+        assert!(
+            (logged(&flood_rel) as u64) <= budget * (secs + 3),
+            "the flood's budget did not hold it: {} events",
+            logged(&flood_rel)
+        );
+        assert!(
+            budget_row(&flood_rel)["held"].as_u64().unwrap_or(0) > 0,
+            "no events held: {status}"
+        );
+        assert!(
+            samples["sysfence_events_held_total"] > 0.0,
+            "sysfence_events_held_total"
+        );
+        assert_eq!(
+            flood_total, calls as f64,
+            "events and held ones add up to the calls"
+        );
+        assert!(
+            rss_after < rss_before + 16 * 1024,
+            "agent RSS grew from {rss_before} to {rss_after} KiB"
+        );
+        assert!(lines < 600, "/metrics has {lines} lines");
+    }
 }
 
 /// `sysfence watch` through the agent: each watched workload is counted in a slot of
@@ -692,7 +820,7 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     let log = first.wait_for_log("\"started\"");
     assert!(log.contains("\"event\":\"migrated\""), "{log}");
     assert!(!pin_root.join("v0").exists(), "the v0 pins are still there");
-    assert!(pin_root.join("v1/links/sys_enter").exists());
+    assert!(pin_root.join(PIN_LAYOUT).join("links/sys_enter").exists());
     first.stop_keeping_pins();
     let out = sysfence()
         .args(["agent", "--uninstall", "--pin-path"])
@@ -702,14 +830,14 @@ fn pinned_probes_of_other_layouts_are_migrated_or_refused_with_the_reason() {
     assert!(out.status.success());
 
     // This layout's directory, but a POLICIES of another value size: refused.
-    std::fs::create_dir_all(pin_root.join("v1/links")).unwrap();
-    pin_array_map(&pin_root.join("v1/POLICIES"), 8, 20);
+    std::fs::create_dir_all(pin_root.join(PIN_LAYOUT).join("links")).unwrap();
+    pin_array_map(&pin_root.join(PIN_LAYOUT).join("POLICIES"), 8, 20);
     // (The kit removes the pins once it has exited.)
     let out = agent().run_to_exit();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "an error: {stderr}");
     assert!(
-        stderr.contains("does not have this agent's layout v1")
+        stderr.contains(&format!("does not have this agent's layout {PIN_LAYOUT}"))
             && stderr.contains("POLICIES: key/value 4/8 bytes")
             && stderr.contains("sysfence agent --uninstall"),
         "{stderr}"

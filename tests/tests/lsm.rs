@@ -266,7 +266,7 @@ fn a_policed_task_cannot_signal_the_agent_or_write_bpffs() {
         "mkdir on bpffs: {stdout}"
     );
     assert!(!std::path::Path::new(&target).exists());
-    let pin = agent.pin_path.join("v1/WORKLOADS");
+    let pin = agent.pin_path.join(PIN_LAYOUT).join("WORKLOADS");
     let out = work
         .command("/bin/rm")
         .arg("-f")

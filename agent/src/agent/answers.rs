@@ -60,6 +60,7 @@ impl Agent {
             "reloads": self.telemetry.reloads,
             "policies": self.workloads.policy_rows(),
             "workloads": self.workloads.bound_rows(),
+            "event_budgets": self.budget_rows(),
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct AgentOptions {
     pub runtime_roots: Vec<PathBuf>,
     /// Violation events per (workload, syscall) per second, limited in the kernel.
     pub events_per_second: u32,
+    /// Violation events per workload per second (its budget), limited in the kernel.
+    pub workload_events_per_second: u32,
     /// Pin root (`None`: an unpinned probe that goes with the agent).
     pub pin_root: Option<PathBuf>,
     /// The local API socket.
@@ -141,7 +143,10 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         }
     };
     probe.settle();
-    probe.set_event_rate(options.events_per_second)?;
+    probe.set_event_rate(
+        options.events_per_second,
+        options.workload_events_per_second,
+    )?;
     let slots = compile_slots(policies, &deny);
 
     let root = cgroup::v2_root()?;
@@ -377,7 +382,11 @@ impl Agent {
             return;
         }
         let index = self.workloads.index();
-        self.telemetry.prune(&|id| index.get(id).is_some());
+        let live = |id| index.get(id).is_some();
+        self.telemetry.prune(&live);
+        if let Err(e) = self.probe.forget_event_state(&live) {
+            warn!(event = "prune_failed", error = %format!("{e:#}"), "kept the kernel's event state of gone workloads; the LRU maps evict it in time");
+        }
     }
 
     /// One event from the ring buffer: decoded once, enriched once, then logged and

@@ -14,7 +14,7 @@ use super::Agent;
 use crate::{
     clock::unix_ms,
     event::Violation,
-    metrics::{Snapshot, ViolationSeries},
+    metrics::{BudgetRow, Snapshot, ViolationSeries},
     model::{Counts, SyscallKey},
     probe::pins,
     syscall_table,
@@ -29,6 +29,34 @@ pub const RECENT_VIOLATIONS: usize = 10_000;
 pub const SERIES_PER_WORKLOAD: usize = 32;
 /// The label of the series that sums the rest.
 pub const OTHER: &str = "other";
+/// Syscall series (`sysfence_syscalls_total`) per policy and applied mode with their own
+/// `abi` and `syscall` labels; syscalls first seen past it are summed in one series
+/// labelled `other`.
+pub const SYSCALL_SERIES_PER_POLICY: usize = 64;
+
+/// A policy's per-syscall counts as series: those of `members` keep their own, new
+/// syscalls join (largest count first) while there is room, the rest are summed under
+/// `None`. Membership only grows, so no series, `other` included, ever goes back.
+pub fn cap_syscall_series(
+    members: &mut BTreeSet<u32>,
+    mut counts: Vec<(u32, u64)>,
+    cap: usize,
+) -> Vec<(Option<u32>, u64)> {
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = Vec::with_capacity(counts.len().min(cap + 1));
+    let mut other = 0;
+    for (index, n) in counts {
+        if members.contains(&index) || members.len() < cap && members.insert(index) {
+            out.push((Some(index), n));
+        } else {
+            other += n;
+        }
+    }
+    if other > 0 {
+        out.push((None, other));
+    }
+    out
+}
 
 /// What the agent keeps for its API and metrics.
 pub struct Telemetry {
@@ -52,6 +80,9 @@ pub struct Telemetry {
     /// with the workload.
     pub series_of: HashMap<u64, BTreeSet<ViolationSeries>>,
     pub exported: RefCell<BTreeMap<ViolationSeries, u64>>,
+    /// The syscall indexes with a `sysfence_syscalls_total` series of their own, per
+    /// (policy, monitor-only) (see [`cap_syscall_series`]).
+    pub syscall_series: RefCell<HashMap<(String, bool), BTreeSet<u32>>>,
     pub reloads: BTreeMap<String, u64>,
     pub last_reload_success: SystemTime,
     pub last_reload: Value,
@@ -116,6 +147,32 @@ impl Telemetry {
         gone.len()
     }
 
+    /// The series the suppressed calls of (cgroup, syscall index) count in. A key no
+    /// event named yet (the workload's budget held every one of them) gets the series
+    /// its first event would have, modelled on a series of the same workload (same
+    /// policy and outcome), so that the totals stay exact; `None` for a workload with
+    /// no series at all.
+    pub fn series_for_pending(&mut self, cgroup_id: u64, index: u32) -> Option<ViolationSeries> {
+        if let Some(series) = self.by_rate_key.get(&(cgroup_id, index)) {
+            return Some(series.clone());
+        }
+        let mine = self.series_of.get_mut(&cgroup_id)?;
+        let template = mine.iter().next()?.clone();
+        let (abi, name) = syscall_table::describe_index(index);
+        let mut series = ViolationSeries {
+            abi: abi.map_or("unknown", |a| a.name()).to_string(),
+            syscall: syscall_table::label(abi, &name),
+            ..template
+        };
+        if !mine.contains(&series) && mine.len() >= SERIES_PER_WORKLOAD {
+            series.abi = OTHER.to_string();
+            series.syscall = OTHER.to_string();
+        }
+        mine.insert(series.clone());
+        self.by_rate_key.insert((cgroup_id, index), series.clone());
+        Some(series)
+    }
+
     pub fn count_reload(&mut self, result: &str) {
         *self.reloads.entry(result.to_string()).or_default() += 1;
     }
@@ -134,6 +191,7 @@ impl Telemetry {
             last_record: HashMap::new(),
             next_seq: 0,
             exported: RefCell::new(BTreeMap::new()),
+            syscall_series: RefCell::new(HashMap::new()),
             reloads: BTreeMap::new(),
             last_reload_success: now,
             last_reload: serde_json::json!({"result": "initial", "t_ms": unix_ms(now)}),
@@ -160,8 +218,32 @@ impl Agent {
         records
     }
 
+    /// Workloads whose events their budget held back or the full ring buffer lost, named,
+    /// read from the kernel now.
+    pub(super) fn budget_rows(&self) -> Vec<BudgetRow> {
+        let Ok(budgets) = self.probe.event_budgets() else {
+            return Vec::new();
+        };
+        budgets
+            .into_iter()
+            .map(|(cgroup_id, held, dropped)| {
+                let mut workload = self
+                    .workloads
+                    .describe(cgroup_id)
+                    .map(crate::workload::Workload::to_ref)
+                    .unwrap_or_default();
+                workload.cgroup_id = cgroup_id;
+                BudgetRow {
+                    workload,
+                    held,
+                    dropped,
+                }
+            })
+            .collect()
+    }
+
     /// Everything `/metrics` exports, read now.
-    pub(super) fn snapshot(&self) -> Snapshot {
+    pub(super) fn snapshot(&mut self) -> Snapshot {
         let mut s = Snapshot::default();
         for ((policy, monitor_only), counts) in self.workloads.policy_counts(&self.probe) {
             let mode = if monitor_only {
@@ -169,7 +251,16 @@ impl Agent {
             } else {
                 "as-written"
             };
-            for (index, n) in counts {
+            let mut members = self.telemetry.syscall_series.borrow_mut();
+            let members = members.entry((policy.clone(), monitor_only)).or_default();
+            let counts = counts.into_iter().collect();
+            for (index, n) in cap_syscall_series(members, counts, SYSCALL_SERIES_PER_POLICY) {
+                let Some(index) = index else {
+                    *s.syscalls
+                        .entry((policy.clone(), mode.to_string(), OTHER.into(), OTHER.into()))
+                        .or_default() += n;
+                    continue;
+                };
                 let (abi, name) = syscall_table::describe_index(index);
                 let abi = abi.map_or("unknown", |a| a.name()).to_string();
                 let name = if index_to_syscall(index).is_some() {
@@ -185,8 +276,8 @@ impl Agent {
         s.violations = self.telemetry.violations.clone();
         if let Ok(pending) = self.probe.pending_suppressed() {
             for (cgroup_id, index, n) in pending {
-                if let Some(key) = self.telemetry.by_rate_key.get(&(cgroup_id, index)) {
-                    *s.violations.entry(key.clone()).or_default() += n;
+                if let Some(key) = self.telemetry.series_for_pending(cgroup_id, index) {
+                    *s.violations.entry(key).or_default() += n;
                 }
             }
         }
@@ -212,9 +303,11 @@ impl Agent {
         if let Ok(stats) = self.probe.stats() {
             s.events_dropped = stats.events_dropped;
             s.events_suppressed = stats.events_suppressed;
+            s.events_held = stats.events_held;
             s.kill_failed = stats.kill_failed;
             s.mark_failed = stats.mark_failed;
         }
+        s.budgets = self.budget_rows();
         let (used, capacity) = self.workloads.slot_usage();
         s.slots_used = used as u64;
         s.slots_capacity = capacity as u64;
@@ -286,6 +379,50 @@ mod tests {
             .map(|(_, n)| n)
             .sum();
         assert_eq!(other, 1200 - SERIES_PER_WORKLOAD as u64, "summed, not lost");
+    }
+
+    #[test]
+    fn syscall_series_are_capped_per_policy_and_never_go_back() {
+        let mut members = BTreeSet::new();
+        let first: Vec<(u32, u64)> = (0..100).map(|i| (i, 1000 - u64::from(i))).collect();
+        let series = cap_syscall_series(&mut members, first, 10);
+        assert_eq!(series.len(), 11, "ten of their own and `other`");
+        assert_eq!(series[0], (Some(0), 1000), "the largest first");
+        let other: u64 = (10..100).map(|i| 1000 - i).sum();
+        assert_eq!(series[10], (None, other), "summed, not lost");
+        // A syscall that grows past the members later stays in `other`, and the members
+        // keep their series even when they are no longer the largest.
+        let mut later: Vec<(u32, u64)> = (0..100).map(|i| (i, 1000 - u64::from(i))).collect();
+        later[50].1 = 1_000_000;
+        let series = cap_syscall_series(&mut members, later, 10);
+        assert!(series.contains(&(Some(9), 991)));
+        assert!(!series.iter().any(|(i, _)| *i == Some(50)));
+        assert_eq!(series.last(), Some(&(None, other - 950 + 1_000_000)));
+        assert_eq!(members.len(), 10);
+    }
+
+    #[test]
+    fn calls_held_back_before_any_event_of_their_syscall_count_in_the_workloads_series() {
+        let mut t = Telemetry::new(SystemTime::now());
+        assert_eq!(
+            t.series_for_pending(1, 1024 + 600),
+            None,
+            "nothing to model on"
+        );
+        t.record_violation(violation(1, 7));
+        let held = t.series_for_pending(1, 1024 + 600).unwrap();
+        assert_eq!((held.abi.as_str(), held.policy.as_str()), ("x32", "web"));
+        assert_eq!(held.outcome, "audited");
+        assert_eq!(held.syscall, "#600 (x32)");
+        assert_eq!(
+            t.series_for_pending(1, 1024 + 600),
+            Some(held),
+            "the same each time"
+        );
+        for nr in 0..100 {
+            t.series_for_pending(1, 1024 + nr);
+        }
+        assert_eq!(t.series_of[&1].len(), SERIES_PER_WORKLOAD + 1, "capped");
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
 //! sf-syscalls loop NR N        N raw x86_64 syscalls NR without arguments
+//! sf-syscalls cycle SECS RATE RANGE...  for SECS seconds, RATE calls a second, round
+//!                              robin over the x86_64 syscall ids in each RANGE (`A-B`,
+//!                              inclusive, decimal or 0x hex), which must all fail with
+//!                              ENOSYS (it stops at the first that does not); prints
+//!                              `cycle: N calls`
 //! sf-syscalls kill PID SIG     one kill(2); prints "kill: ok" or the error
 //! sf-syscalls try-all DIR NAME...  catalog calls (tests/src/catalog.rs), each in a child
 //! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
@@ -81,6 +86,58 @@ fn int80(nr: u32, a: u32, b: u32, c: u32) -> i32 {
         );
     }
     ret
+}
+
+/// A number in decimal or 0x hex.
+fn number(s: &str) -> Option<i64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
+
+/// The `cycle` verb: a flood of distinct syscall numbers the kernel answers with ENOSYS.
+fn cycle(secs: f64, rate: u64, ranges: &[String]) {
+    let mut ids = Vec::new();
+    for r in ranges {
+        let bounds = r
+            .split_once('-')
+            .and_then(|(a, b)| Some((number(a)?, number(b)?)));
+        let Some((a, b)) = bounds else {
+            eprintln!("sf-syscalls: `{r}` is not a range A-B");
+            std::process::exit(64);
+        };
+        ids.extend(a..=b);
+    }
+    if ids.is_empty() || rate == 0 {
+        eprintln!("sf-syscalls: nothing to cycle through");
+        std::process::exit(64);
+    }
+    let start = Instant::now();
+    let per_tick = (rate / 100).max(1);
+    let mut calls: u64 = 0;
+    let mut next = 0;
+    while start.elapsed().as_secs_f64() < secs {
+        for _ in 0..per_tick {
+            let id = ids[next];
+            next = (next + 1) % ids.len();
+            // SAFETY: only numbers the kernel answers with ENOSYS (checked below).
+            let r = unsafe { libc::syscall(id) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            calls += 1;
+            if r != -1 || errno != Some(libc::ENOSYS) {
+                println!(
+                    "cycle: {id:#x} is a syscall here (returned {r}, errno {errno:?}); stopped"
+                );
+                std::process::exit(1);
+            }
+        }
+        let due = std::time::Duration::from_secs_f64(calls as f64 / rate as f64);
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    println!("cycle: {calls} calls");
 }
 
 fn main() {
@@ -184,6 +241,11 @@ fn dispatch(args: &[String]) {
                 // SAFETY: a syscall without arguments (getpid, getppid, ...).
                 unsafe { libc::syscall(nr) };
             }
+        }
+        Some("cycle") => {
+            let secs: f64 = arg(args, 2, "seconds");
+            let rate: u64 = arg(args, 3, "calls per second");
+            cycle(secs, rate, &args[4..]);
         }
         Some("kill") => {
             let pid: i32 = arg(args, 2, "a pid");
