@@ -74,6 +74,9 @@ pub struct Violation {
     /// `not-preventable` and the policy's fallback killed the task.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fallback_killed: bool,
+    /// The kill took the whole workload (`killScope: workload`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub workload_killed: bool,
     /// The arguments that decided it, as people read them (`flags=NEWUSER|NEWNET`,
     /// `family=AF_VSOCK`), for syscalls judged on their arguments.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -196,8 +199,11 @@ impl Violation {
             via_io_uring: event.flags & EVENT_IO_URING != 0,
             self_protection: event.flags & EVENT_SELF_PROTECTION != 0,
             fallback_killed: event.flags & EVENT_FALLBACK_KILLED != 0,
+            workload_killed: event.flags & probe_common::EVENT_WORKLOAD_KILLED != 0,
             args: if event.flags & EVENT_ARGS != 0 {
                 describe_args(&name, event.args)
+            } else if event.flags & probe_common::EVENT_PTRACE != 0 {
+                crate::undo::describe_ptrace(event.args)
             } else {
                 String::new()
             },
@@ -294,6 +300,8 @@ impl Violation {
             via_io_uring = self.via_io_uring,
             self_protection = self.self_protection,
             fallback_killed = self.fallback_killed,
+            workload_killed = self.workload_killed,
+            args = %self.args,
             suppressed = self.suppressed,
         );
     }

@@ -20,5 +20,6 @@ pub mod run;
 pub mod seccomp;
 pub mod status;
 pub mod syscall_table;
+pub mod undo;
 pub mod watch;
 pub mod workload;

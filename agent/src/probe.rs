@@ -59,6 +59,7 @@ pub struct Probe {
     stats: PerCpuArray<MapData, u64>,
     limits: HashMap<MapData, RateKey, RateState>,
     budgets: HashMap<MapData, u64, probe_common::EventBudget>,
+    doomed: HashMap<MapData, u64, u64>,
     layout: KernelLayout,
     /// The pin directory, when the probe is pinned.
     pinned: Option<pins::Pinned>,
@@ -91,6 +92,11 @@ pub struct ProbeStats {
     pub events_suppressed: u64,
     /// Of those suppressed, the events held back by a workload's budget.
     pub events_held: u64,
+    /// Processes that left their workload's cgroup (or were born outside it) and are
+    /// policed by the policy they carried.
+    pub strays: u64,
+    /// Of those, the ones that could not be recorded: the mover was killed.
+    pub stray_failed: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -149,6 +155,13 @@ pub struct KernelLayout {
     /// `task_struct.pid` and `task_struct.tgid`, or zeros: a child born into a denied
     /// namespace is then not marked (its caller is still killed).
     pub task_ids: [u32; 2],
+    /// `task_struct.tgid`, `task_struct.signal`, `signal_struct.live`,
+    /// `kernfs_node.parent` (`__parent` from 6.15), or zeros: processes that leave their
+    /// workload's cgroup are then not followed.
+    pub containment: [u32; 4],
+    /// `task_struct.thread_pid`, `pid.level`, or zeros: a killed `ptrace` then reports
+    /// its caller in the host's pid namespace.
+    pub pid_level: [u32; 2],
 }
 
 impl KernelLayout {
@@ -186,12 +199,32 @@ impl KernelLayout {
             (Ok(a), Ok(b)) => [a, b],
             _ => [0; 2],
         };
+        let containment = [
+            member_offset(&btf, "task_struct", "tgid"),
+            member_offset(&btf, "task_struct", "signal"),
+            member_offset(&btf, "signal_struct", "live"),
+            member_offset(&btf, "kernfs_node", "parent")
+                .or_else(|_| member_offset(&btf, "kernfs_node", "__parent")),
+        ];
+        let containment = match containment {
+            [Ok(a), Ok(b), Ok(c), Ok(d)] if [a, b, c, d].iter().all(|&o| o != 0) => [a, b, c, d],
+            _ => [0; 4],
+        };
+        let pid_level = match (
+            member_offset(&btf, "task_struct", "thread_pid"),
+            member_offset(&btf, "pid", "level"),
+        ) {
+            (Ok(a), Ok(b)) if a != 0 => [a, b],
+            _ => [0; 2],
+        };
         Ok(KernelLayout {
+            pid_level,
             task_status,
             cgroup_id_path,
             task_flags,
             guard,
             task_ids,
+            containment,
         })
     }
 }
@@ -279,6 +312,8 @@ impl Probe {
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .override_global("GUARD_OFFSETS", &layout.guard, true)
             .override_global("TASK_IDS_OFFSET", &layout.task_ids, true)
+            .override_global("CONTAINMENT_OFFSETS", &layout.containment, true)
+            .override_global("PID_LEVEL_PATH", &layout.pid_level, true)
             .map_max_entries(maps::POLICIES, options.max_slots)
             .map_max_entries(maps::COUNTS, counters);
         if let Some(p) = &pinned {
@@ -331,12 +366,15 @@ impl Probe {
                 .context("verifying the sys_enter program")?;
             pins::attach(pinned.as_ref(), &mut attached, programs::SYS_ENTER, program)
                 .context("attaching to raw_syscalls:sys_enter")?;
-            // The kernel's copy of every fork's flags (`namespaces: deny`), and the
-            // cleanup of marks of tasks that die mid-syscall or before their first one.
-            // Both run per fork or exit, not per syscall.
+            // The kernel's copy of every fork's flags (`namespaces: deny`) and children
+            // that carry their parent's policy; the cleanup of marks of tasks that die
+            // mid-syscall or before their first one; processes that move out of their
+            // workload's cgroup. Each runs per fork, exit or move, not per syscall.
             for (name, tp) in [
                 (programs::CLONE_GUARD, "task_newtask"),
                 (programs::SCHED_PROCESS_EXIT, "sched_process_exit"),
+                (programs::FOLLOW_CGROUP_MOVE, "cgroup_attach_task"),
+                (programs::LIFT_DOOM, "cgroup_notify_populated"),
             ] {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
@@ -364,6 +402,7 @@ impl Probe {
             stats: take(&mut ebpf, maps::STATS)?,
             limits: take(&mut ebpf, maps::EVENT_LIMITS)?,
             budgets: take(&mut ebpf, maps::EVENT_BUDGETS)?,
+            doomed: take(&mut ebpf, maps::DOOMED_WORKLOADS)?,
             generation: take(&mut ebpf, maps::GENERATION)?,
             agent_generation: 0,
             memo: false,

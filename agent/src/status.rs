@@ -76,6 +76,17 @@ pub fn render(v: &Value) -> String {
         stats["events_held"].as_u64().unwrap_or(0),
         stats["kill_failed"]
     );
+    let strays = stats["strays"].as_u64().unwrap_or(0);
+    if strays > 0 {
+        let _ = writeln!(
+            out,
+            "follow     {strays} processes left their workload's cgroup and are still judged by its policy{}",
+            match stats["stray_failed"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!("; {n} could not be followed (the mover was killed)"),
+            }
+        );
+    }
     let reload = &v["last_reload"];
     let _ = write!(out, "reload     last: {}", s(&reload["result"]));
     if let Some(errors) = reload["errors"].as_array() {

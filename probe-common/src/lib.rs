@@ -10,6 +10,8 @@
 
 mod args;
 pub use args::*;
+mod limits;
+pub use limits::*;
 
 /// Bit that marks an x32 syscall id on x86_64 (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
@@ -297,6 +299,10 @@ fn bit(words: &[u64; ALLOW_WORDS], index: u32) -> bool {
 /// of every fork's flags is judged again (`task_newtask`), where no other thread can
 /// change them.
 pub const SLOT_DENY_NAMESPACES: u32 = 1;
+/// `PolicySlot::flags`: a kill takes the whole workload (`killScope: workload`): the
+/// probe marks the caller's cgroup doomed (`DOOMED_WORKLOADS`), so that every task in
+/// it dies at its next syscall, and the agent writes its `cgroup.kill`.
+pub const SLOT_KILL_WORKLOAD: u32 = 2;
 
 /// Number of `clone3` in every ABI (the index of `clone3` is this plus the ABI's base).
 pub const CLONE3: u32 = 435;
@@ -439,6 +445,29 @@ pub struct TaskMemo {
     pub _reserved: u32,
 }
 
+/// Value of `PROCESS_SLOTS` and `STRAYS` (keyed by tgid): the policy a process was
+/// judged under, and the workload (cgroup) it was judged in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessPolicy {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    pub _reserved: u32,
+}
+
+/// `clone3`'s `CLONE_INTO_CGROUP`: the child starts in the cgroup `clone_args.cgroup`
+/// names, not its parent's.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Whether a process judged under `judged` (or [`NO_SLOT`]) that lands in a cgroup
+/// bound to `landed` (or [`NO_SLOT`]) must carry its policy along: it was policed, and
+/// the cgroup's binding is not that policy. (When `landed` is another policy, both
+/// judge it: the stricter of the two wins.)
+#[inline(always)]
+pub const fn carries_policy(judged: u32, landed: u32) -> bool {
+    judged != NO_SLOT && judged != landed
+}
+
 /// Entries of `TASK_MEMO` per CPU (a power of two).
 pub const TASK_MEMO_SIZE: u32 = 8;
 
@@ -468,92 +497,6 @@ pub const fn memo_generation(agent: u64, kernel: u64) -> Option<u64> {
     } else {
         Some(agent.wrapping_add(kernel))
     }
-}
-
-/// Value of `SETTINGS[0]`: probe-wide settings the agent changes at run time.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbeSettings {
-    /// Bit `l` set: some binding sits at cgroup level `l` (1..=31). On a `WORKLOADS` miss
-    /// the probe tries the task's ancestors at those levels, deepest first.
-    pub ancestor_levels: u32,
-    /// Violation events per (cgroup, syscall) per second; past it, events are counted
-    /// as suppressed (and carried by the next event) instead of sent. 0 = no limit.
-    pub events_per_second: u32,
-    /// Violation events per workload (cgroup) per second, whatever the syscalls: the
-    /// budget that keeps one workload cycling through syscall numbers from filling the
-    /// ring buffer that every workload shares. Past it, events are counted as suppressed
-    /// in their (cgroup, syscall) key, as past `events_per_second`. 0 = no budget.
-    pub workload_events_per_second: u32,
-    pub _reserved: u32,
-}
-
-/// Default of [`ProbeSettings::events_per_second`].
-pub const DEFAULT_EVENTS_PER_SECOND: u32 = 20;
-/// Default of [`ProbeSettings::workload_events_per_second`]: ten syscalls at the full
-/// per-syscall rate. The ring buffer holds ~2,700 events, so a dozen workloads at their
-/// budget cannot fill it between two reads of the agent.
-pub const DEFAULT_WORKLOAD_EVENTS_PER_SECOND: u32 = 200;
-
-impl Default for ProbeSettings {
-    fn default() -> Self {
-        ProbeSettings {
-            ancestor_levels: 0,
-            events_per_second: DEFAULT_EVENTS_PER_SECOND,
-            workload_events_per_second: DEFAULT_WORKLOAD_EVENTS_PER_SECOND,
-            _reserved: 0,
-        }
-    }
-}
-
-/// One second's window of an event rate limit: whether one more event fits in it, at
-/// `now` (ns), under `limit` events per second. Opens a new window when a second has
-/// passed; counts the event in `sent` when it fits.
-#[inline(always)]
-pub fn window_admits(window_start_ns: &mut u64, sent: &mut u32, now: u64, limit: u32) -> bool {
-    if now.wrapping_sub(*window_start_ns) >= 1_000_000_000 {
-        *window_start_ns = now;
-        *sent = 0;
-    }
-    if *sent >= limit {
-        return false;
-    }
-    *sent += 1;
-    true
-}
-
-/// Value of `EVENT_BUDGETS`: one workload's event budget, and what it cost the workload.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventBudget {
-    pub window_start_ns: u64,
-    /// Events sent in this window.
-    pub sent: u32,
-    pub _reserved: u32,
-    /// Events held back by the budget, ever (each also counted as suppressed in its
-    /// (cgroup, syscall) key, so violation totals stay exact).
-    pub held: u64,
-    /// Events of this workload lost because the ring buffer was full, ever.
-    pub dropped: u64,
-}
-
-/// Key of `EVENT_LIMITS`: one rate limit per workload and syscall.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateKey {
-    pub cgroup_id: u64,
-    pub index: u32,
-    pub _reserved: u32,
-}
-
-/// Value of `EVENT_LIMITS`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateState {
-    pub window_start_ns: u64,
-    pub sent: u32,
-    /// Suppressed since the last event sent for this key.
-    pub suppressed: u32,
 }
 
 /// Length of a task's `comm`.
@@ -640,6 +583,21 @@ pub const EVENT_SELF_PROTECTION: u32 = 4;
 pub const EVENT_NEW_NAMESPACE: u32 = 8;
 /// `ViolationEvent.flags`: `args` holds the arguments that decided the violation.
 pub const EVENT_ARGS: u32 = 16;
+/// `ViolationEvent.flags`: a `ptrace` call: `args` holds its request and, in
+/// `args[1]`, the target's pid as the caller sees it (low 32 bits) and the level of the
+/// caller's pid namespace (high 32 bits; 0: the host's). A killed `PTRACE_ATTACH` has
+/// already stopped its target: the agent resumes it.
+pub const EVENT_PTRACE: u32 = 64;
+
+/// Whether a syscall index is `ptrace`, in any ABI (x86_64 101, i386 26, x32 521).
+#[inline(always)]
+pub const fn is_ptrace(index: u32) -> bool {
+    index == 101 || index == 512 + 26 || index == 1024 + 521
+}
+
+/// `ViolationEvent.flags`: the kill took the workload (`killScope: workload`): its
+/// cgroup is doomed; the agent writes its `cgroup.kill`.
+pub const EVENT_WORKLOAD_KILLED: u32 = 32;
 
 /// x86_64 number of `kill`, reported for a refused signal to the agent.
 pub const KILL: u32 = 62;
@@ -818,7 +776,13 @@ pub mod stat {
     /// Violation events held back by a workload's budget (also counted in
     /// `EVENTS_SUPPRESSED`).
     pub const EVENTS_HELD: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Processes that left their workload's cgroup (or were born outside it) and are
+    /// policed by what they carried (`STRAYS`).
+    pub const STRAYS: u32 = 5;
+    /// A process that left its workload could not be recorded (`STRAYS` full): the
+    /// mover was killed instead.
+    pub const STRAY_FAILED: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 const _: () = assert!(core::mem::size_of::<ArgCond>() == 24);
@@ -835,6 +799,7 @@ const _: () = assert!(core::mem::size_of::<TaskMemo>() == 32);
 const _: () = assert!(TASK_MEMO_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 16);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 32);
+const _: () = assert!(core::mem::size_of::<ProcessPolicy>() == 16);
 const _: () = assert!(core::mem::size_of::<ViolationEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<RateKey>() == 16);
 const _: () = assert!(core::mem::size_of::<RateState>() == 16);
@@ -853,6 +818,7 @@ mod pod {
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::EventBudget {}
+    unsafe impl aya::Pod for super::ProcessPolicy {}
     unsafe impl aya::Pod for super::ProbeSettings {}
     unsafe impl aya::Pod for super::ViolationEvent {}
     unsafe impl aya::Pod for super::DenyMark {}

@@ -30,6 +30,30 @@ pub const EVENT_LIMITS: &str = "EVENT_LIMITS";
 /// an LRU hash. Written by `emit`; read by the agent (held and dropped events per
 /// workload), which deletes the entries of workloads that are gone.
 pub const EVENT_BUDGETS: &str = "EVENT_BUDGETS";
+/// tgid → the policy a policed process was last judged under
+/// ([`ProcessPolicy`](super::ProcessPolicy)). Written by `sys_enter` (when it looks a
+/// task's cgroup up); read by `memo_cgroup_attach` (a process that moves carries it);
+/// cleared by `sched_process_exit` when the process is gone.
+pub const PROCESS_SLOTS: &str = "PROCESS_SLOTS";
+/// tgid → the policy a process carries out of its workload's cgroup
+/// ([`ProcessPolicy`](super::ProcessPolicy)). Written by `memo_cgroup_attach` (moves
+/// by `cgroup.procs`) and `clone_guard` (children of strays, `CLONE_INTO_CGROUP`); read by
+/// `sys_enter`, which polices the process by it wherever it is; cleared by
+/// `sched_process_exit`.
+pub const STRAYS: &str = "STRAYS";
+/// Number of entries in `STRAYS` (one u64): `sys_enter` looks a task up there only when
+/// it is not zero. Written by whoever adds or removes a stray; read by `sys_enter`.
+pub const STRAY_COUNT: &str = "STRAY_COUNT";
+/// cgroup v2 id → when its workload was doomed (boot ns): a kill under
+/// `killScope: workload`. Written by the kill sites (`sys_enter`, `sys_exit`,
+/// `clone_guard`); read by `sys_enter`, which kills every task of a doomed cgroup at its
+/// next syscall, and by the agent, which writes the cgroup's `cgroup.kill`. Deleted by
+/// `lift_doom` when the cgroup's last task is gone.
+pub const DOOMED_WORKLOADS: &str = "DOOMED_WORKLOADS";
+/// Number of entries in `DOOMED_WORKLOADS` (one u64): `sys_enter` looks there only when
+/// it is not zero. Written by the kill sites (add) and `lift_doom` (remove); read by
+/// `sys_enter` and `lift_doom`.
+pub const DOOMED_COUNT: &str = "DOOMED_COUNT";
 /// Probe health counters ([`stat`](super::stat)), per CPU. Written by the programs
 /// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
 pub const STATS: &str = "STATS";
@@ -65,6 +89,11 @@ pub const ALL: &[&str] = &[
     SETTINGS,
     EVENT_LIMITS,
     EVENT_BUDGETS,
+    PROCESS_SLOTS,
+    STRAYS,
+    STRAY_COUNT,
+    DOOMED_WORKLOADS,
+    DOOMED_COUNT,
     STATS,
     DENY_MARKS,
     DENY_PENDING,

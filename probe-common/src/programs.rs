@@ -15,6 +15,14 @@ pub const SCHED_PROCESS_EXIT: &str = "sched_process_exit";
 /// policy's `namespaces: deny`.
 pub const CLONE_GUARD: &str = "clone_guard";
 
+/// `tp_btf/cgroup_attach_task`: a policed process moved to a cgroup its policy is not
+/// bound to carries it (`STRAYS`).
+pub const FOLLOW_CGROUP_MOVE: &str = "follow_cgroup_move";
+
+/// `tp_btf/cgroup_notify_populated`: a doomed workload (`killScope: workload`) whose
+/// last task is gone is doomed no more.
+pub const LIFT_DOOM: &str = "lift_doom";
+
 /// `tp_btf/cgroup_attach_task`: invalidates `sys_enter`'s per-task memo.
 pub const MEMO_CGROUP_ATTACH: &str = "memo_cgroup_attach";
 /// `tp_btf/sched_process_exit`: invalidates `sys_enter`'s per-task memo.

@@ -444,3 +444,17 @@ fn an_event_window_admits_its_limit_per_second_and_then_opens_again() {
     assert_eq!((start, sent), (t0 + 1_000_000_000, 1));
     assert!(!window_admits(&mut start, &mut sent, t0 + 2_000_000_000, 0));
 }
+
+#[test]
+fn a_process_carries_its_policy_only_out_of_it() {
+    assert!(
+        carries_policy(3, NO_SLOT),
+        "out of its workload, into nothing"
+    );
+    assert!(carries_policy(3, 5), "into another policy: both judge");
+    assert!(!carries_policy(3, 3), "within its workload");
+    assert!(
+        !carries_policy(NO_SLOT, 5),
+        "never policed: nothing to carry"
+    );
+}

@@ -12,13 +12,13 @@ use aya_ebpf::{
 };
 use probe_common::{
     CLONE_NEW_ANY, CLONE3, COUNTERS_PER_SLOT, CallArgs, DenyMark, EVENT_ARGS, EVENT_NEW_NAMESPACE,
-    MARK_DOOMED, NEW_NAMESPACE_INDEX, Outcome, PolicySlot, SyscallArgs, action, clone_flags_denied,
-    mode, stat,
+    EVENT_PTRACE, EVENT_WORKLOAD_KILLED, MARK_DOOMED, NEW_NAMESPACE_INDEX, Outcome, PolicySlot,
+    SyscallArgs, action, clone_flags_denied, is_ptrace, mode, stat,
 };
 
 use crate::{
     CLONE_THREAD, COUNTS, DENY_MARKS, EPERM, POLICIES, Report, bound_slot, bump, current_cgroup_id,
-    emit, kill_current, pending_add,
+    emit, pending_add,
 };
 
 /// What `decide` may read of the current syscall.
@@ -77,6 +77,7 @@ static TASK_IDS_OFFSET: [u32; 2] = [0; 2];
 #[btf_tracepoint(function = "task_newtask")]
 pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
     let clone_flags: u64 = ctx.arg(1);
+    crate::containment::follow_fork(&ctx, clone_flags);
     if clone_flags & CLONE_NEW_ANY == 0 {
         return 0;
     }
@@ -99,7 +100,7 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
     {
         return 0;
     }
-    kill_current(&ctx, cgroup_id);
+    let took_workload = crate::kill::kill_in_scope(&ctx, slot, cgroup_id);
     // A thread of the caller dies with it; another process is marked.
     // SAFETY: a read of this program's frozen .rodata.
     let ids = unsafe { core::ptr::read_volatile(&TASK_IDS_OFFSET) };
@@ -144,7 +145,13 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
         id: CLONE3 as i64,
         index: CLONE3,
         hook: 0,
-        flags: EVENT_NEW_NAMESPACE | EVENT_ARGS,
+        flags: EVENT_NEW_NAMESPACE
+            | EVENT_ARGS
+            | if took_workload {
+                EVENT_WORKLOAD_KILLED
+            } else {
+                0
+            },
         args: [clone_flags, 0],
     });
     0
@@ -156,6 +163,7 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 pub(crate) fn doomed(
     ctx: &BtfTracePointContext,
+    policy: &PolicySlot,
     slot: u32,
     cgroup_id: u64,
     id: i64,
@@ -169,7 +177,7 @@ pub(crate) fn doomed(
     if DENY_MARKS.remove(key).is_ok() {
         pending_add(u64::MAX);
     }
-    kill_current(ctx, cgroup_id);
+    let took_workload = crate::kill::kill_in_scope(ctx, policy, cgroup_id);
     emit(&Report {
         slot,
         mode: mode::ENFORCE,
@@ -178,7 +186,12 @@ pub(crate) fn doomed(
         id,
         index,
         hook: 0,
-        flags: EVENT_NEW_NAMESPACE,
+        flags: EVENT_NEW_NAMESPACE
+            | if took_workload {
+                EVENT_WORKLOAD_KILLED
+            } else {
+                0
+            },
         args: [0; 2],
     });
     true
@@ -194,6 +207,13 @@ pub(crate) fn deciding_args(
     index: Option<u32>,
 ) -> (u32, [u64; 2]) {
     match index {
+        Some(i) if is_ptrace(i) => {
+            let regs = Call { ctx, compat }.registers();
+            (
+                EVENT_PTRACE,
+                [regs[0], (regs[1] & 0xffff_ffff) | (pid_level() << 32)],
+            )
+        }
         Some(i) if slot.judges_arguments(i) => {
             let call = Call { ctx, compat };
             let regs = call.registers();
@@ -205,6 +225,30 @@ pub(crate) fn deciding_args(
             (EVENT_ARGS, [first, regs[1]])
         }
         _ => (0, [0; 2]),
+    }
+}
+
+/// Offsets of `task_struct.thread_pid` and `pid.level`, from the kernel's BTF (agent,
+/// at load time). Zero: the level reads as 0.
+#[unsafe(no_mangle)]
+static PID_LEVEL_PATH: [u32; 2] = [0; 2];
+
+/// The level of the current task's pid namespace (0: the host's).
+#[inline(always)]
+fn pid_level() -> u64 {
+    // SAFETY: a read of this program's frozen .rodata.
+    let path = unsafe { core::ptr::read_volatile(&PID_LEVEL_PATH) };
+    if path[0] == 0 {
+        return 0;
+    }
+    // SAFETY: helper with no arguments; BTF-checked loads at offsets from the kernel's
+    // BTF: task->thread_pid->level.
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let pid = core::ptr::read_volatile(task.wrapping_add(path[0] as usize) as *const *const u8);
+        u64::from(core::ptr::read_volatile(
+            pid.wrapping_add(path[1] as usize) as *const u32
+        ))
     }
 }
 

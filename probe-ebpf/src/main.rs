@@ -33,14 +33,16 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
-    EVENT_FALLBACK_KILLED, EVENT_IO_URING, IO_URING_ENTER, MARK_DENY, MARK_DOOMED, MARK_IO_URING,
-    NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, TASK_MEMO_SIZE,
-    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide, generation,
-    io_uring_op_syscall, memo_generation, memo_index, mode, stat,
+    EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_WORKLOAD_KILLED, IO_URING_ENTER, MARK_DENY,
+    MARK_DOOMED, MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey,
+    RateState, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index,
+    classify, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 mod arguments;
+mod containment;
 mod events;
+mod kill;
 use arguments::{Call, deciding_args, doomed, hook_error};
 use events::{Report, emit};
 
@@ -149,6 +151,15 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     // The memo entry for this task on this CPU; null when the memo is off. (A raw
     // pointer, not an Option: the verifier refuses to read the registers a `None`
     // leaves undefined.)
+    // A process that carried its policy out of its workload's cgroup: judged by it
+    // wherever it is (and by its new cgroup's policy too, below, if that is another).
+    let mut carried = NO_SLOT;
+    if let Some(p) = containment::stray_of_current() {
+        carried = p.slot;
+        // SAFETY: as below.
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        police(&ctx, task, p.slot, p.cgroup_id);
+    }
     let mut generation = 0;
     let mut regs = 0;
     let mut memo: *mut TaskMemo = core::ptr::null_mut();
@@ -160,7 +171,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: this CPU's entry; this program does not nest with itself on a CPU.
         let m = unsafe { *m };
         if m.regs == regs && m.generation == generation {
-            if m.slot != NO_SLOT {
+            if m.slot != NO_SLOT && m.slot != carried {
                 // SAFETY: as below.
                 let task = unsafe { bpf_get_current_task_btf() } as *const u8;
                 police(&ctx, task, m.slot, m.cgroup_id);
@@ -186,7 +197,10 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         };
     }
     if slot != NO_SLOT {
-        police(&ctx, task, slot, cgroup_id);
+        containment::note_process(slot, cgroup_id);
+        if slot != carried {
+            police(&ctx, task, slot, cgroup_id);
+        }
     }
     0
 }
@@ -327,7 +341,10 @@ fn bound_slot_or_none(cgroup_id: u64) -> u32 {
     NO_SLOT
 }
 
-#[inline(always)]
+/// Judge the current syscall under `slot_id`, count it, and act. A BPF subprogram of its
+/// own (one call instruction): `sys_enter` calls it from three places, and three
+/// inlined copies would not fit the 512-byte stack.
+#[inline(never)]
 fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: u64) {
     let Some(slot) = POLICIES.get(slot_id) else {
         return;
@@ -340,7 +357,10 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    if denial_in_flight() && doomed(ctx, slot_id, cgroup_id, id, counter) {
+    if denial_in_flight() && doomed(ctx, slot, slot_id, cgroup_id, id, counter) {
+        return;
+    }
+    if kill::doomed_workload(ctx, cgroup_id) {
         return;
     }
     match decide(slot, index, &Call { ctx, compat }) {
@@ -359,11 +379,12 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
             kill,
             event,
         } => {
-            if kill {
-                kill_current(ctx, cgroup_id);
-            }
+            let took_workload = kill && kill::kill_in_scope(ctx, slot, cgroup_id);
             if event {
-                let (flags, args) = deciding_args(ctx, compat, slot, index);
+                let (mut flags, args) = deciding_args(ctx, compat, slot, index);
+                if took_workload {
+                    flags |= EVENT_WORKLOAD_KILLED;
+                }
                 emit(&Report {
                     slot: slot_id,
                     mode: slot.mode,
@@ -407,9 +428,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
             } else {
                 // No room to mark: the LSM hooks cannot deny; do what the fallback says.
                 bump(stat::MARK_FAILED);
-                if fallback_kill {
-                    kill_current(ctx, cgroup_id);
-                }
+                let took_workload = fallback_kill && kill::kill_in_scope(ctx, slot, cgroup_id);
                 emit(&Report {
                     slot: slot_id,
                     mode: slot.mode,
@@ -420,6 +439,10 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                     hook: 0,
                     flags: if fallback_kill {
                         EVENT_FALLBACK_KILLED
+                    } else {
+                        0
+                    } | if took_workload {
+                        EVENT_WORKLOAD_KILLED
                     } else {
                         0
                     },
@@ -517,8 +540,17 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
         Outcome::Denied
     } else {
         if mark.fallback_kill != 0 {
-            kill_current(&ctx, mark.cgroup_id);
             flags = EVENT_FALLBACK_KILLED;
+            let took_workload = match POLICIES.get(mark.slot) {
+                Some(slot) => kill::kill_in_scope(&ctx, slot, mark.cgroup_id),
+                None => {
+                    kill_current(&ctx, mark.cgroup_id);
+                    false
+                }
+            };
+            if took_workload {
+                flags |= EVENT_WORKLOAD_KILLED;
+            }
         }
         Outcome::NotPreventable
     };
@@ -541,6 +573,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 /// kill) never reaches `sys_exit`; drop its mark so no later thread inherits it.
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    containment::forget_process();
     if !denial_in_flight() {
         return 0;
     }

@@ -93,10 +93,12 @@ fn held_w_beside_a_tenant_policy(tag: &str) -> HeldW {
     }
 }
 
-/// `cgroupPath: SELECTOR`, enforce, runtime-default without getppid.
+/// `cgroupPath: SELECTOR`, enforce, runtime-default without getppid; a kill takes the
+/// calling process only (`killScope: process`): these tests probe with children of a
+/// long-lived process, which must outlive them.
 fn enforce_no_getppid(selector: &str) -> String {
     format!(
-        "  selector:\n    cgroupPath: \"{selector}\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [getppid]\n"
+        "  selector:\n    cgroupPath: \"{selector}\"\n  mode: enforce\n  killScope: process\n  include: [runtime-default]\n  deny: [getppid]\n"
     )
 }
 
@@ -894,7 +896,7 @@ fn a_cri_outage_at_start_binds_fail_closed_then_the_precise_policy() {
         "victims.yaml",
         &policy_yaml(
             "victims",
-            "  selector:\n    namespace: sysfence-test\n    podLabels:\n      matchLabels: {app: victim}\n  mode: enforce\n  include: [runtime-default]\n  deny: [mkdir]\n",
+            "  selector:\n    namespace: sysfence-test\n    podLabels:\n      matchLabels: {app: victim}\n  mode: enforce\n  killScope: process\n  include: [runtime-default]\n  deny: [mkdir]\n",
         ),
     );
     let cdir = dir.path().join("containerd");

@@ -8,6 +8,7 @@
 //! SIGKILL, enforcement goes on, and the next agent adopts it.
 
 mod answers;
+mod kills;
 mod reload;
 mod telemetry;
 mod watches;
@@ -387,6 +388,7 @@ impl Agent {
         if let Err(e) = self.probe.forget_event_state(&live) {
             warn!(event = "prune_failed", error = %format!("{e:#}"), "kept the kernel's event state of gone workloads; the LRU maps evict it in time");
         }
+        self.sweep_doomed();
     }
 
     /// One event from the ring buffer: decoded once, enriched once, then logged and
@@ -398,6 +400,19 @@ impl Agent {
             self.workloads.policy_of_slot(event.slot),
         );
         v.log();
+        if v.workload_killed {
+            self.kill_workload(event.cgroup_id);
+        }
+        if let Some((pid, level)) = crate::undo::killed_attach(event) {
+            let index = self.workloads.index();
+            let dir = index
+                .get(event.cgroup_id)
+                .map(|w| index.root().join(&w.cgroup_path));
+            crate::undo::resume_stopped(
+                crate::undo::host_pids(pid, level, dir.as_deref()),
+                format!("ptrace by pid {} of {}", event.tgid, v.workload.cgroup),
+            );
+        }
         self.telemetry.record_violation(v);
     }
 }

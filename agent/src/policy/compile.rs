@@ -9,62 +9,16 @@ use std::{
 
 use marked_yaml::Spanned;
 use probe_common::{Abi, PolicySlot, action, mode};
-use serde::Serialize;
 
 use super::args::{self, RuleBook};
+pub use super::choices::{Action, Fallback, KillScope, Mode};
 use super::{
+    choices::parse_choice,
     diag::{Diagnostic, start},
     model::{AbiChoice, PolicyDoc, SetDoc},
     selector::{CompiledSelector, compile_selector, first_selector_marker},
 };
 use crate::syscall_table;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Monitor,
-    Audit,
-    Enforce,
-}
-
-impl Mode {
-    pub const NAMES: &'static str = "monitor, audit, enforce";
-
-    pub fn parse(s: &str) -> Option<Mode> {
-        match s {
-            "monitor" => Some(Mode::Monitor),
-            "audit" => Some(Mode::Audit),
-            "enforce" => Some(Mode::Enforce),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Monitor => "monitor",
-            Mode::Audit => "audit",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
-
-/// What `enforce` does to a violation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// SIGKILL from `sys_enter`; the syscall body still runs first.
-    Kill,
-    /// EPERM before side effects, through BPF LSM hooks; needs a kernel with BPF LSM.
-    Deny,
-}
-
-/// What `deny` does when it cannot prevent a syscall.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Fallback {
-    Kill,
-    Allow,
-}
 
 /// A policy ready to be put in a slot.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +28,8 @@ pub struct CompiledPolicy {
     pub mode: Mode,
     pub action: Action,
     pub fallback: Fallback,
+    /// What a kill takes.
+    pub kill_scope: KillScope,
     /// Glob under the cgroup v2 root, without a leading `/` (also in `selector`).
     pub cgroup_path: Option<String>,
     /// `spec.selector`, compiled: which workloads this policy binds to.
@@ -156,6 +112,9 @@ impl CompiledPolicy {
         }
         if self.deny_namespaces {
             slot.flags |= probe_common::SLOT_DENY_NAMESPACES;
+        }
+        if self.kill_scope == KillScope::Workload {
+            slot.flags |= probe_common::SLOT_KILL_WORKLOAD;
         }
         slot.mode = match self.mode {
             Mode::Monitor => mode::MONITOR,
@@ -433,25 +392,6 @@ pub(super) fn check_name(path: &Path, name: &Spanned<String>, diags: &mut Vec<Di
     false
 }
 
-fn parse_choice<T>(
-    path: &Path,
-    value: Option<&Spanned<String>>,
-    field: &str,
-    default: T,
-    choices: &str,
-    parse: impl Fn(&str) -> Option<T>,
-    diags: &mut Vec<Diagnostic>,
-) -> T {
-    let Some(v) = value else { return default };
-    parse(v.as_str()).unwrap_or_else(|| {
-        diags.push(
-            Diagnostic::error(path, start(v.span()), format!("unknown {field} `{}`", **v))
-                .with_help(format!("{field} is one of: {choices}")),
-        );
-        default
-    })
-}
-
 /// Compile one policy. `Err` holds at least one error; `Ok` may carry warnings.
 pub fn compile(
     path: &Path,
@@ -517,6 +457,24 @@ pub fn compile(
                 "`fallback` has no effect unless `action: deny`",
             )
             .with_help("remove it, or set `action: deny`"),
+        );
+    }
+
+    let kill_scope = parse_choice(
+        path,
+        spec.kill_scope.as_ref(),
+        "killScope",
+        KillScope::Workload,
+        KillScope::NAMES,
+        KillScope::parse,
+        &mut diags,
+    );
+    if let Some(k) = &spec.kill_scope
+        && !(mode == Mode::Enforce && (action == Action::Kill || fallback == Fallback::Kill))
+    {
+        diags.push(
+            Diagnostic::warning(path, start(k.span()), "`killScope` has no effect: nothing is killed")
+                .with_help("it applies under `mode: enforce` with `action: kill`, or `action: deny` with `fallback: kill`"),
         );
     }
 
@@ -808,6 +766,7 @@ pub fn compile(
             mode,
             action,
             fallback,
+            kill_scope,
             cgroup_path,
             selector,
             selector_at,

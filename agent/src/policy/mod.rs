@@ -2,6 +2,7 @@
 //! ([`compile`]), where files and sets come from ([`sources`]), and loading (here).
 
 pub mod args;
+pub mod choices;
 pub mod compile;
 pub mod diag;
 pub mod model;
@@ -14,7 +15,7 @@ use std::{
     sync::Arc,
 };
 
-pub use compile::{Action, CompiledPolicy, Fallback, Mode, SetCatalog};
+pub use compile::{Action, CompiledPolicy, Fallback, KillScope, Mode, SetCatalog};
 pub use diag::{Diagnostic, Rejected, Severity};
 use model::Document;
 pub use selector::CompiledSelector;

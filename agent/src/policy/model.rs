@@ -69,6 +69,10 @@ pub struct PolicySpec {
     pub action: Option<Spanned<String>>,
     #[serde(default)]
     pub fallback: Option<Spanned<String>>,
+    /// What a kill takes: `workload` (every process of the workload's cgroup, the
+    /// default) or `process` (the caller's).
+    #[serde(default)]
+    pub kill_scope: Option<Spanned<String>>,
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
     #[serde(default)]

@@ -859,3 +859,38 @@ fn include_chains_are_bounded_and_diamonds_expand_once() {
         .expect("a chain deeper than 16 sets is refused");
     assert!(too_deep.is_error());
 }
+
+#[test]
+fn kill_scope_defaults_to_the_workload_and_says_when_it_does_nothing() {
+    let (p, w) = policy(&format!("{HEAD}spec:\n  mode: enforce\n  allow: [read]\n")).unwrap();
+    assert_eq!(p.kill_scope, KillScope::Workload);
+    assert!(w.is_empty(), "{w:?}");
+    assert_ne!(slot_of(&p).flags & probe_common::SLOT_KILL_WORKLOAD, 0);
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  killScope: process\n  allow: [read]\n"
+    ))
+    .unwrap();
+    assert_eq!(p.kill_scope, KillScope::Process);
+    assert_eq!(slot_of(&p).flags & probe_common::SLOT_KILL_WORKLOAD, 0);
+    let e = errors(&format!(
+        "{HEAD}spec:\n  mode: enforce\n  killScope: pod\n  allow: [read]\n"
+    ));
+    let text = e[0].to_string();
+    assert!(
+        text.contains(":7:14: error: unknown killScope `pod`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("killScope is one of: workload, process"),
+        "{text}"
+    );
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  mode: audit\n  killScope: process\n  allow: [read]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter()
+            .any(|d| d.to_string().contains("`killScope` has no effect")),
+        "{w:?}"
+    );
+}

@@ -69,6 +69,22 @@ impl Probe {
             mark_failed: sum(stat::MARK_FAILED)?,
             events_suppressed: sum(stat::EVENTS_SUPPRESSED)?,
             events_held: sum(stat::EVENTS_HELD)?,
+            strays: sum(stat::STRAYS)?,
+            stray_failed: sum(stat::STRAY_FAILED)?,
         })
+    }
+
+    /// The cgroups doomed by a kill under `killScope: workload`.
+    pub fn doomed_workloads(&self) -> anyhow::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        for key in self.doomed.keys() {
+            out.push(key.context("reading DOOMED_WORKLOADS")?);
+        }
+        Ok(out)
+    }
+
+    /// Whether the cgroup is doomed now.
+    pub fn is_doomed(&self, cgroup_id: u64) -> bool {
+        self.doomed.get(&cgroup_id, 0).is_ok()
     }
 }

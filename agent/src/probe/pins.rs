@@ -120,7 +120,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 14] = [
+    let expected: [(&str, u32, u32, Option<u32>); 19] = [
         (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
         (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
         (maps::COUNTS, 4, 8, None),
@@ -143,6 +143,21 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
             size(size_of::<probe_common::EventBudget>()),
             None,
         ),
+        (
+            maps::PROCESS_SLOTS,
+            4,
+            size(size_of::<probe_common::ProcessPolicy>()),
+            None,
+        ),
+        (
+            maps::STRAYS,
+            4,
+            size(size_of::<probe_common::ProcessPolicy>()),
+            None,
+        ),
+        (maps::STRAY_COUNT, 4, 8, Some(1)),
+        (maps::DOOMED_WORKLOADS, 8, 8, None),
+        (maps::DOOMED_COUNT, 4, 8, Some(1)),
         (maps::STATS, 4, 8, Some(probe_common::stat::COUNT)),
         (maps::DENY_MARKS, 8, size(size_of::<DenyMark>()), None),
         (maps::DENY_PENDING, 4, 8, Some(1)),

@@ -52,6 +52,8 @@ fn program_names_are_the_programs_of_the_probe() {
         programs::SYS_EXIT,
         programs::SCHED_PROCESS_EXIT,
         programs::CLONE_GUARD,
+        programs::FOLLOW_CGROUP_MOVE,
+        programs::LIFT_DOOM,
         programs::MEMO_CGROUP_ATTACH,
         programs::MEMO_TASK_EXIT,
     ]

@@ -24,6 +24,7 @@ use crate::{
     probe::{self, Probe, ProbeOptions},
 };
 
+mod sentinel;
 pub mod summary;
 
 use summary::{CountRow, ViolationRow};
@@ -80,6 +81,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     if options.command.is_empty() {
         bail!("no command given: `sysfence run --policy FILE -- CMD [ARGS...]`");
     }
+    // First, while this process has one thread.
+    let _sentinel = sentinel::Sentinel::start();
     let loaded = policy::load(
         std::slice::from_ref(&options.policy),
         options.sets.as_deref(),
@@ -137,6 +140,12 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let drain = |ring: &mut aya::maps::RingBuf<aya::maps::MapData>, events: &mut Vec<Violation>| {
         while let Some(item) = ring.next() {
             if let Some(e) = probe::decode_violation(&item) {
+                if let Some((pid, level)) = crate::undo::killed_attach(&e) {
+                    crate::undo::resume_stopped(
+                        crate::undo::host_pids(pid, level, Some(&cg.path)),
+                        format!("ptrace by pid {}", e.tgid),
+                    );
+                }
                 events.push(Violation::from_event(&e));
             }
         }

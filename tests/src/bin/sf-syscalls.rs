@@ -50,6 +50,28 @@
 //!                                 file mapping no one has touched yet: a non-faulting
 //!                                 read (a BPF program's) fails, the kernel's copy
 //!                                 faults the page in and succeeds
+//!
+//! Verbs for the containment tests (tests/tests/containment.rs): each ends its output
+//! with how the process that made syscall NR after the escape ended, `NR: survived` (it
+//! ran) or `child killed by signal S` / `child exited S`.
+//!
+//! sf-syscalls move-self PROCS NR  write "0" to PROCS (a cgroup.procs: this process
+//!                                 moves itself), then one raw syscall NR
+//! sf-syscalls move-self-fork PROCS NR  the same, then a forked child makes NR
+//! sf-syscalls move-child PROCS NR  fork a child that waits; move it by writing its pid
+//!                                 to PROCS; then it makes NR
+//! sf-syscalls clone-into DIR NR   clone3(CLONE_INTO_CGROUP) into the cgroup directory
+//!                                 DIR; the child makes NR
+//! sf-syscalls attach PID|parent  one raw ptrace(PTRACE_ATTACH) of PID (or of this
+//!                                 process's parent); prints `attach: ok` or the error
+//! sf-syscalls harvest CALL        a sibling made by clone(CLONE_FILES) (CLONE_VM for
+//!                                 shmat) makes CALL (userfaultfd, perf_event_open,
+//!                                 io_uring_setup, shmat of a segment this process made,
+//!                                 whose id it prints first: `harvest: shm ID`); then this
+//!                                 process looks for what CALL made: `harvest: fd present:
+//!                                 LINK, usable: yes|no`, `harvest: mapping present: LINE`,
+//!                                 or `harvest: nothing`
+//!
 //! sf-syscalls personality VALUE   one personality(VALUE) (all 64 bits of the register)
 //! sf-syscalls socket FAMILY       one socket(FAMILY, SOCK_STREAM, 0), FAMILY as 64 bits
 //! sf-syscalls threads N           start and join N threads (glibc: clone3, or clone)
@@ -138,6 +160,265 @@ fn cycle(secs: f64, rate: u64, ranges: &[String]) {
         }
     }
     println!("cycle: {calls} calls");
+}
+
+/// Write `text` to a cgroup file; exit 1 saying why if the kernel refuses.
+fn write_cgroup_file(path: &str, text: &str) {
+    if let Err(e) = std::fs::write(path, text) {
+        println!("write {path}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// One raw syscall without arguments, then say that this process survived it.
+fn call_and_report(nr: i64) {
+    // SAFETY: a syscall without arguments (getppid, getpid, ...).
+    let r = unsafe { libc::syscall(nr) };
+    println!("{nr}: survived (returned {r})");
+}
+
+/// Wait for `pid` and print how it ended.
+fn report_child(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        println!("child killed by signal {}", libc::WTERMSIG(status));
+    } else {
+        println!("child exited {}", libc::WEXITSTATUS(status));
+    }
+}
+
+/// The SysV segment the `harvest shmat` sibling attaches.
+static HARVEST_SHM: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The `harvest` sibling: the one call, raw, then leave (if it lives).
+extern "C" fn harvest_sibling(arg: *mut libc::c_void) -> libc::c_int {
+    let call = arg as usize;
+    // SAFETY: raw syscalls with arguments that live on this stack; the sibling leaves
+    // with _exit and touches nothing of the parent's but HARVEST_SHM.
+    unsafe {
+        match call {
+            0 => {
+                libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC);
+            }
+            1 => {
+                // PERF_TYPE_SOFTWARE, PERF_COUNT_SW_CPU_CLOCK, size PERF_ATTR_SIZE_VER0.
+                let mut attr = [0u8; 128];
+                attr[0..4].copy_from_slice(&1u32.to_ne_bytes());
+                attr[4..8].copy_from_slice(&64u32.to_ne_bytes());
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    attr.as_ptr(),
+                    0,
+                    -1,
+                    -1,
+                    8, // PERF_FLAG_FD_CLOEXEC
+                );
+            }
+            2 => {
+                let params = [0u8; 120];
+                libc::syscall(libc::SYS_io_uring_setup, 8, params.as_ptr());
+            }
+            _ => {
+                let id = HARVEST_SHM.load(std::sync::atomic::Ordering::SeqCst);
+                libc::syscall(libc::SYS_shmat, id, 0, 0);
+            }
+        }
+        libc::_exit(0)
+    }
+}
+
+/// The `harvest` verb: does anything the sibling's killed call made survive here?
+fn harvest(call: &str) {
+    use std::io::Write as _;
+    let which: usize = match call {
+        "userfaultfd" => 0,
+        "perf_event_open" => 1,
+        "io_uring_setup" => 2,
+        "shmat" => 3,
+        other => {
+            eprintln!("sf-syscalls: harvest {other}: not a call it knows");
+            std::process::exit(64);
+        }
+    };
+    let mut flags = libc::SIGCHLD | libc::CLONE_FILES;
+    if which == 3 {
+        // SAFETY: a new private SysV segment.
+        let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+        assert!(id >= 0, "shmget: {}", std::io::Error::last_os_error());
+        HARVEST_SHM.store(id, std::sync::atomic::Ordering::SeqCst);
+        println!("harvest: shm {id}");
+        flags = libc::SIGCHLD | libc::CLONE_VM;
+    }
+    let _ = std::io::stdout().flush();
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the top of a stack that outlives the sibling (this process waits for it).
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        libc::clone(
+            harvest_sibling,
+            top as *mut libc::c_void,
+            flags,
+            which as *mut libc::c_void,
+        )
+    };
+    assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+    report_child(pid);
+    drop(stack);
+    if which == 3 {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        match maps.lines().find(|l| l.contains("SYSV")) {
+            Some(line) => println!("harvest: mapping present: {line}"),
+            None => println!("harvest: nothing"),
+        }
+        return;
+    }
+    let want = ["[userfaultfd]", "[perf_event]", "[io_uring]"][which];
+    for entry in std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let link = link.display().to_string();
+        if !link.contains(want) {
+            continue;
+        }
+        let fd: i32 = entry.file_name().to_string_lossy().parse().unwrap_or(-1);
+        // SAFETY: the fd is ours; a userfaultfd gets UFFDIO_API, a perf counter is read.
+        let usable = unsafe {
+            match which {
+                0 => {
+                    let mut api = [0u64; 3];
+                    api[0] = 0xaa; // UFFD_API
+                    libc::ioctl(fd, 0xc018_aa3f, api.as_mut_ptr()) == 0 // UFFDIO_API
+                }
+                1 => {
+                    let mut v = 0u64;
+                    libc::read(fd, (&raw mut v).cast(), 8) == 8
+                }
+                _ => libc::fcntl(fd, libc::F_GETFD) >= 0,
+            }
+        };
+        println!(
+            "harvest: fd present: {link}, usable: {}",
+            if usable { "yes" } else { "no" }
+        );
+        return;
+    }
+    println!("harvest: nothing");
+}
+
+/// `clone_args` as far as its `cgroup` member (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+struct CloneArgsV2 {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// The containment verbs: a policed process leaves its cgroup, then syscall NR is made
+/// by it, its child, or the moved or cloned child.
+fn escape(verb: &str, target: &str, nr: i64) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    match verb {
+        "move-self" => {
+            write_cgroup_file(target, "0");
+            call_and_report(nr);
+        }
+        "move-self-fork" => {
+            write_cgroup_file(target, "0");
+            // SAFETY: fork; the child makes one syscall and leaves with _exit.
+            match unsafe { libc::fork() } {
+                0 => {
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::syscall(nr);
+                        libc::_exit(0)
+                    }
+                }
+                pid if pid > 0 => report_child(pid),
+                _ => panic!("fork: {}", std::io::Error::last_os_error()),
+            }
+        }
+        "move-child" => {
+            let mut fds = [0; 2];
+            // SAFETY: a new pipe.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            // SAFETY: fork; the child blocks on the pipe, makes one syscall, leaves.
+            match unsafe { libc::fork() } {
+                0 => unsafe {
+                    let mut b = 0u8;
+                    libc::read(fds[0], (&raw mut b).cast(), 1);
+                    libc::syscall(nr);
+                    libc::_exit(0)
+                },
+                pid if pid > 0 => {
+                    write_cgroup_file(target, &pid.to_string());
+                    // SAFETY: wakes the child.
+                    unsafe { libc::write(fds[1], b"g".as_ptr().cast(), 1) };
+                    report_child(pid);
+                }
+                _ => panic!("fork: {}", std::io::Error::last_os_error()),
+            }
+        }
+        "clone-into" => {
+            let dir = cstr(target);
+            // SAFETY: opening a directory.
+            let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+            assert!(
+                fd >= 0,
+                "open {target}: {}",
+                std::io::Error::last_os_error()
+            );
+            let args = CloneArgsV2 {
+                flags: 0x2_0000_0000, // CLONE_INTO_CGROUP
+                pidfd: 0,
+                child_tid: 0,
+                parent_tid: 0,
+                exit_signal: libc::SIGCHLD as u64,
+                stack: 0,
+                stack_size: 0,
+                tls: 0,
+                set_tid: 0,
+                set_tid_size: 0,
+                cgroup: fd as u64,
+            };
+            // SAFETY: a fork-like clone3 (no CLONE_VM); the child makes one syscall and
+            // leaves with _exit.
+            let pid = unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &raw const args,
+                    std::mem::size_of::<CloneArgsV2>(),
+                )
+            };
+            match pid {
+                0 => unsafe {
+                    libc::syscall(nr);
+                    libc::_exit(0)
+                },
+                pid if pid > 0 => report_child(pid as libc::pid_t),
+                _ => {
+                    println!("clone3: {}", std::io::Error::last_os_error());
+                    std::process::exit(1);
+                }
+            }
+        }
+        _ => unreachable!(),
+    }
 }
 
 fn main() {
@@ -246,6 +527,33 @@ fn dispatch(args: &[String]) {
             let secs: f64 = arg(args, 2, "seconds");
             let rate: u64 = arg(args, 3, "calls per second");
             cycle(secs, rate, &args[4..]);
+        }
+        Some(verb @ ("move-self" | "move-self-fork" | "move-child" | "clone-into")) => {
+            let target: String = arg(args, 2, "a cgroup.procs path or cgroup directory");
+            let nr: i64 = arg(args, 3, "a syscall number");
+            escape(verb, &target, nr);
+        }
+        Some("attach") => {
+            let target: String = arg(args, 2, "a pid, or `parent`");
+            let pid: i64 = if target == "parent" {
+                getppid()
+            } else {
+                target.parse().unwrap_or_else(|_| {
+                    eprintln!("sf-syscalls: attach: `{target}` is not a pid");
+                    std::process::exit(64)
+                })
+            };
+            // SAFETY: a raw ptrace on a pid; nothing of ours is passed.
+            let r = unsafe { libc::syscall(libc::SYS_ptrace, libc::PTRACE_ATTACH, pid, 0, 0) };
+            if r == 0 {
+                println!("attach: ok");
+            } else {
+                println!("attach: {}", std::io::Error::last_os_error());
+            }
+        }
+        Some("harvest") => {
+            let call: String = arg(args, 2, "a syscall name");
+            harvest(&call);
         }
         Some("kill") => {
             let pid: i32 = arg(args, 2, "a pid");

@@ -1,0 +1,423 @@
+//! Containment (issue 15): a policed process cannot leave its policy behind, and a
+//! workload keeps nothing a killed syscall made. Each test is an attack by a root
+//! process inside the workload, against the real agent and probe:
+//! - it moves itself, a child, or a sibling to a cgroup its policy is not bound to (by
+//!   `cgroup.procs` or `clone3(CLONE_INTO_CGROUP)`), then makes the syscall its policy
+//!   denies; the test fails if that syscall runs;
+//! - a sibling that shares its file table (or its memory) makes a denied
+//!   `userfaultfd`, `perf_event_open`, `io_uring_setup` (or `shmat`) and is killed after
+//!   it ran; the test fails if the fd (or the mapping) survives in the workload.
+//!
+//! Run with `cargo xtask test` (as root; one at a time).
+
+use std::{os::unix::process::ExitStatusExt as _, path::PathBuf};
+
+use sysfence_tests::{agent::Agent, *};
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
+const SYS_GETPID: &str = "39";
+const SYS_GETPPID: &str = "110";
+
+/// A running agent with the policy `held` (enforce, runtime-default without getppid,
+/// `killScope: process`: these tests are about where a policy applies)
+/// on every cgroup below `sysfence-TAG-PID`, its workload `w` bound, and two cgroups
+/// to escape to: `outside` (bound to nothing) and `other/x`, bound to the policy
+/// `other`, which allows getppid (and denies getuid).
+struct Scene {
+    agent: Agent,
+    w: TestCgroup,
+    outside: TestCgroup,
+    other: TestCgroup,
+    _dir: tempfile::TempDir,
+    _base: TestCgroup,
+    _other_base: TestCgroup,
+}
+
+fn scene(tag: &str) -> Scene {
+    let base = format!("sysfence-{tag}-{}", std::process::id());
+    let other_base = format!("sysfence-{tag}-other-{}", std::process::id());
+    let base_cgroup = TestCgroup::create(&base);
+    let other_base_cgroup = TestCgroup::create(&other_base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    write_policy(
+        &policies,
+        "held.yaml",
+        &policy_yaml(
+            "held",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  killScope: process\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        ),
+    );
+    write_policy(
+        &policies,
+        "other.yaml",
+        &policy_yaml(
+            "other",
+            &format!(
+                "  selector:\n    cgroupPath: \"{other_base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [getuid]\n"
+            ),
+        ),
+    );
+    let w = TestCgroup::create(&format!("{base}/w"));
+    let other = TestCgroup::create(&format!("{other_base}/x"));
+    let outside = TestCgroup::create(&format!("sysfence-{tag}-outside-{}", std::process::id()));
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .start();
+    agent.wait_bound(2);
+    Scene {
+        agent,
+        w,
+        outside,
+        other,
+        _dir: dir,
+        _base: base_cgroup,
+        _other_base: other_base_cgroup,
+    }
+}
+
+fn procs(cg: &TestCgroup) -> String {
+    cg.path.join("cgroup.procs").display().to_string()
+}
+
+fn dir(cg: &TestCgroup) -> String {
+    PathBuf::from(&cg.path).display().to_string()
+}
+
+/// Run an escape verb in `w`; (stdout, how the process ended).
+fn attempt(s: &Scene, args: &[&str]) -> (String, std::process::ExitStatus) {
+    let out = s.w.command(WORKLOAD).args(args).output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).to_string(), out.status)
+}
+
+/// The escape worked, and the process that made the allowed call after it ran it:
+/// without this, a passing attack test could mean the escape itself failed.
+fn escape_works(s: &Scene, verb: &str, target: &str) {
+    let (out, status) = attempt(s, &[verb, target, SYS_GETPID]);
+    assert!(
+        status.success() && (out.contains("39: survived") || out.contains("child exited 0")),
+        "{verb} {target} then getpid: {status:?} {out}"
+    );
+}
+
+#[test]
+fn a_process_that_moves_itself_out_of_its_workload_keeps_its_policy() {
+    if !privileged("a_process_that_moves_itself_out_of_its_workload_keeps_its_policy") {
+        return;
+    }
+    let s = scene("move-self");
+    escape_works(&s, "move-self", &procs(&s.outside));
+    for to in [&s.outside, &s.other] {
+        let (out, status) = attempt(&s, &["move-self", &procs(to), SYS_GETPPID]);
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "moved to {} then getppid: {status:?} {out}",
+            to.path.display()
+        );
+        assert!(!out.contains("survived"), "{out}");
+    }
+    let status = s.agent.status();
+    assert!(
+        status["probe"]["stats"]["strays"].as_u64().unwrap_or(0) >= 2,
+        "{status}"
+    );
+}
+
+#[test]
+fn the_child_of_a_process_that_moved_out_keeps_its_policy() {
+    if !privileged("the_child_of_a_process_that_moved_out_keeps_its_policy") {
+        return;
+    }
+    let s = scene("move-fork");
+    escape_works(&s, "move-self-fork", &procs(&s.outside));
+    let (out, status) = attempt(&s, &["move-self-fork", &procs(&s.outside), SYS_GETPPID]);
+    assert!(
+        status.success(),
+        "the parent made no denied call: {status:?} {out}"
+    );
+    assert!(out.contains("child killed by signal 9"), "{out}");
+}
+
+#[test]
+fn a_process_moved_out_by_a_sibling_keeps_its_policy() {
+    if !privileged("a_process_moved_out_by_a_sibling_keeps_its_policy") {
+        return;
+    }
+    let s = scene("move-child");
+    escape_works(&s, "move-child", &procs(&s.outside));
+    for to in [&s.outside, &s.other] {
+        let (out, status) = attempt(&s, &["move-child", &procs(to), SYS_GETPPID]);
+        assert!(status.success(), "{status:?} {out}");
+        assert!(
+            out.contains("child killed by signal 9"),
+            "moved to {}: {out}",
+            to.path.display()
+        );
+    }
+}
+
+#[test]
+fn a_child_cloned_into_another_cgroup_keeps_its_parents_policy() {
+    if !privileged("a_child_cloned_into_another_cgroup_keeps_its_parents_policy") {
+        return;
+    }
+    let s = scene("clone-into");
+    escape_works(&s, "clone-into", &dir(&s.outside));
+    for to in [&s.outside, &s.other] {
+        let (out, status) = attempt(&s, &["clone-into", &dir(to), SYS_GETPPID]);
+        assert!(status.success(), "{status:?} {out}");
+        assert!(
+            out.contains("child killed by signal 9"),
+            "cloned into {}: {out}",
+            to.path.display()
+        );
+    }
+}
+
+/// Processes that never were in a policed cgroup are not followed: a process started
+/// outside, moved into `outside`, makes getppid and lives.
+#[test]
+fn a_process_never_policed_is_not_followed() {
+    if !privileged("a_process_never_policed_is_not_followed") {
+        return;
+    }
+    let s = scene("never");
+    let out = s
+        .outside
+        .command(WORKLOAD)
+        .args(["move-self", &procs(&s.outside), SYS_GETPPID])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("110: survived"),
+        "{text}"
+    );
+}
+
+/// The calls the harvest tests make a sibling die for.
+const HARVESTED: [&str; 4] = ["userfaultfd", "perf_event_open", "io_uring_setup", "shmat"];
+
+/// A running agent with the policy `harvest` on `sysfence-TAG-PID/*` (enforce, kill,
+/// runtime-default without the calls of [`HARVESTED`], `killScope` as given, or the
+/// default), and its workload `w` bound.
+fn harvest_scene(
+    tag: &str,
+    scope: Option<&str>,
+) -> (Agent, TestCgroup, tempfile::TempDir, TestCgroup) {
+    let base = format!("sysfence-{tag}-{}", std::process::id());
+    let base_cgroup = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let scope = scope.map_or(String::new(), |s| format!("  killScope: {s}\n"));
+    write_policy(
+        &policies,
+        "harvest.yaml",
+        &policy_yaml(
+            "harvest",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  action: kill\n{scope}  include: [runtime-default]\n  deny: [{}]\n",
+                HARVESTED.join(", ")
+            ),
+        ),
+    );
+    let w = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .start();
+    agent.wait_bound(1);
+    (agent, w, dir, base_cgroup)
+}
+
+/// `harvest CALL` in `w`: (stdout, how it ended). Removes the SysV segment it made.
+fn harvest(w: &TestCgroup, call: &str) -> (String, std::process::ExitStatus) {
+    let out = w
+        .command(WORKLOAD)
+        .args(["harvest", call])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    for id in text
+        .lines()
+        .filter_map(|l| l.strip_prefix("harvest: shm "))
+        .filter_map(|id| id.trim().parse::<i32>().ok())
+    {
+        // SAFETY: removing the segment the workload made for the test.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+    (text, out.status)
+}
+
+/// The default `killScope: workload`: the sibling's call dooms the workload, so the
+/// process that shares the fd table (or the memory) dies before its next syscall, and
+/// so does every other process of the workload.
+#[test]
+fn nothing_a_killed_sibling_made_survives_in_the_workload() {
+    if !privileged("nothing_a_killed_sibling_made_survives_in_the_workload") {
+        return;
+    }
+    let (agent, _w, _dir, base) = harvest_scene("harvest", None);
+    for call in HARVESTED {
+        // A workload of its own for each, with a bystander in it.
+        let rel = format!(
+            "{}/w-{call}",
+            base.path.file_name().unwrap().to_string_lossy()
+        );
+        let w = TestCgroup::create(&rel);
+        agent.wait_bound_to(&rel);
+        let mut bystander = w
+            .command(WORKLOAD)
+            .args(["sleep", "60000"])
+            .spawn()
+            .unwrap();
+        // The bystander is running (its first syscalls made) before the attack.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let (out, status) = harvest(&w, call);
+        assert!(
+            out.contains("harvest:") || call != "shmat",
+            "{call}: the attack did not start: {out}"
+        );
+        assert!(
+            !out.contains("present"),
+            "{call}: survived in the workload: {out}"
+        );
+        assert_eq!(
+            status.signal(),
+            Some(9),
+            "{call}: the sharer lived: {status:?} {out}"
+        );
+        let end = bystander.wait().unwrap();
+        assert_eq!(
+            end.signal(),
+            Some(9),
+            "{call}: the rest of the workload lived: {end:?}"
+        );
+        let killed = agent.wait_line("the violation", |v| {
+            v["event"] == "violation" && v["cgroup"] == rel.as_str()
+        });
+        assert_eq!(killed["syscall"], call, "{killed}");
+        assert_eq!(killed["outcome"], "killed-after", "{killed}");
+        assert_eq!(killed["workload_killed"], true, "{killed}");
+        agent.wait_line("the workload's kill", |v| {
+            v["event"] == "workload_killed" && v["cgroup"] == rel.as_str()
+        });
+    }
+}
+
+/// `killScope: process` kills the caller only: the attack works, which is why it is not
+/// the default (and the reason the test above is not vacuous).
+#[test]
+fn under_kill_scope_process_a_sibling_keeps_what_the_killed_call_made() {
+    if !privileged("under_kill_scope_process_a_sibling_keeps_what_the_killed_call_made") {
+        return;
+    }
+    let (_agent, w, _dir, _base) = harvest_scene("harvest-process", Some("process"));
+    let (out, status) = harvest(&w, "userfaultfd");
+    assert!(status.success(), "{status:?} {out}");
+    assert!(out.contains("child killed by signal 9"), "{out}");
+    assert!(
+        out.contains("harvest: fd present: anon_inode:[userfaultfd], usable: yes"),
+        "{out}"
+    );
+    let (out, _) = harvest(&w, "shmat");
+    assert!(out.contains("harvest: mapping present"), "{out}");
+}
+
+/// The state letter of a task (`/proc/PID/stat`), `None` once it is gone.
+fn state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A `PTRACE_ATTACH` killed after it ran has stopped its target (SIGSTOP), and its
+/// tracer is gone: the agent resumes the target. The target here lives outside the
+/// workload, in the host's pid namespace, as the parent of a `sysfence run` command or a
+/// host process seen from a hostPID pod would.
+#[test]
+fn a_killed_ptrace_attach_leaves_no_process_stopped() {
+    if !privileged("a_killed_ptrace_attach_leaves_no_process_stopped") {
+        return;
+    }
+    let s = scene("attach");
+    let mut victim = s
+        .outside
+        .command(WORKLOAD)
+        .args(["sleep", "60000"])
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (out, status) = attempt(&s, &["attach", &pid.to_string()]);
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the attacher lived: {status:?} {out}"
+    );
+    let line = s.agent.wait_line("the violation", |v| {
+        v["event"] == "violation" && v["syscall"] == "ptrace"
+    });
+    assert_eq!(
+        line["args"],
+        format!("request=PTRACE_ATTACH pid={pid}"),
+        "{line}"
+    );
+    let resumed = s
+        .agent
+        .wait_line("the resume", |v| v["event"] == "resumed" && v["pid"] == pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while state(pid) == Some('T') && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let end = state(pid);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    assert_ne!(end, Some('T'), "the target stayed stopped ({resumed})");
+}
+
+/// The issue's own case: the command attaches to its parent, `sysfence run` itself.
+/// The attacher is killed; `run` does not stay stopped, and ends with its command.
+#[test]
+fn sysfence_run_is_not_left_stopped_by_its_commands_attach() {
+    if !privileged("sysfence_run_is_not_left_stopped_by_its_commands_attach") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "p.yaml",
+        &policy_yaml("attach", "  mode: enforce\n  include: [runtime-default]\n"),
+    );
+    let mut run = sysfence()
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .args(["--", WORKLOAD, "attach", "parent"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let pid = run.id();
+            let stuck = state(pid);
+            let _ = run.kill();
+            let _ = run.wait();
+            panic!("sysfence run did not end within 20 s (state {stuck:?})");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(137), "the command is killed: {stderr}");
+    assert!(stderr.contains("ptrace"), "{stderr}");
+}
