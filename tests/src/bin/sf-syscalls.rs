@@ -312,17 +312,11 @@ fn harvest(call: &str) {
     println!("harvest: nothing");
 }
 
-/// `clone_args` as far as its `cgroup` member (CLONE_ARGS_SIZE_VER2).
+/// `clone_args` as far as its `cgroup` member (CLONE_ARGS_SIZE_VER2): [`CloneArgs`]
+/// and the three members after it.
 #[repr(C)]
 struct CloneArgsV2 {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
+    v0: CloneArgs,
     set_tid: u64,
     set_tid_size: u64,
     cgroup: u64,
@@ -384,14 +378,7 @@ fn escape(verb: &str, target: &str, nr: i64) {
                 std::io::Error::last_os_error()
             );
             let args = CloneArgsV2 {
-                flags: 0x2_0000_0000, // CLONE_INTO_CGROUP
-                pidfd: 0,
-                child_tid: 0,
-                parent_tid: 0,
-                exit_signal: libc::SIGCHLD as u64,
-                stack: 0,
-                stack_size: 0,
-                tls: 0,
+                v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
                 set_tid: 0,
                 set_tid_size: 0,
                 cgroup: fd as u64,
