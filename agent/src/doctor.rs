@@ -250,7 +250,13 @@ pub fn capabilities() -> Vec<Capability> {
             Some("2") => State::No,
             _ => State::Yes,
         },
-        "operations submitted through a ring never pass sys_enter: keep io_uring_* out of allowlists".into(),
+        "a ring's operations never pass sys_enter. Under `action: deny` (BPF LSM) the hooks \
+         judge each as the syscall it stands for wherever it runs: inline in io_uring_enter, \
+         in io-wq and SQPOLL threads (their cgroup's policy), in task_work between the \
+         owner's syscalls (POLL_FIRST, poll-armed and linked requests: the owner's policy); \
+         no ring mode or flag is refused. Under `kill` or `audit`, keep io_uring_* out of \
+         allowlists"
+            .into(),
     );
     rows
 }

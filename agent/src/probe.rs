@@ -152,9 +152,9 @@ pub struct KernelLayout {
     /// `task_struct.tgid`, `inode.i_sb`, `super_block.s_magic`, `file.f_inode`,
     /// `file.f_mode`, or zeros: the self-protection hooks are then not loaded.
     pub guard: [u32; 5],
-    /// `task_struct.pid` and `task_struct.tgid`, or zeros: a child born into a denied
-    /// namespace is then not marked (its caller is still killed).
-    pub task_ids: [u32; 2],
+    /// `task_struct.io_uring` (a task's io_uring context), or 0 on a kernel without
+    /// io_uring.
+    pub task_io_uring: u32,
     /// `task_struct.tgid`, `task_struct.signal`, `signal_struct.live`,
     /// `kernfs_node.parent` (`__parent` from 6.15), or zeros: processes that leave their
     /// workload's cgroup are then not followed.
@@ -192,13 +192,7 @@ impl KernelLayout {
             [Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)] => [a, b, c, d, e],
             _ => [0; 5],
         };
-        let task_ids = match (
-            member_offset(&btf, "task_struct", "pid"),
-            member_offset(&btf, "task_struct", "tgid"),
-        ) {
-            (Ok(a), Ok(b)) => [a, b],
-            _ => [0; 2],
-        };
+        let task_io_uring = member_offset(&btf, "task_struct", "io_uring").unwrap_or(0);
         let containment = [
             member_offset(&btf, "task_struct", "tgid"),
             member_offset(&btf, "task_struct", "signal"),
@@ -223,7 +217,7 @@ impl KernelLayout {
             cgroup_id_path,
             task_flags,
             guard,
-            task_ids,
+            task_io_uring,
             containment,
         })
     }
@@ -307,11 +301,14 @@ impl Probe {
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
+            // The task storage maps (`DENY_MARKS`, `RING_OWNERS`): aya has no type for
+            // them, and the agent never reads them; they are created and pinned.
+            .allow_unsupported_maps()
             .override_global("CGROUP_ID_PATH", &layout.cgroup_id_path, true)
             .override_global("TASK_FLAGS_OFFSET", &layout.task_flags, true)
             .override_global("TASK_STATUS_OFFSET", &layout.task_status, true)
             .override_global("GUARD_OFFSETS", &layout.guard, true)
-            .override_global("TASK_IDS_OFFSET", &layout.task_ids, true)
+            .override_global("TASK_IO_URING_OFFSET", &layout.task_io_uring, true)
             .override_global("CONTAINMENT_OFFSETS", &layout.containment, true)
             .override_global("PID_LEVEL_PATH", &layout.pid_level, true)
             .map_max_entries(maps::POLICIES, options.max_slots)

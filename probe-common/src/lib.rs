@@ -537,7 +537,7 @@ pub struct ViolationEvent {
 /// Event flag: `not-preventable`, and the fallback killed the task after the syscall.
 pub const EVENT_FALLBACK_KILLED: u32 = 1;
 
-/// Value of `DENY_MARKS[pid_tgid]`: a syscall in flight that the LSM hooks must deny.
+/// A task's `DENY_MARKS` storage: a syscall in flight that the LSM hooks must deny.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenyMark {
@@ -551,7 +551,7 @@ pub struct DenyMark {
     /// The first hook that denied it.
     pub hook: u32,
     pub fallback_kill: u32,
-    /// [`MARK_DENY`] or [`MARK_IO_URING`].
+    /// [`MARK_DENY`] or [`MARK_DOOMED`].
     pub kind: u32,
     /// What the hooks fail it with ([`EPERM`] unless the policy chose another).
     pub errno: u32,
@@ -567,9 +567,36 @@ pub const MARK_DENY: u32 = 0;
 /// first `sys_exit` (the return from the fork, before any instruction of its own) when
 /// the deny path is attached, else at its first `sys_enter`; every hook fails it.
 pub const MARK_DOOMED: u32 = 2;
-/// A [`DenyMark`] for an allowed `io_uring_enter`: operations it runs inline are judged
-/// by the hooks as the syscall they stand for (see [`io_uring_op_syscall`]).
-pub const MARK_IO_URING: u32 = 1;
+
+/// A task's `RING_OWNERS` storage: a task that has an io_uring context (`task->io_uring`)
+/// and makes syscalls under a `deny` policy. io_uring runs work for it outside of its
+/// syscalls too (task_work after `sys_exit`: a poll-armed or `POLL_FIRST` request when it
+/// becomes ready, the next request of a linked chain); the LSM hooks judge every
+/// operation that runs while `where_` is not [`RING_DIRECT`] by `slot`, as the syscall it
+/// stands for (see [`io_uring_op_syscall`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingOwner {
+    pub cgroup_id: u64,
+    pub slot: u32,
+    /// [`RING_OUTSIDE`], [`RING_DIRECT`] or [`RING_ENTER`].
+    pub where_: u32,
+}
+
+/// [`RingOwner::where_`]: between syscalls: what reaches a hook is io_uring's work.
+pub const RING_OUTSIDE: u32 = 0;
+/// [`RingOwner::where_`]: in a syscall of its own that the policy allowed: the hooks
+/// are that syscall's.
+pub const RING_DIRECT: u32 = 1;
+/// [`RingOwner::where_`]: in `io_uring_enter` or `io_uring_register`, which run ring
+/// work inline (submissions, task_work while waiting for completions).
+pub const RING_ENTER: u32 = 2;
+/// x86_64 (and i386) numbers of `io_uring_setup`, `io_uring_enter`, `io_uring_register`.
+pub const IO_URING_SETUP: u32 = 425;
+pub const IO_URING_REGISTER: u32 = 427;
+/// `PF_EXITING` in `task_struct.flags`: the task is in `do_exit`, where io_uring cancels
+/// and may run its pending work whatever syscall brought it there.
+pub const PF_EXITING: u32 = 0x4;
 
 /// Event flag: the operation came through io_uring (inline in `io_uring_enter`, or in an
 /// io_uring worker thread), not through its own syscall.

@@ -57,13 +57,22 @@ pub const DOOMED_COUNT: &str = "DOOMED_COUNT";
 /// Probe health counters ([`stat`](super::stat)), per CPU. Written by the programs
 /// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
 pub const STATS: &str = "STATS";
-/// pid_tgid → a syscall in flight that the LSM hooks must deny
-/// ([`DenyMark`](super::DenyMark)). Written by `sys_enter` (mark), the LSM hooks
-/// (consume), `sys_exit` and `sched_process_exit` (clear).
+/// Task storage: a task's syscall in flight that the LSM hooks must deny
+/// ([`DenyMark`](super::DenyMark)), freed with the task. Written by `sys_enter` (mark)
+/// and `clone_guard` (a doomed child), the LSM hooks (consume), `sys_exit` and
+/// `sched_process_exit` (clear).
 pub const DENY_MARKS: &str = "DENY_MARKS";
 /// Number of entries in `DENY_MARKS` (one u64). Written by whoever adds or removes a
 /// mark; read by the LSM hooks and `sys_exit`.
 pub const DENY_PENDING: &str = "DENY_PENDING";
+/// Task storage: where a task that uses io_uring under a `deny` policy is
+/// ([`RingOwner`](super::RingOwner)): in a syscall of its own, in `io_uring_enter`, or
+/// outside any (where io_uring's task_work runs). Written by `sys_enter` and `sys_exit`;
+/// read by the LSM hooks; cleared by `sched_process_exit`.
+pub const RING_OWNERS: &str = "RING_OWNERS";
+/// Number of entries in `RING_OWNERS` (one u64). Written by whoever adds or removes
+/// one; read by `sys_exit` and the LSM hooks.
+pub const RING_OWNER_COUNT: &str = "RING_OWNER_COUNT";
 /// The agent's tgid (one entry; 0: none). Written by the agent at start; read by
 /// `guard_agent_kill`.
 pub const GUARDED: &str = "GUARDED";
@@ -97,6 +106,8 @@ pub const ALL: &[&str] = &[
     STATS,
     DENY_MARKS,
     DENY_PENDING,
+    RING_OWNERS,
+    RING_OWNER_COUNT,
     GUARDED,
     GENERATION,
     TASK_MEMO,

@@ -17,8 +17,7 @@ use probe_common::{
 };
 
 use crate::{
-    CLONE_THREAD, COUNTS, DENY_MARKS, EPERM, POLICIES, Report, bound_slot, bump, current_cgroup_id,
-    emit, pending_add,
+    CLONE_THREAD, COUNTS, EPERM, POLICIES, Report, bound_slot, bump, current_cgroup_id, emit, marks,
 };
 
 /// What `decide` may read of the current syscall.
@@ -65,11 +64,6 @@ impl CallArgs for Call<'_> {
     }
 }
 
-/// Offsets of `task_struct.pid` and `task_struct.tgid`, from the kernel's BTF (agent,
-/// at load time): `clone_guard` marks a child by them. Zero: children are not marked.
-#[unsafe(no_mangle)]
-static TASK_IDS_OFFSET: [u32; 2] = [0; 2];
-
 /// `task_newtask`: a fork got past every check with flags the kernel has copied, which
 /// no other thread can change any more. If they ask for a namespace the caller's
 /// enforcing policy denies (`clone3` whose flags changed after `sys_enter` read them),
@@ -101,18 +95,10 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     let took_workload = crate::kill::kill_in_scope(&ctx, slot, cgroup_id);
-    // A thread of the caller dies with it; another process is marked.
-    // SAFETY: a read of this program's frozen .rodata.
-    let ids = unsafe { core::ptr::read_volatile(&TASK_IDS_OFFSET) };
-    if clone_flags & CLONE_THREAD == 0 && ids[0] != 0 && ids[1] != 0 {
-        let child: *const u8 = ctx.arg(0);
-        // SAFETY: BTF-checked loads at offsets from the kernel's BTF.
-        let (pid, tgid) = unsafe {
-            (
-                core::ptr::read_volatile(child.wrapping_add(ids[0] as usize) as *const u32),
-                core::ptr::read_volatile(child.wrapping_add(ids[1] as usize) as *const u32),
-            )
-        };
+    // A thread of the caller dies with it; another process is marked, in its own task
+    // storage.
+    let child: *const u8 = ctx.arg(0);
+    if clone_flags & CLONE_THREAD == 0 && !child.is_null() {
         let mark = DenyMark {
             // SAFETY: plain helper call.
             boot_ns: unsafe { bpf_ktime_get_boot_ns() },
@@ -128,12 +114,7 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
             event_flags: 0,
             args: [0; 2],
         };
-        if DENY_MARKS
-            .insert(((tgid as u64) << 32) | pid as u64, mark, 0)
-            .is_ok()
-        {
-            pending_add(1);
-        } else {
+        if !marks::set_mark(child, &mark) {
             bump(stat::MARK_FAILED);
         }
     }
@@ -163,20 +144,18 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 pub(crate) fn doomed(
     ctx: &BtfTracePointContext,
+    task: *const u8,
     policy: &PolicySlot,
     slot: u32,
     cgroup_id: u64,
     id: i64,
     index: u32,
 ) -> bool {
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    // SAFETY: plain data.
-    if !unsafe { DENY_MARKS.get(key) }.is_some_and(|m| m.kind == MARK_DOOMED) {
+    // SAFETY: this task's own mark, read once.
+    if !marks::mark_of(task).is_some_and(|m| unsafe { (*m).kind } == MARK_DOOMED) {
         return false;
     }
-    if DENY_MARKS.remove(key).is_ok() {
-        pending_add(u64::MAX);
-    }
+    marks::clear_mark(task);
     let took_workload = crate::kill::kill_in_scope(ctx, policy, cgroup_id);
     emit(&Report {
         slot,

@@ -20,7 +20,7 @@ use probe_common::{CLONE_INTO_CGROUP, NO_SLOT, ProcessPolicy, carries_policy, st
 
 use crate::{
     CGROUP_ID_PATH, CLONE_THREAD, SETTINGS, WORKLOADS, bound_slot, bump, current_cgroup_id,
-    kill_current,
+    kernfs_id, kernfs_of, kill_current,
 };
 
 /// `BPF_F_NO_PREALLOC`: entries are allocated as processes come, not up front.
@@ -80,10 +80,7 @@ fn tgid_of(task: *const u8, o: &[usize; 4]) -> u32 {
 /// Whether any process is a stray: one array load.
 #[inline(always)]
 fn any_strays() -> bool {
-    STRAY_COUNT
-        .get_ptr(0)
-        // SAFETY: a u64 map value; an aligned load does not tear.
-        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
+    crate::counter_nonzero(&STRAY_COUNT)
 }
 
 /// The policy the process of `tgid` carries, if it is a stray.
@@ -130,14 +127,7 @@ pub(crate) fn note_process(slot: u32, cgroup_id: u64) {
 }
 
 fn count_strays(delta: u64) {
-    if let Some(p) = STRAY_COUNT.get_ptr_mut(0) {
-        // SAFETY: a u64 map value; every writer uses this atomic add.
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                p, delta,
-            )
-        };
-    }
+    crate::counter_add(&STRAY_COUNT, delta);
 }
 
 /// Record that the process `tgid` carries `policy` out of its workload. `false` when
@@ -163,13 +153,9 @@ fn make_stray(tgid: u32, policy: ProcessPolicy) -> bool {
 /// (rare paths only: moves and forks into another cgroup).
 #[inline(always)]
 fn slot_of_cgroup(cgrp: *const u8, o: &[usize; 4]) -> u32 {
-    // SAFETY: frozen .rodata.
-    let path = unsafe { core::ptr::read_volatile(&CGROUP_ID_PATH) };
-    // SAFETY: cgroup.kn, kernfs_node.id: offsets from the kernel's BTF.
-    let mut kn: *const u8 = unsafe { field(cgrp, path[2] as usize) };
-    let id: u64 = unsafe { field(kn, path[3] as usize) };
+    let mut kn = kernfs_of(cgrp);
     // SAFETY: plain data.
-    if let Some(b) = unsafe { WORKLOADS.get(id) } {
+    if let Some(b) = unsafe { WORKLOADS.get(kernfs_id(kn)) } {
         return b.slot;
     }
     if SETTINGS.get(0).is_none_or(|s| s.ancestor_levels == 0) {
@@ -182,10 +168,8 @@ fn slot_of_cgroup(cgrp: *const u8, o: &[usize; 4]) -> u32 {
         if kn.is_null() {
             break;
         }
-        // SAFETY: as above.
-        let id: u64 = unsafe { field(kn, path[3] as usize) };
         // SAFETY: plain data.
-        if let Some(b) = unsafe { WORKLOADS.get(id) }
+        if let Some(b) = unsafe { WORKLOADS.get(kernfs_id(kn)) }
             && b.slot != NO_SLOT
         {
             return b.slot;

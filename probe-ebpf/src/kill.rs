@@ -10,10 +10,9 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::BtfTracePointContext,
 };
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use probe_common::{PolicySlot, SLOT_KILL_WORKLOAD};
 
-use crate::{CGROUP_ID_PATH, kill_current};
+use crate::{CGROUP_ID_PATH, counter_add, counter_nonzero, kernfs_id, kernfs_of, kill_current};
 
 /// cgroup v2 id → when its workload was doomed (boot ns). Written by the kill sites;
 /// read by `sys_enter` and the agent (which writes the cgroup's `cgroup.kill`); deleted by
@@ -41,11 +40,8 @@ pub(crate) fn kill_in_scope<C: EbpfContext>(ctx: &C, slot: &PolicySlot, cgroup_i
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     // BPF_NOEXIST: a racing CPU that doomed it first keeps its entry (and its count).
-    if DOOMED_WORKLOADS.insert(cgroup_id, now, 1).is_ok()
-        && let Some(p) = DOOMED_COUNT.get_ptr_mut(0)
-    {
-        // SAFETY: a u64 map value; every kernel-side writer uses this atomic add.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+    if DOOMED_WORKLOADS.insert(cgroup_id, now, 1).is_ok() {
+        counter_add(&DOOMED_COUNT, 1);
     }
     // Full: the agent's `cgroup.kill` still comes with the event.
     true
@@ -55,11 +51,7 @@ pub(crate) fn kill_in_scope<C: EbpfContext>(ctx: &C, slot: &PolicySlot, cgroup_i
 /// runs). One array load while no workload is.
 #[inline(always)]
 pub(crate) fn doomed_workload<C: EbpfContext>(ctx: &C, cgroup_id: u64) -> bool {
-    let Some(count) = DOOMED_COUNT.get_ptr(0) else {
-        return false;
-    };
-    // SAFETY: a u64 map value; an aligned load does not tear.
-    if unsafe { core::ptr::read_volatile(count) } == 0 {
+    if !counter_nonzero(&DOOMED_COUNT) {
         return false;
     }
     // SAFETY: plain data.
@@ -80,11 +72,7 @@ pub fn lift_doom(ctx: BtfTracePointContext) -> i32 {
     if populated != 0 {
         return 0;
     }
-    let Some(count) = DOOMED_COUNT.get_ptr_mut(0) else {
-        return 0;
-    };
-    // SAFETY: a u64 map value; an aligned load does not tear.
-    if unsafe { core::ptr::read_volatile(count) } == 0 {
+    if !counter_nonzero(&DOOMED_COUNT) {
         return 0;
     }
     // SAFETY: frozen .rodata; cgroup.kn and kernfs_node.id at offsets from the kernel's
@@ -93,15 +81,9 @@ pub fn lift_doom(ctx: BtfTracePointContext) -> i32 {
     if path[2] == 0 {
         return 0;
     }
-    let cgrp: *const u8 = ctx.arg(0);
-    // SAFETY: BTF-checked loads.
-    let id = unsafe {
-        let kn = core::ptr::read_volatile(cgrp.wrapping_add(path[2] as usize) as *const *const u8);
-        core::ptr::read_volatile(kn.wrapping_add(path[3] as usize) as *const u64)
-    };
+    let id = kernfs_id(kernfs_of(ctx.arg(0)));
     if DOOMED_WORKLOADS.remove(id).is_ok() {
-        // SAFETY: as in `kill_in_scope`.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(count, u64::MAX) };
+        counter_add(&DOOMED_COUNT, u64::MAX);
     }
     0
 }

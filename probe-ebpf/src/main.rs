@@ -33,18 +33,22 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
-    EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_WORKLOAD_KILLED, IO_URING_ENTER, MARK_DENY,
-    MARK_DOOMED, MARK_IO_URING, NO_SLOT, Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey,
-    RateState, TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index,
-    classify, decide, generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
+    EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_WORKLOAD_KILLED, MARK_DENY, MARK_DOOMED, NO_SLOT,
+    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, TASK_MEMO_SIZE,
+    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide, generation,
+    io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 mod arguments;
 mod containment;
 mod events;
 mod kill;
+mod marks;
+mod rings;
+mod task_storage;
 use arguments::{Call, deciding_args, doomed, hook_error};
 use events::{Report, emit};
+use marks::denial_in_flight;
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
 const MAX_SLOTS: u32 = 64;
@@ -116,16 +120,7 @@ static EVENT_BUDGETS: LruHashMap<u64, probe_common::EventBudget> =
 #[map]
 static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
-/// pid_tgid → a syscall in flight that the LSM hooks must deny. Written by `sys_enter`
-/// (mark), the LSM hooks (consume), `sys_exit` and `sched_process_exit` (clear).
-#[map]
-static DENY_MARKS: HashMap<u64, DenyMark> = HashMap::with_max_entries(16384, 0);
-
-/// Number of entries in `DENY_MARKS` (one u64): lets every LSM hook and `sys_exit` return
-/// at once when no denial is in flight. Written by whoever adds or removes a mark; read
-/// by the LSM hooks and `sys_exit`.
-#[map]
-static DENY_PENDING: Array<u64> = Array::with_max_entries(1, 0);
+// `DENY_MARKS` and `DENY_PENDING`: see `marks`; `RING_OWNERS`: see `rings`.
 
 /// Per CPU, what `sys_enter` last found for a few tasks (see [`TaskMemo`]). Written and
 /// read by `sys_enter` only.
@@ -254,6 +249,26 @@ pub fn memo_task_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// Add `delta` to a one-entry u64 counter map (`u64::MAX` takes one away). Every writer
+/// of such a counter uses this atomic add.
+#[inline(always)]
+fn counter_add(counter: &Array<u64>, delta: u64) {
+    if let Some(p) = counter.get_ptr_mut(0) {
+        // SAFETY: a u64 map value that lives as long as the program.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
+    }
+}
+
+/// Whether a one-entry u64 counter map is not zero: one array load. (A plain volatile
+/// load: the BPF backend has no atomic load, and an aligned u64 load does not tear.)
+#[inline(always)]
+fn counter_nonzero(counter: &Array<u64>) -> bool {
+    counter
+        .get_ptr(0)
+        // SAFETY: a u64 map value that lives as long as the program.
+        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
+}
+
 #[inline(always)]
 fn bump_kernel_generation() {
     if let Some(p) = GENERATION.get_ptr_mut(generation::KERNEL) {
@@ -290,6 +305,28 @@ fn current_cgroup_id(task: *const u8) -> u64 {
         let cgrp =
             core::ptr::read_volatile(cset.wrapping_add(path[1] as usize) as *const *const u8);
         let kn = core::ptr::read_volatile(cgrp.wrapping_add(path[2] as usize) as *const *const u8);
+        core::ptr::read_volatile(kn.wrapping_add(path[3] as usize) as *const u64)
+    }
+}
+
+/// `cgrp->kn`, the kernfs node of a `struct cgroup *`, by the offsets of
+/// `CGROUP_ID_PATH` (the caller checks they were given).
+#[inline(always)]
+fn kernfs_of(cgrp: *const u8) -> *const u8 {
+    // SAFETY: a read of frozen .rodata, then a BTF-checked load at an offset from the
+    // kernel's BTF.
+    unsafe {
+        let path = core::ptr::read_volatile(&CGROUP_ID_PATH);
+        core::ptr::read_volatile(cgrp.wrapping_add(path[2] as usize) as *const *const u8)
+    }
+}
+
+/// `kn->id` of a kernfs node: a cgroup's v2 id.
+#[inline(always)]
+fn kernfs_id(kn: *const u8) -> u64 {
+    // SAFETY: as in `kernfs_of`.
+    unsafe {
+        let path = core::ptr::read_volatile(&CGROUP_ID_PATH);
         core::ptr::read_volatile(kn.wrapping_add(path[3] as usize) as *const u64)
     }
 }
@@ -357,23 +394,14 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
         unsafe { *count += 1 };
     }
-    if denial_in_flight() && doomed(ctx, slot, slot_id, cgroup_id, id, counter) {
+    if denial_in_flight() && doomed(ctx, task, slot, slot_id, cgroup_id, id, counter) {
         return;
     }
     if kill::doomed_workload(ctx, cgroup_id) {
         return;
     }
     match decide(slot, index, &Call { ctx, compat }) {
-        Decision::Allow => {
-            // An allowed io_uring_enter under a deny policy: the hooks judge what it
-            // runs inline as the syscalls those operations stand for.
-            if slot.action >= action::DENY_OR_KILL
-                && slot.mode == mode::ENFORCE
-                && index.is_some_and(|i| i & 511 == IO_URING_ENTER)
-            {
-                mark_io_uring(slot_id, cgroup_id, id, counter);
-            }
-        }
+        Decision::Allow => {}
         Decision::Violation {
             outcome,
             kill,
@@ -418,67 +446,58 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
                 event_flags,
                 args,
             };
-            let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-            // SAFETY: plain data; a stale mark of this thread (if any) is replaced.
-            let had = unsafe { DENY_MARKS.get(key) }.is_some();
-            if DENY_MARKS.insert(key, mark, 0).is_ok() {
-                if !had {
-                    pending_add(1);
-                }
-            } else {
-                // No room to mark: the LSM hooks cannot deny; do what the fallback says.
-                bump(stat::MARK_FAILED);
-                let took_workload = fallback_kill && kill::kill_in_scope(ctx, slot, cgroup_id);
-                emit(&Report {
-                    slot: slot_id,
-                    mode: slot.mode,
-                    outcome: Outcome::NotPreventable as u32,
-                    cgroup_id,
-                    id,
-                    index: counter,
-                    hook: 0,
-                    flags: if fallback_kill {
-                        EVENT_FALLBACK_KILLED
-                    } else {
-                        0
-                    } | if took_workload {
-                        EVENT_WORKLOAD_KILLED
-                    } else {
-                        0
-                    },
-                    args: [0; 2],
-                });
+            if !marks::set_mark(task, &mark) {
+                mark_failed(ctx, slot, slot_id, cgroup_id, id, counter, 0);
             }
         }
     }
+    // A task with a ring: the hooks must know whether what reaches them is this
+    // syscall's or the ring's (see `rings`). Last, so that nothing of it is live while
+    // the verifier walks `decide` (on 6.1 that doubled the states it explored).
+    if slot.action >= action::DENY_OR_KILL && slot.mode == mode::ENFORCE {
+        if !rings::enter_syscall(task, slot_id, cgroup_id, counter) {
+            // The ring's work could not be told from this syscall's.
+            mark_failed(ctx, slot, slot_id, cgroup_id, id, counter, EVENT_IO_URING);
+        }
+    } else {
+        rings::not_judged(task);
+    }
 }
 
+/// The kernel could not allocate a task's deny state (its memory is short): the LSM
+/// hooks cannot deny for it. The call (or, with [`EVENT_IO_URING`], its ring's work) is
+/// not preventable; do what the fallback says, and report it. (Inlined: a subprogram of
+/// its own would need more than five arguments.)
 #[inline(always)]
-fn mark_io_uring(slot: u32, cgroup_id: u64, id: i64, index: u32) {
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    // SAFETY: plain data.
-    if unsafe { DENY_MARKS.get(key) }.is_some() {
-        return;
+#[allow(clippy::too_many_arguments)]
+fn mark_failed(
+    ctx: &BtfTracePointContext,
+    slot: &PolicySlot,
+    slot_id: u32,
+    cgroup_id: u64,
+    id: i64,
+    index: u32,
+    mut flags: u32,
+) {
+    bump(stat::MARK_FAILED);
+    let fallback_kill = slot.action == action::DENY_OR_KILL;
+    if fallback_kill {
+        flags |= EVENT_FALLBACK_KILLED;
+        if kill::kill_in_scope(ctx, slot, cgroup_id) {
+            flags |= EVENT_WORKLOAD_KILLED;
+        }
     }
-    let mark = DenyMark {
-        boot_ns: 0,
+    emit(&Report {
+        slot: slot_id,
+        mode: slot.mode,
+        outcome: Outcome::NotPreventable as u32,
         cgroup_id,
         id,
         index,
-        slot,
-        consumed: 0,
         hook: 0,
-        fallback_kill: 0,
-        kind: MARK_IO_URING,
-        errno: EPERM as u32,
-        event_flags: 0,
+        flags,
         args: [0; 2],
-    };
-    if DENY_MARKS.insert(key, mark, 0).is_ok() {
-        pending_add(1);
-    } else {
-        bump(stat::MARK_FAILED);
-    }
+    });
 }
 
 fn kill_current<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
@@ -492,44 +511,18 @@ fn kill_current<C: aya_ebpf::EbpfContext>(ctx: &C, cgroup_id: u64) {
     }
 }
 
-#[inline(always)]
-fn pending_add(delta: u64) {
-    if let Some(p) = DENY_PENDING.get_ptr_mut(0) {
-        // SAFETY: the map value is a u64 that lives as long as the program; every
-        // writer uses this atomic add.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
-    }
-}
-
-#[inline(always)]
-fn denial_in_flight() -> bool {
-    // A plain (volatile) load: the BPF backend has no atomic load, and an aligned u64
-    // load does not tear.
-    DENY_PENDING
-        .get_ptr(0)
-        // SAFETY: the map value is a u64 that lives as long as the program.
-        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
-}
-
 /// `raw_syscalls:sys_exit`: settles a syscall that was to be denied: `denied` if a hook
 /// failed it, else `not-preventable` (and the fallback). Attached only when some policy
 /// uses `action: deny` on a kernel with BPF LSM.
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
-    if !denial_in_flight() {
-        return 0;
-    }
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    // SAFETY: plain data, copied out before the entry is removed.
-    let Some(mark) = (unsafe { DENY_MARKS.get(key) }).copied() else {
+    // SAFETY: helper with no arguments; the pointer is only used for BTF-checked loads
+    // and task storage.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    rings::leave_syscall(task);
+    let Some(mark) = marks::take_mark(task) else {
         return 0;
     };
-    if DENY_MARKS.remove(key).is_ok() {
-        pending_add(u64::MAX);
-    }
-    if mark.kind == MARK_IO_URING {
-        return 0;
-    }
     if mark.kind == MARK_DOOMED {
         // The child's return from the fork: it dies before its first instruction.
         kill_current(&ctx, mark.cgroup_id);
@@ -574,12 +567,11 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     containment::forget_process();
-    if !denial_in_flight() {
-        return 0;
-    }
-    let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    if DENY_MARKS.remove(key).is_ok() {
-        pending_add(u64::MAX);
+    // SAFETY: as in `sys_exit`.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    rings::forget(task);
+    if denial_in_flight() {
+        marks::clear_mark(task);
     }
     0
 }
@@ -591,43 +583,53 @@ static TASK_FLAGS_OFFSET: u32 = 0;
 
 /// Every LSM hook: fail the operation if the current thread is in a syscall its policy
 /// denies (the first hook to do so is recorded for the report), or if it is io_uring
-/// work standing for a syscall the policy denies.
+/// work standing for a syscall the policy denies, wherever that work runs (see `rings`).
 #[inline(always)]
 fn lsm_check(hook: u32) -> i32 {
     if denial_in_flight() {
-        let key = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-        if let Some(mark) = DENY_MARKS.get_ptr_mut(key) {
-            // SAFETY: map value of this thread; only this thread writes it meanwhile.
+        // SAFETY: helper with no arguments; the pointer is only used for task storage.
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        if let Some(mark) = marks::mark_of(task) {
+            // SAFETY: this task's own mark; only it writes it meanwhile.
             unsafe {
-                if (*mark).kind == MARK_DENY || (*mark).kind == MARK_DOOMED {
-                    if (*mark).consumed == 0 {
-                        (*mark).consumed = 1;
-                        (*mark).hook = hook;
-                    }
-                    return hook_error((*mark).errno);
+                if (*mark).consumed == 0 {
+                    (*mark).consumed = 1;
+                    (*mark).hook = hook;
                 }
-                return judge_io_uring(hook, (*mark).slot, (*mark).cgroup_id);
+                return hook_error((*mark).errno);
             }
         }
     }
     if io_uring_op_syscall(hook).is_none() {
         return 0;
     }
-    // SAFETY: a read of this program's frozen .rodata.
-    let flags_offset = unsafe { core::ptr::read_volatile(&TASK_FLAGS_OFFSET) };
-    if flags_offset == 0 {
-        return 0;
-    }
     // SAFETY: helper with no arguments; BTF-checked loads at offsets from the kernel's BTF.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    let flags =
-        unsafe { core::ptr::read_volatile(task.wrapping_add(flags_offset as usize) as *const u32) };
-    if flags & PF_IO_WORKER == 0 {
-        return 0;
+    // SAFETY: a read of this program's frozen .rodata.
+    let flags_offset = unsafe { core::ptr::read_volatile(&TASK_FLAGS_OFFSET) };
+    let flags = if flags_offset == 0 {
+        0
+    } else {
+        // SAFETY: task_struct.flags, a BTF-checked load.
+        unsafe { core::ptr::read_volatile(task.wrapping_add(flags_offset as usize) as *const u32) }
+    };
+    if flags & PF_IO_WORKER != 0 {
+        // An io-wq or SQPOLL thread: part of the ring owner's process, in its cgroup.
+        // A process that carried its policy out of its workload is judged by that too.
+        if let Some(p) = containment::stray_of_current() {
+            let verdict = judge_io_uring(hook, p.slot, p.cgroup_id);
+            if verdict != 0 {
+                return verdict;
+            }
+        }
+        let cgroup_id = current_cgroup_id(task);
+        return match bound_slot(cgroup_id) {
+            Some(slot) => judge_io_uring(hook, slot, cgroup_id),
+            None => 0,
+        };
     }
-    let cgroup_id = current_cgroup_id(task);
-    match bound_slot(cgroup_id) {
-        Some(slot) => judge_io_uring(hook, slot, cgroup_id),
+    match rings::ring_work(task, flags) {
+        Some((slot, cgroup_id)) => judge_io_uring(hook, slot, cgroup_id),
         None => 0,
     }
 }

@@ -118,8 +118,20 @@ pub fn write_policy(dir: &Path, file: &str, body: &str) -> PathBuf {
     path
 }
 
+/// A test's cgroup `sysfence-TAG-PID` (removed on drop), a temporary directory, and
+/// an empty policy directory in it: (the cgroup's path under the v2 root, the cgroup,
+/// the directory, the policy directory).
+pub fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
+    let base = format!("sysfence-{tag}-{}", std::process::id());
+    let cgroup = TestCgroup::create(&base);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    fs::create_dir(&policies).expect("policy directory");
+    (base, cgroup, dir, policies)
+}
+
 /// The agent's pin layout directory (`v` and `LAYOUT_VERSION` in agent/src/probe/pins.rs).
-pub const PIN_LAYOUT: &str = "v2";
+pub const PIN_LAYOUT: &str = "v3";
 
 /// A policy document with `spec` lines (indented by 2) after a standard header.
 pub fn policy_yaml(name: &str, spec: &str) -> String {

@@ -12,7 +12,7 @@
 
 use std::{os::unix::process::ExitStatusExt as _, path::PathBuf};
 
-use sysfence_tests::{agent::Agent, *};
+use sysfence_tests::{agent::Agent, process::KillOnDrop, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 const SYS_GETPID: &str = "39";
@@ -420,4 +420,136 @@ fn sysfence_run_is_not_left_stopped_by_its_commands_attach() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(status.code(), Some(137), "the command is killed: {stderr}");
     assert!(stderr.contains("ptrace"), "{stderr}");
+}
+
+/// Threads of one workload blocked in denied syscalls cannot change how another
+/// workload's denials are enforced. Each denial is marked in its task's own storage;
+/// the marks were once one node-wide table of 16,384 entries, and a workload that left
+/// that many threads in a denied syscall that passes no hook (i386 `pause`: its mark
+/// lasts until it returns) made every other workload's `deny` fall back (here `allow`:
+/// the victim's mkdir ran).
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn blocked_denials_of_one_workload_leave_another_workloads_deny_intact() {
+    use std::io::BufRead as _;
+    assert!(privileged(
+        "blocked_denials_of_one_workload_leave_another_workloads_deny_intact"
+    ));
+    const THREADS: usize = 16_384;
+    let (base, _base, dir, policies) = sysfence_tests::scene("marks");
+    write_policy(
+        &policies,
+        "marks.yaml",
+        &policy_yaml(
+            "marks",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  action: deny\n  fallback: allow\n  include: [runtime-default]\n  deny: [pause, mkdir]\n"
+            ),
+        ),
+    );
+    let filler = TestCgroup::create(&format!("{base}/filler"));
+    let victim = TestCgroup::create(&format!("{base}/victim"));
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .start();
+    agent.wait_bound(2);
+    // Room for that many threads in one process: each costs a few mappings (its stack,
+    // guard pages), past the default 65,530 of `vm.max_map_count`.
+    let _maps = AtLeast::set("/proc/sys/vm/max_map_count", 8 * THREADS as u64);
+    let _threads = AtLeast::set("/proc/sys/kernel/threads-max", 2 * THREADS as u64);
+
+    // Killed however the test ends.
+    let mut blocker = KillOnDrop(
+        filler
+            .command(WORKLOAD)
+            .args(["block-pause", &THREADS.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = blocker.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let started = std::time::Instant::now();
+    let blocked = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(600)) {
+            Ok(line) if line.starts_with("blocked: ") => break line,
+            Ok(line) => eprintln!("block-pause: {line}"),
+            Err(e) => panic!("block-pause never reported its threads blocked: {e}"),
+        }
+    };
+    let blocked_count: usize = blocked["blocked: ".len()..].trim().parse().unwrap();
+    assert!(blocked_count >= THREADS, "{blocked}");
+    eprintln!(
+        "marks test: {blocked_count} threads of one workload blocked in a denied pause after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let target = dir.path().join("made-by-the-victim");
+    let out = victim
+        .command(WORKLOAD)
+        .args(["try", "mkdir", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{:?} {text}", out.status);
+    assert!(
+        text.contains("mkdir: error: Operation not permitted"),
+        "the other workload's denied mkdir: {text}"
+    );
+    assert!(!target.exists(), "the other workload's denied mkdir ran");
+    let victim_rel = victim
+        .path
+        .strip_prefix(cgroup_root().unwrap())
+        .unwrap()
+        .display()
+        .to_string();
+    let v = agent.wait_line("the victim's mkdir violation", |v| {
+        v["event"] == "violation" && v["syscall"] == "mkdir" && v["cgroup"] == victim_rel
+    });
+    assert_eq!(v["outcome"], "denied", "{v}");
+    let status = agent.status();
+    assert_eq!(
+        status["probe"]["stats"]["mark_failed"].as_u64(),
+        Some(0),
+        "{status}"
+    );
+    blocker.kill().unwrap();
+    blocker.wait().unwrap();
+}
+
+/// A sysctl raised to at least a value for the test, restored when dropped.
+struct AtLeast {
+    path: &'static str,
+    was: Option<String>,
+}
+
+impl AtLeast {
+    fn set(path: &'static str, min: u64) -> AtLeast {
+        let was = std::fs::read_to_string(path).unwrap();
+        if was.trim().parse::<u64>().unwrap() >= min {
+            return AtLeast { path, was: None };
+        }
+        std::fs::write(path, min.to_string()).unwrap();
+        AtLeast {
+            path,
+            was: Some(was),
+        }
+    }
+}
+
+impl Drop for AtLeast {
+    fn drop(&mut self) {
+        if let Some(was) = &self.was {
+            let _ = std::fs::write(self.path, was.trim());
+        }
+    }
 }

@@ -16,7 +16,7 @@ impl Agent {
             return;
         }
         let index = self.workloads.index();
-        let Some(w) = index.get(cgroup_id) else {
+        let (Some(w), Some(dir)) = (index.get(cgroup_id), index.dir_of(cgroup_id)) else {
             warn!(
                 event = "workload_kill_failed",
                 cgroup_id,
@@ -24,8 +24,7 @@ impl Agent {
             );
             return;
         };
-        let path = index.root().join(&w.cgroup_path).join("cgroup.kill");
-        match std::fs::write(&path, "1") {
+        match std::fs::write(dir.join("cgroup.kill"), "1") {
             Ok(()) => {
                 info!(event = "workload_killed", cgroup = %w.cgroup_path, cgroup_id, "killScope: workload: every process of the workload was killed (cgroup.kill)")
             }
@@ -43,12 +42,10 @@ impl Agent {
             return;
         };
         for cgroup_id in doomed {
-            let index = self.workloads.index();
-            let Some(w) = index.get(cgroup_id) else {
+            let Some(dir) = self.workloads.index().dir_of(cgroup_id) else {
                 continue;
             };
-            let procs = index.root().join(&w.cgroup_path).join("cgroup.procs");
-            let populated = std::fs::read_to_string(&procs)
+            let populated = std::fs::read_to_string(dir.join("cgroup.procs"))
                 .map(|p| !p.trim().is_empty())
                 .unwrap_or(false);
             if populated {

@@ -404,10 +404,7 @@ impl Agent {
             self.kill_workload(event.cgroup_id);
         }
         if let Some((pid, level)) = crate::undo::killed_attach(event) {
-            let index = self.workloads.index();
-            let dir = index
-                .get(event.cgroup_id)
-                .map(|w| index.root().join(&w.cgroup_path));
+            let dir = self.workloads.index().dir_of(event.cgroup_id);
             crate::undo::resume_stopped(
                 crate::undo::host_pids(pid, level, dir.as_deref()),
                 format!("ptrace by pid {} of {}", event.tgid, v.workload.cgroup),

@@ -36,7 +36,7 @@ use probe_common::{
 
 /// Bump when a pinned map's key, value, size or meaning changes: agents of different
 /// layouts never share maps.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Where the node agent pins its probe unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sysfence";
@@ -120,7 +120,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 19] = [
+    let expected: [(&str, u32, u32, Option<u32>); 21] = [
         (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
         (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
         (maps::COUNTS, 4, 8, None),
@@ -159,8 +159,16 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
         (maps::DOOMED_WORKLOADS, 8, 8, None),
         (maps::DOOMED_COUNT, 4, 8, Some(1)),
         (maps::STATS, 4, 8, Some(probe_common::stat::COUNT)),
-        (maps::DENY_MARKS, 8, size(size_of::<DenyMark>()), None),
+        // Task storage: keyed by a task (an fd, from user space); no capacity.
+        (maps::DENY_MARKS, 4, size(size_of::<DenyMark>()), Some(0)),
         (maps::DENY_PENDING, 4, 8, Some(1)),
+        (
+            maps::RING_OWNERS,
+            4,
+            size(size_of::<probe_common::RingOwner>()),
+            Some(0),
+        ),
+        (maps::RING_OWNER_COUNT, 4, 8, Some(1)),
         (maps::GUARDED, 4, 4, Some(1)),
         (
             maps::GENERATION,

@@ -98,6 +98,11 @@ impl CgroupIndex {
         self.workloads.get(&id)
     }
 
+    /// The directory of the cgroup `id` (under the v2 root), if indexed.
+    pub fn dir_of(&self, id: u64) -> Option<PathBuf> {
+        self.get(id).map(|w| self.root.join(&w.cgroup_path))
+    }
+
     /// The cgroup id of a path relative to the v2 root, if indexed.
     pub fn id_of_path(&self, rel: &str) -> Option<u64> {
         self.by_path.get(rel).copied()

@@ -15,7 +15,8 @@
 //!                              `cycle: N calls`
 //! sf-syscalls kill PID SIG     one kill(2); prints "kill: ok" or the error
 //! sf-syscalls try-all DIR NAME...  catalog calls (tests/src/catalog.rs), each in a child
-//! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`), with realistic
+//! sf-syscalls try NAME [PATH]  one sensitive operation (see `try_one`, and `rings` for
+//!                              io_uring work deferred past its syscall), with realistic
 //!                              arguments; prints `NAME: ok` or `NAME: error: ...`, and
 //!                              `side-effect: none` or `side-effect: present` where it can
 //!                              tell
@@ -72,11 +73,18 @@
 //!                                 LINK, usable: yes|no`, `harvest: mapping present: LINE`,
 //!                                 or `harvest: nothing`
 //!
+//! sf-syscalls block-pause N       N threads, each in an i386 `pause` through `int 0x80`
+//!                                 (a syscall no LSM hook sees: under `deny` its mark
+//!                                 lasts until it returns); prints `blocked: N` once
+//!                                 every one is in it, then waits to be killed
+//!
 //! sf-syscalls personality VALUE   one personality(VALUE) (all 64 bits of the register)
 //! sf-syscalls socket FAMILY       one socket(FAMILY, SOCK_STREAM, 0), FAMILY as 64 bits
 //! sf-syscalls threads N           start and join N threads (glibc: clone3, or clone)
 //! sf-syscalls fork-exec PROGRAM   fork, exec PROGRAM in the child; print its status
 use std::{ffi::CString, time::Instant};
+
+mod rings;
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
@@ -413,9 +421,44 @@ fn main() {
     dispatch(&args);
 }
 
+/// `block-pause N`.
+fn block_pause(n: usize) -> ! {
+    use std::io::Write as _;
+    for i in 0..n {
+        let spawned = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(|| int80(29, 0, 0, 0));
+        if let Err(e) = spawned {
+            println!("block-pause: thread {i}: error: {e}");
+            std::process::exit(1);
+        }
+    }
+    // Each thread is in the pause once /proc says its syscall is i386 number 29.
+    loop {
+        let blocked = std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("syscall"))
+                    .is_ok_and(|s| s.starts_with("29 "))
+            })
+            .count();
+        if blocked >= n {
+            println!("blocked: {blocked}");
+            let _ = std::io::stdout().flush();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Run the verb `args[1]` with its arguments `args[2..]`.
 fn dispatch(args: &[String]) {
     match args.get(1).map(String::as_str) {
+        Some("block-pause") => block_pause(arg(args, 2, "a number of threads")),
         Some("prctl-name") => {
             let name: String = arg(args, 2, "a process name");
             let c = CString::new(name).expect("name without NUL");
@@ -893,6 +936,9 @@ fn int80_clone(flags: u32) -> i32 {
 
 /// One sensitive operation with arguments that reach the kernel's checks.
 fn try_one(name: &str, path: &str) {
+    if rings::try_ring(name, path) {
+        return;
+    }
     // SAFETY (all blocks below): raw syscalls with valid pointers to locals.
     match name {
         "mkdir" => {
@@ -1040,39 +1086,6 @@ fn try_one(name: &str, path: &str) {
         "getppid" => {
             let r = getppid();
             errno_result(name, r);
-        }
-        "uring-mkdirat" => {
-            // mkdirat through an io_uring ring: the kernel runs it in an io-wq worker.
-            let mut ring = match io_uring::IoUring::new(8) {
-                Ok(r) => r,
-                Err(e) => {
-                    println!("io_uring_setup: error: {e}");
-                    return;
-                }
-            };
-            let target = cstr(path);
-            let sqe = io_uring::opcode::MkDirAt::new(
-                io_uring::types::Fd(libc::AT_FDCWD),
-                target.as_ptr(),
-            )
-            .mode(0o755)
-            .build();
-            // SAFETY: `target` outlives the submission, which is waited for below.
-            unsafe { ring.submission().push(&sqe).expect("queue has room") };
-            if let Err(e) = ring.submit_and_wait(1) {
-                println!("io_uring_enter: error: {e}");
-                return;
-            }
-            let result = ring.completion().next().expect("one completion").result();
-            if result < 0 {
-                println!(
-                    "{name}: error: {}",
-                    std::io::Error::from_raw_os_error(-result)
-                );
-            } else {
-                println!("{name}: ok");
-            }
-            side_effect(std::path::Path::new(path).exists());
         }
         other => {
             eprintln!("sf-syscalls: unknown operation {other}");
