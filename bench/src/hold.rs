@@ -3,7 +3,7 @@
 //! outside the product binary.
 //!
 //! sf-bench-hold floor                     the empty `sys_enter` program alone
-//! sf-bench-hold idle --policy FILE [--workloads N] [--caller] [--bind CGROUP]
+//! sf-bench-hold idle --policy FILE [--workloads N] [--caller] [--bind CGROUP] [--deny-path]
 //!                                         sysfence attached as the agent runs it
 //!
 //! What each prints is documented on [`hold`].
@@ -90,13 +90,16 @@ fn map_info_lines() -> Vec<String> {
 ///   printed as `caller-cgroup PATH`; with `bind`, that existing cgroup (a path under
 ///   the cgroup v2 root, or absolute) is bound too. `map-memory BYTES` and one `map`
 ///   line per map ([`map_info_lines`]) are printed too. When stdin closes, the slot's
-///   exact counts are printed, `count ABI NAME N allowed|violation`.
+///   exact counts are printed, `count ABI NAME N allowed|violation`. With `deny_path`,
+///   the policy is compiled as on a kernel with BPF LSM (an `action: deny` policy keeps
+///   it) and `sys_exit` is attached too, as the agent does then; no LSM hook is.
 fn hold(
     what: &str,
     policy_file: Option<&Path>,
     workloads: u32,
     caller: bool,
     bind: Option<&Path>,
+    deny_path: bool,
 ) -> anyhow::Result<()> {
     let mut cgroups: Vec<OwnedCgroup> = Vec::new();
     let mut slot_policy = None;
@@ -122,9 +125,16 @@ fn hold(
                 attach: true,
             })?;
             let slot = p
-                .enforcement(Err("the benchmark attaches no LSM hook"))
+                .enforcement(if deny_path {
+                    Ok(())
+                } else {
+                    Err("the benchmark attaches no LSM hook")
+                })
                 .slot;
             probe.fill_slot(0, &slot)?;
+            if deny_path {
+                probe.attach_btf_tracepoint(probe_common::programs::SYS_EXIT, "sys_exit")?;
+            }
             slot_policy = Some(slot);
             let root = cgroup::v2_root()?;
             let base = format!("sysfence/bench-{}", std::process::id());
@@ -208,6 +218,9 @@ struct Args {
     /// Also bind this existing cgroup (under the cgroup v2 root) (idle).
     #[arg(long)]
     bind: Option<PathBuf>,
+    /// Compile the policy as on a kernel with BPF LSM and attach `sys_exit` (idle).
+    #[arg(long)]
+    deny_path: bool,
 }
 
 fn main() -> ExitCode {
@@ -218,6 +231,7 @@ fn main() -> ExitCode {
         args.workloads,
         args.caller,
         args.bind.as_deref(),
+        args.deny_path,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

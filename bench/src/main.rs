@@ -58,12 +58,27 @@ fn install_seccomp(profile: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: sf-bench getppid|personality|mix|loop-denied N [--seccomp PROFILE]");
+        eprintln!(
+            "usage: sf-bench getppid|personality|mix|loop-denied N [--seccomp PROFILE] [--ring]"
+        );
         std::process::exit(64)
     });
     if let Some(i) = args.iter().position(|a| a == "--seccomp") {
         install_seccomp(args.get(i + 1).expect("--seccomp PROFILE"));
     }
+    // `--ring`: own an io_uring ring (unused) while measuring, as a task whose ring work
+    // the probe must tell from its own syscalls does.
+    let _ring = args.iter().any(|a| a == "--ring").then(|| {
+        let mut params = [0u8; 120]; // struct io_uring_params
+        // SAFETY: io_uring_setup writes the kernel's answer into `params`.
+        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 8, params.as_mut_ptr()) };
+        assert!(
+            fd >= 0,
+            "io_uring_setup: {}",
+            std::io::Error::last_os_error()
+        );
+        fd
+    });
     match args[1].as_str() {
         "getppid" => {
             for _ in 0..n / 10 {

@@ -114,6 +114,8 @@ struct Env {
     policy: PathBuf,
     /// The same allowlist without any argument rule.
     no_rules_policy: PathBuf,
+    /// The same allowlist under `action: deny`, for the deny path's setups.
+    deny_policy: PathBuf,
     profile: PathBuf,
     tmpfs: PathBuf,
 }
@@ -180,6 +182,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         workload: bin.join("sf-bench"),
         policy: root.join("bench/getppid-policy.yaml"),
         no_rules_policy: root.join("bench/norules-policy.yaml"),
+        deny_policy: root.join("bench/deny-policy.yaml"),
         profile: out_dir.join("getppid-policy.seccomp.json"),
         tmpfs: PathBuf::from("/dev/shm"),
     };

@@ -21,12 +21,14 @@ pub(super) enum Setup {
     PolicedAudit,
     PolicedEnforce,
     PolicedNoRules,
+    PolicedDeny,
+    PolicedDenyRing,
     Seccomp,
     Bpftrace,
 }
 
 impl Setup {
-    pub(super) const ALL: [Setup; 9] = [
+    pub(super) const ALL: [Setup; 11] = [
         Setup::Nothing,
         Setup::Floor,
         Setup::Unpoliced,
@@ -34,6 +36,8 @@ impl Setup {
         Setup::PolicedAudit,
         Setup::PolicedEnforce,
         Setup::PolicedNoRules,
+        Setup::PolicedDeny,
+        Setup::PolicedDenyRing,
         Setup::Seccomp,
         Setup::Bpftrace,
     ];
@@ -47,6 +51,8 @@ impl Setup {
             Setup::PolicedAudit => "sysfence policed, audit, allowed",
             Setup::PolicedEnforce => "sysfence policed, enforce, allowed",
             Setup::PolicedNoRules => "sysfence policed, enforce, no argument rules",
+            Setup::PolicedDeny => "sysfence policed, deny path (+ sys_exit), allowed",
+            Setup::PolicedDenyRing => "the same, the caller owns an io_uring ring",
             Setup::Seccomp => "libseccomp filter, same allowlist",
             Setup::Bpftrace => "bpftrace count per cgroup",
         }
@@ -179,6 +185,28 @@ pub(super) fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyho
                 );
             }
             parse_number(&out.stdout)
+        }
+        Setup::PolicedDeny | Setup::PolicedDenyRing => {
+            let held = Held::start(
+                env,
+                &[
+                    "idle",
+                    "--policy",
+                    env.deny_policy.to_str().expect("utf-8"),
+                    "--caller",
+                    "--deny-path",
+                ],
+            )?;
+            let caller = held
+                .value("caller-cgroup")
+                .context("no caller cgroup")?
+                .to_string();
+            let ring: &[&str] = if setup == Setup::PolicedDenyRing {
+                &["--ring"]
+            } else {
+                &[]
+            };
+            workload(env, w, calls, ring, Some(&caller))
         }
         Setup::Bpftrace => {
             let mut bt = Command::new("bpftrace")
