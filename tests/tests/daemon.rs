@@ -30,17 +30,6 @@ fn denying(base: &str, mode: &str, deny: &str) -> String {
     )
 }
 
-/// A test's cgroup `sysfence-TAG-PID` (removed on drop), a temporary directory, and
-/// an empty policy directory in it.
-fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
-    let base = format!("sysfence-{tag}-{}", std::process::id());
-    let cgroup = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    (base, cgroup, dir, policies)
-}
-
 /// [`scene`], with one policy `name` (file `p.yaml`, returned last) over `base/*` in
 /// `mode`, denying `deny` from runtime-default.
 fn scene_with_policy(

@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use sysfence_tests::{agent::Agent, *};
+use sysfence_tests::{agent::Agent, process::KillOnDrop, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -346,15 +346,20 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
     let _base = TestCgroup::create(&base);
     // Running, and making syscalls, before any policy exists.
     let early = TestCgroup::create(&format!("{base}/early"));
-    let mut before = early
-        .command(WORKLOAD)
-        .args(["getppid", "100000000000"])
-        .spawn()
-        .unwrap();
-    let mut outside = Command::new(WORKLOAD)
-        .args(["getppid", "100000000000"])
-        .spawn()
-        .unwrap();
+    // Neither loop outlives a failing test.
+    let mut before = KillOnDrop(
+        early
+            .command(WORKLOAD)
+            .args(["getppid", "100000000000"])
+            .spawn()
+            .unwrap(),
+    );
+    let mut outside = KillOnDrop(
+        Command::new(WORKLOAD)
+            .args(["getppid", "100000000000"])
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let dir = tempfile::tempdir().unwrap();
@@ -371,7 +376,7 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
     let agent = Agent::builder(dir.path()).no_cri().start();
 
     // Bound while it runs: killed at its next getppid.
-    let status = exit_within(&mut before, 10);
+    let status = exit_within(&mut before.0, 10);
     assert_eq!(
         status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
         Some(9),
@@ -388,7 +393,7 @@ fn a_running_task_is_policed_once_bound_or_moved_into_a_bound_cgroup() {
     let work = TestCgroup::create(&format!("{base}/w1"));
     agent.wait_bound_to(&format!("{base}/w1"));
     std::fs::write(work.path.join("cgroup.procs"), outside.id().to_string()).unwrap();
-    let status = exit_within(&mut outside, 10);
+    let status = exit_within(&mut outside.0, 10);
     assert_eq!(
         status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
         Some(9),

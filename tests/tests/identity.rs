@@ -22,17 +22,6 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 const SYS_GETPPID: u32 = 110;
 const NOBODY: u32 = 65534;
 
-/// A test's cgroup `sysfence-TAG-PID` (removed on drop, with all below it), a temporary
-/// directory, and an empty policy directory in it.
-fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
-    let base = format!("sysfence-{tag}-{}", std::process::id());
-    let cgroup = TestCgroup::create(&base);
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    fs::create_dir(&policies).unwrap();
-    (base, cgroup, dir, policies)
-}
-
 /// [`scene`], with the policy `held` on every cgroup below the base: enforce,
 /// runtime-default without getppid.
 fn held_scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
