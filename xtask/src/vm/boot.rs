@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{APPEND, MARK, PREVENTABILITY, VM_MEMORY_MIB, kernels::Kernel};
+use super::{ACCEL, APPEND, MARK, PREVENTABILITY, VM_MEMORY_MIB, kernels::Kernel};
 use crate::Tally;
 
 pub(super) struct BootResult {
@@ -62,7 +62,8 @@ pub(super) fn boot(
     let spawned = Command::new("qemu-system-x86_64")
         .args([
             "-accel",
-            "tcg",
+            // One host thread runs both vCPUs in turn (see ACCEL in mod.rs).
+            ACCEL,
             "-cpu",
             "max",
             "-m",
@@ -118,7 +119,8 @@ pub(super) fn boot(
         match rx.recv_timeout(left) {
             Ok(line) => {
                 let line = printable(&line);
-                println!("{line}");
+                // Kernels boot side by side: each console line says whose it is.
+                println!("[{}] {line}", k.series());
                 if recent.len() == RECENT_LINES {
                     recent.pop_front();
                 }

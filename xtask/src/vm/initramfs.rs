@@ -160,6 +160,17 @@ mnt cgroup2 /sys/fs/cgroup
 mnt bpf /sys/fs/bpf
 mnt securityfs /sys/kernel/security
 mnt tracefs /sys/kernel/tracing
+# Keep the static keys of the tracepoints the probe attaches switched on for the whole
+# run, so that the agents the tests start and stop never patch the kernel's text at
+# those sites: an ftrace event per tracepoint, with the ring buffer off (tracing_on=0),
+# each call returning at once. Under TCG, patching while the other vCPU ran through
+# the site made the guest trap on a stale int3 (see ACCEL in xtask/src/vm/mod.rs).
+echo 0 > /sys/kernel/tracing/tracing_on || fail "tracing_on=0"
+for e in raw_syscalls/sys_enter raw_syscalls/sys_exit task/task_newtask \
+         cgroup/cgroup_attach_task cgroup/cgroup_notify_populated sched/sched_process_exit; do
+    [ -e "/sys/kernel/tracing/events/$e/enable" ] || continue
+    echo 1 > "/sys/kernel/tracing/events/$e/enable" || fail "enabling the ftrace event $e"
+done
 # No tmpfs over /tmp: the root is already in memory, and the workspace (whose absolute
 # paths the test binaries carry) may itself live under /tmp.
 mkdir -p /tmp && chmod 1777 /tmp

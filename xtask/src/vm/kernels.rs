@@ -14,6 +14,17 @@ pub(super) struct Kernel {
     pub(super) path: PathBuf,
 }
 
+impl Kernel {
+    /// The release's `major.minor` (`6.12` of `6.12.118+deb12-amd64`), to tag its lines.
+    pub(super) fn series(&self) -> String {
+        self.release
+            .split(['.', '-', '+'])
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
 /// Sort key of a kernel release: digit runs compare as numbers (6.1.0-9 < 6.1.0-10).
 pub(super) fn version_key(release: &str) -> Vec<(u64, String)> {
     let mut key = Vec::new();
@@ -84,6 +95,16 @@ pub(super) fn kernels(pat: Option<&str>) -> anyhow::Result<Vec<Kernel>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kernels_series_is_its_major_and_minor() {
+        let k = |r: &str| Kernel {
+            release: r.into(),
+            path: PathBuf::new(),
+        };
+        assert_eq!(k("6.1.0-57-amd64").series(), "6.1");
+        assert_eq!(k("6.12.118+deb12-amd64").series(), "6.12");
+    }
 
     #[test]
     fn kernel_patterns_do_not_cross_minor_versions() {
