@@ -110,7 +110,6 @@ fn count_dropped(cgroup_id: u64) {
 }
 
 /// One event's fields, as `emit` writes them.
-#[derive(Clone, Copy)]
 pub(crate) struct Report {
     pub(crate) slot: u32,
     pub(crate) mode: u32,
