@@ -19,8 +19,16 @@ use serde_json::{Value, json};
 use crate::{metrics, process::Collected, sysfence, wait_for};
 
 /// How long an agent may take to start (load, attach, bind what exists) or to exit
-/// when it refuses to start.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// when it refuses to start: 30 s, and 120 s in the VMs of `cargo xtask vm-test`, where
+/// one host thread runs both vCPUs of the guest (TCG) and a test's busy loops share
+/// them with the verifier.
+fn start_timeout() -> Duration {
+    Duration::from_secs(if crate::oci::in_sysfence_vm() {
+        120
+    } else {
+        30
+    })
+}
 
 static AGENTS: AtomicU32 = AtomicU32::new(0);
 
@@ -157,7 +165,7 @@ impl AgentBuilder {
         let (args, sockets, pin_path) = self.into_parts();
         let mut cmd = sysfence();
         cmd.args(&args);
-        let out = Collected::start(cmd).wait_exit(START_TIMEOUT);
+        let out = Collected::start(cmd).wait_exit(start_timeout());
         let _ = std::fs::remove_file(&sockets.api);
         if sockets.own_runtime {
             let _ = std::fs::remove_file(&sockets.runtime);
@@ -239,7 +247,7 @@ impl Agent {
             args,
             own_socket: sockets.own_runtime,
         };
-        agent.wait_line_for("started", START_TIMEOUT, |v| v["event"] == "started");
+        agent.wait_line_for("started", start_timeout(), |v| v["event"] == "started");
         agent
     }
 
