@@ -362,9 +362,13 @@ enum Command {
     /// Use it as the node's runtime binary (containerd's `BinaryName`, CRI-O's
     /// `runtime_path`, Docker's and Podman's `--runtime`), through a two-line script:
     /// `exec sysfence wrap --runtime /usr/sbin/runc -- "$@"`. Every command goes to the
-    /// runtime unchanged; `start` first asks the agent to bind the container, and runs
-    /// once it is bound: the entrypoint's first syscall is policed. If the agent cannot
-    /// be reached, `start` fails unless `--fail-open`.
+    /// runtime unchanged, except that `start` first asks the agent to bind the
+    /// container, and runs once it is bound: the entrypoint's first syscall is policed.
+    /// `run` is run as `create`, that binding, and `start`; unless `--detach`, the
+    /// wrapper then waits for the container as `run` does (signals forwarded to its
+    /// init, deleted unless `--keep`, the init's exit status). `restore`, which has no
+    /// `start`, is refused. If the agent cannot be reached, nothing starts unless
+    /// `--fail-open`.
     #[command(
         after_help = "Example (containerd, /usr/local/bin/sysfence-runc):\n  #!/bin/sh\n  exec /usr/local/bin/sysfence wrap --runtime /usr/sbin/runc -- \"$@\""
     )]
@@ -642,14 +646,14 @@ fn main() -> ExitCode {
             fail_open,
             timeout,
             args,
-        } => sysfence::workload::socket::wrap(sysfence::workload::socket::WrapOptions {
+        } => sysfence::workload::wrap::wrap(sysfence::workload::wrap::WrapOptions {
             runtime,
             socket,
             fail_open,
             timeout: Duration::from_secs_f64(timeout.max(0.1)),
             args,
         })
-        .map(|never| match never {}),
+        .map(ExitCode::from),
         Command::Status { api, json } => sysfence::status::print(&api, json).map(|ok| {
             if ok {
                 ExitCode::SUCCESS

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sysfence_tests::{oci::*, *};
 
 mod cri;
@@ -337,6 +337,202 @@ mod host_only {
             "gap test: total {:.1} s for {STARTS} starts",
             begun.elapsed().as_secs_f64()
         );
+    }
+
+    /// `runc run` through the wrapper (create and start in one call) is run as create,
+    /// bind, start: 50 runs, every other one an entrypoint whose very first syscall is
+    /// denied. Each of those dies by SIGKILL before printing, reported from its first
+    /// call; each clean one prints and exits 0; `run`'s exit status, its deleting the
+    /// container, `--detach` and its forwarding of signals to the init all hold. With
+    /// the agent unreachable, `run` creates nothing that stays and starts nothing.
+    #[test]
+    fn runc_run_through_the_wrapper_is_policed_from_the_first_syscall() {
+        let name = "runc_run_through_the_wrapper_is_policed_from_the_first_syscall";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runc"], false) else {
+            return;
+        };
+        const RUNS: usize = 50;
+        become_subreaper();
+        let s = Setup::new("run");
+        let base = &s.base;
+        let policies = s.policies(&[
+            (
+                "run-enforce",
+                format!(
+                    "  selector:\n    cgroupPath: \"{base}/run-*\"\n    runtime: runc\n  mode: enforce\n  include: [runtime-default]\n  deny: [getppid]\n"
+                ),
+            ),
+            (
+                "run-plain",
+                format!(
+                    "  selector:\n    cgroupPath: \"{base}/plain-*\"\n    runtime: runc\n  mode: enforce\n  include: [runtime-default]\n"
+                ),
+            ),
+        ]);
+        let root = s.path("runc-root");
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), &bins[0], &agent.socket);
+        let mut containers = Containers::new(&wrapper, &root);
+        let bundle = s.bundle();
+        let clean = bundle.join("rootfs/clean");
+        fs::write(&clean, first_syscall_elf(39)).unwrap(); // getpid
+        fs::set_permissions(&clean, fs::Permissions::from_mode(0o755)).unwrap();
+        let gone = |id: &str| {
+            let out = Command::new(&bins[0])
+                .arg("--root")
+                .arg(&root)
+                .args(["state", id])
+                .output()
+                .unwrap();
+            !out.status.success()
+        };
+        let run = |containers: &mut Containers, id: &str, args: &[&str], extra: &[&str]| {
+            write_bundle_config(&bundle, &bins[0], args, &format!("/{base}/{id}"));
+            let out = s.path(&format!("{id}.out"));
+            containers.track(id);
+            let child = containers
+                .cmd(&["run", "--bundle"])
+                .arg(&bundle)
+                .args(extra)
+                .arg(id)
+                .stdin(Stdio::null())
+                .stdout(fs::File::create(&out).unwrap())
+                .stderr(fs::File::create(out.with_extension("err")).unwrap())
+                .spawn()
+                .unwrap();
+            (child, out)
+        };
+
+        let mut wrong = Vec::new();
+        for i in 0..RUNS {
+            let id = format!("run-{i}");
+            let denied = i % 2 == 0;
+            let (child, out) = run(
+                &mut containers,
+                &id,
+                &[if denied { "/entry" } else { "/clean" }],
+                &[],
+            );
+            let status = child.wait_with_output().unwrap().status;
+            let printed = fs::read_to_string(&out).unwrap();
+            let err = fs::read_to_string(out.with_extension("err")).unwrap();
+            let expected = if denied {
+                (Some(137), "")
+            } else {
+                (Some(0), "SURVIVED\n")
+            };
+            if (status.code(), printed.as_str()) != expected {
+                wrong.push(format!(
+                    "{id}: {status}, printed {printed:?}, stderr {err:?}"
+                ));
+            }
+            if !gone(&id) {
+                wrong.push(format!("{id}: still there after `run` returned"));
+            }
+            containers.delete(&id);
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
+        for i in 0..RUNS {
+            let id = format!("run-{i}");
+            let b = agent.wait_line("the binding", |v| {
+                v["event"] == "bound" && v["container_id"] == id.as_str()
+            });
+            assert_eq!(b["via"], "start", "bound by the wrapper before start: {b}");
+            let violations: Vec<Value> = agent
+                .events()
+                .into_iter()
+                .filter(|v| v["event"] == "violation" && v["container_id"] == id.as_str())
+                .collect();
+            if i % 2 == 0 {
+                let v = agent.wait_line("the violation", |v| {
+                    v["event"] == "violation" && v["container_id"] == id.as_str()
+                });
+                assert_eq!(
+                    (&v["syscall"], &v["comm"], &v["outcome"]),
+                    (&json!("getppid"), &json!("entry"), &json!("killed-after")),
+                    "the entrypoint's own first call: {v}"
+                );
+            } else {
+                assert!(violations.is_empty(), "{id}: {violations:#?}");
+            }
+        }
+
+        // --detach: back once started, the container running and bound.
+        let (child, _) = run(
+            &mut containers,
+            "plain-detached",
+            &["/bin/sleep", "30"],
+            &["-d"],
+        );
+        let status = child.wait_with_output().unwrap().status;
+        assert!(status.success(), "run -d: {status}");
+        let state = containers
+            .cmd(&["state", "plain-detached"])
+            .output()
+            .unwrap();
+        let state: Value = serde_json::from_slice(&state.stdout).unwrap();
+        assert_eq!(state["status"], "running", "{state}");
+        agent.wait_line("the binding", |v| {
+            v["event"] == "bound" && v["container_id"] == "plain-detached"
+        });
+        containers.delete("plain-detached");
+
+        // Signals reach the init; the init's status is `run`'s.
+        let (child, out) = run(
+            &mut containers,
+            "plain-signalled",
+            &[
+                "/bin/sh",
+                "-c",
+                "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
+            ],
+            &[],
+        );
+        let ready = wait_for(Duration::from_secs(20), || {
+            fs::read_to_string(&out)
+                .ok()
+                .filter(|o| o.contains("ready"))
+        });
+        assert!(
+            ready.is_some(),
+            "the container never got ready\n{}",
+            agent.log()
+        );
+        // SAFETY: the wrapper this test started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait_with_output().unwrap().status;
+        assert_eq!(
+            status.code(),
+            Some(7),
+            "SIGTERM forwarded, trap's exit 7: {status}"
+        );
+        assert!(gone("plain-signalled"), "deleted after it exited");
+
+        // Fail closed: no agent, no container.
+        let dead = tempfile::tempdir().unwrap();
+        let unreachable = write_wrapper(dead.path(), &bins[0], &dead.path().join("none.sock"));
+        let mut orphans = Containers::new(&unreachable, &root);
+        let (child, out) = run(&mut orphans, "run-no-agent", &["/clean"], &[]);
+        let status = child.wait_with_output().unwrap().status;
+        let err = fs::read_to_string(out.with_extension("err")).unwrap();
+        assert!(!status.success(), "run without an agent: {status}");
+        assert!(
+            err.contains("refusing to start container run-no-agent"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&out).unwrap(), "", "nothing ran");
+        assert!(gone("run-no-agent"), "the container it created is deleted");
+        let restore = orphans.cmd(&["restore", "x"]).output().unwrap();
+        let err = String::from_utf8_lossy(&restore.stderr);
+        assert!(
+            !restore.status.success() && err.contains("refusing") && err.contains("restore"),
+            "{err}"
+        );
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
     }
 
     /// Without the wrapper (`runc run`, one step), the agent binds the container when

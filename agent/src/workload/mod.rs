@@ -60,8 +60,11 @@
 //! - *Binding when inotify reports the new cgroup* races with the runtime: usually in
 //!   time, not always.
 //!
+//! The wrapper ([`wrap`]) runs `run`, which has no separate `start`, as `create`, the
+//! binding and `start`, and refuses `restore` (no `start` to bind at).
+//!
 //! Without the wrapper (a runtime the node does not route through it, a container that
-//! was running before the agent, `runc run` which has no separate `start`), the agent
+//! was running before the agent), the agent
 //! still binds every workload it discovers, on the inotify event or the periodic rescan;
 //! such a binding is logged with `via: "discovery"`, and its first syscalls may have run
 //! unpoliced. If the agent is unreachable, the wrapper refuses to start the container
@@ -109,6 +112,7 @@ pub mod runtime;
 pub mod slots;
 pub mod socket;
 pub mod table;
+pub mod wrap;
 
 pub use binder::Binder;
 pub use index::{CgroupIndex, IndexOptions};

@@ -1,6 +1,5 @@
-//! The agent's runtime socket, and `sysfence wrap`, the OCI runtime wrapper that uses it
-//! to bind a container before its entrypoint runs (see the module doc of
-//! [`crate::workload`]).
+//! The agent's runtime socket, which `sysfence wrap` ([`super::wrap`]) asks to bind a
+//! container before its entrypoint runs (see the module doc of [`crate::workload`]).
 //!
 //! Protocol: one JSON object per line each way, one request per connection.
 //!
@@ -20,14 +19,13 @@
 //! `{"ok":false,"error":…}` here and never reaches the agent's main loop.
 
 use std::{
-    ffi::OsString,
     io::{BufRead as _, BufReader, Write as _},
-    os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::{
@@ -413,142 +411,6 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> anyhow::Resu
         bail!("the agent closed the connection without an answer");
     }
     Ok(serde_json::from_str(&line)?)
-}
-
-pub struct WrapOptions {
-    pub runtime: PathBuf,
-    pub socket: PathBuf,
-    pub fail_open: bool,
-    pub timeout: Duration,
-    pub args: Vec<OsString>,
-}
-
-/// Global flags of runc, crun, runsc and youki that take a value in the next argument.
-const VALUE_FLAGS: &[&str] = &[
-    "root",
-    "log",
-    "log-format",
-    "criu",
-    "rootless",
-    "cgroup-manager",
-    "debug-log",
-    "debug-log-format",
-    "panic-log",
-    "platform",
-    "network",
-    "file-access",
-    "overlay2",
-    "log-fd",
-    "debug-log-fd",
-    "panic-log-fd",
-    "systemd-cgroup-path",
-];
-
-/// The runtime command line, as far as the wrapper cares: the subcommand, its last
-/// positional argument (the container id for `start`), and `--root`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RuntimeArgs {
-    pub subcommand: Option<String>,
-    pub id: Option<String>,
-    pub root: Option<PathBuf>,
-}
-
-pub fn parse_runtime_args(args: &[OsString]) -> RuntimeArgs {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let mut root = None;
-    let mut subcommand = None;
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) {
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (flag, None),
-            };
-            let takes_value = VALUE_FLAGS.contains(&name);
-            let value = match inline {
-                Some(v) => Some(v),
-                None if takes_value => {
-                    i += 1;
-                    args.get(i).cloned()
-                }
-                None => None,
-            };
-            if name == "root"
-                && let Some(v) = value
-            {
-                root = Some(PathBuf::from(v));
-            }
-            i += 1;
-            continue;
-        }
-        subcommand = Some(a.clone());
-        break;
-    }
-    let id = subcommand.as_ref().and_then(|_| {
-        args[i + 1..]
-            .iter()
-            .rev()
-            .find(|a| !a.starts_with('-'))
-            .cloned()
-    });
-    RuntimeArgs {
-        subcommand,
-        id,
-        root,
-    }
-}
-
-/// `sysfence wrap`: pass the command to the real runtime; for `start`, have the agent
-/// bind the container first. Returns only on error (otherwise it execs the runtime).
-pub fn wrap(options: WrapOptions) -> anyhow::Result<std::convert::Infallible> {
-    let sent_ns = monotonic_ns();
-    let parsed = parse_runtime_args(&options.args);
-    if parsed.subcommand.as_deref() == Some("start") {
-        let id = parsed
-            .id
-            .clone()
-            .ok_or_else(|| anyhow!("`start` without a container id"))?;
-        let runtime_name = options
-            .runtime
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let request = Request::Start(StartRequest {
-            runtime: runtime_name,
-            runtime_path: Some(options.runtime.clone()),
-            root: parsed.root.clone(),
-            id: id.clone(),
-            sent_ns,
-        });
-        let answer = call(&options.socket, &request, options.timeout).and_then(|a| {
-            if a["ok"] == true {
-                Ok(a)
-            } else {
-                Err(anyhow!(
-                    "{}",
-                    a["error"].as_str().unwrap_or("the agent refused")
-                ))
-            }
-        });
-        if let Err(e) = answer {
-            if options.fail_open {
-                eprintln!("sysfence: warning: container {id} starts unpoliced: {e:#}");
-            } else {
-                bail!(
-                    "refusing to start container {id} before sysfence has bound it: {e:#} \
-                     (`sysfence wrap --fail-open` starts it unpoliced instead)"
-                );
-            }
-        }
-    }
-    let err = std::process::Command::new(&options.runtime)
-        .args(&options.args)
-        .exec();
-    Err(anyhow!("executing {}: {err}", options.runtime.display()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Runtime, Workload, runtime, socket};
+use super::{Runtime, Workload, runtime, wrap};
 use crate::policy::{
     CompiledPolicy, compile,
     model::{self, Document},
@@ -411,7 +411,7 @@ fn annotations_of_containerd_and_cri_o() {
 fn wrapper_finds_subcommand_id_and_root() {
     let args = |v: &[&str]| -> Vec<OsString> { v.iter().map(OsString::from).collect() };
     // containerd's runc shim.
-    let p = socket::parse_runtime_args(&args(&[
+    let p = wrap::parse_runtime_args(&args(&[
         "--root",
         "/run/containerd/runc/k8s.io",
         "--log",
@@ -429,13 +429,13 @@ fn wrapper_finds_subcommand_id_and_root() {
         Some(Path::new("/run/containerd/runc/k8s.io"))
     );
     // runsc style flags.
-    let p = socket::parse_runtime_args(&args(&["-root=/tmp/r", "--network=none", "start", "r1"]));
+    let p = wrap::parse_runtime_args(&args(&["-root=/tmp/r", "--network=none", "start", "r1"]));
     assert_eq!(
         (p.subcommand.as_deref(), p.id.as_deref(), p.root.as_deref()),
         (Some("start"), Some("r1"), Some(Path::new("/tmp/r")))
     );
     // Other commands are passed through; their id is found too.
-    let p = socket::parse_runtime_args(&args(&[
+    let p = wrap::parse_runtime_args(&args(&[
         "create",
         "--bundle",
         "/b",
@@ -447,7 +447,7 @@ fn wrapper_finds_subcommand_id_and_root() {
         (p.subcommand.as_deref(), p.id.as_deref(), p.root),
         (Some("create"), Some("c9"), None)
     );
-    let p = socket::parse_runtime_args(&args(&["--version"]));
+    let p = wrap::parse_runtime_args(&args(&["--version"]));
     assert_eq!(p.subcommand, None);
 }
 
