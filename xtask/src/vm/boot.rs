@@ -23,8 +23,8 @@ pub(super) struct BootResult {
     pub(super) error: Option<String>,
     /// The kernel's panic line, where it panicked, and its oops, if it panicked.
     pub(super) panic: Option<String>,
-    /// Whether this is a second boot, after the first panicked (set by the caller).
-    pub(super) second_boot: bool,
+    /// On a second boot, the first boot's panic (set by the caller).
+    pub(super) first_panic: Option<String>,
 }
 
 /// The QEMU process; killed (by its PID) and reaped on drop if still running.
@@ -57,7 +57,7 @@ pub(super) fn boot(
         total: Duration::ZERO,
         error: None,
         panic: None,
-        second_boot: false,
+        first_panic: None,
     };
     let spawned = Command::new("qemu-system-x86_64")
         .args([

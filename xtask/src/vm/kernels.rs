@@ -15,14 +15,19 @@ pub(super) struct Kernel {
 }
 
 impl Kernel {
-    /// The release's `major.minor` (`6.12` of `6.12.118+deb12-amd64`), to tag its lines.
+    /// Its release's series, to tag its lines.
     pub(super) fn series(&self) -> String {
-        self.release
-            .split(['.', '-', '+'])
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(".")
+        series(&self.release)
     }
+}
+
+/// A kernel release's `major.minor` (`6.12` of `6.12.118+deb12-amd64`).
+pub(super) fn series(release: &str) -> String {
+    release
+        .split(['.', '-', '+'])
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Sort key of a kernel release: digit runs compare as numbers (6.1.0-9 < 6.1.0-10).

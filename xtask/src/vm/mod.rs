@@ -20,7 +20,7 @@ mod kernels;
 
 use boot::{BootResult, boot};
 use initramfs::{Stage, build_initramfs, test_executables};
-use kernels::{Kernel, boot_has_6_12, kernels};
+use kernels::{Kernel, boot_has_6_12, kernels, series};
 
 /// Packages the VM tests cannot run without.
 const REQUIRED: &[&str] = &[
@@ -99,10 +99,7 @@ const PREVENTABILITY: &str = "SYSFENCE-PREVENTABILITY ";
 fn store_preventability(root: &Path, measured: &[String]) -> anyhow::Result<()> {
     let path = root.join("policies/preventability/kernels.json");
     let mut tables: Vec<serde_json::Value> = serde_json::from_str(&fs::read_to_string(&path)?)?;
-    let mm = |t: &serde_json::Value| {
-        let k = t["kernel"].as_str().unwrap_or("");
-        k.split(['.', '-']).take(2).collect::<Vec<_>>().join(".")
-    };
+    let mm = |t: &serde_json::Value| series(t["kernel"].as_str().unwrap_or(""));
     for m in measured {
         let table: serde_json::Value = serde_json::from_str(m)?;
         tables.retain(|t| mm(t) != mm(&table));
@@ -156,7 +153,7 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
     // The kernels boot side by side, one host thread each (ACCEL): the suite takes as
     // long as its slowest kernel, not as long as all of them.
     let timeout = Duration::from_secs(args.timeout_secs);
-    let booted: Vec<(BootResult, Option<String>)> = std::thread::scope(|s| {
+    let booted: Vec<BootResult> = std::thread::scope(|s| {
         let runs: Vec<_> = kernels
             .iter()
             .map(|k| s.spawn(|| boot_and_retry(k, &initrd, exes.len(), timeout)))
@@ -168,10 +165,10 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
     let mut failures = Vec::new();
     let mut panics = Vec::new();
     let mut rows = Vec::new();
-    for (k, (r, first_panic)) in kernels.iter().zip(booted) {
+    for (k, r) in kernels.iter().zip(booted) {
         tally.passed += r.passed;
         tally.failed += r.failed;
-        if let Some(p) = first_panic {
+        if let Some(p) = &r.first_panic {
             panics.push(format!("{}: {p}", k.release));
         }
         match &r.error {
@@ -210,7 +207,7 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
             secs(r.boot),
             secs(r.boot.map(|b| r.total - b)),
             secs(Some(r.total)),
-            match (&r.error, r.second_boot) {
+            match (&r.error, r.first_panic.is_some()) {
                 (Some(_), _) => "FAILED",
                 (None, false) => "ok",
                 (None, true) => "ok on a second boot: the first panicked",
@@ -236,14 +233,14 @@ pub fn run(root: &Path, tools: &Tools, args: VmArgs, tally: &mut Tally) -> anyho
 /// Boot `k` and run the suite; a guest kernel that panics while no test has failed is
 /// booted once more, the whole suite again. A panic with no failing test has been seen
 /// in about one run in twenty (TCG), without a trace to tell whose it is. The first
-/// boot's report stays in the log and is returned to be repeated at the end, and the
+/// boot's report stays in the log and in the result, to be repeated at the end, and the
 /// row says so; a second panic, or any failed test, fails the run.
 fn boot_and_retry(
     k: &Kernel,
     initrd: &Path,
     expected_exes: usize,
     timeout: Duration,
-) -> (BootResult, Option<String>) {
+) -> BootResult {
     eprintln!(
         "xtask: vm-test: booting {} ({})",
         k.release,
@@ -251,7 +248,7 @@ fn boot_and_retry(
     );
     let r = boot(k, initrd, expected_exes, timeout);
     let (Some(p), 0) = (&r.panic, r.failed) else {
-        return (r, None);
+        return r;
     };
     eprintln!(
         "xtask: vm-test {}: the kernel panicked with no test failed; booting it once more \
@@ -260,8 +257,8 @@ fn boot_and_retry(
     );
     let first = p.clone();
     let mut r = boot(k, initrd, expected_exes, timeout);
-    r.second_boot = true;
-    (r, Some(first))
+    r.first_panic = Some(first);
+    r
 }
 
 fn secs(d: Option<Duration>) -> String {
