@@ -28,7 +28,10 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail};
 
-use super::socket::{Request, StartRequest, call, monotonic_ns};
+use super::{
+    Runtime,
+    socket::{Request, StartRequest, call, monotonic_ns},
+};
 
 pub struct WrapOptions {
     pub runtime: PathBuf,
@@ -70,6 +73,15 @@ pub struct RuntimeArgs {
     pub root: Option<PathBuf>,
 }
 
+/// A flag's name and its `=value`, if `a` is a flag (`-x`, `--x`, `--x=v`).
+fn split_flag(a: &str) -> Option<(&str, Option<&str>)> {
+    let flag = a.strip_prefix("--").or_else(|| a.strip_prefix('-'))?;
+    Some(match flag.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (flag, None),
+    })
+}
+
 pub fn parse_runtime_args(args: &[OsString]) -> RuntimeArgs {
     let args: Vec<String> = args
         .iter()
@@ -80,13 +92,9 @@ pub fn parse_runtime_args(args: &[OsString]) -> RuntimeArgs {
     let mut i = 0;
     while i < args.len() {
         let a = &args[i];
-        if let Some(flag) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) {
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (flag, None),
-            };
+        if let Some((name, inline)) = split_flag(a) {
             let takes_value = VALUE_FLAGS.contains(&name);
-            let value = match inline {
+            let value = match inline.map(str::to_string) {
                 Some(v) => Some(v),
                 None if takes_value => {
                     i += 1;
@@ -166,11 +174,9 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
     let mut i = at + 1;
     while i < args.len() {
         let a = args[i].to_string_lossy().into_owned();
-        let flag = a
-            .strip_prefix("--")
-            .or_else(|| a.strip_prefix('-'))
-            .filter(|f| !f.is_empty());
-        let Some(flag) = flag else {
+        // `-` and `--` alone are not flags here.
+        let flag = split_flag(&a).filter(|_| a != "-" && a != "--");
+        let Some((name, inline)) = flag else {
             if let Some(first) = &id {
                 return Err(format!(
                     "`run` takes one container id; `{a}` follows `{first}`"
@@ -183,12 +189,8 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
         if id.is_some() {
             return Err(format!("`{a}`: flags go before the container id in `run`"));
         }
-        let (name, inline) = match flag.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
-            None => (flag, None),
-        };
         // Flags only `run` has (boolean; `--detach=false` as Go's flag package allows).
-        let on = inline.as_deref() != Some("false");
+        let on = inline != Some("false");
         match name {
             "detach" | "d" => plan.detach = on,
             "keep" => plan.keep = on,
@@ -197,7 +199,7 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
             "no-subreaper" => {}
             _ => {
                 plan.create.push(args[i].clone());
-                let value = match inline {
+                let value = match inline.map(str::to_string) {
                     Some(v) => Some(v),
                     None if RUN_VALUE_FLAGS.contains(&name) => {
                         i += 1;
@@ -238,7 +240,8 @@ fn wants_terminal(bundle: &Path) -> anyhow::Result<bool> {
 pub fn wrap(options: WrapOptions) -> anyhow::Result<u8> {
     let sent_ns = monotonic_ns();
     let parsed = parse_runtime_args(&options.args);
-    let runsc = runtime_name(&options).contains("runsc");
+    // Recognised as the agent recognises the runtime the wrapper names.
+    let runsc = Runtime::from_name(&runtime_name(&options)) == Runtime::Runsc;
     match parsed.subcommand.as_deref() {
         Some("start") => {
             let id = parsed
@@ -248,8 +251,7 @@ pub fn wrap(options: WrapOptions) -> anyhow::Result<u8> {
             bind_before_start(&options, parsed.root.as_deref(), &id, sent_ns)?;
         }
         Some("run") if !runsc => {
-            let plan =
-                plan_run(&options.args, parsed.at).map_err(|e| anyhow!("sysfence wrap: {e}"))?;
+            let plan = plan_run(&options.args, parsed.at).map_err(|e| anyhow!("{e}"))?;
             if !plan.console_socket && wants_terminal(&plan.bundle)? {
                 unpoliced(
                     &options,
