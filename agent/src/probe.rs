@@ -97,6 +97,11 @@ pub struct ProbeStats {
     pub strays: u64,
     /// Of those, the ones that could not be recorded: the mover was killed.
     pub stray_failed: u64,
+    /// Processes a runtime put into a policed cgroup as its setup, judged from their
+    /// exec on (the exec boundary).
+    pub setups: u64,
+    /// Of those, the ones that could not be recorded: judged by the policy at once.
+    pub setup_failed: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -162,6 +167,9 @@ pub struct KernelLayout {
     /// `task_struct.thread_pid`, `pid.level`, or zeros: a killed `ptrace` then reports
     /// its caller in the host's pid namespace.
     pub pid_level: [u32; 2],
+    /// `task_struct.mm`, `mm_struct.flags`, or zeros: no process is then the runtime's
+    /// setup (the exec boundary is off: everything in a bound cgroup is judged).
+    pub setup: [u32; 2],
 }
 
 impl KernelLayout {
@@ -211,7 +219,15 @@ impl KernelLayout {
             (Ok(a), Ok(b)) if a != 0 => [a, b],
             _ => [0; 2],
         };
+        let setup = match (
+            member_offset(&btf, "task_struct", "mm"),
+            nested_member_offset(&btf, "mm_struct", "flags"),
+        ) {
+            (Ok(a), Ok(b)) if a != 0 => [a, b],
+            _ => [0; 2],
+        };
         Ok(KernelLayout {
+            setup,
             pid_level,
             task_status,
             cgroup_id_path,
@@ -255,6 +271,39 @@ fn member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Resul
     Err(anyhow!(
         "kernel BTF has no {strukt}.{member}: ia32 syscalls cannot be told apart on this kernel"
     ))
+}
+
+/// The byte offset of `member` in `strukt`, looking into its anonymous structs and
+/// unions too (`mm_struct` keeps its members in one, for layout randomisation).
+fn nested_member_offset(btf: &btf_rs::Btf, strukt: &str, member: &str) -> anyhow::Result<u32> {
+    fn find(btf: &btf_rs::Btf, s: &btf_rs::Struct, member: &str, depth: u32) -> Option<u32> {
+        for m in &s.members {
+            let name = btf.resolve_name(m).unwrap_or_default();
+            if name == member {
+                return (m.bit_offset() % 8 == 0).then(|| m.bit_offset() / 8);
+            }
+            if name.is_empty()
+                && depth < 4
+                && let Ok(btf_rs::Type::Struct(inner) | btf_rs::Type::Union(inner)) =
+                    btf.resolve_chained_type(m)
+                && let Some(offset) = find(btf, &inner, member, depth + 1)
+            {
+                return Some(m.bit_offset() / 8 + offset);
+            }
+        }
+        None
+    }
+    for t in btf
+        .resolve_types_by_name(strukt)
+        .with_context(|| format!("BTF type {strukt}"))?
+    {
+        if let btf_rs::Type::Struct(s) = t
+            && let Some(offset) = find(btf, &s, member, 0)
+        {
+            return Ok(offset);
+        }
+    }
+    Err(anyhow!("kernel BTF has no {strukt}.{member}"))
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<T>
@@ -311,6 +360,7 @@ impl Probe {
             .override_global("TASK_IO_URING_OFFSET", &layout.task_io_uring, true)
             .override_global("CONTAINMENT_OFFSETS", &layout.containment, true)
             .override_global("PID_LEVEL_PATH", &layout.pid_level, true)
+            .override_global("SETUP_OFFSETS", &layout.setup, true)
             .map_max_entries(maps::POLICIES, options.max_slots)
             .map_max_entries(maps::COUNTS, counters);
         if let Some(p) = &pinned {
@@ -372,6 +422,7 @@ impl Probe {
                 (programs::SCHED_PROCESS_EXIT, "sched_process_exit"),
                 (programs::FOLLOW_CGROUP_MOVE, "cgroup_attach_task"),
                 (programs::LIFT_DOOM, "cgroup_notify_populated"),
+                (programs::END_SETUP, "sched_process_exec"),
             ] {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)

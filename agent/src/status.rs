@@ -87,6 +87,17 @@ pub fn render(v: &Value) -> String {
             }
         );
     }
+    let setups = stats["setups"].as_u64().unwrap_or(0);
+    if setups > 0 {
+        let _ = writeln!(
+            out,
+            "exec       {setups} runtime setup processes joined policed containers, judged from their exec on{}",
+            match stats["setup_failed"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!("; {n} could not be recorded and were judged at once"),
+            }
+        );
+    }
     let reload = &v["last_reload"];
     let _ = write!(out, "reload     last: {}", s(&reload["result"]));
     if let Some(errors) = reload["errors"].as_array() {

@@ -87,6 +87,17 @@ pub const TASK_MEMO: &str = "TASK_MEMO";
 /// number. Written and read by `sys_enter` only.
 pub const REGS_SCRATCH: &str = "REGS_SCRATCH";
 
+/// tgid → the cgroup v2 id a runtime's setup process was put into
+/// ([`setup`](super::setup)): a process not judged by that cgroup's policy until its
+/// `execve` (the exec boundary). Written by `follow_cgroup_move` and `clone_guard`
+/// (children of setup processes, `CLONE_INTO_CGROUP`); read by `sys_enter` and
+/// `guard_setup_ptrace`; cleared by `end_setup` (its exec) and `sched_process_exit`.
+pub const SETUP_UNTIL_EXEC: &str = "SETUP_UNTIL_EXEC";
+/// Number of entries in `SETUP_UNTIL_EXEC` (one u64): `sys_enter` looks a task up there
+/// only when it is not zero. Written by whoever adds or removes one; read by
+/// `sys_enter` and `guard_setup_ptrace`.
+pub const SETUP_COUNT: &str = "SETUP_COUNT";
+
 /// Every map above: the maps the programs and the agent share, all pinned. (The
 /// object's `.rodata` and the log channel `AYA_LOGS` are per load, and not here.)
 pub const ALL: &[&str] = &[
@@ -112,4 +123,6 @@ pub const ALL: &[&str] = &[
     GENERATION,
     TASK_MEMO,
     REGS_SCRATCH,
+    SETUP_UNTIL_EXEC,
+    SETUP_COUNT,
 ];

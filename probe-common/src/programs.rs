@@ -19,6 +19,10 @@ pub const CLONE_GUARD: &str = "clone_guard";
 /// bound to carries it (`STRAYS`).
 pub const FOLLOW_CGROUP_MOVE: &str = "follow_cgroup_move";
 
+/// `tp_btf/sched_process_exec`: a runtime's setup process exec'd its workload's
+/// program; it is judged by its cgroup's policy from its next syscall on.
+pub const END_SETUP: &str = "end_setup";
+
 /// `tp_btf/cgroup_notify_populated`: a doomed workload (`killScope: workload`) whose
 /// last task is gone is doomed no more.
 pub const LIFT_DOOM: &str = "lift_doom";
@@ -29,7 +33,8 @@ pub const MEMO_CGROUP_ATTACH: &str = "memo_cgroup_attach";
 pub const MEMO_TASK_EXIT: &str = "memo_task_exit";
 
 /// The self-protection programs (BPF LSM) and the hook each attaches to: a policed
-/// task may not signal the agent, nor write bpffs.
+/// task may not signal the agent, nor write bpffs, nor ptrace (or read or write the
+/// memory of) a runtime's setup process before its exec.
 pub const GUARDS: &[(&str, &str)] = &[
     ("guard_agent_kill", "task_kill"),
     ("guard_bpffs_open", "file_open"),
@@ -42,4 +47,5 @@ pub const GUARDS: &[(&str, &str)] = &[
     ("guard_bpffs_mknod", "inode_mknod"),
     ("guard_bpffs_rename_from", "inode_rename"),
     ("guard_bpffs_rename_to", "inode_rename"),
+    ("guard_setup_ptrace", "ptrace_access_check"),
 ];

@@ -458,3 +458,71 @@ fn a_process_carries_its_policy_only_out_of_it() {
         "never policed: nothing to carry"
     );
 }
+
+/// runc's init for `runc exec`, as the kernel sees it when runc moves it into the
+/// container's cgroup.
+const RUNC_EXEC_INIT: setup::Arrival = setup::Arrival {
+    by_itself: false,
+    destination_bound: true,
+    dumpable: false,
+    policed: false,
+    mover_policed: false,
+    mover_in_workload: false,
+};
+
+#[test]
+fn a_runtimes_non_dumpable_init_put_into_a_bound_cgroup_is_setup() {
+    assert!(setup::is_setup(&RUNC_EXEC_INIT));
+}
+
+#[test]
+fn no_arrival_a_workload_can_make_is_setup() {
+    use setup::{Arrival, is_setup};
+    let cases: [(&str, Arrival); 6] = [
+        (
+            "moved by a policed process (the workload moving a child)",
+            Arrival {
+                mover_policed: true,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+        (
+            "moved by a process in a workload's cgroup (known, not policed)",
+            Arrival {
+                mover_in_workload: true,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+        (
+            "a process that moved itself",
+            Arrival {
+                by_itself: true,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+        (
+            "a process that was policed before (it carries its policy)",
+            Arrival {
+                policed: true,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+        (
+            "a dumpable process (a running program an admin moves in)",
+            Arrival {
+                dumpable: true,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+        (
+            "a cgroup no policy is bound to (nothing to hold back)",
+            Arrival {
+                destination_bound: false,
+                ..RUNC_EXEC_INIT
+            },
+        ),
+    ];
+    for (what, arrival) in cases {
+        assert!(!is_setup(&arrival), "{what} must not be setup");
+    }
+}

@@ -210,6 +210,20 @@ fn follow_move(ctx: &BtfTracePointContext) {
     let tgid = tgid_of(task, &o);
     // SAFETY: plain data, copied out.
     let Some(judged) = (unsafe { PROCESS_SLOTS.get(tgid) }).copied() else {
+        // Never judged: a runtime's setup process joining its container, perhaps.
+        if stray(tgid).is_none() {
+            // SAFETY: helper with no arguments.
+            let current = unsafe { bpf_get_current_task_btf() } as *const u8;
+            let mover = tgid_of(current, &o);
+            // SAFETY: plain data.
+            let mover_policed =
+                unsafe { PROCESS_SLOTS.get(mover) }.is_some() || stray(mover).is_some();
+            let destination = (
+                kernfs_id(kernfs_of(dst)),
+                slot_of_cgroup(dst, &o) != NO_SLOT,
+            );
+            crate::setup::arrived(task, tgid, mover, mover_policed, destination);
+        }
         return;
     };
     if !carries_policy(judged.slot, slot_of_cgroup(dst, &o)) {
@@ -241,6 +255,10 @@ pub(crate) fn follow_fork(ctx: &BtfTracePointContext, clone_flags: u64) {
     let current = unsafe { bpf_get_current_task_btf() } as *const u8;
     let child: *const u8 = ctx.arg(0);
     let parent = tgid_of(current, &o);
+    // A runtime's setup process forks its setup.
+    if crate::setup::forked(parent, tgid_of(child, &o)) {
+        return;
+    }
     // The child is judged as its parent was until it makes a syscall of its own: a
     // sibling may move it before it does.
     // SAFETY: plain data, copied out.
@@ -248,6 +266,20 @@ pub(crate) fn follow_fork(ctx: &BtfTracePointContext, clone_flags: u64) {
         let _ = PROCESS_SLOTS.insert(tgid_of(child, &o), note, 0);
     }
     let mut carried = stray(parent);
+    if carried.is_none()
+        && clone_flags & CLONE_INTO_CGROUP != 0
+        // SAFETY: plain data.
+        && unsafe { PROCESS_SLOTS.get(parent) }.is_none()
+    {
+        // A parent never judged starts its child in another cgroup: a runtime's setup
+        // process (crun's `exec`), perhaps.
+        let child_cgroup = cgroup_of(child);
+        let destination = (
+            kernfs_id(kernfs_of(child_cgroup)),
+            slot_of_cgroup(child_cgroup, &o) != NO_SLOT,
+        );
+        crate::setup::arrived(child, tgid_of(child, &o), parent, false, destination);
+    }
     if carried.is_none() && clone_flags & CLONE_INTO_CGROUP != 0 {
         let cgroup_id = current_cgroup_id(current);
         let slot = bound_slot(cgroup_id).unwrap_or(NO_SLOT);
@@ -287,6 +319,7 @@ pub(crate) fn forget_process() {
         return;
     }
     let tgid = tgid_of(task, &o);
+    crate::setup::end(tgid);
     let _ = PROCESS_SLOTS.remove(tgid);
     if STRAYS.remove(tgid).is_ok() {
         count_strays(u64::MAX);

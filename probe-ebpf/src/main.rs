@@ -45,6 +45,7 @@ mod events;
 mod kill;
 mod marks;
 mod rings;
+mod setup;
 mod task_storage;
 use arguments::{Call, deciding_args, doomed, hook_error};
 use events::{Report, emit};
@@ -143,6 +144,10 @@ const EPERM: i32 = 1;
 /// `raw_syscalls:sys_enter`: polices every syscall of every bound workload.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    // A runtime's setup process, before its exec: not the workload yet (see `setup`).
+    if setup::in_setup() {
+        return 0;
+    }
     // The memo entry for this task on this CPU; null when the memo is off. (A raw
     // pointer, not an Option: the verifier refuses to read the registers a `None`
     // leaves undefined.)

@@ -553,3 +553,187 @@ impl Drop for AtLeast {
         }
     }
 }
+
+// The exec boundary (issue 16). The test process plays the container runtime: its
+// child makes itself non-dumpable, as runc's and crun's init do, and is put into the
+// workload's cgroup by it (or born there by clone3(CLONE_INTO_CGROUP)). That child is
+// the runtime's setup: not judged by the workload's policy until it execs. The attacks
+// are the workload's own processes trying to become setup, or to use one.
+
+/// The runtime's setup process runs its own calls unjudged (`getppid`, which `held`
+/// denies: runc's init makes it), and from its exec on the policy judges it: the same
+/// call kills the program it exec'd. A child it forks is setup too until its exec.
+#[test]
+fn a_runtimes_setup_process_is_judged_from_its_exec_on() {
+    if !privileged("a_runtimes_setup_process_is_judged_from_its_exec_on") {
+        return;
+    }
+    let s = scene("setup");
+    let exec_then_getppid = [WORKLOAD, "raw", SYS_GETPPID];
+    for (verb, target) in [
+        ("as-runtime", procs(&s.w)),
+        ("as-runtime-clone", dir(&s.w)),
+    ] {
+        let out = std::process::Command::new(WORKLOAD)
+            .args([verb, &target, SYS_GETPPID])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("110: survived") && text.contains("child exited 0"),
+            "{verb}: the runtime's setup is not the workload: {text}"
+        );
+        let out = std::process::Command::new(WORKLOAD)
+            .args([verb, &target, SYS_GETPPID])
+            .args(exec_then_getppid)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("110: survived") && text.contains("child killed by signal 9"),
+            "{verb}: after its exec, the policy judges it: {text}"
+        );
+    }
+    let out = std::process::Command::new(WORKLOAD)
+        .args(["as-runtime-fork", &procs(&s.w), SYS_GETPPID])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("110: survived") && !text.contains("killed"),
+        "the setup's own child is setup: {text} {}",
+        s.agent.status()["probe"]["stats"]
+    );
+    let v = s.agent.wait_line("the violation after exec", |v| {
+        v["event"] == "violation" && v["syscall"] == "getppid"
+    });
+    assert_eq!(v["policy"], "held", "{v}");
+    let status = s.agent.status();
+    assert!(
+        status["probe"]["stats"]["setups"].as_u64().unwrap_or(0) >= 5,
+        "every setup process counted: {status}"
+    );
+    // Only the two exec'd programs' calls were judged violations.
+    let violations = s
+        .agent
+        .events()
+        .into_iter()
+        .filter(|v| v["event"] == "violation")
+        .count();
+    assert_eq!(violations, 2, "{:#?}", s.agent.events());
+}
+
+/// The workload cannot make a process of its own the runtime's setup: a root process in
+/// it does what the runtime does (a non-dumpable child, moved into a bound cgroup, its
+/// own or another workload's, or born there by clone3), and the child's denied call
+/// still kills it. Its mover is policed, so the child carries the policy.
+#[test]
+fn a_workload_cannot_make_a_process_of_its_own_the_runtimes_setup() {
+    if !privileged("a_workload_cannot_make_a_process_of_its_own_the_runtimes_setup") {
+        return;
+    }
+    let s = scene("setup-attack");
+    // The verbs work from inside: the allowed call after them runs.
+    let (out, status) = attempt(&s, &["as-runtime", &procs(&s.other), SYS_GETPID]);
+    assert!(status.success() && out.contains("39: survived"), "{out}");
+    for (verb, target) in [
+        ("as-runtime", procs(&s.other)),
+        ("as-runtime", procs(&s.w)),
+        ("as-runtime-clone", dir(&s.other)),
+        ("as-runtime-clone", dir(&s.w)),
+        ("as-runtime-fork", procs(&s.other)),
+    ] {
+        let (out, status) = attempt(&s, &[verb, &target, SYS_GETPPID]);
+        assert!(
+            !out.contains("110: survived") && out.contains("child killed by signal 9"),
+            "{verb} {target} from inside the workload: {status:?} {out}"
+        );
+    }
+    let status = s.agent.status();
+    assert_eq!(
+        status["probe"]["stats"]["setups"].as_u64(),
+        Some(0),
+        "no setup process was made: {status}"
+    );
+}
+
+/// A policed tracer may not ptrace the runtime's setup process, nor write its memory:
+/// it would run its own code there, unjudged. (runc makes its init non-dumpable, which
+/// stops a tracer without CAP_SYS_PTRACE; a root workload has that capability.) The
+/// policy allows ptrace and process_vm_writev, so what refuses is the guard: the same
+/// tracer attaches to a process of its own workload.
+#[test]
+#[ignore = "needs BPF LSM: runs in the QEMU VMs (cargo xtask vm-test)"]
+fn a_policed_tracer_cannot_touch_a_runtimes_setup_process() {
+    use std::io::BufRead as _;
+    assert!(privileged(
+        "a_policed_tracer_cannot_touch_a_runtimes_setup_process"
+    ));
+    let (base, _base, dir, policies) = sysfence_tests::scene("setup-ptrace");
+    write_policy(
+        &policies,
+        "tracer.yaml",
+        &policy_yaml(
+            "tracer",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n  allow: [ptrace, process_vm_writev]\n"
+            ),
+        ),
+    );
+    let w = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .start();
+    agent.wait_bound(1);
+    let holder = std::process::Command::new(WORKLOAD)
+        .args(["as-runtime-hold", &procs(&w)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut holder = KillOnDrop(holder);
+    let mut line = String::new();
+    std::io::BufReader::new(holder.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let held: u32 = line
+        .strip_prefix("held: ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the holder said {line:?}"));
+    /// The setup process is the holder's child: killed by pid when the test ends.
+    struct Held(u32);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            // SAFETY: plain kill(2) of a process this test started.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _held = Held(held);
+    // The control: a process of the workload, which the tracer may attach to.
+    let sibling = w.command(WORKLOAD).args(["sleep", "60000"]).spawn().unwrap();
+    let sibling = KillOnDrop(sibling);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let run = |args: &[&str]| {
+        let out = w.command(WORKLOAD).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let control = run(&["attach", &sibling.0.id().to_string()]);
+    assert!(control.contains("attach: ok"), "the control: {control}");
+    let attach = run(&["attach", &held.to_string()]);
+    assert!(
+        attach.contains("Operation not permitted"),
+        "PTRACE_ATTACH to the setup process: {attach}"
+    );
+    let poke = run(&["poke-mem", &held.to_string()]);
+    assert!(
+        poke.contains("mem: Operation not permitted")
+            && poke.contains("vm_writev: Operation not permitted"),
+        "its memory: {poke}"
+    );
+    let v = agent.wait_line("the refusal", |v| {
+        v["event"] == "violation" && v["self_protection"] == true
+    });
+    assert_eq!(v["hook"], "ptrace_access_check", "{v}");
+    assert_eq!(v["syscall"], "ptrace", "{v}");
+    assert_eq!(v["policy"], "tracer", "{v}");
+}

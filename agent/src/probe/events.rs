@@ -71,6 +71,8 @@ impl Probe {
             events_held: sum(stat::EVENTS_HELD)?,
             strays: sum(stat::STRAYS)?,
             stray_failed: sum(stat::STRAY_FAILED)?,
+            setups: sum(stat::SETUPS)?,
+            setup_failed: sum(stat::SETUP_FAILED)?,
         })
     }
 

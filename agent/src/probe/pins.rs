@@ -120,7 +120,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 21] = [
+    let expected: [(&str, u32, u32, Option<u32>); 23] = [
         (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
         (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
         (maps::COUNTS, 4, 8, None),
@@ -183,6 +183,8 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
             Some(probe_common::TASK_MEMO_SIZE),
         ),
         (maps::REGS_SCRATCH, 4, 8, Some(1)),
+        (maps::SETUP_UNTIL_EXEC, 4, 8, Some(probe_common::setup::MAX_SETUPS)),
+        (maps::SETUP_COUNT, 4, 8, Some(1)),
     ];
     let mut problems = Vec::new();
     let mut infos = std::collections::HashMap::new();

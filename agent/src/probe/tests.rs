@@ -54,6 +54,7 @@ fn program_names_are_the_programs_of_the_probe() {
         programs::CLONE_GUARD,
         programs::FOLLOW_CGROUP_MOVE,
         programs::LIFT_DOOM,
+        programs::END_SETUP,
         programs::MEMO_CGROUP_ATTACH,
         programs::MEMO_TASK_EXIT,
     ]

@@ -167,7 +167,8 @@ mnt tracefs /sys/kernel/tracing
 # the site made the guest trap on a stale int3 (see ACCEL in xtask/src/vm/mod.rs).
 echo 0 > /sys/kernel/tracing/tracing_on || fail "tracing_on=0"
 for e in raw_syscalls/sys_enter raw_syscalls/sys_exit task/task_newtask \
-         cgroup/cgroup_attach_task cgroup/cgroup_notify_populated sched/sched_process_exit; do
+         cgroup/cgroup_attach_task cgroup/cgroup_notify_populated sched/sched_process_exit \
+         sched/sched_process_exec; do
     [ -e "/sys/kernel/tracing/events/$e/enable" ] || continue
     echo 1 > "/sys/kernel/tracing/events/$e/enable" || fail "enabling the ftrace event $e"
 done

@@ -73,6 +73,24 @@
 //!                                 LINK, usable: yes|no`, `harvest: mapping present: LINE`,
 //!                                 or `harvest: nothing`
 //!
+//! Verbs for the exec-boundary tests (tests/tests/containment.rs): this process plays a
+//! container runtime, whose init joins a container non-dumpable and then execs.
+//!
+//! sf-syscalls as-runtime PROCS NR [PROGRAM ARGS...]  fork a child that makes itself
+//!                                 non-dumpable and waits; move it by writing its pid to
+//!                                 PROCS; it makes NR (`NR: survived`), then execs PROGRAM
+//!                                 if one is given; print how it ended
+//! sf-syscalls as-runtime-clone DIR NR [PROGRAM ARGS...]  the same, the child made
+//!                                 non-dumpable by this process and born in the cgroup
+//!                                 directory DIR by clone3(CLONE_INTO_CGROUP)
+//! sf-syscalls as-runtime-fork PROCS NR  as `as-runtime`, but the moved child forks a
+//!                                 grandchild that makes NR (and exits), then exits 0
+//! sf-syscalls as-runtime-hold PROCS  as `as-runtime`, the moved child printing
+//!                                 `held: PID` and then waiting to be killed
+//! sf-syscalls poke-mem PID        open /proc/PID/mem for writing, and one
+//!                                 process_vm_writev into PID; prints `mem: ok` or the
+//!                                 error, and `vm_writev: ok` or the error
+//!
 //! sf-syscalls block-pause N       N threads, each in an i386 `pause` through `int 0x80`
 //!                                 (a syscall no LSM hook sees: under `deny` its mark
 //!                                 lasts until it returns); prints `blocked: N` once
@@ -416,6 +434,161 @@ fn escape(verb: &str, target: &str, nr: i64) {
     }
 }
 
+/// Make this process non-dumpable, as runc and crun make their init before it joins a
+/// container.
+fn non_dumpable() {
+    // SAFETY: plain prctl on this process.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    assert_eq!(r, 0, "PR_SET_DUMPABLE: {}", std::io::Error::last_os_error());
+}
+
+/// In a child about to run `program` (may be empty): exec it, or leave.
+fn exec_or_exit(program: &[std::ffi::CString]) -> ! {
+    if let Some(path) = program.first() {
+        let mut argv: Vec<*const libc::c_char> = program.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        // SAFETY: NUL-terminated strings and a null-terminated argv that outlive the call.
+        unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+        println!("exec: {}", std::io::Error::last_os_error());
+        // SAFETY: leaving the child.
+        unsafe { libc::_exit(127) }
+    }
+    // SAFETY: leaving the child.
+    unsafe { libc::_exit(0) }
+}
+
+/// The exec-boundary verbs: this process plays the runtime, its child the runtime's
+/// init joining a container.
+fn as_runtime(verb: &str, target: &str, nr: i64, program: &[String]) {
+    use std::io::Write as _;
+    let program: Vec<std::ffi::CString> = program.iter().map(|a| cstr(a)).collect();
+    let _ = std::io::stdout().flush();
+    if verb == "as-runtime-clone" {
+        non_dumpable();
+        let dir = cstr(target);
+        // SAFETY: opening a directory.
+        let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+        assert!(fd >= 0, "open {target}: {}", std::io::Error::last_os_error());
+        let args = CloneArgsV2 {
+            v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: fd as u64,
+        };
+        // SAFETY: a fork-like clone3 (no CLONE_VM); the child makes one syscall, then
+        // execs or leaves.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw const args,
+                std::mem::size_of::<CloneArgsV2>(),
+            )
+        };
+        match pid {
+            0 => {
+                call_and_report(nr);
+                let _ = std::io::stdout().flush();
+                exec_or_exit(&program)
+            }
+            pid if pid > 0 => report_child(pid as libc::pid_t),
+            _ => {
+                println!("clone3: {}", std::io::Error::last_os_error());
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    // `go` wakes the child once it is moved; `ready` tells the runtime the child is
+    // non-dumpable (runc's parent, too, moves its init only once it has heard from it).
+    let mut fds = [0; 2];
+    let mut ready = [0; 2];
+    // SAFETY: two new pipes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    assert_eq!(unsafe { libc::pipe(ready.as_mut_ptr()) }, 0);
+    // SAFETY: fork; the child waits on the pipe, then does what the verb says.
+    match unsafe { libc::fork() } {
+        0 => {
+            non_dumpable();
+            // SAFETY: one byte on our pipe.
+            unsafe { libc::write(ready[1], b"r".as_ptr().cast(), 1) };
+            let mut b = 0u8;
+            // SAFETY: reads one byte of our pipe.
+            unsafe { libc::read(fds[0], (&raw mut b).cast(), 1) };
+            match verb {
+                "as-runtime-hold" => {
+                    // SAFETY: plain getpid.
+                    println!("held: {}", unsafe { libc::getpid() });
+                    let _ = std::io::stdout().flush();
+                    loop {
+                        // SAFETY: waits for a signal.
+                        unsafe { libc::pause() };
+                    }
+                }
+                "as-runtime-fork" => {
+                    // SAFETY: fork; the grandchild makes one syscall and leaves.
+                    match unsafe { libc::fork() } {
+                        0 => {
+                            call_and_report(nr);
+                            let _ = std::io::stdout().flush();
+                            // SAFETY: leaving the grandchild.
+                            unsafe { libc::_exit(0) }
+                        }
+                        pid if pid > 0 => report_child(pid),
+                        _ => panic!("fork: {}", std::io::Error::last_os_error()),
+                    }
+                    let _ = std::io::stdout().flush();
+                    // SAFETY: leaving the child.
+                    unsafe { libc::_exit(0) }
+                }
+                _ => {
+                    call_and_report(nr);
+                    let _ = std::io::stdout().flush();
+                    exec_or_exit(&program)
+                }
+            }
+        }
+        pid if pid > 0 => {
+            let mut b = 0u8;
+            // SAFETY: waits for the child's one byte.
+            unsafe { libc::read(ready[0], (&raw mut b).cast(), 1) };
+            write_cgroup_file(target, &pid.to_string());
+            // SAFETY: wakes the child.
+            unsafe { libc::write(fds[1], b"g".as_ptr().cast(), 1) };
+            report_child(pid);
+        }
+        _ => panic!("fork: {}", std::io::Error::last_os_error()),
+    }
+}
+
+/// `poke-mem PID`: what a tracer that may not ptrace PID must not do to it either.
+fn poke_mem(pid: i32) {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+    {
+        Ok(_) => println!("mem: ok"),
+        Err(e) => println!("mem: {e}"),
+    }
+    let mut local = [0u8; 8];
+    let from = libc::iovec {
+        iov_base: local.as_mut_ptr().cast(),
+        iov_len: local.len(),
+    };
+    // An address no process maps: a permitted write fails with EFAULT, a refused one
+    // with EPERM before it looks.
+    let to = libc::iovec {
+        iov_base: 8 as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: iovecs that live across the call; the remote address is never ours.
+    let r = unsafe { libc::process_vm_writev(pid, &from, 1, &to, 1, 0) };
+    if r >= 0 {
+        println!("vm_writev: ok");
+    } else {
+        println!("vm_writev: {}", std::io::Error::last_os_error());
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     dispatch(&args);
@@ -562,6 +735,19 @@ fn dispatch(args: &[String]) {
             let target: String = arg(args, 2, "a cgroup.procs path or cgroup directory");
             let nr: i64 = arg(args, 3, "a syscall number");
             escape(verb, &target, nr);
+        }
+        Some(verb @ ("as-runtime" | "as-runtime-clone" | "as-runtime-fork")) => {
+            let target: String = arg(args, 2, "a cgroup.procs path or cgroup directory");
+            let nr: i64 = arg(args, 3, "a syscall number");
+            as_runtime(verb, &target, nr, &args[4..]);
+        }
+        Some("as-runtime-hold") => {
+            let target: String = arg(args, 2, "a cgroup.procs path");
+            as_runtime("as-runtime-hold", &target, 0, &[]);
+        }
+        Some("poke-mem") => {
+            let pid: i32 = arg(args, 2, "a pid");
+            poke_mem(pid);
         }
         Some("attach") => {
             let target: String = arg(args, 2, "a pid, or `parent`");
