@@ -170,6 +170,112 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// `runc exec` into an enforced container (`kubectl exec`), through the wrapper and
+    /// straight to runc: the policy denies `keyctl` and `getppid`, which runc's own init
+    /// for `exec` calls before its `execve`, and the command still runs. The runtime's
+    /// setup is judged by the runtime's needs, the exec'd program by the policy from its
+    /// `execve` on: a program whose first call is `getppid` or `keyctl` dies of it.
+    #[test]
+    fn runc_exec_into_an_enforced_container_runs_and_is_policed_from_its_execve() {
+        let name = "runc_exec_into_an_enforced_container_runs_and_is_policed_from_its_execve";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runc"], false) else {
+            return;
+        };
+        const ROUNDS: usize = 5;
+        const KEYCTL: u32 = 250;
+        become_subreaper();
+        let s = Setup::new("exec");
+        let base = &s.base;
+        let policies = s.policies(&[(
+            "exec-enforce",
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/exec-*\"\n    runtime: runc\n  mode: enforce\n  killScope: process\n  include: [runtime-default]\n  deny: [getppid, keyctl]\n"
+            ),
+        )]);
+        let root = s.path("runc-root");
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), &bins[0], &agent.socket);
+        let mut containers = Containers::new(&wrapper, &root);
+        let bundle = s.bundle();
+        let keyctl = bundle.join("rootfs/keyctl");
+        fs::write(&keyctl, first_syscall_elf(KEYCTL)).unwrap();
+        fs::set_permissions(&keyctl, fs::Permissions::from_mode(0o755)).unwrap();
+        let id = "exec-1";
+        write_bundle_config(&bundle, &bins[0], &["/bin/sleep", "1000"], &format!("/{base}/{id}"));
+        let out = s.path(&format!("{id}.out"));
+        let (init, _) = containers.create_and_start(&bundle, id, &out);
+        agent.wait_line("the binding", |v| {
+            v["event"] == "bound" && v["container_id"] == id
+        });
+        let direct = Containers::new(&bins[0], &root);
+        let mut wrong = Vec::new();
+        for round in 0..ROUNDS {
+            for (how, runtime) in [("wrapped", &containers), ("plain", &direct)] {
+                let echo = runtime
+                    .cmd(&["exec", id, "/bin/echo", "exec'd"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                if !echo.status.success() || echo.stdout != b"exec'd\n" {
+                    wrong.push(format!(
+                        "round {round}, {how}: echo: {:?} {:?} {}",
+                        echo.status,
+                        String::from_utf8_lossy(&echo.stdout),
+                        String::from_utf8_lossy(&echo.stderr)
+                    ));
+                }
+                for program in ["/entry", "/keyctl"] {
+                    let denied = runtime
+                        .cmd(&["exec", id, program])
+                        .stdin(Stdio::null())
+                        .output()
+                        .unwrap();
+                    if denied.status.code() != Some(137) || !denied.stdout.is_empty() {
+                        wrong.push(format!(
+                            "round {round}, {how}: {program}: {:?} {:?} {}",
+                            denied.status,
+                            String::from_utf8_lossy(&denied.stdout),
+                            String::from_utf8_lossy(&denied.stderr)
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}\n{:#?}", agent.events());
+        // SAFETY: signal 0 only checks that the process exists.
+        assert_eq!(unsafe { libc::kill(init, 0) }, 0, "the container's init lives on");
+        let violations: Vec<Value> = agent
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "violation")
+            .collect();
+        let of = |comm: &str, syscall: &str| {
+            violations
+                .iter()
+                .filter(|v| {
+                    v["comm"] == comm
+                        && v["syscall"] == syscall
+                        && v["outcome"] == "killed-after"
+                        && v["container_id"] == id
+                })
+                .count()
+        };
+        assert_eq!(of("entry", "getppid"), 2 * ROUNDS, "{violations:#?}");
+        assert_eq!(of("keyctl", "keyctl"), 2 * ROUNDS, "{violations:#?}");
+        assert_eq!(violations.len(), 4 * ROUNDS, "nothing else: {violations:#?}");
+        let stats = &agent.status()["probe"]["stats"];
+        assert!(
+            stats["setups"].as_u64().unwrap_or(0) >= 6 * ROUNDS as u64,
+            "every exec's init was the runtime's setup: {stats}"
+        );
+        containers.delete(id);
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
     /// 100 container starts whose entrypoint's very first syscall is denied: every one
     /// is killed by the policy (none prints), so none ran unpoliced. Also measures the
     /// time from `start` to the policy being bound, and checks that the 100 containers
