@@ -13,8 +13,9 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, LsmContext},
 };
 use probe_common::{
-    HOOK_PTRACE_ACCESS_CHECK, NO_SLOT, PTRACE, stat,
+    HOOK_PTRACE_ACCESS_CHECK, NO_SLOT, PTRACE,
     setup::{Arrival, DUMPABLE_MASK, MAX_SETUPS, is_setup},
+    stat,
 };
 
 use crate::{
@@ -81,8 +82,7 @@ fn dumpable(task: *const u8) -> bool {
         if mm.is_null() {
             return true;
         }
-        core::ptr::read_volatile(mm.wrapping_add(o[1] as usize) as *const u64) & DUMPABLE_MASK
-            != 0
+        core::ptr::read_volatile(mm.wrapping_add(o[1] as usize) as *const u64) & DUMPABLE_MASK != 0
     }
 }
 
@@ -176,9 +176,7 @@ pub fn end_setup(_ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn tgid_of(task: *const u8) -> u32 {
     // SAFETY: a BTF-checked load at the offset of task_struct.tgid from the kernel's BTF.
-    unsafe {
-        core::ptr::read_volatile(task.wrapping_add(crate::guard_offset(0)) as *const u32)
-    }
+    unsafe { core::ptr::read_volatile(task.wrapping_add(crate::guard_offset(0)) as *const u32) }
 }
 
 /// LSM `ptrace_access_check`: a policed task may not ptrace a setup process, nor read or

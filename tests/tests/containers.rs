@@ -204,7 +204,12 @@ mod host_only {
         fs::write(&keyctl, first_syscall_elf(KEYCTL)).unwrap();
         fs::set_permissions(&keyctl, fs::Permissions::from_mode(0o755)).unwrap();
         let id = "exec-1";
-        write_bundle_config(&bundle, &bins[0], &["/bin/sleep", "1000"], &format!("/{base}/{id}"));
+        write_bundle_config(
+            &bundle,
+            &bins[0],
+            &["/bin/sleep", "1000"],
+            &format!("/{base}/{id}"),
+        );
         let out = s.path(&format!("{id}.out"));
         let (init, _) = containers.create_and_start(&bundle, id, &out);
         agent.wait_line("the binding", |v| {
@@ -246,7 +251,11 @@ mod host_only {
         }
         assert!(wrong.is_empty(), "{wrong:#?}\n{:#?}", agent.events());
         // SAFETY: signal 0 only checks that the process exists.
-        assert_eq!(unsafe { libc::kill(init, 0) }, 0, "the container's init lives on");
+        assert_eq!(
+            unsafe { libc::kill(init, 0) },
+            0,
+            "the container's init lives on"
+        );
         let violations: Vec<Value> = agent
             .events()
             .into_iter()
@@ -265,7 +274,11 @@ mod host_only {
         };
         assert_eq!(of("entry", "getppid"), 2 * ROUNDS, "{violations:#?}");
         assert_eq!(of("keyctl", "keyctl"), 2 * ROUNDS, "{violations:#?}");
-        assert_eq!(violations.len(), 4 * ROUNDS, "nothing else: {violations:#?}");
+        assert_eq!(
+            violations.len(),
+            4 * ROUNDS,
+            "nothing else: {violations:#?}"
+        );
         let stats = &agent.status()["probe"]["stats"];
         assert!(
             stats["setups"].as_u64().unwrap_or(0) >= 6 * ROUNDS as u64,

@@ -183,7 +183,12 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
             Some(probe_common::TASK_MEMO_SIZE),
         ),
         (maps::REGS_SCRATCH, 4, 8, Some(1)),
-        (maps::SETUP_UNTIL_EXEC, 4, 8, Some(probe_common::setup::MAX_SETUPS)),
+        (
+            maps::SETUP_UNTIL_EXEC,
+            4,
+            8,
+            Some(probe_common::setup::MAX_SETUPS),
+        ),
         (maps::SETUP_COUNT, 4, 8, Some(1)),
     ];
     let mut problems = Vec::new();

@@ -468,7 +468,11 @@ fn as_runtime(verb: &str, target: &str, nr: i64, program: &[String]) {
         let dir = cstr(target);
         // SAFETY: opening a directory.
         let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-        assert!(fd >= 0, "open {target}: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "open {target}: {}",
+            std::io::Error::last_os_error()
+        );
         let args = CloneArgsV2 {
             v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
             set_tid: 0,
