@@ -341,6 +341,14 @@ enum Command {
         /// Read no CRI socket.
         #[arg(long, conflicts_with = "cri_socket")]
         no_cri: bool,
+        /// Do not hold new containers at their first exec. By default, an exec in a
+        /// cgroup no binding knows, below a cgroup a selector's cgroupPath names or a
+        /// found container sits in, is stopped until the agent has looked at that
+        /// cgroup (and bound it, if a policy selects it): no container's entrypoint runs
+        /// unpoliced, even without `sysfence wrap`. While no agent runs, such execs wait
+        /// for the next one.
+        #[arg(long)]
+        no_start_hold: bool,
         /// A runtime state directory (a runtime's `--root`) to read besides /run/runc,
         /// /run/crun, /run/youki, /var/run/runsc and /run/containerd/runc/*; repeatable.
         #[arg(long, value_name = "DIR")]
@@ -685,6 +693,7 @@ fn main() -> ExitCode {
             runtime_socket,
             cri_socket,
             no_cri,
+            no_start_hold,
             runtime_root,
             events_per_second,
             workload_events_per_second,
@@ -726,6 +735,7 @@ fn main() -> ExitCode {
                         api_socket_uids: api_socket_uid,
                         default_policy,
                         metrics,
+                        start_hold: !no_start_hold,
                     }))
                 })
                 .map(|()| ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 mod events;
+mod hold;
 mod layout;
 pub mod pins;
 #[cfg(test)]
@@ -63,6 +64,10 @@ pub struct Probe {
     limits: HashMap<MapData, RateKey, RateState>,
     budgets: HashMap<MapData, u64, probe_common::EventBudget>,
     doomed: HashMap<MapData, u64, u64>,
+    /// `HOLD_ROOTS`, and the roots (cgroup id → level) as last written.
+    hold_roots: HashMap<MapData, u64, u8>,
+    current_hold_roots: std::collections::BTreeMap<u64, u32>,
+    held: HashMap<MapData, u32, u64>,
     layout: KernelLayout,
     /// The pin directory, when the probe is pinned.
     pinned: Option<pins::Pinned>,
@@ -105,6 +110,10 @@ pub struct ProbeStats {
     pub setups: u64,
     /// Of those, the ones that could not be recorded: judged by the policy at once.
     pub setup_failed: u64,
+    /// Execs held in a new cgroup until the agent had looked at it (the start hold).
+    pub holds: u64,
+    /// Execs that should have been held and were not (`HELD` full, or the stop failed).
+    pub hold_failed: u64,
 }
 
 /// The deny path as attached: which LSM hooks this kernel let us attach.
@@ -276,7 +285,7 @@ impl Probe {
                 (programs::SCHED_PROCESS_EXIT, "sched_process_exit"),
                 (programs::FOLLOW_CGROUP_MOVE, "cgroup_attach_task"),
                 (programs::LIFT_DOOM, "cgroup_notify_populated"),
-                (programs::END_SETUP, "sched_process_exec"),
+                (programs::EXEC_BOUNDARY, "sched_process_exec"),
             ] {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
@@ -305,6 +314,9 @@ impl Probe {
             limits: take(&mut ebpf, maps::EVENT_LIMITS)?,
             budgets: take(&mut ebpf, maps::EVENT_BUDGETS)?,
             doomed: take(&mut ebpf, maps::DOOMED_WORKLOADS)?,
+            hold_roots: take(&mut ebpf, maps::HOLD_ROOTS)?,
+            current_hold_roots: Default::default(),
+            held: take(&mut ebpf, maps::HELD)?,
             generation: take(&mut ebpf, maps::GENERATION)?,
             agent_generation: 0,
             memo: false,

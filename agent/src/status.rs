@@ -98,6 +98,17 @@ pub fn render(v: &Value) -> String {
             }
         );
     }
+    let holds = stats["holds"].as_u64().unwrap_or(0);
+    if holds > 0 {
+        let _ = writeln!(
+            out,
+            "hold       {holds} execs in new cgroups waited until the agent had looked{}",
+            match stats["hold_failed"].as_u64().unwrap_or(0) {
+                0 => String::new(),
+                n => format!("; {n} could not be held and ran at once"),
+            }
+        );
+    }
     let reload = &v["last_reload"];
     let _ = write!(out, "reload     last: {}", s(&reload["result"]));
     if let Some(errors) = reload["errors"].as_array() {

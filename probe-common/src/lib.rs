@@ -622,6 +622,11 @@ pub const fn is_ptrace(index: u32) -> bool {
     index == 101 || index == 512 + 26 || index == 1024 + 521
 }
 
+/// `ViolationEvent.flags`: not a violation: the process `tgid` exec'd in the cgroup
+/// `cgroup_id`, which no binding knows and which sits below a start-hold root; it is
+/// stopped (`HELD`) until the agent has looked at the cgroup and resumes it.
+pub const EVENT_HOLD: u32 = 128;
+
 /// `ViolationEvent.flags`: the kill took the workload (`killScope: workload`): its
 /// cgroup is doomed; the agent writes its `cgroup.kill`.
 pub const EVENT_WORKLOAD_KILLED: u32 = 32;
@@ -819,7 +824,11 @@ pub mod stat {
     /// A runtime's setup process could not be recorded (`SETUP_UNTIL_EXEC` full): it is
     /// judged by its cgroup's policy at once.
     pub const SETUP_FAILED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// Execs held (stopped) in a new cgroup until the agent had looked at it (`HELD`).
+    pub const HOLDS: u32 = 9;
+    /// An exec that should have been held was not (`HELD` full, or the stop failed).
+    pub const HOLD_FAILED: u32 = 10;
+    pub const COUNT: u32 = 11;
 }
 
 const _: () = assert!(core::mem::size_of::<ArgCond>() == 24);

@@ -16,7 +16,10 @@ pub struct ProbeSettings {
     /// ring buffer that every workload shares. Past it, events are counted as suppressed
     /// in their (cgroup, syscall) key, as past `events_per_second`. 0 = no budget.
     pub workload_events_per_second: u32,
-    pub _reserved: u32,
+    /// Bit `l` set: some start-hold root (`HOLD_ROOTS`) sits at cgroup level `l`. The
+    /// first exec in an unknown cgroup below one is held until the agent has looked
+    /// (see `hold`). 0: no holds.
+    pub hold_levels: u32,
 }
 
 /// Default of [`ProbeSettings::events_per_second`].
@@ -32,7 +35,7 @@ impl Default for ProbeSettings {
             ancestor_levels: 0,
             events_per_second: DEFAULT_EVENTS_PER_SECOND,
             workload_events_per_second: DEFAULT_WORKLOAD_EVENTS_PER_SECOND,
-            _reserved: 0,
+            hold_levels: 0,
         }
     }
 }

@@ -91,12 +91,21 @@ pub const REGS_SCRATCH: &str = "REGS_SCRATCH";
 /// ([`setup`](super::setup)): a process not judged by that cgroup's policy until its
 /// `execve` (the exec boundary). Written by `follow_cgroup_move` and `clone_guard`
 /// (children of setup processes, `CLONE_INTO_CGROUP`); read by `sys_enter` and
-/// `guard_setup_ptrace`; cleared by `end_setup` (its exec) and `sched_process_exit`.
+/// `guard_setup_ptrace`; cleared by `exec_boundary` (its exec) and `sched_process_exit`.
 pub const SETUP_UNTIL_EXEC: &str = "SETUP_UNTIL_EXEC";
 /// Number of entries in `SETUP_UNTIL_EXEC` (one u64): `sys_enter` looks a task up there
 /// only when it is not zero. Written by whoever adds or removes one; read by
 /// `sys_enter` and `guard_setup_ptrace`.
 pub const SETUP_COUNT: &str = "SETUP_COUNT";
+
+/// Start-hold roots: cgroup v2 id → 1. The first exec in an unknown cgroup below one is
+/// held. Written by the agent (the parents its selectors and discovered containers
+/// name); read by `exec_boundary`.
+pub const HOLD_ROOTS: &str = "HOLD_ROOTS";
+/// tgid → the cgroup v2 id of a process stopped at its exec until the agent has looked
+/// at that cgroup. Written by `exec_boundary`; read, and cleared with a SIGCONT, by the
+/// agent; cleared by `sched_process_exit`.
+pub const HELD: &str = "HELD";
 
 /// Every map above: the maps the programs and the agent share, all pinned. (The
 /// object's `.rodata` and the log channel `AYA_LOGS` are per load, and not here.)
@@ -125,4 +134,6 @@ pub const ALL: &[&str] = &[
     REGS_SCRATCH,
     SETUP_UNTIL_EXEC,
     SETUP_COUNT,
+    HOLD_ROOTS,
+    HELD,
 ];

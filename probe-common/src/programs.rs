@@ -20,8 +20,9 @@ pub const CLONE_GUARD: &str = "clone_guard";
 pub const FOLLOW_CGROUP_MOVE: &str = "follow_cgroup_move";
 
 /// `tp_btf/sched_process_exec`: a runtime's setup process exec'd its workload's
-/// program; it is judged by its cgroup's policy from its next syscall on.
-pub const END_SETUP: &str = "end_setup";
+/// program, and is judged by its cgroup's policy from its next syscall on; an exec in
+/// an unknown cgroup below a start-hold root is held until the agent has looked.
+pub const EXEC_BOUNDARY: &str = "exec_boundary";
 
 /// `tp_btf/cgroup_notify_populated`: a doomed workload (`killScope: workload`) whose
 /// last task is gone is doomed no more.

@@ -208,22 +208,30 @@ fn follow_move(ctx: &BtfTracePointContext) {
     let dst: *const u8 = ctx.arg(0);
     let task: *const u8 = ctx.arg(2);
     let tgid = tgid_of(task, &o);
+    let dst_id = kernfs_id(kernfs_of(dst));
     // SAFETY: plain data, copied out.
-    let Some(judged) = (unsafe { PROCESS_SLOTS.get(tgid) }).copied() else {
-        // Never judged: a runtime's setup process joining its container, perhaps.
-        if stray(tgid).is_none() {
-            // SAFETY: helper with no arguments.
-            let current = unsafe { bpf_get_current_task_btf() } as *const u8;
-            let mover = tgid_of(current, &o);
-            // SAFETY: plain data.
-            let mover_policed =
-                unsafe { PROCESS_SLOTS.get(mover) }.is_some() || stray(mover).is_some();
-            let destination = (
-                kernfs_id(kernfs_of(dst)),
-                slot_of_cgroup(dst, &o) != NO_SLOT,
-            );
-            crate::setup::arrived(task, tgid, mover, mover_policed, destination);
+    let judged = (unsafe { PROCESS_SLOTS.get(tgid) }).copied();
+    // Never judged, or only in its new cgroup: this tracepoint runs after the move, and
+    // a syscall the process made in between was judged there. Either way, perhaps a
+    // runtime's setup process joining its container.
+    if judged.is_none_or(|j| j.cgroup_id == dst_id) {
+        if stray(tgid).is_some() {
+            return;
         }
+        // SAFETY: helper with no arguments.
+        let current = unsafe { bpf_get_current_task_btf() } as *const u8;
+        let mover = tgid_of(current, &o);
+        // SAFETY: plain data.
+        let mover_policed = unsafe { PROCESS_SLOTS.get(mover) }.is_some() || stray(mover).is_some();
+        let destination = (dst_id, slot_of_cgroup(dst, &o) != NO_SLOT);
+        if crate::setup::arrived(task, tgid, mover, mover_policed, destination) && judged.is_some()
+        {
+            // Judged from its exec on: noted then.
+            let _ = PROCESS_SLOTS.remove(tgid);
+        }
+        return;
+    }
+    let Some(judged) = judged else {
         return;
     };
     if !carries_policy(judged.slot, slot_of_cgroup(dst, &o)) {
@@ -278,7 +286,7 @@ pub(crate) fn follow_fork(ctx: &BtfTracePointContext, clone_flags: u64) {
             kernfs_id(kernfs_of(child_cgroup)),
             slot_of_cgroup(child_cgroup, &o) != NO_SLOT,
         );
-        crate::setup::arrived(child, tgid_of(child, &o), parent, false, destination);
+        let _ = crate::setup::arrived(child, tgid_of(child, &o), parent, false, destination);
     }
     if carried.is_none() && clone_flags & CLONE_INTO_CGROUP != 0 {
         let cgroup_id = current_cgroup_id(current);
@@ -320,6 +328,7 @@ pub(crate) fn forget_process() {
     }
     let tgid = tgid_of(task, &o);
     crate::setup::end(tgid);
+    crate::hold::forget(tgid);
     let _ = PROCESS_SLOTS.remove(tgid);
     if STRAYS.remove(tgid).is_ok() {
         count_strays(u64::MAX);

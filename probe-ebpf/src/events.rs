@@ -6,7 +6,8 @@ use aya_ebpf::helpers::{
     generated::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
 };
 use probe_common::{
-    COMM_LEN, EventBudget, RateKey, RateState, ViolationEvent, stat, window_admits,
+    COMM_LEN, EventBudget, NO_SLOT, RateKey, RateState, UNCLASSIFIED_INDEX, ViolationEvent, stat,
+    window_admits,
 };
 
 use crate::{EVENT_BUDGETS, EVENT_LIMITS, SETTINGS, VIOLATIONS, bump};
@@ -152,6 +153,38 @@ pub(crate) fn emit(r: &Report) {
         suppressed,
         _reserved: 0,
         args: r.args,
+    });
+    entry.submit(0);
+}
+
+/// A hold (see `hold`): an event for the agent, past every rate limit and budget (each
+/// is one stopped process, which the agent must hear of; if the ring is full, the agent's
+/// periodic look at `HELD` finds it).
+#[inline(always)]
+pub(crate) fn emit_hold(cgroup_id: u64) {
+    let Some(mut entry) = VIOLATIONS.reserve::<ViolationEvent>(0) else {
+        bump(stat::EVENTS_DROPPED);
+        return;
+    };
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let comm = bpf_get_current_comm().unwrap_or([0u8; COMM_LEN]);
+    entry.write(ViolationEvent {
+        // SAFETY: plain helper call.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        cgroup_id,
+        id: 0,
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        index: UNCLASSIFIED_INDEX,
+        slot: NO_SLOT,
+        mode: 0,
+        outcome: 0,
+        comm,
+        hook: 0,
+        flags: probe_common::EVENT_HOLD,
+        suppressed: 0,
+        _reserved: 0,
+        args: [0; 2],
     });
     entry.submit(0);
 }

@@ -42,6 +42,7 @@ use probe_common::{
 mod arguments;
 mod containment;
 mod events;
+mod hold;
 mod kill;
 mod marks;
 mod rings;

@@ -3,7 +3,7 @@
 //!
 //! The moves and forks that make one are seen by `follow_cgroup_move` and `clone_guard`
 //! (through `containment`), which ask [`arrived`] and [`forked`]. `sys_enter` asks
-//! [`in_setup`] first, with one array load while there is none. `end_setup` ends it at
+//! [`in_setup`] first, with one array load while there is none. `exec_boundary` ends it at
 //! the process's exec; `guard_setup_ptrace` keeps policed tracers off it meanwhile.
 
 use aya_ebpf::{
@@ -28,7 +28,7 @@ const NO_PREALLOC: u32 = 1;
 
 /// tgid → the cgroup v2 id of the cgroup a runtime's setup process was put into. Written
 /// by `follow_cgroup_move` and `clone_guard`; read by `sys_enter` and
-/// `guard_setup_ptrace`; cleared by `end_setup` and `sched_process_exit`.
+/// `guard_setup_ptrace`; cleared by `exec_boundary` and `sched_process_exit`.
 #[map]
 static SETUP_UNTIL_EXEC: HashMap<u32, u64> = HashMap::with_max_entries(MAX_SETUPS, NO_PREALLOC);
 
@@ -97,27 +97,32 @@ fn current_in_workload() -> bool {
     unsafe { WORKLOADS.get(cgroup_id) }.is_some() || bound_slot_or_none(cgroup_id) != NO_SLOT
 }
 
-/// Record `tgid` as setup in `cgroup_id`. A failure is counted: the process is then
-/// judged by its cgroup's policy at once.
+/// Record `tgid` as setup in `cgroup_id`; whether it is. A failure is counted: the
+/// process is then judged by its cgroup's policy at once.
 #[inline(always)]
-fn make_setup(tgid: u32, cgroup_id: u64) {
+fn make_setup(tgid: u32, cgroup_id: u64) -> bool {
     // SAFETY: plain data.
     if unsafe { SETUP_UNTIL_EXEC.get(tgid) }.is_some() {
-        return;
+        return true;
     }
     // BPF_NOEXIST: a racing CPU that made it first keeps its entry (and its count).
     if SETUP_UNTIL_EXEC.insert(tgid, cgroup_id, 1).is_ok() {
         counter_add(&SETUP_COUNT, 1);
         bump(stat::SETUPS);
-    // SAFETY: plain data.
-    } else if unsafe { SETUP_UNTIL_EXEC.get(tgid) }.is_none() {
-        bump(stat::SETUP_FAILED);
+        return true;
     }
+    // SAFETY: plain data.
+    if unsafe { SETUP_UNTIL_EXEC.get(tgid) }.is_some() {
+        return true;
+    }
+    bump(stat::SETUP_FAILED);
+    false
 }
 
-/// A process that was never judged (`PROCESS_SLOTS` has no note of it) was moved into a
-/// cgroup (`destination_bound` when a policy is bound there) by the current task, whose
-/// own notes the caller gives: record it as setup if it is one.
+/// A process that was never judged (`PROCESS_SLOTS` has no note of it, or only one from
+/// its new cgroup) was moved into a cgroup (`destination_bound` when a policy is bound
+/// there) by the current task, whose own notes the caller gives: record it as setup if
+/// it is one, and say so.
 #[inline(always)]
 pub(crate) fn arrived(
     task: *const u8,
@@ -125,7 +130,7 @@ pub(crate) fn arrived(
     mover_tgid: u32,
     mover_policed: bool,
     destination: (u64, bool),
-) {
+) -> bool {
     let (cgroup_id, destination_bound) = destination;
     let arrival = Arrival {
         by_itself: tgid == mover_tgid,
@@ -135,9 +140,7 @@ pub(crate) fn arrived(
         mover_policed: mover_policed || is_setup_process(mover_tgid),
         mover_in_workload: current_in_workload(),
     };
-    if is_setup(&arrival) {
-        make_setup(tgid, cgroup_id);
-    }
+    is_setup(&arrival) && make_setup(tgid, cgroup_id)
 }
 
 /// A fork: the child of a setup process is setup too, until it exec's (runc's init forks
@@ -163,12 +166,15 @@ pub(crate) fn end(tgid: u32) {
     }
 }
 
-/// `sched:sched_process_exec`: the process's exec succeeded (its other threads are gone):
-/// from its next syscall on, its cgroup's policy judges it. Attached with `sys_enter`;
-/// runs per exec, not per syscall.
+/// `sched:sched_process_exec`: the process's exec succeeded (its other threads are gone).
+/// A setup process is judged by its cgroup's policy from its next syscall on; a process
+/// in an unknown cgroup below a start-hold root is held (see `hold`). Attached with
+/// `sys_enter`; runs per exec, not per syscall.
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn end_setup(_ctx: BtfTracePointContext) -> i32 {
-    end((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32);
+pub fn exec_boundary(_ctx: BtfTracePointContext) -> i32 {
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    end(tgid);
+    crate::hold::hold_if_unknown(tgid);
     0
 }
 

@@ -656,6 +656,97 @@ mod host_only {
 
     /// Without the wrapper (`runc run`, one step), the agent binds the container when
     /// it discovers it, after its entrypoint started: never during the runtime's setup.
+    /// No start gap without the wrapper: 50 plain `runc run`s, discovery only (the
+    /// agent reads runc's state root; nothing asks it). The probe holds each container's
+    /// entrypoint at its exec, in a cgroup no binding knows below the directory the
+    /// selector names, until the agent has found and bound the container: every
+    /// entrypoint whose first syscall is denied dies of it (nothing printed), every clean
+    /// one prints and exits 0, and the agent released every hold.
+    #[test]
+    fn plain_runc_run_is_policed_from_the_first_syscall_with_discovery_only() {
+        let name = "plain_runc_run_is_policed_from_the_first_syscall_with_discovery_only";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runc"], false) else {
+            return;
+        };
+        const RUNS: usize = 50;
+        let s = Setup::new("hold");
+        let base = &s.base;
+        let policies = s.policies(&[(
+            "held-enforce",
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/run-*\"\n  mode: enforce\n  include: [runtime-default]\n  deny: [getppid]\n"
+            ),
+        )]);
+        let root = s.path("runc-root");
+        let agent = s.agent(&policies, &root);
+        let mut containers = Containers::new(&bins[0], &root);
+        let bundle = s.bundle();
+        let clean = bundle.join("rootfs/clean");
+        fs::write(&clean, first_syscall_elf(39)).unwrap(); // getpid
+        fs::set_permissions(&clean, fs::Permissions::from_mode(0o755)).unwrap();
+        // The cgroup the selector names the directory of must exist for the agent to
+        // hold below it, as a runtime's parent does on a node.
+        fs::create_dir_all(cgroup_root().unwrap().join(base)).unwrap();
+        agent.wait_line("the hold root", |v| v["event"] == "started");
+        std::thread::sleep(Duration::from_millis(1500)); // one rescan: the root written
+        let mut wrong = Vec::new();
+        let mut took = Vec::new();
+        for i in 0..RUNS {
+            let id = format!("run-{i}");
+            let denied = i % 2 == 0;
+            let entry = if denied { "/entry" } else { "/clean" };
+            write_bundle_config(&bundle, &bins[0], &[entry], &format!("/{base}/{id}"));
+            containers.track(&id);
+            let t = Instant::now();
+            let out = containers
+                .cmd(&["run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            took.push(t.elapsed().as_micros() as u64);
+            let printed = String::from_utf8_lossy(&out.stdout).to_string();
+            let expected = if denied {
+                (Some(137), "")
+            } else {
+                (Some(0), "SURVIVED\n")
+            };
+            if (out.status.code(), printed.as_str()) != expected {
+                wrong.push(format!(
+                    "{id}: {}, printed {printed:?}, stderr {:?}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            containers.delete(&id);
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
+        let released = agent
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "hold_released" && v["policy"] == "held-enforce")
+            .count();
+        assert!(
+            released >= RUNS,
+            "every entrypoint was held until bound: {released}\n{}",
+            agent.log()
+        );
+        let stats = &agent.status()["probe"]["stats"];
+        assert_eq!(stats["hold_failed"], 0, "{stats}");
+        took.sort_unstable();
+        eprintln!(
+            "{name}: `runc run` with the hold, median {} us, p90 {} us",
+            percentile(&took, 0.5),
+            percentile(&took, 0.9)
+        );
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
     #[test]
     fn runc_without_the_wrapper_is_bound_on_discovery_and_unbound_when_gone() {
         let name = "runc_without_the_wrapper_is_bound_on_discovery_and_unbound_when_gone";

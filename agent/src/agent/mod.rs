@@ -8,12 +8,14 @@
 //! SIGKILL, enforcement goes on, and the next agent adopts it.
 
 mod answers;
+mod holds;
 mod kills;
 mod reload;
 mod telemetry;
 mod watches;
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
@@ -65,6 +67,9 @@ pub struct AgentOptions {
     pub default_policy: Option<String>,
     /// Serve Prometheus metrics and /healthz here.
     pub metrics: Option<SocketAddr>,
+    /// Hold the first exec in a new cgroup below the hold roots until it is looked at
+    /// (`--no-start-hold` turns it off).
+    pub start_hold: bool,
 }
 
 /// Quiet time after a change in the policy directory before reloading (editors and
@@ -91,6 +96,8 @@ struct Agent {
     change_seen: Option<Instant>,
     /// Rescans that failed (logged, retried).
     rescan_failures: u64,
+    /// Processes the probe said it held, not yet released: tgid → when (boot ns).
+    holds_seen: HashMap<u32, u64>,
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -161,6 +168,8 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         &mut probe,
     )?;
     workloads.set_default_policy(options.default_policy.clone())?;
+    // Processes held while no agent ran have exec'd: the rescan binds their containers.
+    workloads.note_execd(probe.held().into_iter().map(|(tgid, _)| tgid));
     workloads.rescan(&mut probe).await?;
     if probe.adopted() {
         let stale = workloads.finish_adoption(&mut probe)?;
@@ -244,7 +253,10 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         change_seen: None,
         rescan_failures: 0,
         telemetry: Telemetry::new(now),
+        holds_seen: HashMap::new(),
     };
+    // Processes held while no agent ran: look, then let them go.
+    agent.settle_holds();
     let mut watches: Vec<Watch> = Vec::new();
     let mut reload_at: Option<tokio::time::Instant> = None;
     // Freed slots are zeroed once their quarantine ends, so that the next reload finds
@@ -264,8 +276,16 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
                     }
                 }
                 guard.clear_ready();
+                if agent.holds_waiting() {
+                    agent.rescan().await;
+                }
             }
-            _ = drain.tick() => drain_ring(&mut ring, &mut agent),
+            _ = drain.tick() => {
+                drain_ring(&mut ring, &mut agent);
+                if agent.holds_waiting() {
+                    agent.rescan().await;
+                }
+            }
             // Events first: a workload the rescan finds gone still names them.
             Some(()) = wake_rx.recv() => {
                 drain_ring(&mut ring, &mut agent);
@@ -377,6 +397,8 @@ impl Agent {
     /// the next rescan, never fatal: a workload that could make a rescan fail must not
     /// be able to restart the agent at a moment of its choosing.
     async fn rescan(&mut self) {
+        let held = self.probe.held().into_iter().map(|(tgid, _)| tgid);
+        self.workloads.note_execd(held);
         if let Err(e) = self.workloads.rescan(&mut self.probe).await {
             self.rescan_failures += 1;
             warn!(event = "rescan_failed", error = %format!("{e:#}"), failures = self.rescan_failures, "bindings in force stay; retried on the next rescan");
@@ -389,11 +411,16 @@ impl Agent {
             warn!(event = "prune_failed", error = %format!("{e:#}"), "kept the kernel's event state of gone workloads; the LRU maps evict it in time");
         }
         self.sweep_doomed();
+        self.settle_holds();
     }
 
     /// One event from the ring buffer: decoded once, enriched once, then logged and
     /// kept for the API and the metrics as the same record.
     fn on_violation(&mut self, event: &ViolationEvent) {
+        if event.flags & probe_common::EVENT_HOLD != 0 {
+            self.holds_seen.insert(event.tgid, event.boot_ns);
+            return;
+        }
         let mut v = Violation::from_event(event);
         v.enrich(
             self.workloads.describe(event.cgroup_id),

@@ -73,6 +73,8 @@ impl Probe {
             stray_failed: sum(stat::STRAY_FAILED)?,
             setups: sum(stat::SETUPS)?,
             setup_failed: sum(stat::SETUP_FAILED)?,
+            holds: sum(stat::HOLDS)?,
+            hold_failed: sum(stat::HOLD_FAILED)?,
         })
     }
 

@@ -36,7 +36,7 @@ use probe_common::{
 
 /// Bump when a pinned map's key, value, size or meaning changes: agents of different
 /// layouts never share maps.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Where the node agent pins its probe unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sysfence";
@@ -120,7 +120,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 23] = [
+    let expected: [(&str, u32, u32, Option<u32>); 25] = [
         (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
         (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
         (maps::COUNTS, 4, 8, None),
@@ -190,6 +190,8 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
             Some(probe_common::setup::MAX_SETUPS),
         ),
         (maps::SETUP_COUNT, 4, 8, Some(1)),
+        (maps::HOLD_ROOTS, 8, 1, Some(1024)),
+        (maps::HELD, 4, 8, Some(4096)),
     ];
     let mut problems = Vec::new();
     let mut infos = std::collections::HashMap::new();

@@ -54,7 +54,7 @@ fn program_names_are_the_programs_of_the_probe() {
         programs::CLONE_GUARD,
         programs::FOLLOW_CGROUP_MOVE,
         programs::LIFT_DOOM,
-        programs::END_SETUP,
+        programs::EXEC_BOUNDARY,
         programs::MEMO_CGROUP_ATTACH,
         programs::MEMO_TASK_EXIT,
     ]

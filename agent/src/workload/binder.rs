@@ -221,6 +221,16 @@ impl Binder {
         &self.index
     }
 
+    /// Processes the probe holds at their exec (see `CgroupIndex::note_execd`).
+    pub fn note_execd(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.index.note_execd(pids);
+    }
+
+    /// The start-hold roots now (see [`super::hold`]): cgroup id → level.
+    pub fn hold_roots(&self) -> BTreeMap<u64, u32> {
+        super::hold::roots(&self.index, &self.table)
+    }
+
     /// Bring the workload table and the kernel's bindings in line with the system.
     pub async fn rescan(&mut self, probe: &mut Probe) -> anyhow::Result<()> {
         let table = &self.table;

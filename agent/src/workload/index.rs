@@ -54,6 +54,9 @@ pub struct CgroupIndex {
     /// A runtime is creating a container (its state directory exists, its state file
     /// not yet): new empty cgroups may be that container's.
     creating: bool,
+    /// Processes the probe held at an exec (the start hold): a container whose init is
+    /// one has exec'd its entrypoint, whatever its runtime's state still says.
+    execd: std::collections::HashSet<u32>,
 }
 
 impl CgroupIndex {
@@ -81,6 +84,7 @@ impl CgroupIndex {
             cri: cri_sockets.into_iter().map(CriCache::new).collect(),
             adopted: HashMap::new(),
             creating: false,
+            execd: Default::default(),
         }
     }
 
@@ -103,6 +107,11 @@ impl CgroupIndex {
         self.get(id).map(|w| self.root.join(&w.cgroup_path))
     }
 
+    /// The processes the probe holds at their exec now (replacing the last ones).
+    pub fn note_execd(&mut self, pids: impl IntoIterator<Item = u32>) {
+        self.execd = pids.into_iter().collect();
+    }
+
     /// The cgroup id of a path relative to the v2 root, if indexed.
     pub fn id_of_path(&self, rel: &str) -> Option<u64> {
         self.by_path.get(rel).copied()
@@ -116,7 +125,9 @@ impl CgroupIndex {
     /// processes inside give themselves (`runc:[2:INIT]`) are the workload's claims.
     pub fn runtime_busy(&self, w: &Workload) -> bool {
         if let Some(&i) = self.state_by_cgroup.get(&w.cgroup_path) {
-            return self.states[i].pending_start;
+            let s = &self.states[i];
+            // `runc run` removes `exec.fifo` only after its init has exec'd.
+            return s.pending_start && !s.pid.is_some_and(|p| self.execd.contains(&p));
         }
         let empty = cgroup_is_empty(&self.root.join(&w.cgroup_path));
         if empty {

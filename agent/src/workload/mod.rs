@@ -107,6 +107,7 @@ macro_rules! info_workload {
 pub mod binder;
 pub mod cgroup_naming;
 pub mod cri;
+pub mod hold;
 pub mod index;
 pub mod runtime;
 pub mod slots;
