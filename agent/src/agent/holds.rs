@@ -2,11 +2,15 @@
 //! binding knows, below a hold root, and says so; the agent rescans (which binds the
 //! cgroup when a policy selects it), then lets every held process go.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use tracing::{info, warn};
 
 use super::Agent;
+
+/// The longest a process stays held when its cgroup is never found (an agent that cannot
+/// read the cgroup tree must not stop a node's new processes for good).
+pub(super) const HOLD_AT_MOST: Duration = Duration::from_secs(10);
 
 /// `CLOCK_BOOTTIME` in ns: the clock of the probe's event times.
 fn boot_ns() -> u64 {
@@ -26,9 +30,11 @@ impl Agent {
     }
 
     /// After a rescan: bring the hold roots in line with the policies and containers
-    /// now, and let every held process go. The rescan bound its cgroup if a policy
-    /// selects it; if it found nothing, its next exec there is held again. Held
-    /// processes whose event was lost are found in `HELD` all the same.
+    /// now, and let go every held process whose cgroup the rescan saw: it bound the
+    /// cgroup if a policy selects it, and if it found nothing there, the next exec there
+    /// is held again. A process whose cgroup the rescan did not see yet (made while it
+    /// ran) stays held for the next one; none stays longer than [`HOLD_AT_MOST`].
+    /// Processes whose event was lost are found in `HELD` all the same.
     pub(super) fn settle_holds(&mut self) {
         let roots = if self.options.start_hold {
             self.workloads.hold_roots()
@@ -39,20 +45,33 @@ impl Agent {
             warn!(event = "hold_roots_failed", error = %format!("{e:#}"), "new containers below the roots not written may start before they are bound");
         }
         let now = boot_ns();
-        for (tgid, cgroup_id) in self.probe.held() {
-            if !self.probe.release(tgid) {
+        let held = self.probe.held();
+        self.holds_seen
+            .retain(|tgid, _| held.iter().any(|(t, _)| t == tgid));
+        for (tgid, cgroup_id) in held {
+            let since = *self.holds_seen.entry(tgid).or_insert(now);
+            let held_us = now.saturating_sub(since) / 1000;
+            let w = self.workloads.describe(cgroup_id);
+            let expired = held_us >= HOLD_AT_MOST.as_micros() as u64;
+            if (w.is_none() && !expired) || !self.probe.release(tgid) {
                 continue;
             }
-            let held_us = self
-                .holds_seen
-                .get(&tgid)
-                .map(|t| now.saturating_sub(*t) / 1000);
-            let w = self.workloads.describe(cgroup_id);
+            self.holds_seen.remove(&tgid);
             let policy = self
                 .probe
                 .slot_of(cgroup_id)
                 .and_then(|s| self.workloads.policy_of_slot(s))
                 .map(|(name, _)| name.to_string());
+            if w.is_none() {
+                warn!(
+                    event = "hold_expired",
+                    pid = tgid,
+                    cgroup_id,
+                    held_us,
+                    "its cgroup was not found in time: let go unbound"
+                );
+                continue;
+            }
             info!(
                 event = "hold_released",
                 pid = tgid,
@@ -60,9 +79,8 @@ impl Agent {
                 cgroup = %w.map(|w| w.cgroup_path.as_str()).unwrap_or(""),
                 container_id = %w.and_then(|w| w.container_id.as_deref()).unwrap_or(""),
                 policy = %policy.as_deref().unwrap_or(""),
-                held_us = held_us.unwrap_or(0),
+                held_us,
             );
         }
-        self.holds_seen.clear();
     }
 }
