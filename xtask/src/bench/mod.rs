@@ -31,6 +31,7 @@ mod agent;
 mod held;
 mod maps;
 mod nginx;
+mod start;
 mod syscalls;
 mod table;
 
@@ -66,6 +67,15 @@ pub struct BenchArgs {
     /// wrk connections.
     #[arg(long, default_value_t = 32)]
     nginx_connections: u32,
+    /// Skip the container start latency (plain, wrapped, discovery with the hold).
+    #[arg(long)]
+    no_start: bool,
+    /// Container starts per setup.
+    #[arg(long, default_value_t = 20)]
+    start_runs: usize,
+    /// Only the container start latency (no syscall, nginx or agent figures).
+    #[arg(long)]
+    only_start: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -81,6 +91,7 @@ struct Results {
     memory_per_workload: Option<MemoryPerWorkload>,
     nginx: Option<nginx::NginxFigures>,
     agent: Option<AgentFigures>,
+    start: Option<start::StartFigures>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -202,8 +213,12 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         calls: args.calls,
         ..Default::default()
     };
+    if !args.no_start {
+        results.start = Some(start::run(&env, args.start_runs).context("container start latency")?);
+    }
+    let rounds = if args.only_start { 0 } else { args.rounds };
     let mut samples: BTreeMap<(Workload, Setup), Vec<f64>> = BTreeMap::new();
-    for round in 0..args.rounds {
+    for round in 0..rounds {
         eprint!("\rxtask: bench round {}/{}", round + 1, args.rounds);
         for w in Workload::ALL {
             let calls = if w == Workload::Mix {
@@ -220,6 +235,9 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
     }
     eprintln!();
     for w in Workload::ALL {
+        if args.only_start {
+            break;
+        }
         let base = median(&samples[&(w, Setup::Nothing)]);
         let floor = median(&samples[&(w, Setup::Floor)]) - base;
         for setup in Setup::ALL {
@@ -238,7 +256,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // Scale: the cost of a syscall with 1, 100 and 1000 bound workloads.
-    for n in [1u32, 100, 1000] {
+    for n in [1u32, 100, 1000].into_iter().filter(|_| !args.only_start) {
         eprintln!("xtask: bench scale, {n} bound workloads");
         let held = Held::start(
             &env,
@@ -288,7 +306,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         });
     }
 
-    if !args.no_nginx {
+    if !args.no_nginx && !args.only_start {
         results.nginx = Some(
             nginx::run(
                 &env,
@@ -302,7 +320,7 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         );
     }
 
-    if !args.no_agent {
+    if !args.no_agent && !args.only_start {
         results.agent = Some(agent_figures(&env).context("agent measurements")?);
     }
 

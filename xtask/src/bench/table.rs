@@ -4,6 +4,14 @@ use super::{Results, Workload};
 
 pub(super) fn print_table(r: &Results) {
     println!("machine: {}", r.machine);
+    if !r.rows.is_empty() {
+        print_syscall_tables(r);
+    }
+    print_later_tables(r);
+}
+
+/// The per-syscall tables, argument rules and scale.
+fn print_syscall_tables(r: &Results) {
     println!(
         "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run",
         r.rounds
@@ -83,6 +91,10 @@ pub(super) fn print_table(r: &Results) {
             r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
         );
     }
+}
+
+/// Map memory, nginx, the agent, container start.
+fn print_later_tables(r: &Results) {
     if let Some(m) = &r.memory_per_workload {
         println!();
         println!(
@@ -192,5 +204,22 @@ pub(super) fn print_table(r: &Results) {
             a.reload_1000_rebound,
             a.reload_1000_us / 1e3
         );
+    }
+    if let Some(st) = &r.start {
+        println!();
+        println!(
+            "container start: `runc run` of /bin/true, {} rounds interleaved ({} of the held starts were held until bound)",
+            st.runs, st.held_and_bound
+        );
+        println!("| setup | median | p90 |");
+        println!("| --- | ---: | ---: |");
+        for row in &st.rows {
+            println!(
+                "| {} | {:.1} ms | {:.1} ms |",
+                row.setup.label(),
+                row.median_ms,
+                row.p90_ms
+            );
+        }
     }
 }
