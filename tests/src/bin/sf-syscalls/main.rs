@@ -348,6 +348,34 @@ struct CloneArgsV2 {
     cgroup: u64,
 }
 
+/// A fork-like `clone3(CLONE_INTO_CGROUP)` (no CLONE_VM) into the cgroup directory
+/// `target`: 0 in the child, the child's pid in the parent, negative on failure.
+fn clone_into(target: &str) -> i64 {
+    let dir = cstr(target);
+    // SAFETY: opening a directory.
+    let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+    assert!(
+        fd >= 0,
+        "open {target}: {}",
+        std::io::Error::last_os_error()
+    );
+    let args = CloneArgsV2 {
+        v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
+        set_tid: 0,
+        set_tid_size: 0,
+        cgroup: fd as u64,
+    };
+    // SAFETY: a fork-like clone3 with arguments that live across the call; the caller
+    // decides what the child does.
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &raw const args,
+            std::mem::size_of::<CloneArgsV2>(),
+        )
+    }
+}
+
 /// The containment verbs: a policed process leaves its cgroup, then syscall NR is made
 /// by it, its child, or the moved or cloned child.
 fn escape(verb: &str, target: &str, nr: i64) {
@@ -395,30 +423,8 @@ fn escape(verb: &str, target: &str, nr: i64) {
             }
         }
         "clone-into" => {
-            let dir = cstr(target);
-            // SAFETY: opening a directory.
-            let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-            assert!(
-                fd >= 0,
-                "open {target}: {}",
-                std::io::Error::last_os_error()
-            );
-            let args = CloneArgsV2 {
-                v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
-                set_tid: 0,
-                set_tid_size: 0,
-                cgroup: fd as u64,
-            };
-            // SAFETY: a fork-like clone3 (no CLONE_VM); the child makes one syscall and
-            // leaves with _exit.
-            let pid = unsafe {
-                libc::syscall(
-                    libc::SYS_clone3,
-                    &raw const args,
-                    std::mem::size_of::<CloneArgsV2>(),
-                )
-            };
-            match pid {
+            match clone_into(target) {
+                // SAFETY: the child makes one syscall and leaves with _exit.
                 0 => unsafe {
                     libc::syscall(nr);
                     libc::_exit(0)
@@ -465,30 +471,8 @@ fn as_runtime(verb: &str, target: &str, nr: i64, program: &[String]) {
     let _ = std::io::stdout().flush();
     if verb == "as-runtime-clone" {
         non_dumpable();
-        let dir = cstr(target);
-        // SAFETY: opening a directory.
-        let fd = unsafe { libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
-        assert!(
-            fd >= 0,
-            "open {target}: {}",
-            std::io::Error::last_os_error()
-        );
-        let args = CloneArgsV2 {
-            v0: CloneArgs::fork_like(0x2_0000_0000), // CLONE_INTO_CGROUP
-            set_tid: 0,
-            set_tid_size: 0,
-            cgroup: fd as u64,
-        };
-        // SAFETY: a fork-like clone3 (no CLONE_VM); the child makes one syscall, then
-        // execs or leaves.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &raw const args,
-                std::mem::size_of::<CloneArgsV2>(),
-            )
-        };
-        match pid {
+        // The child makes one syscall, then execs or leaves.
+        match clone_into(target) {
             0 => {
                 call_and_report(nr);
                 let _ = std::io::stdout().flush();
