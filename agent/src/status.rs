@@ -76,38 +76,41 @@ pub fn render(v: &Value) -> String {
         stats["events_held"].as_u64().unwrap_or(0),
         stats["kill_failed"]
     );
-    let strays = stats["strays"].as_u64().unwrap_or(0);
-    if strays > 0 {
-        let _ = writeln!(
-            out,
-            "follow     {strays} processes left their workload's cgroup and are still judged by its policy{}",
-            match stats["stray_failed"].as_u64().unwrap_or(0) {
-                0 => String::new(),
-                n => format!("; {n} could not be followed (the mover was killed)"),
-            }
-        );
-    }
-    let setups = stats["setups"].as_u64().unwrap_or(0);
-    if setups > 0 {
-        let _ = writeln!(
-            out,
-            "exec       {setups} runtime setup processes joined policed containers, judged from their exec on{}",
-            match stats["setup_failed"].as_u64().unwrap_or(0) {
-                0 => String::new(),
-                n => format!("; {n} could not be recorded and were judged at once"),
-            }
-        );
-    }
-    let holds = stats["holds"].as_u64().unwrap_or(0);
-    if holds > 0 {
-        let _ = writeln!(
-            out,
-            "hold       {holds} execs in new cgroups waited until the agent had looked{}",
-            match stats["hold_failed"].as_u64().unwrap_or(0) {
-                0 => String::new(),
-                n => format!("; {n} could not be held and ran at once"),
-            }
-        );
+    // A line per probe count that is not zero, with the ones that failed, if any.
+    for (label, key, what, failed_key, failed) in [
+        (
+            "follow",
+            "strays",
+            "processes left their workload's cgroup and are still judged by its policy",
+            "stray_failed",
+            "could not be followed (the mover was killed)",
+        ),
+        (
+            "exec",
+            "setups",
+            "runtime setup processes joined policed containers, judged from their exec on",
+            "setup_failed",
+            "could not be recorded and were judged at once",
+        ),
+        (
+            "hold",
+            "holds",
+            "execs in new cgroups waited until the agent had looked",
+            "hold_failed",
+            "could not be held and ran at once",
+        ),
+    ] {
+        let n = stats[key].as_u64().unwrap_or(0);
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "{label:<10} {n} {what}{}",
+                match stats[failed_key].as_u64().unwrap_or(0) {
+                    0 => String::new(),
+                    f => format!("; {f} {failed}"),
+                }
+            );
+        }
     }
     let reload = &v["last_reload"];
     let _ = write!(out, "reload     last: {}", s(&reload["result"]));
