@@ -70,9 +70,9 @@ pub struct BenchArgs {
     /// Skip the container start latency (plain, wrapped, discovery with the hold).
     #[arg(long)]
     no_start: bool,
-    /// Container starts per setup.
-    #[arg(long, default_value_t = 20)]
-    start_runs: usize,
+    /// Container starts per setup (at least 1).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    start_runs: u64,
     /// Only the container start latency (no syscall, nginx or agent figures).
     #[arg(long)]
     only_start: bool,
@@ -214,7 +214,8 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     if !args.no_start {
-        results.start = Some(start::run(&env, args.start_runs).context("container start latency")?);
+        results.start =
+            Some(start::run(&env, args.start_runs as usize).context("container start latency")?);
     }
     let rounds = if args.only_start { 0 } else { args.rounds };
     let mut samples: BTreeMap<(Workload, Setup), Vec<f64>> = BTreeMap::new();
