@@ -725,21 +725,50 @@ mod host_only {
             containers.delete(&id);
         }
         assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
-        let released = agent
+        let holds: Vec<_> = agent
             .events()
             .into_iter()
-            .filter(|v| v["event"] == "hold_released" && v["policy"] == "held-enforce")
-            .count();
+            .filter(|v| v["event"] == "hold_released")
+            .collect();
+        // runc's init itself is held now and then: runc moves it into the new cgroup
+        // while its exec is still finishing. It is let go, unbound, once the agent sees
+        // the cgroup, and the entrypoint's exec there is held again.
+        let entrypoint = |v: &&Value| v["comm"] == "entry" || v["comm"] == "clean";
+        let unbound: Vec<_> = holds
+            .iter()
+            .filter(entrypoint)
+            .filter(|v| v["policy"] != "held-enforce")
+            .collect();
         assert!(
-            released >= RUNS,
-            "every entrypoint was held until bound: {released}\n{}",
+            unbound.is_empty(),
+            "an entrypoint let go before its container was bound: {unbound:#?}\n{}",
+            agent.log()
+        );
+        let released = holds.iter().filter(entrypoint).count();
+        // The hold is what polices the first syscall: discovery alone lost 24 of 25
+        // denied entrypoints. A clean entrypoint let go unbound would print all the
+        // same: every one must have been held, and let go only once bound (above).
+        // Discovery cannot bind earlier: until the entrypoint's exec, runc's state says
+        // the container waits for `start`.
+        assert_eq!(
+            released,
+            RUNS,
+            "every entrypoint was held until bound\n{}",
             agent.log()
         );
         let stats = &agent.status()["probe"]["stats"];
         assert_eq!(stats["hold_failed"], 0, "{stats}");
+        assert_eq!(
+            stats["holds"].as_u64(),
+            Some(holds.len() as u64),
+            "every hold the probe made was released: {stats}\n{}",
+            agent.log()
+        );
         took.sort_unstable();
         eprintln!(
-            "{name}: `runc run` with the hold, median {} us, p90 {} us",
+            "{name}: {released} of {RUNS} entrypoints held until bound, {} other holds; \
+             `runc run` with the hold, median {} us, p90 {} us",
+            holds.len() - released,
             percentile(&took, 0.5),
             percentile(&took, 0.9)
         );

@@ -30,10 +30,11 @@ impl Agent {
     }
 
     /// After a rescan: bring the hold roots in line with the policies and containers
-    /// now, and let go every held process whose cgroup the rescan saw: it bound the
-    /// cgroup if a policy selects it, and if it found nothing there, the next exec there
-    /// is held again. A process whose cgroup the rescan did not see yet (made while it
-    /// ran) stays held for the next one; none stays longer than [`HOLD_AT_MOST`].
+    /// now, and let go every held process whose cgroup the rescan saw, knowing it was
+    /// held: it bound the cgroup if a policy selects it, and if it found nothing there,
+    /// the next exec there is held again. A process whose cgroup the rescan did not see
+    /// yet (made while it ran), or that was held after the rescan began, stays held for
+    /// the next one; none stays longer than [`HOLD_AT_MOST`].
     /// Processes whose event was lost are found in `HELD` all the same.
     pub(super) fn settle_holds(&mut self) {
         let roots = if self.options.start_hold {
@@ -53,7 +54,19 @@ impl Agent {
             let held_us = now.saturating_sub(since) / 1000;
             let w = self.workloads.describe(cgroup_id);
             let expired = held_us >= HOLD_AT_MOST.as_micros() as u64;
-            if (w.is_none() && !expired) || !self.probe.release(tgid) {
+            // A process held after the rescan noted the held ones waits for the next:
+            // this one read the runtime's state without knowing the entrypoint had
+            // exec'd, and took its container for one still in setup.
+            let considered = self.workloads.index().execd_noted(tgid);
+            if (w.is_none() || !considered) && !expired {
+                continue;
+            }
+            // What ran the exec, for the reader, read while it is still stopped: the name
+            // its exec gave it (or one it set since, which only names it).
+            let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            if !self.probe.release(tgid) {
                 continue;
             }
             self.holds_seen.remove(&tgid);
@@ -66,6 +79,7 @@ impl Agent {
                 warn!(
                     event = "hold_expired",
                     pid = tgid,
+                    comm,
                     cgroup_id,
                     held_us,
                     "its cgroup was not found in time: let go unbound"
@@ -75,6 +89,7 @@ impl Agent {
             info!(
                 event = "hold_released",
                 pid = tgid,
+                comm,
                 cgroup_id,
                 cgroup = %w.map(|w| w.cgroup_path.as_str()).unwrap_or(""),
                 container_id = %w.and_then(|w| w.container_id.as_deref()).unwrap_or(""),

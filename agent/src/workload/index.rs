@@ -112,6 +112,12 @@ impl CgroupIndex {
         self.execd = pids.into_iter().collect();
     }
 
+    /// Whether the last rescan knew that `pid` was held at its exec (it was noted
+    /// before that rescan read the runtimes' state).
+    pub fn execd_noted(&self, pid: u32) -> bool {
+        self.execd.contains(&pid)
+    }
+
     /// The cgroup id of a path relative to the v2 root, if indexed.
     pub fn id_of_path(&self, rel: &str) -> Option<u64> {
         self.by_path.get(rel).copied()
