@@ -593,8 +593,12 @@ pub fn compile(
     }
     // A name listed in `allow` that no allowed ABI has does nothing: say so.
     for n in &spec.allow {
+        // A name with argument rules (clone under `namespaces: deny`) is allowed on
+        // their terms by the ABIs that follow `allow`.
+        let ruled = rules.contains_key(n.as_str());
         let exists_somewhere = Abi::ALL.into_iter().any(|abi| {
-            syscall_table::number(abi, n).is_some() && per_abi[&abi].contains(n.as_str())
+            syscall_table::number(abi, n).is_some()
+                && (per_abi[&abi].contains(n.as_str()) || ruled && follows_names.contains(&abi))
         });
         if !exists_somewhere
             && !denied.contains(n.as_str())

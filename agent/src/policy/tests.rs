@@ -278,6 +278,21 @@ fn abi_choices_same_deny_and_list() {
 }
 
 #[test]
+fn a_name_allowed_on_its_arguments_alone_is_not_called_useless() {
+    // What `sysfence record` writes for a workload that cloned: clone in `allow`, its
+    // flags judged by `namespaces: deny`, and no 32-bit ABI.
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [clone, read]\n  namespaces: deny\n  abi: {{ia32: deny, x32: deny}}\n"
+    ))
+    .unwrap();
+    assert!(p.rules.contains_key("clone"), "{:?}", p.rules);
+    assert!(
+        !w.iter().any(|d| d.message.contains("`clone` exists only")),
+        "{w:?}"
+    );
+}
+
+#[test]
 fn names_of_one_abi_are_handled_explicitly() {
     let (p, w) = policy(&format!(
         "{HEAD}spec:\n  allow: [socketcall, read]\n  abi: {{ia32: deny}}\n"
