@@ -152,10 +152,8 @@ enum Command {
         /// Workloads watched at most (standalone: one probe slot each).
         #[arg(long, default_value_t = 128, value_name = "N")]
         max_workloads: u32,
-        /// A runtime state directory (a runtime's `--root`) to read besides the usual
-        /// ones, to name containers (standalone); repeatable.
-        #[arg(long, value_name = "DIR")]
-        runtime_root: Vec<PathBuf>,
+        #[command(flatten)]
+        discovery: DiscoveryArgs,
     },
     /// Learn a policy: record the syscalls of live workloads, or of one command.
     ///
@@ -209,10 +207,8 @@ enum Command {
         /// Live workloads recorded at most (one probe slot each).
         #[arg(long, default_value_t = 128, value_name = "N")]
         max_workloads: u32,
-        /// A runtime state directory (a runtime's `--root`) to read besides the usual
-        /// ones, to name containers; repeatable.
-        #[arg(long, value_name = "DIR")]
-        runtime_root: Vec<PathBuf>,
+        #[command(flatten)]
+        discovery: DiscoveryArgs,
         /// Print nothing on stderr but errors.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -443,6 +439,29 @@ struct FilterArgs {
     cgroup: Option<String>,
 }
 
+/// Where `watch` and `record` (with their own probe) learn what a cgroup is.
+#[derive(clap::Args, Clone, Debug, Default)]
+struct DiscoveryArgs {
+    /// A runtime state directory (a runtime's `--root`) to read besides /run/runc,
+    /// /run/crun, /run/youki, /var/run/runsc and /run/containerd/runc/*, to name
+    /// containers; repeatable.
+    #[arg(long, value_name = "DIR")]
+    runtime_root: Vec<PathBuf>,
+    /// A CRI socket (containerd, CRI-O) to read pod names, namespaces and labels from;
+    /// repeatable. Default: the usual containerd and CRI-O sockets that exist.
+    #[arg(long, value_name = "PATH")]
+    cri_socket: Vec<PathBuf>,
+}
+
+impl From<DiscoveryArgs> for sysfence::watch::standalone::Discovery {
+    fn from(d: DiscoveryArgs) -> Self {
+        sysfence::watch::standalone::Discovery {
+            runtime_roots: d.runtime_root,
+            cri_sockets: (!d.cri_socket.is_empty()).then_some(d.cri_socket),
+        }
+    }
+}
+
 impl From<FilterArgs> for sysfence::watch::snapshot::Filters {
     fn from(f: FilterArgs) -> Self {
         sysfence::watch::snapshot::Filters {
@@ -575,7 +594,7 @@ fn main() -> ExitCode {
             api,
             standalone,
             max_workloads,
-            runtime_root,
+            discovery,
         } => sysfence::watch::run(sysfence::watch::WatchOptions {
             filters: filters.into(),
             json,
@@ -584,7 +603,7 @@ fn main() -> ExitCode {
             standalone,
             max_workloads,
             count,
-            runtime_roots: runtime_root,
+            discovery: discovery.into(),
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Record {
@@ -598,7 +617,7 @@ fn main() -> ExitCode {
             sets,
             interval,
             max_workloads,
-            runtime_root,
+            discovery,
             quiet,
             command,
         } => sysfence::record::record(sysfence::record::RecordOptions {
@@ -618,7 +637,7 @@ fn main() -> ExitCode {
             interval: Duration::from_secs_f64(interval.max(0.01)),
             max_workloads,
             quiet,
-            runtime_roots: runtime_root,
+            discovery: discovery.into(),
             sets,
         })
         .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),

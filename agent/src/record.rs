@@ -32,7 +32,7 @@ use crate::{
     run,
     watch::{
         snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadRef},
-        standalone::{Standalone, allow_all_slot, slot_keyed},
+        standalone::{Discovery, Standalone, allow_all_slot, slot_keyed},
     },
 };
 
@@ -234,6 +234,39 @@ const VOLATILE_LABELS: &[&str] = &[
     "apps.kubernetes.io/pod-index",
 ];
 
+/// The pod uid kubelet labels every pod with: another for every new pod, so never in a
+/// learned selector.
+const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+
+/// The names kubelet labels every pod with. A controller's replacement pod has another
+/// name: a learned selector keeps them only when the pod has no labels of its own.
+const KUBELET_NAME_LABELS: &[&str] = &["io.kubernetes.pod.name", "io.kubernetes.container.name"];
+
+/// The namespace kubelet labels every pod with: said by `namespace:` when the recording
+/// filtered on it.
+const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+
+/// The labels of a recorded pod a learned selector names: the stable ones its workloads
+/// share, without the uid and names kubelet gives each new pod unless nothing else
+/// names it.
+fn selector_labels(
+    common: BTreeMap<String, String>,
+    namespace_selected: bool,
+) -> BTreeMap<String, String> {
+    let mut labels = common;
+    labels.remove(POD_UID_LABEL);
+    if namespace_selected {
+        labels.remove(POD_NAMESPACE_LABEL);
+    }
+    let own = labels
+        .keys()
+        .any(|k| !KUBELET_NAME_LABELS.contains(&k.as_str()) && k != POD_NAMESPACE_LABEL);
+    if own {
+        labels.retain(|k, _| !KUBELET_NAME_LABELS.contains(&k.as_str()));
+    }
+    labels
+}
+
 /// A Kubernetes-style name from free text.
 pub fn sanitize_name(text: &str) -> String {
     let mut s: String = text
@@ -392,10 +425,12 @@ pub fn learned_policy_yaml(
                 Some(c) => c.into_iter().filter(|(k, v)| l.get(k) == Some(v)).collect(),
             });
         }
+        let common = common.map(|c| selector_labels(c, f.namespace.is_some()));
         match common.filter(|c| !c.is_empty()) {
             Some(labels) => {
                 sel.push(format!(
-                    "    # --pod {pod}: a selector names no pod; these are its labels"
+                    "    # --pod {pod}: a selector names no pod; these are its labels (not the\n    \
+                     # uid kubelet gives each pod, nor its name when it has labels of its own)"
                 ));
                 sel.push("    podLabels:\n      matchLabels:".to_string());
                 for (k, v) in labels {
@@ -552,8 +587,8 @@ pub struct RecordOptions {
     pub interval: Duration,
     pub max_workloads: u32,
     pub quiet: bool,
-    /// Runtime state roots to read besides the default ones (live workloads).
-    pub runtime_roots: Vec<PathBuf>,
+    /// Where discovery learns what a cgroup is (live workloads).
+    pub discovery: Discovery,
     /// `--sets DIR`: where includes are looked for besides the output directory.
     pub sets: Option<PathBuf>,
 }
@@ -721,7 +756,7 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
         options.filters.clone(),
         options.max_workloads,
         options.interval.max(Duration::from_secs(1)),
-        options.runtime_roots.clone(),
+        options.discovery.clone(),
     )?;
     stop_on_signals();
     let mut base = base_recording(options.filters.clone(), None, options.interval);
@@ -737,6 +772,15 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
     let end = Instant::now() + duration;
     while Instant::now() < end && !STOP.load(Ordering::SeqCst) {
         recorder.observe(&source.poll()?);
+        for w in source.take_new() {
+            if !options.quiet {
+                eprintln!(
+                    "sysfence: recording {} (cgroup {}) from now on",
+                    w.display_name(),
+                    w.cgroup
+                );
+            }
+        }
         let left = end.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(options.interval));
     }

@@ -206,6 +206,39 @@ fn pod_filter_becomes_the_replicas_common_stable_labels() {
 }
 
 #[test]
+fn a_learned_selector_leaves_out_what_kubelet_gives_each_new_pod() {
+    let kubelet = |extra: &[(&str, &str)]| -> BTreeMap<String, String> {
+        [
+            ("io.kubernetes.pod.name", "web"),
+            ("io.kubernetes.pod.namespace", "shop"),
+            (
+                "io.kubernetes.pod.uid",
+                "5f5e0001-0001-4000-8000-000000000001",
+            ),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let keys = |l: BTreeMap<String, String>| l.into_keys().collect::<Vec<_>>();
+    // Labels of its own: those name it, with the namespace.
+    assert_eq!(
+        keys(selector_labels(kubelet(&[("app", "web")]), false)),
+        ["app", "io.kubernetes.pod.namespace"]
+    );
+    assert_eq!(
+        keys(selector_labels(kubelet(&[("app", "web")]), true)),
+        ["app"]
+    );
+    // None: its name is all there is (a bare pod keeps it across restarts).
+    assert_eq!(
+        keys(selector_labels(kubelet(&[]), true)),
+        ["io.kubernetes.pod.name"]
+    );
+}
+
+#[test]
 fn names_are_kubernetes_names() {
     assert_eq!(sanitize_name("learned-SF_Syscalls"), "learned-sf-syscalls");
     assert_eq!(sanitize_name("--"), "learned");

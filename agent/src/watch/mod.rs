@@ -135,8 +135,8 @@ pub struct WatchOptions {
     pub max_workloads: u32,
     /// Stop after this many intervals.
     pub count: Option<u64>,
-    /// Runtime state roots to read besides the default ones (standalone discovery).
-    pub runtime_roots: Vec<PathBuf>,
+    /// Where standalone discovery learns what a cgroup is.
+    pub discovery: standalone::Discovery,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -182,7 +182,7 @@ fn open_source(options: &WatchOptions) -> anyhow::Result<Box<dyn Source>> {
         options.filters.clone(),
         options.max_workloads,
         options.interval,
-        options.runtime_roots.clone(),
+        options.discovery.clone(),
     )?;
     Ok(Box::new(StandaloneSource {
         inner,

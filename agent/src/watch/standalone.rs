@@ -59,6 +59,15 @@ struct Watched {
     slot: u32,
 }
 
+/// Where standalone discovery learns what a cgroup is, besides the cgroup tree.
+#[derive(Clone, Debug, Default)]
+pub struct Discovery {
+    /// Runtime state roots to read besides the default ones.
+    pub runtime_roots: Vec<PathBuf>,
+    /// CRI sockets to ask; `None`: the usual ones that exist.
+    pub cri_sockets: Option<Vec<PathBuf>>,
+}
+
 pub struct Standalone {
     probe: Probe,
     index: CgroupIndex,
@@ -71,6 +80,8 @@ pub struct Standalone {
     unwatched: HashMap<u64, ()>,
     rescan_every: Duration,
     last_rescan: Option<Instant>,
+    /// Workloads counted since the last [`Standalone::take_new`].
+    new: Vec<WorkloadRef>,
 }
 
 impl Standalone {
@@ -79,7 +90,7 @@ impl Standalone {
         filters: Filters,
         max_workloads: u32,
         rescan_every: Duration,
-        runtime_roots: Vec<PathBuf>,
+        discovery: Discovery,
     ) -> anyhow::Result<Standalone> {
         filters.validate()?;
         let max_workloads = max_workloads.max(1);
@@ -91,8 +102,8 @@ impl Standalone {
         let root = cgroup::v2_root()?;
         let index = CgroupIndex::new(IndexOptions {
             cgroup_root: root.clone(),
-            cri_sockets: None,
-            runtime_roots,
+            cri_sockets: discovery.cri_sockets,
+            runtime_roots: discovery.runtime_roots,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -109,6 +120,7 @@ impl Standalone {
             unwatched: HashMap::new(),
             rescan_every,
             last_rescan: None,
+            new: Vec::new(),
         })
     }
 
@@ -206,6 +218,7 @@ impl Standalone {
             };
             self.probe.fill_slot(slot, &allow_all_slot())?;
             self.probe.bind(id, slot)?;
+            self.new.push(identity.clone());
             self.watched.insert(id, Watched { identity, slot });
         }
         let levels = self.watched.values().fold(0u32, |acc, w| {
@@ -215,6 +228,12 @@ impl Standalone {
         });
         self.probe.set_ancestor_levels(levels)?;
         Ok(retired)
+    }
+
+    /// The workloads whose counting began since the last call: their calls before it
+    /// are not counted.
+    pub fn take_new(&mut self) -> Vec<WorkloadRef> {
+        std::mem::take(&mut self.new)
     }
 
     /// Rescan if due, then read every watched workload's counts.
