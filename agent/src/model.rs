@@ -146,6 +146,10 @@ pub struct Workload {
     /// no runtime's state accounts for it): then its policy is chosen failing closed,
     /// the strictest that could select it.
     pub unknown: Option<String>,
+    /// A container of a pod that the CRI, answering, does not list yet (a pod's sandbox
+    /// inside RunPodSandbox): its labels are still to come. The start hold keeps its
+    /// entrypoint until they do.
+    pub awaiting_cri: bool,
 }
 
 impl Workload {

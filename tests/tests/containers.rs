@@ -991,20 +991,26 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// The binaries a containerd test runs (`containerd`, `ctr`, `runc`, the shim), when
+    /// it can run: root, and all of them installed.
+    fn containerd_bins(name: &str) -> Option<Vec<PathBuf>> {
+        if !privileged(name) {
+            return None;
+        }
+        require(
+            name,
+            &["containerd", "ctr", "runc", "containerd-shim-runc-v2"],
+            false,
+        )
+    }
+
     /// containerd's CRI, as kubelet drives it: a policy selecting pods by namespace and
     /// label applies to the matching pod only, before its entrypoint, and violations
     /// carry the pod's names.
     #[test]
     fn containerd_cri_pod_selected_by_namespace_and_labels() {
         let name = "containerd_cri_pod_selected_by_namespace_and_labels";
-        if !privileged(name) {
-            return;
-        }
-        let Some(bins) = require(
-            name,
-            &["containerd", "ctr", "runc", "containerd-shim-runc-v2"],
-            false,
-        ) else {
+        let Some(bins) = containerd_bins(name) else {
             return;
         };
         let s = Setup::new("cri");
@@ -1140,6 +1146,294 @@ mod host_only {
             .expect("the bystander is discovered all the same");
         assert_eq!(w["pod"], "bystander");
         assert_eq!(w["namespace"], "sysfence-test");
+        drop(kubelet);
+        drop(containerd);
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
+    /// kubelet's everyday loop under a learned policy. `sysfence record` learns a pod
+    /// (its pause container and its app, a busybox httpd, while it serves and while
+    /// `kubectl exec` runs in it) through containerd's CRI; the policy it writes,
+    /// enforced as written, then carries 20 starts of the same pod. Each time the pause
+    /// container and the app are bound before their entrypoints run (the app by the
+    /// wrapper at `start`, the pause by discovery while the start hold keeps its
+    /// entrypoint), the app serves, an exec runs, and an exec that mounts (which nothing
+    /// learned) is killed with the app: the policy is enforced, not idle.
+    #[test]
+    fn containerd_pod_starts_20_times_under_its_learned_policy_with_exec() {
+        let name = "containerd_pod_starts_20_times_under_its_learned_policy_with_exec";
+        let Some(bins) = containerd_bins(name) else {
+            return;
+        };
+        const STARTS: u32 = 20;
+        let s = Setup::new("learned-pod");
+        // While learning, the pod is watched (mode monitor): bound, so that on a hybrid
+        // host its containers get v2 cgroups of their own, which the recorder counts.
+        let policies = s.policies(&[(
+            "watch-web",
+            format!(
+                "  selector:\n    namespace: {}\n    podLabels:\n      matchLabels: {{app: web}}\n  mode: monitor\n",
+                cri::NAMESPACE
+            ),
+        )]);
+        let cdir = s.path("containerd");
+        let socket = s.path("runtime.sock");
+        let cri_socket = cdir.join("containerd.sock");
+        let runc_root = cdir.join("runc/k8s.io");
+        let wrapper = write_wrapper(s.dir.path(), &bins[2], &socket);
+        let rootfs_dir = s.path("image");
+        fs::create_dir_all(&rootfs_dir).unwrap();
+        let rootfs = busybox_rootfs(
+            &rootfs_dir,
+            &["sh", "sleep", "mkdir", "echo", "cat", "httpd", "mount"],
+        );
+        let kubepods = Kubepods::before();
+        let agent = Agent::start(
+            &policies,
+            &socket,
+            &[
+                "--cri-socket",
+                cri_socket.to_str().unwrap(),
+                "--runtime-root",
+                runc_root.to_str().unwrap(),
+            ],
+        );
+        let mut containerd = Containerd::start(&cdir, &wrapper, &rootfs);
+        let uids: Vec<String> = (0..=STARTS).map(|n| pod_uid(n, 100)).collect();
+        containerd
+            .cgroups
+            .extend(kubepods.made(&uids.iter().map(String::as_str).collect::<Vec<_>>()));
+        let mut kubelet = Kubelet::connect(&containerd.socket);
+        let port = 20_000 + std::process::id() % 20_000;
+        let addr = format!("127.0.0.1:{port}");
+        let script = format!(
+            "mkdir -p /tmp/www && echo hello > /tmp/www/index.html && \
+             exec httpd -f -p {addr} -h /tmp/www"
+        );
+        let logs = s.path("logs");
+        let exec = |kubelet: &mut Kubelet, cid: &str, cmd: &[&str]| {
+            kubelet
+                .rt
+                .block_on(kubelet.cri.exec_sync(cid, cmd, 10))
+                .map(|(code, out, err)| {
+                    (
+                        code,
+                        String::from_utf8_lossy(&out).to_string(),
+                        String::from_utf8_lossy(&err).to_string(),
+                    )
+                })
+        };
+        let serves = |what: &str| {
+            wait_for(Duration::from_secs(20), || {
+                std::net::TcpStream::connect(&addr).ok()?;
+                let (code, body) = metrics::http_get(&addr, "/index.html");
+                (code == 200 && body == "hello\n").then_some(())
+            })
+            .unwrap_or_else(|| panic!("{what}: httpd does not serve on {addr}\n{}", agent.log()))
+        };
+        let stop_pod = |kubelet: &mut Kubelet, pod_id: &str| {
+            kubelet.rt.block_on(async {
+                kubelet.cri.stop_pod_sandbox(pod_id).await.unwrap();
+                kubelet.cri.remove_pod_sandbox(pod_id).await.unwrap();
+            });
+            kubelet.sandboxes.ids.retain(|id| id != pod_id);
+        };
+
+        // Learn: record the pod while it starts, serves and is exec'd into.
+        let learned = s.path("learned");
+        let mut cmd = sysfence();
+        cmd.args([
+            "record",
+            "--namespace",
+            cri::NAMESPACE,
+            "--pod",
+            "web",
+            "--duration",
+            "12s",
+            "--mode",
+            "enforce",
+            "--cri-socket",
+            cri_socket.to_str().unwrap(),
+            "--runtime-root",
+            runc_root.to_str().unwrap(),
+            "-o",
+        ])
+        .arg(&learned);
+        let recorder = process::Collected::start(cmd);
+        recorder.wait_stderr("the recorder's start", "recording for");
+        let sandbox = pod_config("web", &uids[0], &[("app", "web")], &logs);
+        let (pod_id, cid) =
+            kubelet.start_pod(sandbox, container_config("web", &uids[0], &script), &|| {
+                containerd.log_tail()
+            });
+        serves("learning");
+        // Counted from when the recorder found the app (its start is `runtime-default`'s,
+        // which the learned policy includes); then it serves and is exec'd into.
+        recorder.wait_stderr("the recorder's app", "recording sysfence-test/web/app ");
+        for _ in 0..3 {
+            assert_eq!(metrics::http_get(&addr, "/index.html").0, 200);
+        }
+        let (code, out, err) = exec(&mut kubelet, &cid, &["/bin/echo", "exec-ok"]).unwrap();
+        assert_eq!((code, out.as_str()), (0, "exec-ok\n"), "{err}");
+        let out = recorder.wait_exit(Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "record: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stop_pod(&mut kubelet, &pod_id);
+        let policy = fs::read_to_string(learned.join("policy.yaml")).unwrap();
+        let recording: Value =
+            serde_json::from_str(&fs::read_to_string(learned.join("recording.json")).unwrap())
+                .unwrap();
+        let learned_ids: Vec<&str> = recording["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w["container_id"].as_str())
+            .collect();
+        assert!(
+            learned_ids.contains(&pod_id.as_str()) && learned_ids.contains(&cid.as_str()),
+            "the recording has the pause container and the app: {learned_ids:?}\n{recording}"
+        );
+        let words = |text: &str| {
+            text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|w| w == "mount")
+        };
+        assert!(
+            policy.contains("mode: enforce") && !words(&policy),
+            "learned to enforce, without mount: {policy}"
+        );
+        let check = sysfence()
+            .arg("check")
+            .arg(learned.join("policy.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+
+        // Enforce what was learned, as written, in place of the watch.
+        fs::remove_file(policies.join("watch-web.yaml")).unwrap();
+        fs::copy(
+            learned.join("policy.yaml"),
+            policies.join("learned-web.yaml"),
+        )
+        .unwrap();
+        agent.wait_line("the learned policy applied", |v| {
+            v["event"] == "policies_reloaded"
+                && v["result"] == "applied"
+                && v["added"] == "learned-web"
+        });
+        let mut took = Vec::new();
+        let mut pause_via = Vec::new();
+        for uid in &uids[1..] {
+            let t = Instant::now();
+            let sandbox = pod_config("web", uid, &[("app", "web")], &logs);
+            let (pod_id, cid) =
+                kubelet.start_pod(sandbox, container_config("web", uid, &script), &|| {
+                    containerd.log_tail()
+                });
+            serves(&format!("pod {uid}"));
+            took.push(t.elapsed().as_millis() as u64);
+            for (id, what) in [(&pod_id, "pause"), (&cid, "app")] {
+                let b = agent.wait_line(&format!("the {what} container's binding"), |v| {
+                    v["event"] == "bound" && v["container_id"] == id.as_str()
+                });
+                assert_eq!(
+                    (b["policy"].as_str(), b["mode"].as_str()),
+                    (Some("learned-web"), Some("enforce")),
+                    "the {what} container is bound to what was learned: {b}\n{}",
+                    agent.log()
+                );
+                // Bound before its entrypoint's first syscall: by the wrapper at `start`,
+                // or, for the pause container, whose pod the CRI lists only once
+                // RunPodSandbox returns (its labels are unknown at `start`), by discovery
+                // while the start hold keeps its entrypoint stopped at its exec.
+                let held = || {
+                    agent.find_line(|v| {
+                        v["event"] == "hold_released"
+                            && v["container_id"] == id.as_str()
+                            && v["policy"] == "learned-web"
+                    })
+                };
+                assert!(
+                    b["via"] == "start" || held().is_some(),
+                    "the {what} container is bound from its entrypoint's exec: {b}\n{}",
+                    agent.log()
+                );
+                if what == "pause" {
+                    pause_via.push(if b["via"] == "start" {
+                        "start".to_string()
+                    } else {
+                        format!("held {} us", held().unwrap()["held_us"])
+                    });
+                }
+            }
+            let (code, out, err) = exec(&mut kubelet, &cid, &["/bin/echo", "exec-ok"]).unwrap();
+            assert_eq!(
+                (code, out.as_str()),
+                (0, "exec-ok\n"),
+                "exec under the learned policy: {err}\n{}",
+                agent.log()
+            );
+            let (code, out, _) =
+                exec(&mut kubelet, &cid, &["/bin/cat", "/tmp/www/index.html"]).unwrap();
+            assert_eq!((code, out.as_str()), (0, "hello\n"));
+            // The control: a mount is nothing the pod did while learned. The exec'd
+            // process dies of it, and the app with it (killScope: workload).
+            let killed = exec(
+                &mut kubelet,
+                &cid,
+                &["/bin/mount", "-t", "tmpfs", "none", "/mnt"],
+            );
+            assert!(
+                matches!(killed, Ok((137, _, _)) | Err(_)),
+                "the mount in an exec is killed: {killed:?}\n{}",
+                agent.log()
+            );
+            let v = agent.wait_line("the mount's violation", |v| {
+                v["event"] == "violation" && v["container_id"] == cid.as_str()
+            });
+            assert_eq!(
+                (
+                    v["syscall"].as_str(),
+                    v["outcome"].as_str(),
+                    v["pod"].as_str()
+                ),
+                (Some("mount"), Some("killed-after"), Some("web")),
+                "{v}"
+            );
+            let exit = wait_for(Duration::from_secs(20), || {
+                let st = kubelet
+                    .rt
+                    .block_on(kubelet.cri.container_status(&cid, false))
+                    .ok()?
+                    .status?;
+                (st.state == sysfence::workload::cri::api::ContainerState::ContainerExited as i32)
+                    .then_some(st.exit_code)
+            });
+            assert_eq!(exit, Some(137), "the app is killed with its exec");
+            stop_pod(&mut kubelet, &pod_id);
+        }
+        // Nothing else was reported: no violation of the pause containers, none of
+        // runc's own setup, none at any start.
+        let others: Vec<Value> = agent
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "violation" && v["syscall"] != "mount")
+            .collect();
+        assert!(others.is_empty(), "{others:#?}\n{}", agent.log());
+        took.sort_unstable();
+        eprintln!(
+            "{name}: {STARTS} starts under the learned policy; RunPodSandbox to serving: \
+             median {} ms, p90 {} ms; pause containers bound: {pause_via:?}",
+            percentile(&took, 0.5),
+            percentile(&took, 0.9)
+        );
         drop(kubelet);
         drop(containerd);
         let (code, log) = agent.stop();

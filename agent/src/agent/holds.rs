@@ -58,7 +58,11 @@ impl Agent {
             // this one read the runtime's state without knowing the entrypoint had
             // exec'd, and took its container for one still in setup.
             let considered = self.workloads.index().execd_noted(tgid);
-            if (w.is_none() || !considered) && !expired {
+            // A pod's container the CRI does not list yet (its sandbox, inside
+            // RunPodSandbox) has no labels yet: no policy that selects on them could
+            // bind it. It waits for the CRI, which lists it once RunPodSandbox returns.
+            let awaiting_cri = w.is_some_and(|w| w.awaiting_cri);
+            if (w.is_none() || !considered || awaiting_cri) && !expired {
                 continue;
             }
             // What ran the exec, for the reader, read while it is still stopped: the name

@@ -171,6 +171,26 @@ impl CriClient {
         .map(|_| ())
     }
 
+    /// ExecSync, as `kubectl exec` and `crictl exec` ask: run `cmd` in container `id`
+    /// and wait for it (at most `timeout_secs`): (exit code, stdout, stderr).
+    pub async fn exec_sync(
+        &mut self,
+        id: &str,
+        cmd: &[&str],
+        timeout_secs: i64,
+    ) -> anyhow::Result<(i32, Vec<u8>, Vec<u8>)> {
+        let r = timed(
+            "ExecSync",
+            self.runtime.exec_sync(cri::ExecSyncRequest {
+                container_id: id.into(),
+                cmd: cmd.iter().map(|c| c.to_string()).collect(),
+                timeout: timeout_secs,
+            }),
+        )
+        .await?;
+        Ok((r.exit_code, r.stdout, r.stderr))
+    }
+
     pub async fn stop_pod_sandbox(&mut self, id: &str) -> anyhow::Result<()> {
         timed(
             "StopPodSandbox",

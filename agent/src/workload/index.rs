@@ -489,6 +489,10 @@ impl CgroupIndex {
             w.runtime = Some(Runtime::from_name(h));
         }
         w.unknown = self.unknown_identity(&w, state.is_some(), labels_known);
+        w.awaiting_cri = w.kind == Some(Kind::Container)
+            && !labels_known
+            && (w.pod_uid.is_some() || w.namespace.is_some())
+            && self.cri.iter().any(|c| c.last_error.is_none());
         w
     }
 
