@@ -1416,11 +1416,19 @@ fn exec_into_an_enforced_container(runtime_bin: &Path, runtime: &str) {
         0,
         "the container's init lives on"
     );
-    let violations: Vec<Value> = agent
-        .events()
-        .into_iter()
-        .filter(|v| v["event"] == "violation")
-        .collect();
+    // The last kill's event may still be on its way (a slow VM): wait for all of them.
+    let violations = || -> Vec<Value> {
+        agent
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "violation")
+            .collect()
+    };
+    let violations = wait_for(Duration::from_secs(30), || {
+        let v = violations();
+        (v.len() >= 4 * ROUNDS).then_some(v)
+    })
+    .unwrap_or_else(violations);
     let of = |comm: &str, syscall: &str| {
         violations
             .iter()
