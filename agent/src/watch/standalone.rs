@@ -80,7 +80,8 @@ pub struct Standalone {
     unwatched: HashMap<u64, ()>,
     rescan_every: Duration,
     last_rescan: Option<Instant>,
-    /// Workloads counted since the last [`Standalone::take_new`].
+    /// Workloads whose counting the last rescan began (see [`Standalone::take_new`]);
+    /// cleared by each rescan, so that a `watch` that never asks keeps none.
     new: Vec<WorkloadRef>,
 }
 
@@ -169,6 +170,7 @@ impl Standalone {
     /// Bind new workloads to free slots, retire those that are gone (their last counts
     /// are returned).
     fn rescan(&mut self) -> anyhow::Result<Vec<WorkloadCounts>> {
+        self.new.clear();
         let found = self.discover()?;
         let mut retired = Vec::new();
         let gone: Vec<u64> = self
@@ -230,8 +232,8 @@ impl Standalone {
         Ok(retired)
     }
 
-    /// The workloads whose counting began since the last call: their calls before it
-    /// are not counted.
+    /// The workloads whose counting the last rescan began (ask after every
+    /// [`Standalone::poll`]): their calls before it are not counted.
     pub fn take_new(&mut self) -> Vec<WorkloadRef> {
         std::mem::take(&mut self.new)
     }
