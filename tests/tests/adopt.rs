@@ -180,6 +180,35 @@ fn fake_agent_api(socket: &Path) -> Arc<Mutex<Vec<String>>> {
 }
 
 #[test]
+fn watch_and_record_refuse_a_cri_socket_that_is_not_there() {
+    // No root: refused before any probe is loaded, with nothing written.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("containerd.sock");
+    let out_dir = dir.path().join("learned");
+    for args in [
+        vec!["watch", "--standalone", "--json", "--count", "1"],
+        vec!["record", "--namespace", "shop", "--duration", "1s", "-o"],
+    ] {
+        let mut cmd = sysfence();
+        cmd.args(&args);
+        if args[0] == "record" {
+            cmd.arg(&out_dir);
+        }
+        let out = cmd.arg("--cri-socket").arg(&missing).output().unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--cri-socket {}: no such socket",
+                missing.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!out_dir.join("policy.yaml").exists(), "nothing learned");
+}
+
+#[test]
 fn watch_and_report_read_the_agent_api() {
     // No root: the data comes from the (stand-in) agent.
     let dir = tempfile::tempdir().unwrap();

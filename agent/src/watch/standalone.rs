@@ -94,6 +94,17 @@ impl Standalone {
         discovery: Discovery,
     ) -> anyhow::Result<Standalone> {
         filters.validate()?;
+        // A socket named on the command line that is not there is a typo or a runtime
+        // that is down: counting without the pods' names would match no pod filter.
+        for socket in discovery.cri_sockets.iter().flatten() {
+            if !socket.exists() {
+                anyhow::bail!(
+                    "--cri-socket {}: no such socket (is the runtime running? containerd's is \
+                     its `grpc.address`, CRI-O's `listen`)",
+                    socket.display()
+                );
+            }
+        }
         let max_workloads = max_workloads.max(1);
         let mut probe = Probe::load(ProbeOptions {
             max_slots: max_workloads,
