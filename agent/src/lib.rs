@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod doctor;
 pub mod event;
+pub mod gvisor;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -619,3 +619,69 @@ pub fn kubelet_container_labels(
     l.insert("io.kubernetes.container.name".into(), container.into());
     l
 }
+
+/// A static x86_64 executable that makes each `(nr, times)` syscall `times` times (at
+/// least once), in order, with `rdi` = the path `"/d"` and `rsi` = 0o755 (so `mkdir` and
+/// the like have valid arguments; other calls ignore them), then `exit_group(0)`. Its
+/// only syscalls are those: nothing runs before its first instruction.
+pub fn repeat_syscalls_elf(calls: &[(u32, u32)]) -> Vec<u8> {
+    let mut code = Vec::new();
+    let mut path_refs = Vec::new();
+    for &(nr, times) in calls {
+        assert!(times >= 1, "syscall {nr}: at least once");
+        code.extend([0x41, 0xbc]);
+        code.extend(times.to_le_bytes()); // mov r12d, times
+        let top = code.len();
+        code.push(0xb8);
+        code.extend(nr.to_le_bytes()); // mov eax, nr
+        code.extend([0x48, 0x8d, 0x3d]); // lea rdi, [rip + rel32] (the path)
+        path_refs.push(code.len());
+        code.extend([0u8; 4]);
+        code.extend([0xbe, 0xed, 0x01, 0, 0]); // mov esi, 0o755
+        code.extend([0x0f, 0x05]); // syscall
+        code.extend([0x41, 0xff, 0xcc]); // dec r12d
+        let back = i8::try_from(top as isize - (code.len() as isize + 2)).expect("short loop");
+        code.extend([0x75, back as u8]); // jnz top
+    }
+    code.extend([0xb8, 231, 0, 0, 0]); // mov eax, 231 (exit_group)
+    code.extend([0x31, 0xff]); // xor edi, edi
+    code.extend([0x0f, 0x05]); // syscall
+    let path_at = code.len();
+    code.extend(b"/d\0");
+    for at in path_refs {
+        let rel = i32::try_from(path_at - (at + 4)).expect("small program");
+        code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+    }
+    static_elf(&code)
+}
+
+/// `code` as a static x86_64 executable: an ELF header, one R+X `PT_LOAD` program
+/// header at 0x400000, the code right after them (its entry point).
+fn static_elf(code: &[u8]) -> Vec<u8> {
+    let base: u64 = 0x40_0000;
+    let total = (64 + 56 + code.len()) as u64;
+    let mut elf = Vec::new();
+    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+    elf.extend([0u8; 8]);
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(0x3eu16.to_le_bytes()); // x86_64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend((base + 64 + 56).to_le_bytes()); // entry
+    elf.extend(64u64.to_le_bytes()); // phoff
+    elf.extend(0u64.to_le_bytes()); // shoff
+    elf.extend(0u32.to_le_bytes()); // flags
+    elf.extend(64u16.to_le_bytes()); // ehsize
+    elf.extend(56u16.to_le_bytes()); // phentsize
+    elf.extend(1u16.to_le_bytes()); // phnum
+    elf.extend([0u8; 6]); // shentsize, shnum, shstrndx
+    elf.extend(1u32.to_le_bytes()); // PT_LOAD
+    elf.extend(5u32.to_le_bytes()); // R+X
+    elf.extend(0u64.to_le_bytes()); // offset
+    elf.extend(base.to_le_bytes()); // vaddr
+    elf.extend(base.to_le_bytes()); // paddr
+    elf.extend(total.to_le_bytes()); // filesz
+    elf.extend(total.to_le_bytes()); // memsz
+    elf.extend(0x1000u64.to_le_bytes()); // align
+    elf.extend(code);
+    elf
+}
