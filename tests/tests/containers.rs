@@ -889,6 +889,163 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// gVisor: the policy applies to the application inside the sandbox. Through the
+    /// wrapper, runsc runs with the policy as `linux.seccomp` and `--oci-seccomp`, so
+    /// gVisor's own kernel refuses the application's `mkdir`: 5 of 5 times under
+    /// `action: deny` (EPERM), 5 of 5 under `action: kill` (the caller dies, SIGSYS), and
+    /// nothing is made on the host's rootfs. The agent, reading the Sentry's log, logs
+    /// each violation naming `mkdir`, the container and `runsc`, with the outcome that
+    /// happened. A program that goes through `mkdirat` instead is refused and reported
+    /// the same way.
+    #[test]
+    fn runsc_application_is_policed_inside_its_sandbox() {
+        let name = "runsc_application_is_policed_inside_its_sandbox";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc"], false) else {
+            return;
+        };
+        let s = Setup::new("gvisor");
+        let base = &s.base;
+        let policies = s.policies(&[
+            (
+                "no-mkdir-deny",
+                format!(
+                    "  selector:\n    cgroupPath: \"{base}/deny-*\"\n  mode: enforce\n  action: deny\n  include: [runtime-default]\n  deny: [mkdir, mkdirat]\n"
+                ),
+            ),
+            (
+                "no-mkdir-kill",
+                format!(
+                    "  selector:\n    cgroupPath: \"{base}/kill-*\"\n  mode: enforce\n  action: kill\n  include: [runtime-default]\n  deny: [mkdir, mkdirat]\n"
+                ),
+            ),
+        ]);
+        let root = s.path("runsc-root");
+        fs::create_dir_all(&root).unwrap();
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), &bins[0], &agent.socket);
+        let mut containers = Containers::new(&bins[0], &root);
+        let bundle = s.bundle();
+        let rootfs = bundle.join("rootfs");
+        let mut runs = Vec::new();
+        for (i, kind) in ["deny", "kill"].iter().flat_map(|k| [k; 5]).enumerate() {
+            let id = format!("{kind}-{i}");
+            let made = format!("made-{i}");
+            write_bundle_config(
+                &bundle,
+                &bins[0],
+                &[
+                    "/bin/sh",
+                    "-c",
+                    &format!("if mkdir /{made}; then echo MADE; else echo REFUSED $?; fi"),
+                ],
+                &format!("/{base}/{id}"),
+            );
+            containers.track(&id);
+            let out = Command::new(&wrapper)
+                .arg("--root")
+                .arg(&root)
+                .args(["--network=none", "run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            containers.delete(&id);
+            let config: Value =
+                serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+            runs.push((
+                id,
+                kind.to_string(),
+                stdout,
+                stderr,
+                rootfs.join(&made).exists(),
+                config,
+            ));
+        }
+        for (id, kind, stdout, stderr, made, config) in &runs {
+            let seccomp = &config["linux"]["seccomp"];
+            let default = if *kind == "deny" {
+                "SCMP_ACT_ERRNO"
+            } else {
+                "SCMP_ACT_KILL"
+            };
+            assert_eq!(
+                seccomp["defaultAction"], default,
+                "{id}: the installed profile: {seccomp}"
+            );
+            assert!(
+                stdout.contains("REFUSED") && !stdout.contains("MADE"),
+                "{id}: the application's mkdir ran inside gVisor\nstdout: {stdout}\nstderr: {stderr}"
+            );
+            assert!(!made, "{id}: the directory exists on the host's rootfs");
+            if *kind == "deny" {
+                assert!(
+                    stderr.contains("Operation not permitted")
+                        || stdout.contains("Operation not permitted"),
+                    "{id}: mkdir did not fail with EPERM\nstdout: {stdout}\nstderr: {stderr}"
+                );
+            } else {
+                assert!(
+                    stdout.contains("REFUSED 159") || stderr.contains("Bad system call"),
+                    "{id}: mkdir was not killed by SIGSYS\nstdout: {stdout}\nstderr: {stderr}"
+                );
+            }
+            let given = agent.wait_line(&format!("{id}: the policy given inside"), |v| {
+                v["event"] == "sandbox_policy" && v["container_id"] == id.as_str()
+            });
+            assert_eq!(given["policy"], format!("no-mkdir-{kind}"), "{given}");
+            assert_eq!(given["runtime"], "runsc", "{given}");
+            let v = agent.wait_line(&format!("{id}: the violation"), |v| {
+                v["event"] == "violation" && v["container_id"] == id.as_str()
+            });
+            assert!(
+                v["syscall"] == "mkdir" || v["syscall"] == "mkdirat",
+                "{id}: {v}"
+            );
+            assert_eq!(v["runtime"], "runsc", "{v}");
+            assert_eq!(v["sandboxed"], true, "{v}");
+            assert_eq!(v["policy"], format!("no-mkdir-{kind}"), "{v}");
+            let outcome = if *kind == "deny" { "denied" } else { "killed" };
+            assert_eq!(v["outcome"], outcome, "{id}: {v}");
+        }
+        // The attack: the same effect through another syscall, `mkdirat`, by a program
+        // that makes it as its very first instruction.
+        fs::write(rootfs.join("mkdirat"), repeat_syscalls_elf(&[(258, 1)])).unwrap();
+        fs::set_permissions(rootfs.join("mkdirat"), fs::Permissions::from_mode(0o755)).unwrap();
+        for kind in ["deny", "kill"] {
+            let id = format!("{kind}-mkdirat");
+            write_bundle_config(&bundle, &bins[0], &["/mkdirat"], &format!("/{base}/{id}"));
+            containers.track(&id);
+            let out = Command::new(&wrapper)
+                .arg("--root")
+                .arg(&root)
+                .args(["--network=none", "run", "--bundle"])
+                .arg(&bundle)
+                .arg(&id)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            containers.delete(&id);
+            let v = agent.wait_line(&format!("{id}: the violation"), |v| {
+                v["event"] == "violation" && v["container_id"] == id.as_str()
+            });
+            assert_eq!(v["syscall"], "mkdirat", "{v}");
+            let outcome = if kind == "deny" { "denied" } else { "killed" };
+            assert_eq!(v["outcome"], outcome, "{id}: {v}\n{out:?}");
+            if kind == "kill" {
+                assert_eq!(out.status.code(), Some(128 + 31), "{id}: {out:?}");
+            }
+            assert!(!rootfs.join("d").exists(), "{id}: mkdirat made /d");
+        }
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
     /// The binaries a containerd test runs (`containerd`, `ctr`, `runc`, the shim), when
     /// it can run: root, and all of them installed.
     fn containerd_bins(name: &str) -> Option<Vec<PathBuf>> {

@@ -11,6 +11,7 @@ mod answers;
 mod holds;
 mod kills;
 mod reload;
+mod sandboxes;
 mod telemetry;
 mod watches;
 
@@ -98,6 +99,8 @@ struct Agent {
     rescan_failures: u64,
     /// Processes the probe said it held, not yet released: tgid → when (boot ns).
     holds_seen: HashMap<u32, u64>,
+    /// runsc containers: the pipes of their Sentry logs.
+    sandboxes: sandboxes::Sandboxes,
 }
 
 pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
@@ -225,6 +228,25 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         None => idle_asks,
     };
 
+    // gVisor: the trace sink every runsc sandbox the wrapper starts reports to, and the
+    // Sentry-log pipes of the containers whose policy gVisor enforces.
+    let gvisor_dir = options
+        .runtime_socket
+        .parent()
+        .unwrap_or(Path::new("/run/sysfence"))
+        .join("gvisor");
+    let (refusals_tx, mut refusals) = mpsc::channel(1024);
+    let mut sandbox_points = match start_gvisor_sink(&gvisor_dir) {
+        Ok((handle, session)) => {
+            workloads.set_trace_config(Some(session));
+            Some(handle)
+        }
+        Err(e) => {
+            warn!(event = "gvisor_trace_unavailable", dir = %gvisor_dir.display(), error = %format!("{e:#}"), "runsc applications are still policed inside their sandboxes; the agent does not see their syscalls");
+            None
+        }
+    };
+
     // SAFETY: the ring buffer owns its fd for as long as the AsyncFd lives.
     let mut ring = unsafe { AsyncFd::register(probe.take_violations()?) }
         .map_err(|e| anyhow::anyhow!("polling the violation ring buffer: {e}"))?;
@@ -254,6 +276,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         rescan_failures: 0,
         telemetry: Telemetry::new(now),
         holds_seen: HashMap::new(),
+        sandboxes: sandboxes::Sandboxes::new(gvisor_dir, refusals_tx),
     };
     // Processes held while no agent ran: look, then let them go.
     agent.settle_holds();
@@ -299,9 +322,18 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
                 }
             }
             Some(pending) = requests.recv() => {
-                let answer = agent.workloads.handle(&mut agent.probe, pending.request).await;
+                let sandbox = match &pending.request {
+                    workload::socket::Request::Sandbox(s) => Some(s.id.clone()),
+                    _ => None,
+                };
+                let mut answer = agent.workloads.handle(&mut agent.probe, pending.request).await;
+                if let Some(id) = sandbox {
+                    agent.follow_sandbox(&id, &mut answer);
+                }
                 let _ = pending.reply.send(answer);
             }
+            Some((id, refusal)) = refusals.recv() => agent.on_refusal(&id, refusal),
+            Some(point) = next_point(&mut sandbox_points) => agent.on_sandbox_event(point),
             Some(()) = reload_rx.recv() => {
                 reload_at = Some(tokio::time::Instant::now() + RELOAD_SETTLE);
                 agent.change_seen.get_or_insert_with(Instant::now);
@@ -375,6 +407,46 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Listen for runsc sandboxes' trace points in `dir` (`trace.sock`), and write the
+/// session they are to start with (`session.json`, for `--pod-init-config`). A session
+/// naming a point this runsc lacks would leave its sandboxes untraced: checked against
+/// `runsc trace metadata` when runsc is installed.
+fn start_gvisor_sink(dir: &Path) -> anyhow::Result<(crate::gvisor::SinkHandle, PathBuf)> {
+    use crate::gvisor::{Session, Sink, session, sink};
+    std::fs::create_dir_all(dir)?;
+    let socket = dir.join("trace.sock");
+    let handle = Sink::bind(&socket)
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", socket.display()))?
+        .serve(sink::DEFAULT_CAPACITY);
+    // A full socket makes the Sentry wait (up to ~10 s a point) rather than drop: a
+    // flooding sandbox slows itself.
+    let s = Session::new(&socket).retries(1000);
+    if let Ok(supported) = session::query_supported_points(Path::new("runsc")) {
+        let missing = session::missing_points(&s.pod_init_config(), &supported);
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "this runsc lacks {} trace points the session needs (first: {}): its sandboxes would run untraced",
+                missing.len(),
+                missing[0]
+            );
+        }
+    }
+    let config = dir.join("session.json");
+    s.write_pod_init_config(&config)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
+    Ok((handle, config))
+}
+
+/// The next trace point of a sandbox, or never when there is no sink.
+async fn next_point(
+    sink: &mut Option<crate::gvisor::SinkHandle>,
+) -> Option<crate::gvisor::SandboxEvent> {
+    match sink {
+        Some(h) => h.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleep until `at`, or for ever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -412,6 +484,7 @@ impl Agent {
         }
         self.sweep_doomed();
         self.settle_holds();
+        self.forget_gone_sandboxes();
     }
 
     /// One event from the ring buffer: decoded once, enriched once, then logged and

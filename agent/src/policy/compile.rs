@@ -62,6 +62,27 @@ pub struct Enforcement {
 }
 
 impl CompiledPolicy {
+    /// Whether the policy allows syscall `nr` of `abi` with these argument registers: the
+    /// probe's decision, made in user space (for syscalls the probe does not see, such
+    /// as an application's inside gVisor). A syscall the tables do not know is not
+    /// allowed.
+    pub fn allows_call(&self, abi: Abi, nr: u64, args: &[u64; 6]) -> bool {
+        let Some(index) = probe_common::syscall_index(abi, nr) else {
+            return false;
+        };
+        if self.allowed.contains(&index) {
+            return true;
+        }
+        let Some(name) = self.conditional.get(&index) else {
+            return false;
+        };
+        self.rules.get(name).is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r.conds.iter().all(|c| c.to_probe(name).holds(args)))
+        })
+    }
+
     /// Whether this policy asks for the LSM deny path (enforce + `action: deny`).
     pub fn wants_deny(&self) -> bool {
         self.mode == Mode::Enforce && self.action == Action::Deny

@@ -909,3 +909,25 @@ fn kill_scope_defaults_to_the_workload_and_says_when_it_does_nothing() {
         "{w:?}"
     );
 }
+
+#[test]
+fn a_call_is_allowed_in_user_space_as_the_probe_would_allow_it() {
+    let (p, _) = policy(&format!(
+        "{HEAD}spec:\n  allow: [clone, read]\n  namespaces: deny\n  rules:\n    - names: [socket]\n      args: [{{index: 0, op: NE, value: 40}}]\n"
+    ))
+    .unwrap();
+    let none = [0u64; 6];
+    assert!(p.allows_call(Abi::X86_64, 0, &none), "read");
+    assert!(!p.allows_call(Abi::X86_64, 83, &none), "mkdir");
+    assert!(
+        !p.allows_call(Abi::X86_64, 100_000, &none),
+        "unknown number"
+    );
+    // clone (56): allowed without CLONE_NEWUSER, not with it.
+    assert!(p.allows_call(Abi::X86_64, 56, &[0x11, 0, 0, 0, 0, 0]));
+    assert!(!p.allows_call(Abi::X86_64, 56, &[0x1000_0011, 0, 0, 0, 0, 0]));
+    // socket (41): not AF_VSOCK (40); the family is an int, so only the low 32 bits count.
+    assert!(p.allows_call(Abi::X86_64, 41, &[2, 1, 0, 0, 0, 0]));
+    assert!(!p.allows_call(Abi::X86_64, 41, &[40, 1, 0, 0, 0, 0]));
+    assert!(!p.allows_call(Abi::X86_64, 41, &[0xffff_ffff_0000_0028, 1, 0, 0, 0, 0]));
+}

@@ -19,12 +19,18 @@ pub enum ExportDefault {
     /// `SCMP_ACT_LOG`: allow everything, and have the kernel log what the allowlist does
     /// not cover (a dry run, like `audit`).
     Log,
+    /// `SCMP_ACT_KILL`: the syscall does not run and the calling thread is killed. The
+    /// strongest action gVisor's `--oci-seccomp` knows (it has no `KILL_PROCESS`).
+    KillThread,
 }
 
 /// How to export.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ExportOptions {
     pub default_action: ExportDefault,
+    /// Only `SCMP_ARCH_X86_64`: for gVisor, which runs no other ABI (its seccomp ignores
+    /// `architectures` and judges native syscall numbers only).
+    pub native_only: bool,
 }
 
 impl ExportOptions {
@@ -35,6 +41,7 @@ impl ExportOptions {
                 Mode::Audit | Mode::Monitor => ExportDefault::Log,
                 Mode::Enforce => ExportDefault::Errno,
             },
+            native_only: false,
         }
     }
 }
@@ -111,7 +118,7 @@ pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported
         .collect();
     let exported: Vec<Abi> = Abi::ALL
         .into_iter()
-        .filter(|abi| *abi == Abi::X86_64 || !per_abi[abi].is_empty())
+        .filter(|abi| *abi == Abi::X86_64 || (!options.native_only && !per_abi[abi].is_empty()))
         .collect();
     let union: BTreeSet<&str> = exported
         .iter()
@@ -138,6 +145,7 @@ pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported
     let (default_action, default_errno_ret) = match options.default_action {
         ExportDefault::Errno => ("SCMP_ACT_ERRNO", Some(EPERM)),
         ExportDefault::Log => ("SCMP_ACT_LOG", None),
+        ExportDefault::KillThread => ("SCMP_ACT_KILL", None),
     };
     let out = ProfileOut {
         default_action,

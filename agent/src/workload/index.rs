@@ -496,6 +496,45 @@ impl CgroupIndex {
         w
     }
 
+    /// Whether a runtime's state names container `id` (as of the last rescan).
+    pub fn runtime_knows(&self, id: &str) -> bool {
+        self.state_by_id.contains_key(id)
+    }
+
+    /// Complete a container that a bundle describes before `create` (see
+    /// [`super::sandbox::prospective_workload`]) with what the CRI says of it and of its
+    /// pod (`pod_id`, the bundle's sandbox id): labels, names, runtime handler.
+    pub fn complete_from_cri(&self, w: &mut Workload, pod_id: Option<&str>) {
+        let mut labels_known = false;
+        if let Some(pod) = pod_id.and_then(|id| self.cri.iter().find_map(|c| c.pod(id))) {
+            labels_known = true;
+            w.labels = pod.labels.clone();
+            if !pod.runtime_handler.is_empty() {
+                w.runtime_handler = Some(pod.runtime_handler.clone());
+            }
+        }
+        if let Some(meta) = w
+            .container_id
+            .as_deref()
+            .and_then(|cid| self.cri.iter().find_map(|c| c.lookup(cid)))
+        {
+            let p = meta.pod;
+            w.pod = Some(p.name).filter(|s| !s.is_empty()).or(w.pod.take());
+            w.namespace = Some(p.namespace)
+                .filter(|s| !s.is_empty())
+                .or(w.namespace.take());
+            w.labels = p.labels;
+            labels_known = true;
+            if let Some(c) = meta.container {
+                w.container = Some(c.name)
+                    .filter(|s| !s.is_empty())
+                    .or(w.container.take());
+                w.image = Some(c.image).filter(|s| !s.is_empty()).or(w.image.take());
+            }
+        }
+        w.unknown = self.unknown_identity(w, true, labels_known);
+    }
+
     /// Why a container's identity cannot be established, if it cannot: in a pod while
     /// the CRI is unavailable, so its labels are unknown; or no runtime state and no
     /// CRI accounts for it at all (a cgroup named like a container). A CRI that answers

@@ -82,6 +82,11 @@
 //! leaves its sandbox in the cgroup v2 root; the agent then places the sandbox's
 //! processes in a v2 cgroup named after their v1 cgroup (as runc does itself) so that
 //! it can bind it, and removes that cgroup when the sandbox is gone.
+//!
+//! The application inside gVisor gets its policy inside the sandbox: through the
+//! wrapper, runsc runs with the policy as the bundle's seccomp profile and
+//! `--oci-seccomp`, and reports the application's syscalls to the agent's trace sink
+//! (see [`sandbox`], [`crate::gvisor`]). Inside a Kata VM, sysfence sees nothing.
 
 /// `tracing::info!` of an event about workload `$w`, with the fields every such line
 /// carries (its cgroup, runtime and names, as the runtime's state and the CRI give
@@ -110,6 +115,8 @@ pub mod cri;
 pub mod hold;
 pub mod index;
 pub mod runtime;
+pub mod sandbox;
+pub mod sentry_log;
 pub mod slots;
 pub mod socket;
 pub mod table;

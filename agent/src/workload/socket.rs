@@ -7,6 +7,11 @@
 //!   → `{"ok":true,"policy":"web"|null,"cgroup":"…","cgroup_id":N,"mode":"enforce","start_to_bound_us":N}`
 //!   or `{"ok":false,"error":"…"}`. `sent_ns` is `CLOCK_MONOTONIC` when the wrapper
 //!   started.
+//! - `{"op":"sandbox","runtime":"runsc","id":"ID","bundle":"/abs/bundle"}`, before
+//!   `create` of a runsc container → `{"ok":true,"policy":"web"|null,"mode":"enforce",
+//!   "seccomp":{…}|null,"trace_config":"/run/sysfence/gvisor-trace.json"|null}`: the
+//!   profile to install as `linux.seccomp` (see [`super::sandbox`]) and the trace
+//!   session runsc is to start with (`--pod-init-config`).
 //! - `{"op":"workloads"}` → `{"ok":true,"kernel":[cgroup ids in WORKLOADS],"bound":[…],"workloads":[…]}`:
 //!   the kernel map's keys as read back from the kernel, and the agent's view.
 //!
@@ -65,10 +70,38 @@ pub struct StartRequest {
     pub sent_ns: u64,
 }
 
+/// A runtime that runs the application in a sandbox of its own (runsc) is about to
+/// create container `id` from `bundle`: which policy applies to the application
+/// inside, as an OCI seccomp profile to install (see [`super::sandbox`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SandboxRequest {
+    /// The runtime's name (its binary's base name).
+    pub runtime: String,
+    pub id: String,
+    /// The bundle, absolute: the agent reads its `config.json`.
+    pub bundle: PathBuf,
+    /// The runtime's `--root`, if given (the agent's `runsc kill` needs it).
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+}
+
+impl SandboxRequest {
+    /// Refuse what no runtime sends: an id that is a path, a relative or `..` bundle.
+    pub fn validate(&self) -> Result<(), String> {
+        validate_id(&self.id)?;
+        validate_runtime_name(&self.runtime)?;
+        if let Some(p) = &self.root {
+            validate_path("root", p)?;
+        }
+        validate_path("bundle", &self.bundle)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
     Start(StartRequest),
+    Sandbox(SandboxRequest),
     Workloads,
 }
 
@@ -251,8 +284,10 @@ pub async fn read_line_bounded<R: tokio::io::AsyncRead + Unpin>(
 /// Parse and check one request line.
 pub fn parse_request(line: &[u8]) -> Result<Request, String> {
     let request: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
-    if let Request::Start(s) = &request {
-        s.validate().map_err(|e| format!("refused: {e}"))?;
+    match &request {
+        Request::Start(s) => s.validate().map_err(|e| format!("refused: {e}"))?,
+        Request::Sandbox(s) => s.validate().map_err(|e| format!("refused: {e}"))?,
+        Request::Workloads => {}
     }
     Ok(request)
 }

@@ -10,8 +10,13 @@
 //!   wrapper then does what `run` does: it waits for the container's init process (it
 //!   is its subreaper), forwards the signals it gets to it, deletes the container
 //!   (unless `--keep`), and exits with the init's status (128 + the signal if it was
-//!   killed). runsc's `run` is passed through: its init is the sandbox, whose status is
-//!   not the application's, and its policy is monitor-only.
+//!   killed). runsc's `run` is not split: its init is the sandbox, whose status is
+//!   not the application's.
+//! - runsc's `create` and `run`: the agent says which policy the application gets
+//!   inside the sandbox ([`into_sandbox`]); the wrapper installs it as the bundle's
+//!   `linux.seccomp` and runs runsc with `--oci-seccomp` (gVisor then judges the
+//!   application's syscalls itself), and with the agent's trace session
+//!   (`--pod-init-config`), through which the agent sees them.
 //! - `restore` starts the container's processes with no `start` to hook: refused,
 //!   unless `--fail-open`.
 //!
@@ -29,8 +34,8 @@ use std::{
 use anyhow::{Context as _, anyhow, bail};
 
 use super::{
-    Runtime,
-    socket::{Request, StartRequest, call, monotonic_ns},
+    Runtime, sandbox,
+    socket::{Request, SandboxRequest, StartRequest, call, monotonic_ns},
 };
 
 pub struct WrapOptions {
@@ -242,7 +247,13 @@ pub fn wrap(options: WrapOptions) -> anyhow::Result<u8> {
     let parsed = parse_runtime_args(&options.args);
     // Recognised as the agent recognises the runtime the wrapper names.
     let runsc = Runtime::from_name(&runtime_name(&options)) == Runtime::Runsc;
+    let mut args = options.args.clone();
     match parsed.subcommand.as_deref() {
+        Some(sub @ ("create" | "run")) if runsc => {
+            let plan = plan_run(&options.args, parsed.at).map_err(|e| anyhow!("`{sub}`: {e}"))?;
+            let global = into_sandbox(&options, parsed.root.as_deref(), &plan)?;
+            args.splice(0..0, global);
+        }
         Some("start") => {
             let id = parsed
                 .id
@@ -275,8 +286,100 @@ pub fn wrap(options: WrapOptions) -> anyhow::Result<u8> {
         )?,
         _ => {}
     }
-    let err = Command::new(&options.runtime).args(&options.args).exec();
+    let err = Command::new(&options.runtime).args(&args).exec();
     Err(anyhow!("executing {}: {err}", options.runtime.display()))
+}
+
+/// Before runsc creates container `plan.id`: ask the agent which policy its
+/// application gets inside the sandbox, install it in the bundle, and return the global
+/// flags that make runsc apply it (`--oci-seccomp`) and report to the agent
+/// (`--pod-init-config`). See [`sandbox`].
+pub fn into_sandbox(
+    options: &WrapOptions,
+    root: Option<&Path>,
+    plan: &RunPlan,
+) -> anyhow::Result<Vec<OsString>> {
+    let bundle = std::path::absolute(&plan.bundle)
+        .with_context(|| format!("the bundle {}", plan.bundle.display()))?;
+    let request = Request::Sandbox(SandboxRequest {
+        runtime: runtime_name(options),
+        id: plan.id.clone(),
+        bundle: bundle.clone(),
+        root: root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf())),
+    });
+    let answer = call(&options.socket, &request, options.timeout).and_then(|a| {
+        if a["ok"] == true {
+            Ok(a)
+        } else {
+            Err(anyhow!(
+                "{}",
+                a["error"].as_str().unwrap_or("the agent refused")
+            ))
+        }
+    });
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) if options.fail_open => {
+            eprintln!(
+                "sysfence: warning: container {} runs unpoliced inside its sandbox: {e:#}",
+                plan.id
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => bail!(
+            "refusing to create container {} before sysfence has said its policy: {e:#} \
+             (`sysfence wrap --fail-open` creates it unpoliced instead)",
+            plan.id
+        ),
+    };
+    let given = |flag: &str| {
+        plan.global.iter().any(|a| {
+            let a = a.to_string_lossy();
+            split_flag(&a).is_some_and(|(n, _)| n == flag)
+        })
+    };
+    let mut global = Vec::new();
+    if let Some(profile) = answer.get("seccomp").filter(|p| p.is_object()) {
+        let mut config = sandbox::read_config(&bundle)?;
+        sandbox::install_profile(&mut config, profile.clone())?;
+        sandbox::write_config(&bundle, &config)?;
+        if !given("oci-seccomp") {
+            global.push(OsString::from("--oci-seccomp"));
+        }
+    }
+    if let Some(log) = answer.get("sentry_log").and_then(|t| t.as_str()) {
+        if given("debug-log") || given("debug-log-fd") {
+            eprintln!(
+                "sysfence: warning: container {}: runsc already has a debug log; the \
+                 agent cannot read what gVisor's seccomp refuses, so refusals inside the \
+                 sandbox are enforced but not reported",
+                plan.id
+            );
+        } else {
+            global.extend(
+                [
+                    "--debug".to_string(),
+                    "--debug-command=boot".to_string(),
+                    format!("--debug-log={log}"),
+                    "--debug-log-format=json".to_string(),
+                ]
+                .map(OsString::from),
+            );
+        }
+    }
+    if let Some(trace) = answer.get("trace_config").and_then(|t| t.as_str()) {
+        if given("pod-init-config") {
+            eprintln!(
+                "sysfence: warning: container {}: runsc already has a --pod-init-config; \
+                 sysfence's trace session is not added, so the agent does not see the \
+                 application's syscalls (it is still policed inside the sandbox)",
+                plan.id
+            );
+        } else {
+            global.push(OsString::from(format!("--pod-init-config={trace}")));
+        }
+    }
+    Ok(global)
 }
 
 fn runtime_name(options: &WrapOptions) -> String {

@@ -1,0 +1,133 @@
+//! runsc containers, before `create`: the policy their application gets inside the
+//! sandbox (see [`crate::workload::sandbox`]), chosen as discovery will choose it.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Binder, choose_why};
+use crate::{
+    model::{Runtime, Workload},
+    policy::CompiledPolicy,
+    workload::{sandbox, socket::SandboxRequest},
+};
+
+/// The most runsc containers remembered at once (a root-only socket asks; the oldest
+/// go first).
+const MAX_SANDBOXES: usize = 16384;
+
+/// What a runsc container was given inside its sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxEntry {
+    /// The policy, `None` when none selects it.
+    pub policy: Option<String>,
+    /// The container as its bundle and the CRI described it before `create`.
+    pub workload: Workload,
+    /// Whether a seccomp profile was installed (the policy stops syscalls inside).
+    pub enforced: bool,
+    /// The runtime's `--root`, as the wrapper gave it.
+    pub root: Option<std::path::PathBuf>,
+    /// When the wrapper asked (Unix ms).
+    pub since_ms: u64,
+}
+
+impl Binder {
+    /// Where runsc sandboxes are to send their trace points (`--pod-init-config`).
+    pub fn set_trace_config(&mut self, path: Option<std::path::PathBuf>) {
+        self.trace_config = path;
+    }
+
+    /// What runsc container `id` was given inside its sandbox, if the wrapper asked.
+    pub fn sandbox(&self, id: &str) -> Option<&SandboxEntry> {
+        self.sandboxes.get(id)
+    }
+
+    /// Forget runsc container `id` (it is gone).
+    pub fn forget_sandbox(&mut self, id: &str) {
+        self.sandboxes.remove(id);
+    }
+
+    /// The compiled policy of that name, if loaded.
+    pub fn policy_named(&self, name: &str) -> Option<&CompiledPolicy> {
+        self.table
+            .entries()
+            .iter()
+            .map(|e| &e.policy)
+            .find(|p| p.name == name)
+    }
+
+    /// A runsc container is about to be created: choose its policy as discovery will
+    /// (from its bundle and the CRI, never from the workload), and answer the profile
+    /// that makes gVisor apply it to the application.
+    pub(super) fn on_sandbox(&mut self, s: SandboxRequest) -> anyhow::Result<Value> {
+        let runtime = Runtime::from_name(&s.runtime);
+        if !runtime.sandboxed() || runtime == Runtime::Kata {
+            anyhow::bail!(
+                "`{}` runs containers on the host kernel: the probe polices them from `start`; \
+                 only runsc takes a policy into its sandbox",
+                s.runtime
+            );
+        }
+        let config = sandbox::read_config(&s.bundle)?;
+        let mut w = sandbox::prospective_workload(&s.id, runtime, &config);
+        let pod_id = config
+            .get("annotations")
+            .map(|a| {
+                let mut m = BTreeMap::new();
+                for (k, v) in a.as_object().into_iter().flatten() {
+                    if let Some(v) = v.as_str() {
+                        m.insert(k.clone(), v.to_string());
+                    }
+                }
+                crate::workload::runtime::parse_annotations(&m).sandbox_id
+            })
+            .unwrap_or_default();
+        self.index.complete_from_cri(&mut w, pod_id.as_deref());
+        let choice = choose_why(self.table.entries(), &w, self.default_policy.as_deref());
+        let policy = choice.map(|(c, why)| (&self.table.entries()[c.policy].policy, why));
+        let profile = policy
+            .as_ref()
+            .and_then(|(p, _)| sandbox::sandbox_profile(p));
+        let entry = SandboxEntry {
+            policy: policy.as_ref().map(|(p, _)| p.name.clone()),
+            workload: w.clone(),
+            enforced: profile.is_some(),
+            root: s.root.clone(),
+            since_ms: crate::clock::now_ms(),
+        };
+        match &policy {
+            Some((p, why)) => info_workload!(&w,
+                event = "sandbox_policy",
+                policy = %p.name,
+                mode = p.mode.as_str(),
+                inside = if profile.is_some() { "seccomp (--oci-seccomp)" } else { "trace only" },
+                reason = %why,
+            ),
+            None => info_workload!(
+                &w,
+                event = "sandbox_policy",
+                policy = "",
+                reason = "no policy selects it",
+            ),
+        }
+        let reply = json!({
+            "ok": true,
+            "policy": entry.policy,
+            "mode": policy.as_ref().map(|(p, _)| p.mode.as_str()),
+            "seccomp": profile,
+            "trace_config": self.trace_config.as_ref().map(|p| p.display().to_string()),
+        });
+        if self.sandboxes.len() >= MAX_SANDBOXES && !self.sandboxes.contains_key(&s.id) {
+            let oldest = self
+                .sandboxes
+                .iter()
+                .min_by_key(|(_, e)| e.since_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.sandboxes.remove(&k);
+            }
+        }
+        self.sandboxes.insert(s.id, entry);
+        Ok(reply)
+    }
+}
