@@ -1046,6 +1046,107 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// gVisor: `watch --json` shows a runsc container's *application* syscalls, from
+    /// the sandbox's trace session, counted exactly: a program that calls
+    /// `sched_yield` 1,000 times inside the sandbox is watched making exactly 1,000,
+    /// marked `inside_sandbox`. The same program's yields never reach the host kernel.
+    #[test]
+    fn runsc_application_syscalls_are_watched_and_counted_exactly() {
+        let name = "runsc_application_syscalls_are_watched_and_counted_exactly";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc"], false) else {
+            return;
+        };
+        const SCHED_YIELD: u32 = 24;
+        let s = Setup::new("gvwatch");
+        let base = &s.base;
+        let policies = s.policies(&[(
+            "gvisor-audit",
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/w-*\"\n  mode: audit\n  include: [runtime-default]\n"
+            ),
+        )]);
+        let root = s.path("runsc-root");
+        fs::create_dir_all(&root).unwrap();
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), &bins[0], &agent.socket);
+        let mut containers = Containers::new(&bins[0], &root);
+        let bundle = s.bundle();
+        let rootfs = bundle.join("rootfs");
+        fs::write(
+            rootfs.join("yield"),
+            repeat_syscalls_elf(&[(SCHED_YIELD, 1000)]),
+        )
+        .unwrap();
+        fs::set_permissions(rootfs.join("yield"), fs::Permissions::from_mode(0o755)).unwrap();
+        let id = "w-1";
+        write_bundle_config(
+            &bundle,
+            &bins[0],
+            &["/bin/sh", "-c", "sleep 3; /yield; sleep 3"],
+            &format!("/{base}/{id}"),
+        );
+        containers.track(id);
+        let child = Command::new(&wrapper)
+            .arg("--root")
+            .arg(&root)
+            .args(["--network=none", "run", "--bundle"])
+            .arg(&bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        agent.wait_line("the sandbox's trace session", |v| {
+            v["event"] == "sandbox_container_started"
+        });
+        agent.wait_line("the host binding of w-1", |v| {
+            v["event"] == "bound" && v["container_id"] == id
+        });
+        let mut cmd = sysfence();
+        cmd.args(["watch", "--json", "--cgroup", &format!("{base}/*"), "--api"])
+            .arg(&agent.api);
+        let watch = sysfence_tests::process::Collected::start(cmd);
+        watch.wait_json("the container's first line", |v| v["container_id"] == id);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, lines) = watch.stop(libc::SIGINT);
+        containers.delete(id);
+        let mut yields = 0;
+        let mut seen = 0;
+        for line in &lines {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["container_id"] != id {
+                continue;
+            }
+            seen += 1;
+            assert_eq!(v["inside_sandbox"], true, "{v}");
+            yields += v["deltas"]["x86_64:sched_yield"].as_u64().unwrap_or(0);
+        }
+        assert!(seen > 0, "no line for {id}:\n{}", lines.join("\n"));
+        assert_eq!(
+            yields,
+            1000,
+            "sched_yield calls watched inside the sandbox:\n{}",
+            lines.join("\n")
+        );
+        assert!(
+            !agent
+                .events()
+                .iter()
+                .any(|v| v["event"] == "sandbox_points_dropped"),
+            "the Sentry dropped points"
+        );
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
     /// The binaries a containerd test runs (`containerd`, `ctr`, `runc`, the shim), when
     /// it can run: root, and all of them installed.
     fn containerd_bins(name: &str) -> Option<Vec<PathBuf>> {

@@ -12,7 +12,11 @@
 //!   profile), the agent judges them itself: a call the policy does not allow is a
 //!   violation, `monitored` or `audited`.
 
-use std::{collections::HashMap, path::PathBuf, process::Command};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::PathBuf,
+    process::Command,
+};
 
 use serde_json::Value;
 use tokio::{sync::mpsc, task::AbortHandle};
@@ -40,6 +44,10 @@ pub(super) struct Sandboxes {
     pub refusals: mpsc::Sender<(String, SeccompRefusal)>,
     /// The pipe readers, by container id.
     pub readers: HashMap<String, AbortHandle>,
+    /// The application's syscalls per runsc container, from its trace session: x86_64
+    /// number → calls (only containers the wrapper asked about: a Sentry cannot make
+    /// the agent keep counts for ids of its choosing).
+    pub counts: HashMap<String, BTreeMap<u64, u64>>,
 }
 
 impl Sandboxes {
@@ -48,6 +56,7 @@ impl Sandboxes {
             dir,
             refusals,
             readers: HashMap::new(),
+            counts: HashMap::new(),
         }
     }
 }
@@ -107,6 +116,7 @@ impl Agent {
             }
             let _ = std::fs::remove_file(self.sandboxes.dir.join(format!("{id}.log")));
             self.workloads.forget_sandbox(&id);
+            self.sandboxes.counts.remove(&id);
         }
     }
 
@@ -114,6 +124,7 @@ impl Agent {
     pub(super) fn on_refusal(&mut self, id: &str, r: SeccompRefusal) {
         let entry = self.workloads.sandbox(id).cloned();
         let mut v = sandbox_violation(id, entry.as_ref(), r.tgid, r.tid, r.sysno);
+        self.locate(&mut v);
         v.outcome = if r.killed { "killed" } else { "denied" }.to_string();
         v.hook = "gvisor-seccomp".to_string();
         let scope = entry
@@ -133,6 +144,21 @@ impl Agent {
         self.telemetry.record_violation(v);
     }
 
+    /// Name the host cgroup of a sandbox violation's container, when the agent has
+    /// found it (so that `watch` and the metrics count it with its workload).
+    fn locate(&self, v: &mut Violation) {
+        let id = v.workload.container_id.clone();
+        if let Some(w) = self
+            .workloads
+            .index()
+            .workloads()
+            .values()
+            .find(|w| w.container_id.as_deref() == Some(id.as_str()))
+        {
+            v.workload = w.to_ref();
+        }
+    }
+
     /// A point from a sandbox's trace session.
     pub(super) fn on_sandbox_event(&mut self, event: SandboxEvent) {
         match event {
@@ -148,6 +174,13 @@ impl Agent {
                 let Some(entry) = self.workloads.sandbox(&container_id).cloned() else {
                     return;
                 };
+                *self
+                    .sandboxes
+                    .counts
+                    .entry(container_id.clone())
+                    .or_default()
+                    .entry(sysno)
+                    .or_default() += 1;
                 // Under an enforced policy, gVisor's seccomp judged the call already:
                 // what reaches the trace was allowed.
                 if entry.enforced {
@@ -172,6 +205,7 @@ impl Agent {
                 let mut v =
                     sandbox_violation(&container_id, Some(&entry), tgid as u32, tid as u32, sysno);
                 v.outcome = outcome.to_string();
+                self.locate(&mut v);
                 v.log();
                 self.telemetry.record_violation(v);
             }

@@ -25,6 +25,9 @@ pub struct Watch {
     pub baseline: HashMap<u64, BTreeMap<u32, u64>>,
     /// Violations per workload when the watch began looking at it.
     pub violations_before: HashMap<u64, Counts>,
+    /// The application's syscalls inside a gVisor sandbox when the watch began looking
+    /// at it (x86_64 number → calls), per workload.
+    pub inside_before: HashMap<u64, BTreeMap<u64, u64>>,
 }
 
 impl Watch {
@@ -34,6 +37,7 @@ impl Watch {
             reply,
             baseline: HashMap::new(),
             violations_before: HashMap::new(),
+            inside_before: HashMap::new(),
         }
     }
 }
@@ -79,6 +83,7 @@ impl Agent {
         for id in &gone {
             w.baseline.remove(id);
             w.violations_before.remove(id);
+            w.inside_before.remove(id);
         }
         if !new.is_empty() {
             match self.workloads.watch_acquire(&mut self.probe, &new) {
@@ -102,6 +107,9 @@ impl Agent {
                     .cloned()
                     .unwrap_or_default();
                 w.violations_before.insert(*id, seen);
+                if let Some(inside) = self.inside_counts_of(&rows, *id) {
+                    w.inside_before.insert(*id, inside.clone());
+                }
             }
         }
         let workloads = rows
@@ -113,7 +121,22 @@ impl Agent {
                     binding,
                     ..FrameWorkload::default()
                 };
-                if self.workloads.counted_apart(id) {
+                if let Some(inside) =
+                    self.inside_counts_of(std::slice::from_ref(&frame.binding), id)
+                {
+                    // gVisor: the application's own syscalls, from its trace session.
+                    let before = w.inside_before.entry(id).or_default();
+                    for (&nr, &n) in inside {
+                        let was = before.get(&nr).copied().unwrap_or(0);
+                        let index = probe_common::syscall_index(probe_common::Abi::X86_64, nr);
+                        if let Some(index) = index
+                            && n > was
+                        {
+                            frame.counts.insert(SyscallKey::of_index(index), n - was);
+                        }
+                    }
+                    frame.inside_sandbox = true;
+                } else if self.workloads.counted_apart(id) {
                     for (index, n) in self.workloads.workload_counts(&self.probe, id) {
                         let before = base.and_then(|b| b.get(&index)).copied().unwrap_or(0);
                         if n > before {
@@ -151,6 +174,16 @@ impl Agent {
         };
         serde_json::to_value(frame)
             .unwrap_or_else(|e| crate::api::protocol::error(format!("watch: {e}")))
+    }
+
+    /// The application's syscalls inside the gVisor sandbox of workload `id` (one of
+    /// `rows`), when its trace session reports them.
+    fn inside_counts_of(&self, rows: &[Binding], id: u64) -> Option<&BTreeMap<u64, u64>> {
+        let row = rows.iter().find(|r| r.workload.cgroup_id == id)?;
+        if row.workload.runtime != crate::model::Runtime::Runsc.name() {
+            return None;
+        }
+        self.sandboxes.counts.get(&row.workload.container_id)
     }
 
     /// A watch ended: let its workloads go.

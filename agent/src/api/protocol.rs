@@ -129,6 +129,10 @@ pub struct FrameWorkload {
     /// Why counts are missing, if they are.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `counts` are the application's syscalls inside a gVisor sandbox (its trace
+    /// session), not the host syscalls of the sandbox.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inside_sandbox: bool,
 }
 
 /// An error answer.

@@ -285,6 +285,10 @@ pub struct DeltaLine<'a> {
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub violation_args: &'a std::collections::BTreeMap<snapshot::SyscallKey, String>,
     pub gone: bool,
+    /// The counts are the application's syscalls inside a gVisor sandbox (its trace
+    /// session), not the sandbox's host syscalls.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub inside_sandbox: bool,
 }
 
 pub fn delta_line<'a>(source: &'a str, t_ms: u64, d: &'a WorkloadDelta) -> DeltaLine<'a> {
@@ -306,6 +310,7 @@ pub fn delta_line<'a>(source: &'a str, t_ms: u64, d: &'a WorkloadDelta) -> Delta
         violations: &d.violations,
         violation_args: &w.violation_args,
         gone: w.gone,
+        inside_sandbox: w.inside_sandbox,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct WorkloadCounts {
     pub violation_args: std::collections::BTreeMap<SyscallKey, String>,
     /// The workload went away: these are its last counts.
     pub gone: bool,
+    /// `counts` are the application's syscalls inside a gVisor sandbox.
+    pub inside_sandbox: bool,
 }
 
 /// Everything a source knows at one instant.
@@ -48,6 +50,7 @@ impl Snapshot {
                     violations: w.violations,
                     violation_args: w.violation_args,
                     gone: false,
+                    inside_sandbox: w.inside_sandbox,
                 })
                 .collect(),
         }
