@@ -769,9 +769,12 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
         );
     }
     let mut recorder = Recorder::default();
+    let mut gvisor: Option<gvisor_tap::GvisorTap> = None;
     let end = Instant::now() + duration;
     while Instant::now() < end && !STOP.load(Ordering::SeqCst) {
-        recorder.observe(&source.poll()?);
+        let mut snapshot = source.poll()?;
+        gvisor_tap::inside_sandboxes(&mut snapshot, &source, &mut gvisor, options.quiet);
+        recorder.observe(&snapshot);
         for w in source.take_new() {
             if !options.quiet {
                 eprintln!(
@@ -784,7 +787,27 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
         let left = end.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(options.interval));
     }
-    recorder.observe(&source.close()?);
+    if let Some(tap) = &gvisor {
+        tap.settle();
+    }
+    let mut last = source.close()?;
+    if let Some(tap) = gvisor {
+        for w in &mut last.workloads {
+            if tap.is_attached(&w.identity.container_id) {
+                w.counts = tap.counts_of(&w.identity.container_id);
+                w.inside_sandbox = true;
+            }
+        }
+        if tap.dropped() > 0 {
+            eprintln!(
+                "sysfence: warning: gVisor dropped {} trace points: the recording of its \
+                 applications is short by as many calls",
+                tap.dropped()
+            );
+        }
+        tap.close();
+    }
+    recorder.observe(&last);
     base.ended_ms = now_ms();
     Ok(recorder.finish(base))
 }
@@ -843,5 +866,6 @@ fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {
     Ok(recorder.finish(base))
 }
 
+mod gvisor_tap;
 #[cfg(test)]
 mod tests;

@@ -1147,6 +1147,145 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// gVisor: `record` learns a runsc workload's *application* (its own trace session
+    /// on the running sandbox), and the policy it writes runs the same bundle under
+    /// runc and under runsc, enforced, with no violation.
+    #[test]
+    fn runsc_recording_learns_a_policy_that_runs_under_runc_and_runsc() {
+        let name = "runsc_recording_learns_a_policy_that_runs_under_runc_and_runsc";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc", "runc"], false) else {
+            return;
+        };
+        become_subreaper();
+        let (runsc, runc) = (&bins[0], &bins[1]);
+        let s = Setup::new("gvrecord");
+        let base = &s.base;
+        let root = s.path("runsc-root");
+        fs::create_dir_all(&root).unwrap();
+        let bundle = s.bundle();
+        let work = |rounds: u32| {
+            format!(
+                "i=0; while [ $i -lt {rounds} ]; do cat /etc/passwd > /dev/null; mkdir -p /tmp/w; \
+                 echo hi > /tmp/w/f; cat /tmp/w/f > /dev/null; rm -r /tmp/w; i=$((i+1)); sleep 0.2; done"
+            )
+        };
+        // Learn: the loop under plain runsc, recorded for 4 s.
+        write_bundle_config(
+            &bundle,
+            runsc,
+            &["/bin/sh", "-c", &work(40)],
+            &format!("/{base}/learn"),
+        );
+        let mut containers = Containers::new(runsc, &root);
+        containers.track("learn");
+        let mut learner = containers
+            .cmd(&["--network=none", "run", "--bundle"])
+            .arg(&bundle)
+            .arg("learn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let out_dir = s.path("learned");
+        let out = sysfence()
+            .args([
+                "record",
+                "--cgroup",
+                &format!("{base}/*"),
+                "--duration",
+                "4s",
+                "--mode",
+                "enforce",
+            ])
+            .args(["--name", "learned-gvisor", "--runtime-root"])
+            .arg(&root)
+            .arg("-o")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let _ = learner.kill();
+        let _ = learner.wait();
+        containers.delete("learn");
+        assert!(out.status.success(), "record: {stderr}");
+        assert!(
+            stderr.contains("recording the application inside gVisor container learn"),
+            "{stderr}"
+        );
+        let rec: Value =
+            serde_json::from_slice(&fs::read(out_dir.join("recording.json")).unwrap()).unwrap();
+        let names: Vec<&str> = rec["workloads"][0]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["syscall"].as_str())
+            .collect();
+        // The application's calls, which never reach the host under gVisor.
+        for n in ["mkdir", "rmdir", "wait4"] {
+            assert!(names.contains(&n), "{n} not recorded: {names:?}");
+        }
+        // Enforce what was learned, as written, on both runtimes.
+        let policies = s.path("policies");
+        fs::create_dir_all(&policies).unwrap();
+        fs::copy(out_dir.join("policy.yaml"), policies.join("learned.yaml")).unwrap();
+        let agent = s.agent(&policies, &root);
+        for (runtime, id) in [(runc, "runc-1"), (runsc, "runsc-1")] {
+            write_bundle_config(
+                &bundle,
+                runtime,
+                &["/bin/sh", "-c", &work(3)],
+                &format!("/{base}/{id}"),
+            );
+            let wrapper = write_wrapper(s.dir.path(), runtime, &agent.socket);
+            let mut c = Containers::new(runtime, &root);
+            c.track(id);
+            // runsc needs no network here (runc ignores the flag's absence).
+            let network: &[&str] = if id.starts_with("runsc") {
+                &["--network=none"]
+            } else {
+                &[]
+            };
+            let out = Command::new(&wrapper)
+                .arg("--root")
+                .arg(&root)
+                .args(network)
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(id)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            c.delete(id);
+            assert!(
+                out.status.success(),
+                "{id}: {out:?}\nagent:\n{}",
+                agent.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let violations: Vec<Value> = agent
+            .events()
+            .into_iter()
+            .filter(|v| v["event"] == "violation")
+            .collect();
+        assert!(violations.is_empty(), "{violations:#?}");
+        let bound = agent.wait_line("runc-1 bound to the learned policy", |v| {
+            v["event"] == "bound" && v["container_id"] == "runc-1"
+        });
+        assert_eq!(bound["policy"], "learned-gvisor", "{bound}");
+        let given = agent.wait_line("runsc-1's policy inside", |v| {
+            v["event"] == "sandbox_policy" && v["container_id"] == "runsc-1"
+        });
+        assert_eq!(given["policy"], "learned-gvisor", "{given}");
+        let (code, log) = agent.stop();
+        assert_eq!(code, 0, "{log}");
+    }
+
     /// The binaries a containerd test runs (`containerd`, `ctr`, `runc`, the shim), when
     /// it can run: root, and all of them installed.
     fn containerd_bins(name: &str) -> Option<Vec<PathBuf>> {

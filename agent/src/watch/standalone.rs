@@ -136,13 +136,24 @@ impl Standalone {
         })
     }
 
+    /// The state root of container `id`, if discovery found its runtime's state.
+    pub fn state_root(&self, id: &str) -> Option<PathBuf> {
+        self.index.state_root(id).map(std::path::Path::to_path_buf)
+    }
+
     pub fn max_workloads(&self) -> u32 {
         self.probe.max_slots()
     }
 
-    /// The workloads that match the filters now, and whether each is a container.
+    /// The workloads that match the filters now, and whether each is a container. A
+    /// sandbox its runtime left in the cgroup v2 root (runsc on a hybrid host) is placed
+    /// in a v2 cgroup of its own when it matches, as the agent does, so that it has one.
     fn discover(&mut self) -> anyhow::Result<BTreeMap<u64, (WorkloadRef, bool)>> {
-        self.runtime.block_on(self.index.rescan(&|_| false));
+        let filters = self.filters.clone();
+        self.runtime.block_on(
+            self.index
+                .rescan(&|w| w.sandboxed() && filters.matches(&w.to_ref())),
+        );
         let mut found = BTreeMap::new();
         for w in self.index.workloads().values().filter(|w| w.is_container()) {
             let identity = w.to_ref();
@@ -283,6 +294,8 @@ impl Standalone {
         for (id, _) in std::mem::take(&mut self.watched) {
             self.probe.unbind(id)?;
         }
+        // Sandboxes placed in cgroups of their own that have ended meanwhile.
+        self.index.remove_empty_adopted();
         Ok(snapshot)
     }
 }

@@ -496,6 +496,13 @@ impl CgroupIndex {
         w
     }
 
+    /// The state root of container `id` (a runtime's `--root`), as of the last rescan.
+    pub fn state_root(&self, id: &str) -> Option<&Path> {
+        self.state_by_id
+            .get(id)
+            .map(|&i| self.states[i].root.as_path())
+    }
+
     /// Whether a runtime's state names container `id` (as of the last rescan).
     pub fn runtime_knows(&self, id: &str) -> bool {
         self.state_by_id.contains_key(id)
