@@ -218,6 +218,14 @@ impl Agent {
             SandboxEvent::ContainerStart {
                 container_id, args, ..
             } => {
+                // From now on its counts are the application's, even before its first
+                // syscall arrives.
+                if self.workloads.sandbox(&container_id).is_some() {
+                    self.sandboxes
+                        .counts
+                        .entry(container_id.clone())
+                        .or_default();
+                }
                 info!(event = "sandbox_container_started", container_id = %container_id, args = ?args)
             }
             SandboxEvent::Dropped { connection, count } => warn!(

@@ -180,7 +180,10 @@ impl Agent {
     /// `rows`), when its trace session reports them.
     fn inside_counts_of(&self, rows: &[Binding], id: u64) -> Option<&BTreeMap<u64, u64>> {
         let row = rows.iter().find(|r| r.workload.cgroup_id == id)?;
-        if row.workload.runtime != crate::model::Runtime::Runsc.name() {
+        // The runtime may not be known yet of a sandbox just placed in a cgroup of its
+        // own; its container id is (and only ids the wrapper asked about are counted).
+        let runtime = row.workload.runtime.as_str();
+        if !runtime.is_empty() && runtime != crate::model::Runtime::Runsc.name() {
             return None;
         }
         self.sandboxes.counts.get(&row.workload.container_id)
