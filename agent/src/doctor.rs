@@ -258,7 +258,43 @@ pub fn capabilities() -> Vec<Capability> {
          allowlists"
             .into(),
     );
+    let runsc = gvisor_support();
+    row(
+        "gVisor (runsc)",
+        if runsc.is_some() {
+            State::Yes
+        } else {
+            State::No
+        },
+        match runsc {
+            Some(points) => format!(
+                "the application's syscalls never reach the host. Through `sysfence wrap`, \
+                 its policy is enforced inside the sandbox by gVisor's seccomp \
+                 (--oci-seccomp; deny: EPERM, kill: the thread, then `runsc kill`), \
+                 refusals read from the Sentry's debug log, and its syscalls seen through \
+                 a trace session ({points} points). Without the wrapper: the host sees the \
+                 Sentry only, monitor-only"
+            ),
+            None => "runsc not found on PATH (or it has no `trace metadata`)".into(),
+        },
+    );
+    row(
+        "Kata",
+        State::No,
+        "a Kata workload runs in a VM: the host sees the VMM and its threads, never a \
+         guest syscall. Recognised by its runtime handler or its cgroup's name; a policy \
+         applies to the VMM monitor-only unless it names `runtime: kata`. sysfence has no \
+         agent inside the guest"
+            .into(),
+    );
     rows
+}
+
+/// Whether runsc is on PATH and traces, and how many trace points it has.
+fn gvisor_support() -> Option<usize> {
+    crate::gvisor::session::query_supported_points(Path::new("runsc"))
+        .ok()
+        .map(|p| p.len())
 }
 
 #[derive(Serialize)]
