@@ -125,32 +125,7 @@ pub fn first_syscall_elf(nr: u32) -> Vec<u8> {
     code.extend([0x0f, 0x05]); // syscall
     assert_eq!(code.len(), 40);
     code.extend(b"SURVIVED\n");
-    let base: u64 = 0x40_0000;
-    let total = (64 + 56 + code.len()) as u64;
-    let mut elf = Vec::new();
-    elf.extend([0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
-    elf.extend([0u8; 8]);
-    elf.extend(2u16.to_le_bytes()); // ET_EXEC
-    elf.extend(0x3eu16.to_le_bytes()); // x86_64
-    elf.extend(1u32.to_le_bytes());
-    elf.extend((base + 64 + 56).to_le_bytes()); // entry
-    elf.extend(64u64.to_le_bytes()); // phoff
-    elf.extend(0u64.to_le_bytes()); // shoff
-    elf.extend(0u32.to_le_bytes()); // flags
-    elf.extend(64u16.to_le_bytes()); // ehsize
-    elf.extend(56u16.to_le_bytes()); // phentsize
-    elf.extend(1u16.to_le_bytes()); // phnum
-    elf.extend([0u8; 6]); // shentsize, shnum, shstrndx
-    elf.extend(1u32.to_le_bytes()); // PT_LOAD
-    elf.extend(5u32.to_le_bytes()); // R+X
-    elf.extend(0u64.to_le_bytes()); // offset
-    elf.extend(base.to_le_bytes()); // vaddr
-    elf.extend(base.to_le_bytes()); // paddr
-    elf.extend(total.to_le_bytes()); // filesz
-    elf.extend(total.to_le_bytes()); // memsz
-    elf.extend(0x1000u64.to_le_bytes()); // align
-    elf.extend(code);
-    elf
+    static_elf(&code)
 }
 
 /// Write `BUNDLE/config.json` from `RUNTIME spec`, without `process.rlimits` (raising

@@ -418,9 +418,7 @@ fn start_gvisor_sink(dir: &Path) -> anyhow::Result<(crate::gvisor::SinkHandle, P
     let handle = Sink::bind(&socket)
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", socket.display()))?
         .serve(sink::DEFAULT_CAPACITY);
-    // A full socket makes the Sentry wait (up to ~10 s a point) rather than drop: a
-    // flooding sandbox slows itself.
-    let s = Session::new(&socket).retries(1000);
+    let s = Session::new(&socket).retries(session::FLOOD_RETRIES);
     if let Ok(supported) = session::query_supported_points(Path::new("runsc")) {
         let missing = session::missing_points(&s.pod_init_config(), &supported);
         if !missing.is_empty() {

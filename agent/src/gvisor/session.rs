@@ -49,6 +49,10 @@ pub const LIFECYCLE_POINTS: [&str; 2] = ["container/start", "sentry/task_exit"];
 /// silently disables the whole session: they are left out, so their calls go unseen.
 pub const LAST_RAW_SYSNO: u32 = 441;
 
+/// The retries sysfence's sessions give the Sentry on a full socket (about 10 s of
+/// backoff) before it drops a point: a sandbox that floods the sink slows itself.
+pub const FLOOD_RETRIES: u32 = 1000;
+
 /// The syscall numbers the session traces: from the first to the last of the
 /// `syscalls` crate's x86_64 table (the kernel's `syscall_64.tbl`), cut at
 /// [`LAST_RAW_SYSNO`]. The table's holes (335..=423 on x86_64) stay in: gVisor has

@@ -52,8 +52,9 @@ impl GvisorTap {
         let socket = dir.join("trace.sock");
         // runsc 20221219 allows one session per sandbox, named "Default".
         let name = crate::gvisor::session::SESSION_NAME.to_string();
-        // The Sentry waits (rather than drops) when the socket is full.
-        let session = Session::new(&socket).retries(1000).trace_session();
+        let session = Session::new(&socket)
+            .retries(crate::gvisor::session::FLOOD_RETRIES)
+            .trace_session();
         let config = dir.join("session.json");
         std::fs::write(&config, serde_json::to_vec(&session)?)
             .with_context(|| format!("writing {}", config.display()))?;

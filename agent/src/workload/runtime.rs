@@ -349,12 +349,19 @@ pub fn parse_annotations(a: &BTreeMap<String, String>) -> Annotations {
 /// A bundle's annotations, from `BUNDLE/config.json`.
 pub fn bundle_annotations(bundle: &Path) -> BTreeMap<String, String> {
     read_json(&bundle.join("config.json"))
-        .and_then(|j| {
-            j.get("annotations")?.as_object().map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect()
-            })
+        .map(|j| config_annotations(&j))
+        .unwrap_or_default()
+}
+
+/// The string annotations of a bundle's `config.json`, read already.
+pub fn config_annotations(config: &Value) -> BTreeMap<String, String> {
+    config
+        .get("annotations")
+        .and_then(Value::as_object)
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
         })
         .unwrap_or_default()
 }

@@ -70,28 +70,24 @@ pub fn install_profile(config: &mut Value, profile: Value) -> anyhow::Result<Opt
 
 /// The container a runsc bundle is about to become, as far as its `config.json` tells
 /// before `create`: its id, its annotations (written by the CRI or whoever made the
-/// bundle, never by the workload, which does not run yet) and its `cgroupsPath`.
-pub fn prospective_workload(id: &str, runtime: Runtime, config: &Value) -> Workload {
-    let annotations: std::collections::BTreeMap<String, String> = config
-        .get("annotations")
-        .and_then(Value::as_object)
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
+/// bundle, never by the workload, which does not run yet) and its `cgroupsPath`; and
+/// its pod's sandbox id, if the annotations name one (for the CRI's labels).
+pub fn prospective_workload(
+    id: &str,
+    runtime: Runtime,
+    config: &Value,
+) -> (Workload, Option<String>) {
     let Annotations {
         container,
         pod,
         pod_uid,
         namespace,
         image,
+        sandbox_id,
         sandbox,
         runtime_handler,
-        ..
-    } = runtime::parse_annotations(&annotations);
-    Workload {
+    } = runtime::parse_annotations(&runtime::config_annotations(config));
+    let w = Workload {
         cgroup_path: config
             .pointer("/linux/cgroupsPath")
             .and_then(Value::as_str)
@@ -109,7 +105,8 @@ pub fn prospective_workload(id: &str, runtime: Runtime, config: &Value) -> Workl
         sandbox_container: sandbox == Some(true),
         vouched: true,
         ..Workload::default()
-    }
+    };
+    (w, sandbox_id)
 }
 
 /// Read a bundle's `config.json` (at most 4 MiB: a spec is a few KiB).
@@ -225,7 +222,8 @@ mod tests {
             },
             "linux": {"cgroupsPath": "/kubepods/besteffort/pod1/abc"},
         });
-        let w = prospective_workload("abc", Runtime::Runsc, &config);
+        let (w, pod_id) = prospective_workload("abc", Runtime::Runsc, &config);
+        assert_eq!(pod_id, None);
         assert_eq!(w.container.as_deref(), Some("web"));
         assert_eq!(w.pod.as_deref(), Some("shop-1"));
         assert_eq!(w.namespace.as_deref(), Some("shop"));

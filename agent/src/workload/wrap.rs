@@ -307,16 +307,7 @@ pub fn into_sandbox(
         bundle: bundle.clone(),
         root: root.map(|r| std::path::absolute(r).unwrap_or_else(|_| r.to_path_buf())),
     });
-    let answer = call(&options.socket, &request, options.timeout).and_then(|a| {
-        if a["ok"] == true {
-            Ok(a)
-        } else {
-            Err(anyhow!(
-                "{}",
-                a["error"].as_str().unwrap_or("the agent refused")
-            ))
-        }
-    });
+    let answer = ask(options, &request);
     let answer = match answer {
         Ok(a) => a,
         Err(e) if options.fail_open => {
@@ -382,6 +373,19 @@ pub fn into_sandbox(
     Ok(global)
 }
 
+/// Send the agent one request; its answer if it says `ok`, else why not.
+fn ask(options: &WrapOptions, request: &Request) -> anyhow::Result<serde_json::Value> {
+    let answer = call(&options.socket, request, options.timeout)?;
+    if answer["ok"] == true {
+        Ok(answer)
+    } else {
+        bail!(
+            "{}",
+            answer["error"].as_str().unwrap_or("the agent refused")
+        )
+    }
+}
+
 fn runtime_name(options: &WrapOptions) -> String {
     options
         .runtime
@@ -418,16 +422,7 @@ pub fn bind_before_start(
         id: id.to_string(),
         sent_ns,
     });
-    let answer = call(&options.socket, &request, options.timeout).and_then(|a| {
-        if a["ok"] == true {
-            Ok(a)
-        } else {
-            Err(anyhow!(
-                "{}",
-                a["error"].as_str().unwrap_or("the agent refused")
-            ))
-        }
-    });
+    let answer = ask(options, &request);
     match answer {
         Ok(_) => Ok(()),
         Err(e) if options.fail_open => {

@@ -1,8 +1,6 @@
 //! runsc containers, before `create`: the policy their application gets inside the
 //! sandbox (see [`crate::workload::sandbox`]), chosen as discovery will choose it.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use super::{Binder, choose_why};
@@ -69,19 +67,7 @@ impl Binder {
             );
         }
         let config = sandbox::read_config(&s.bundle)?;
-        let mut w = sandbox::prospective_workload(&s.id, runtime, &config);
-        let pod_id = config
-            .get("annotations")
-            .map(|a| {
-                let mut m = BTreeMap::new();
-                for (k, v) in a.as_object().into_iter().flatten() {
-                    if let Some(v) = v.as_str() {
-                        m.insert(k.clone(), v.to_string());
-                    }
-                }
-                crate::workload::runtime::parse_annotations(&m).sandbox_id
-            })
-            .unwrap_or_default();
+        let (mut w, pod_id) = sandbox::prospective_workload(&s.id, runtime, &config);
         self.index.complete_from_cri(&mut w, pod_id.as_deref());
         let choice = choose_why(self.table.entries(), &w, self.default_policy.as_deref());
         let policy = choice.map(|(c, why)| (&self.table.entries()[c.policy].policy, why));
