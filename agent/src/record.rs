@@ -22,7 +22,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use probe_common::Abi;
-use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup::{self, OwnedCgroup},
@@ -31,182 +30,14 @@ use crate::{
     probe::{Probe, ProbeOptions},
     run,
     watch::{
-        snapshot::{Counts, Filters, Snapshot, SyscallKey, WorkloadRef},
+        snapshot::{Filters, Snapshot, SyscallKey, WorkloadRef},
         standalone::{Discovery, Standalone, allow_all_slot, slot_keyed},
     },
 };
 
-pub const RECORDING_FORMAT: &str = "sysfence-recording";
-pub const RECORDING_VERSION: u32 = 1;
-
-/// A recording: what `record` saw, exactly.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recording {
-    /// Always [`RECORDING_FORMAT`].
-    pub format: String,
-    /// [`RECORDING_VERSION`]; a reader refuses versions it does not know.
-    pub version: u32,
-    /// The sysfence version that recorded it.
-    pub sysfence: String,
-    /// The command, when one command was recorded.
-    #[serde(default)]
-    pub command: Option<Vec<String>>,
-    /// Its exit status (128+N for signal N).
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// The filters of a live recording.
-    #[serde(default)]
-    pub filters: Filters,
-    pub started_ms: u64,
-    pub ended_ms: u64,
-    /// Sampling period: `first_ms`/`last_ms` are exact to this.
-    pub sample_ms: u64,
-    pub workloads: Vec<RecordedWorkload>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedWorkload {
-    #[serde(flatten)]
-    pub identity: WorkloadRef,
-    /// When its first and last counted call were seen.
-    pub first_ms: Option<u64>,
-    pub last_ms: Option<u64>,
-    pub syscalls: Vec<RecordedSyscall>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedSyscall {
-    pub abi: String,
-    pub syscall: String,
-    #[serde(default)]
-    pub nr: Option<u32>,
-    pub count: u64,
-    #[serde(default)]
-    pub first_ms: Option<u64>,
-    #[serde(default)]
-    pub last_ms: Option<u64>,
-}
-
-impl Recording {
-    /// Read a recording; errors name the file, line and reason.
-    pub fn load(path: &Path) -> anyhow::Result<Recording> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading recording {}", path.display()))?;
-        Recording::parse(path, &text)
-    }
-
-    pub fn parse(path: &Path, text: &str) -> anyhow::Result<Recording> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}:{}: not JSON: {e}",
-                path.display(),
-                e.line(),
-                e.column()
-            )
-        })?;
-        let format = value["format"].as_str().unwrap_or_default();
-        if format != RECORDING_FORMAT {
-            bail!(
-                "{}: not a sysfence recording (format `{format}`, expected `{RECORDING_FORMAT}`); \
-                 make one with `sysfence record`",
-                path.display()
-            );
-        }
-        let version = value["version"].as_u64().unwrap_or(0);
-        if version != u64::from(RECORDING_VERSION) {
-            bail!(
-                "{}: recording version {version} is not supported (this sysfence reads \
-                 version {RECORDING_VERSION})",
-                path.display()
-            );
-        }
-        serde_json::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
-    }
-
-    /// Counts summed over the workloads.
-    pub fn union(&self) -> Counts {
-        let mut out = Counts::new();
-        for w in &self.workloads {
-            for s in &w.syscalls {
-                *out.entry(SyscallKey::new(&s.abi, &s.syscall)).or_default() += s.count;
-            }
-        }
-        out
-    }
-}
-
-/// Turns snapshots into a recording: cumulative counts, first and last seen.
-#[derive(Default)]
-pub struct Recorder {
-    workloads: BTreeMap<u64, Track>,
-}
-
-#[derive(Default)]
-struct Track {
-    identity: WorkloadRef,
-    counts: Counts,
-    seen: BTreeMap<SyscallKey, (u64, u64)>,
-}
-
-impl Recorder {
-    pub fn observe(&mut self, snapshot: &Snapshot) {
-        for w in &snapshot.workloads {
-            let t = self.workloads.entry(w.identity.cgroup_id).or_default();
-            t.identity = w.identity.clone();
-            for (k, &n) in &w.counts {
-                let before = t.counts.get(k).copied().unwrap_or(0);
-                if n > before {
-                    let e = t
-                        .seen
-                        .entry(k.clone())
-                        .or_insert((snapshot.t_ms, snapshot.t_ms));
-                    e.1 = snapshot.t_ms;
-                }
-                if n >= before {
-                    t.counts.insert(k.clone(), n);
-                }
-            }
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.workloads.values().all(|t| t.counts.is_empty())
-    }
-
-    pub fn finish(self, base: Recording) -> Recording {
-        let mut rec = base;
-        rec.workloads = self
-            .workloads
-            .into_values()
-            .map(|t| {
-                let mut syscalls: Vec<RecordedSyscall> = t
-                    .counts
-                    .iter()
-                    .map(|(k, &count)| RecordedSyscall {
-                        abi: k.abi.clone(),
-                        syscall: k.name.clone(),
-                        nr: k
-                            .index()
-                            .and_then(probe_common::index_to_syscall)
-                            .map(|(_, nr)| nr),
-                        count,
-                        first_ms: t.seen.get(k).map(|s| s.0),
-                        last_ms: t.seen.get(k).map(|s| s.1),
-                    })
-                    .collect();
-                syscalls.sort_by(|a, b| b.count.cmp(&a.count).then(a.syscall.cmp(&b.syscall)));
-                RecordedWorkload {
-                    first_ms: t.seen.values().map(|s| s.0).min(),
-                    last_ms: t.seen.values().map(|s| s.1).max(),
-                    identity: t.identity,
-                    syscalls,
-                }
-            })
-            .collect();
-        rec
-    }
-}
+pub use recording::{
+    RECORDING_FORMAT, RECORDING_VERSION, RecordedSyscall, RecordedWorkload, Recorder, Recording,
+};
 
 /// How a learned policy is written.
 #[derive(Clone, Debug)]
@@ -794,7 +625,8 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
     if let Some(tap) = gvisor {
         for w in &mut last.workloads {
             if tap.is_attached(&w.identity.container_id) {
-                w.counts = tap.counts_of(&w.identity.container_id);
+                w.host_counts =
+                    std::mem::replace(&mut w.counts, tap.counts_of(&w.identity.container_id));
                 w.inside_sandbox = true;
             }
         }
@@ -867,5 +699,6 @@ fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {
 }
 
 mod gvisor_tap;
+mod recording;
 #[cfg(test)]
 mod tests;

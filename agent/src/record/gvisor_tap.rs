@@ -229,7 +229,7 @@ pub fn inside_sandboxes(
                 }
             }
         }
-        w.counts = t.counts_of(&id);
+        w.host_counts = std::mem::replace(&mut w.counts, t.counts_of(&id));
         w.inside_sandbox = true;
     }
 }

@@ -48,6 +48,8 @@ fn rec(syscalls: Vec<RecordedSyscall>) -> Recording {
             first_ms: Some(1_000),
             last_ms: Some(2_000),
             syscalls,
+            inside_sandbox: false,
+            host_syscalls: Vec::new(),
         }],
     }
 }

@@ -24,6 +24,9 @@ pub struct WorkloadCounts {
     pub gone: bool,
     /// `counts` are the application's syscalls inside a gVisor sandbox.
     pub inside_sandbox: bool,
+    /// With `inside_sandbox`: the sandbox's own host syscalls (what the probe counts
+    /// for its cgroup), cumulative. Empty otherwise.
+    pub host_counts: Counts,
 }
 
 /// Everything a source knows at one instant.
@@ -51,6 +54,7 @@ impl Snapshot {
                     violation_args: w.violation_args,
                     gone: false,
                     inside_sandbox: w.inside_sandbox,
+                    host_counts: Counts::new(),
                 })
                 .collect(),
         }
