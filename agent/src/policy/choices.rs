@@ -80,6 +80,39 @@ impl KillScope {
     }
 }
 
+/// Whose syscalls a policy is for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The workload's application: on the host kernel under runc and crun, inside the
+    /// sandbox under gVisor (its Sentry applies the policy, see `sysfence wrap`).
+    #[default]
+    Application,
+    /// The processes a sandboxed runtime runs on the host for the workload (gVisor's
+    /// Sentry and gofer, Kata's VMM): binds only to sandboxed workloads' host cgroups,
+    /// as written, and never goes inside the sandbox.
+    Sandbox,
+}
+
+impl Target {
+    pub const NAMES: &'static str = "application, sandbox";
+
+    pub fn parse(s: &str) -> Option<Target> {
+        match s {
+            "application" => Some(Target::Application),
+            "sandbox" => Some(Target::Sandbox),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Application => "application",
+            Target::Sandbox => "sandbox",
+        }
+    }
+}
+
 pub(super) fn parse_choice<T>(
     path: &Path,
     value: Option<&Spanned<String>>,

@@ -11,7 +11,7 @@ use marked_yaml::Spanned;
 use probe_common::{Abi, PolicySlot, action, mode};
 
 use super::args::{self, RuleBook};
-pub use super::choices::{Action, Fallback, KillScope, Mode};
+pub use super::choices::{Action, Fallback, KillScope, Mode, Target};
 use super::{
     choices::parse_choice,
     diag::{Diagnostic, start},
@@ -30,6 +30,8 @@ pub struct CompiledPolicy {
     pub fallback: Fallback,
     /// What a kill takes.
     pub kill_scope: KillScope,
+    /// Whose syscalls: the application's, or a sandboxed runtime's own host processes'.
+    pub target: Target,
     /// Glob under the cgroup v2 root, without a leading `/` (also in `selector`).
     pub cgroup_path: Option<String>,
     /// `spec.selector`, compiled: which workloads this policy binds to.
@@ -499,11 +501,34 @@ pub fn compile(
         );
     }
 
+    let target = parse_choice(
+        path,
+        spec.target.as_ref(),
+        "target",
+        Target::Application,
+        Target::NAMES,
+        Target::parse,
+        &mut diags,
+    );
+
     let selector = spec
         .selector
         .as_ref()
         .map(|sel| compile_selector(path, sel, &mut diags))
         .unwrap_or_default();
+    if let (Target::Sandbox, Some(t)) = (target, &spec.target)
+        && let Some(r) = spec.selector.as_ref().and_then(|s| s.runtime.as_ref())
+        && !crate::model::Runtime::from_name(r.as_str()).sandboxed()
+    {
+        diags.push(
+            Diagnostic::warning(
+                path,
+                start(t.span()),
+                format!("`target: sandbox` never binds: runtime `{}` runs no sandbox", **r),
+            )
+            .with_help("a sandbox policy polices runsc's or Kata's host processes: select `runtime: runsc`"),
+        );
+    }
     let cgroup_path = selector.cgroup_path.as_ref().map(|g| g.text.clone());
     let selector_at = spec
         .selector
@@ -792,6 +817,7 @@ pub fn compile(
             action,
             fallback,
             kill_scope,
+            target,
             cgroup_path,
             selector,
             selector_at,
@@ -825,6 +851,7 @@ pub fn conflicts(policies: &[CompiledPolicy]) -> Vec<Diagnostic> {
     for (i, a) in policies.iter().enumerate() {
         for b in &policies[i + 1..] {
             if a.selector.is_empty()
+                || a.target != b.target
                 || a.selector.specificity() != b.selector.specificity()
                 || !a.selector.may_overlap(&b.selector)
             {

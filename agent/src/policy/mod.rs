@@ -15,7 +15,7 @@ use std::{
     sync::Arc,
 };
 
-pub use compile::{Action, CompiledPolicy, Fallback, KillScope, Mode, SetCatalog};
+pub use compile::{Action, CompiledPolicy, Fallback, KillScope, Mode, SetCatalog, Target};
 pub use diag::{Diagnostic, Rejected, Severity};
 use model::Document;
 pub use selector::CompiledSelector;

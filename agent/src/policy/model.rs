@@ -73,6 +73,10 @@ pub struct PolicySpec {
     /// default) or `process` (the caller's).
     #[serde(default)]
     pub kill_scope: Option<Spanned<String>>,
+    /// Whose syscalls: `application` (the default) or `sandbox` (the host processes of
+    /// a sandboxed runtime: gVisor's Sentry and gofer).
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
     #[serde(default)]
     pub include: Vec<Spanned<String>>,
     #[serde(default)]

@@ -911,6 +911,60 @@ fn kill_scope_defaults_to_the_workload_and_says_when_it_does_nothing() {
 }
 
 #[test]
+fn target_defaults_to_the_application_and_a_sandbox_target_needs_a_sandboxed_runtime() {
+    let (p, _) = policy(&format!("{HEAD}spec:\n  allow: [read]\n")).unwrap();
+    assert_eq!(p.target, Target::Application);
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  target: sandbox\n  selector:\n    runtime: runsc\n  allow: [read]\n"
+    ))
+    .unwrap();
+    assert_eq!(p.target, Target::Sandbox);
+    assert!(w.is_empty(), "{w:?}");
+    let (_, w) = policy(&format!(
+        "{HEAD}spec:\n  target: sandbox\n  selector:\n    runtime: runc\n  allow: [read]\n"
+    ))
+    .unwrap();
+    assert!(
+        w.iter().any(|d| d.to_string().contains(
+            ":6:11: warning: `target: sandbox` never binds: runtime `runc` runs no sandbox"
+        )),
+        "{w:?}"
+    );
+    let e = errors(&format!("{HEAD}spec:\n  target: sentry\n  allow: [read]\n"));
+    let text = e[0].to_string();
+    assert!(
+        text.contains(":6:11: error: unknown target `sentry`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("target is one of: application, sandbox"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_application_policy_and_a_sandbox_policy_with_one_selector_do_not_conflict() {
+    let app = format!("{HEAD}spec:\n  selector:\n    runtime: runsc\n  allow: [read]\n");
+    let sandbox = format!(
+        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: s\nspec:\n  target: sandbox\n  selector:\n    runtime: runsc\n  allow: [read]\n"
+    );
+    let app2 = format!(
+        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: u\nspec:\n  selector:\n    runtime: runsc\n  allow: [write]\n"
+    );
+    let compiled: Vec<CompiledPolicy> = [app, sandbox, app2]
+        .iter()
+        .map(|t| policy(t).unwrap().0)
+        .collect();
+    let c = compile::conflicts(&compiled);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(
+        c[0].to_string().contains("policies `t` and `u`"),
+        "{}",
+        c[0]
+    );
+}
+
+#[test]
 fn a_call_is_allowed_in_user_space_as_the_probe_would_allow_it() {
     let (p, _) = policy(&format!(
         "{HEAD}spec:\n  allow: [clone, read]\n  namespaces: deny\n  rules:\n    - names: [socket]\n      args: [{{index: 0, op: NE, value: 40}}]\n"

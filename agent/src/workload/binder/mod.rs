@@ -21,7 +21,7 @@ use super::{
 use crate::{
     cgroup,
     model::Binding,
-    policy::{CompiledPolicy, Mode},
+    policy::{CompiledPolicy, Mode, Target},
     probe::Probe,
 };
 
@@ -120,42 +120,32 @@ fn nearest_ancestor<'a, T>(by_path: &'a HashMap<&str, T>, path: &str) -> Option<
     None
 }
 
-/// The policy a workload gets: the most specific whose selector matches it. When its
-/// identity is incomplete ([`Workload::unknown`]), fail closed: the strictest policy
-/// that could select it once known (then the most specific), else `default` (the
-/// agent's `--default-policy`). Monitor-only on a sandboxed runtime unless the policy
-/// names that runtime. Returns the choice and why it was made, for `status`.
+/// The policy a workload's cgroup gets on the host: the most specific whose selector
+/// matches it. When its identity is incomplete ([`Workload::unknown`]), fail closed:
+/// the strictest policy that could select it once known (then the most specific), else
+/// `default` (the agent's `--default-policy`). A sandboxed workload's cgroup holds the
+/// runtime's own processes (gVisor's Sentry, Kata's VMM): a `target: sandbox` policy
+/// that selects it applies as written; failing one, its application's policy applies
+/// monitor-only unless it names that runtime. Returns the choice and why it was made,
+/// for `status`.
 pub fn choose_why(
     entries: &[PolicyEntry],
     w: &Workload,
     default: Option<&str>,
 ) -> Option<(Choice, String)> {
-    let strict = |i: usize| strictness(entries[i].policy.mode, false);
-    let spec = |i: usize| entries[i].policy.selector.specificity();
-    let (i, why) = match &w.unknown {
-        None => {
-            let i = (0..entries.len())
-                .filter(|&i| entries[i].policy.selector.matches(w))
-                .max_by_key(|&i| (spec(i), std::cmp::Reverse(i)))?;
-            (i, "selector".to_string())
-        }
-        Some(unknown) => {
-            let could = (0..entries.len())
-                .filter(|&i| entries[i].policy.selector.could_match(w))
-                .max_by_key(|&i| (strict(i), spec(i), std::cmp::Reverse(i)));
-            match could {
-                Some(i) => (
-                    i,
-                    format!("fail-closed: {unknown}; the strictest policy that could select it"),
-                ),
-                None => {
-                    let name = default?;
-                    let i = entries.iter().position(|e| e.policy.name == name)?;
-                    (i, format!("default policy: {unknown}"))
-                }
-            }
-        }
-    };
+    if w.sandboxed()
+        && let Some((i, why)) = pick(entries, w, default, Target::Sandbox)
+    {
+        let why = format!("{why} (target: sandbox)");
+        return Some((
+            Choice {
+                policy: i,
+                monitor_only: false,
+            },
+            why,
+        ));
+    }
+    let (i, why) = pick(entries, w, default, Target::Application)?;
     let p = &entries[i].policy;
     let monitor_only = w.sandboxed() && !p.selector.names_runtime_of(w) && p.mode != Mode::Monitor;
     Some((
@@ -165,6 +155,64 @@ pub fn choose_why(
         },
         why,
     ))
+}
+
+/// The policy a runsc container's application gets inside its sandbox: as
+/// [`choose_why`] among `target: application` policies, as written.
+pub fn choose_inside_why(
+    entries: &[PolicyEntry],
+    w: &Workload,
+    default: Option<&str>,
+) -> Option<(Choice, String)> {
+    pick(entries, w, default, Target::Application).map(|(policy, why)| {
+        (
+            Choice {
+                policy,
+                monitor_only: false,
+            },
+            why,
+        )
+    })
+}
+
+/// The selection rule of [`choose_why`] among the policies for `target`.
+fn pick(
+    entries: &[PolicyEntry],
+    w: &Workload,
+    default: Option<&str>,
+    target: Target,
+) -> Option<(usize, String)> {
+    let strict = |i: usize| strictness(entries[i].policy.mode, false);
+    let spec = |i: usize| entries[i].policy.selector.specificity();
+    let eligible = |i: &usize| entries[*i].policy.target == target;
+    match &w.unknown {
+        None => {
+            let i = (0..entries.len())
+                .filter(eligible)
+                .filter(|&i| entries[i].policy.selector.matches(w))
+                .max_by_key(|&i| (spec(i), std::cmp::Reverse(i)))?;
+            Some((i, "selector".to_string()))
+        }
+        Some(unknown) => {
+            let could = (0..entries.len())
+                .filter(eligible)
+                .filter(|&i| entries[i].policy.selector.could_match(w))
+                .max_by_key(|&i| (strict(i), spec(i), std::cmp::Reverse(i)));
+            match could {
+                Some(i) => Some((
+                    i,
+                    format!("fail-closed: {unknown}; the strictest policy that could select it"),
+                )),
+                None => {
+                    let name = default?;
+                    let i = entries
+                        .iter()
+                        .position(|e| e.policy.name == name && e.policy.target == target)?;
+                    Some((i, format!("default policy: {unknown}")))
+                }
+            }
+        }
+    }
 }
 
 /// [`choose_why`] without a default policy and without the reason.

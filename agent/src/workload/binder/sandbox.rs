@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Binder, choose_why};
+use super::{Binder, choose_inside_why};
 use crate::{
     model::{Runtime, Workload},
     policy::CompiledPolicy,
@@ -69,7 +69,7 @@ impl Binder {
         let config = sandbox::read_config(&s.bundle)?;
         let (mut w, pod_id) = sandbox::prospective_workload(&s.id, runtime, &config);
         self.index.complete_from_cri(&mut w, pod_id.as_deref());
-        let choice = choose_why(self.table.entries(), &w, self.default_policy.as_deref());
+        let choice = choose_inside_why(self.table.entries(), &w, self.default_policy.as_deref());
         let policy = choice.map(|(c, why)| (&self.table.entries()[c.policy].policy, why));
         let profile = policy
             .as_ref()

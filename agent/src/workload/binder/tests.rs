@@ -45,6 +45,54 @@ fn a_sandboxed_workload_gets_monitor_only_unless_its_runtime_is_named() {
     let _: PolicySlot = named[0].content;
 }
 
+fn with_target(mut p: CompiledPolicy, target: Target) -> CompiledPolicy {
+    p.target = target;
+    p
+}
+
+#[test]
+fn a_sandbox_policy_polices_only_a_sandboxed_runtimes_host_processes() {
+    let mut gvisor = web_pod();
+    gvisor.runtime = Some(Runtime::Runsc);
+    // The application's policy is more specific; the sandbox policy still takes the
+    // sandbox's host cgroup, as written.
+    let table = entries(vec![
+        policy("web", "    namespace: shop\n    container: nginx\n"),
+        with_target(policy("sentry", "    runtime: runsc\n"), Target::Sandbox),
+    ]);
+    let (c, why) = choose_why(&table, &gvisor, None).unwrap();
+    assert_eq!(table[c.policy].policy.name, "sentry", "{why}");
+    assert!(!c.monitor_only);
+    assert!(why.contains("target: sandbox"), "{why}");
+    // Inside the sandbox, the application's policy.
+    let (c, _) = choose_inside_why(&table, &gvisor, None).unwrap();
+    assert_eq!(table[c.policy].policy.name, "web");
+    assert!(!c.monitor_only);
+    // Under runc, never the sandbox policy, even one whose selector would match.
+    let mut runc = web_pod();
+    runc.runtime = Some(Runtime::Runc);
+    let loose = entries(vec![with_target(
+        policy("any", "    namespace: shop\n"),
+        Target::Sandbox,
+    )]);
+    assert_eq!(choose(&loose, &runc), None);
+    assert!(choose(&loose, &gvisor).is_some());
+    assert_eq!(choose_inside_why(&loose, &gvisor, None), None);
+    // Without a sandbox policy: the application's, monitor-only, as before.
+    let app_only = entries(vec![policy("web", "    namespace: shop\n")]);
+    assert!(choose(&app_only, &gvisor).unwrap().monitor_only);
+    // A default policy is taken only for its own target.
+    let mut unknown = gvisor.clone();
+    unknown.unknown = Some("no CRI answer yet".into());
+    let defaults = entries(vec![with_target(
+        policy("sentry", "    runtime: kata\n"),
+        Target::Sandbox,
+    )]);
+    let (c, why) = choose_why(&defaults, &unknown, Some("sentry")).unwrap();
+    assert_eq!(defaults[c.policy].policy.name, "sentry", "{why}");
+    assert_eq!(choose_inside_why(&defaults, &unknown, Some("sentry")), None);
+}
+
 fn with_mode(mut p: CompiledPolicy, mode: Mode) -> CompiledPolicy {
     p.mode = mode;
     p
