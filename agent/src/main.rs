@@ -209,6 +209,13 @@ enum Command {
         max_workloads: u32,
         #[command(flatten)]
         discovery: DiscoveryArgs,
+        /// Record the sandbox, not the application: for runsc (gVisor) and Kata
+        /// workloads, the syscalls their own host processes (the Sentry and the gofer,
+        /// the VMM) make to the host kernel. Writes a `target: sandbox` policy, which
+        /// the agent binds to those workloads' host cgroups as written, beside the
+        /// application's policy inside. Other workloads are passed over.
+        #[arg(long)]
+        sandbox_process: bool,
         /// Print nothing on stderr but errors.
         #[arg(long, short = 'q')]
         quiet: bool,
@@ -234,9 +241,20 @@ enum Command {
     /// to add), and a verdict: "safe to enforce: 0 would-be denials in 3h" or "not
     /// safe: N would-be denials of K syscalls".
     ///
-    /// Exit status: 0 when nothing would be denied, 1 when something would, 2 on error.
+    /// Or, with `--compare RECORDING` twice or more, no dry run but the runtimes
+    /// compared: one workload recorded under different runtimes (runc, runsc, ...), one
+    /// column per recording, the first the baseline. A column's "host" figures are what
+    /// reached the host kernel (under runsc, the calls of gVisor's Sentry and gofer);
+    /// its "application" figures are what the application asked for (under runc the
+    /// same calls; under runsc only if recorded with gVisor's trace session, else "not
+    /// seen"). Then, against the baseline: distinct host syscalls and host calls per
+    /// second as ratios, the host syscalls only one side reaches, and every syscall's
+    /// calls side by side.
+    ///
+    /// Exit status: 0 when nothing would be denied, 1 when something would, 2 on error;
+    /// a comparison judges nothing: 0, or 2 on error.
     #[command(
-        after_help = "Examples:\n  sysfence report --policy learned/policy.yaml --from learned/recording.json\n  sysfence report --events /var/log/sysfence.jsonl --format markdown\n  sysfence report --format html -o dry-run.html          # from the running agent\n\nIn CI:\n  sysfence report --policy web.yaml --from web-recording.json --format markdown >> \"$GITHUB_STEP_SUMMARY\" || exit 1"
+        after_help = "Examples:\n  sysfence report --policy learned/policy.yaml --from learned/recording.json\n  sysfence report --events /var/log/sysfence.jsonl --format markdown\n  sysfence report --format html -o dry-run.html          # from the running agent\n  sysfence report --compare runc.json --compare runsc.json --format markdown\n\nIn CI:\n  sysfence report --policy web.yaml --from web-recording.json --format markdown >> \"$GITHUB_STEP_SUMMARY\" || exit 1"
     )]
     Report {
         /// The candidate policy (one SyscallPolicy). With --events, it makes the
@@ -249,6 +267,15 @@ enum Command {
         /// The agent's JSON-lines log.
         #[arg(long, value_name = "AGENT_LOG")]
         events: Option<PathBuf>,
+        /// A recording of the workload under one runtime (`sysfence record`), to compare;
+        /// repeat it, once per runtime (two at least). The first is the baseline.
+        #[arg(
+            long,
+            value_name = "RECORDING",
+            action = clap::ArgAction::Append,
+            conflicts_with_all = ["policy", "from", "events"]
+        )]
+        compare: Vec<PathBuf>,
         /// The agent's API socket, asked when neither --from nor --events is given.
         #[arg(long, value_name = "PATH", default_value = sysfence::api::DEFAULT_SOCKET)]
         api: PathBuf,
@@ -618,6 +645,7 @@ fn main() -> ExitCode {
             interval,
             max_workloads,
             discovery,
+            sandbox_process,
             quiet,
             command,
         } => sysfence::record::record(sysfence::record::RecordOptions {
@@ -639,12 +667,14 @@ fn main() -> ExitCode {
             quiet,
             discovery: discovery.into(),
             sets,
+            sandbox_process,
         })
         .map(|code| ExitCode::from(code.clamp(0, 255) as u8)),
         Command::Report {
             policy,
             from,
             events,
+            compare,
             api,
             format,
             output,
@@ -654,6 +684,7 @@ fn main() -> ExitCode {
                 policy,
                 from,
                 events,
+                compare,
                 api,
                 format: match format {
                     ReportFormat::Table => Format::Table,

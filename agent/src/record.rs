@@ -54,6 +54,9 @@ pub struct LearnOptions {
     pub written_to: Option<PathBuf>,
     /// `--sets DIR`.
     pub sets_dir: Option<PathBuf>,
+    /// Whose policy: `Sandbox` when the recording is of sandboxed workloads' own host
+    /// processes (`record --sandbox-process`).
+    pub target: policy::Target,
 }
 
 /// Labels that differ between replicas or rollouts: never put in a learned selector.
@@ -211,15 +214,25 @@ pub fn learned_policy_yaml(
     let sandboxed: BTreeSet<&str> = recording
         .workloads
         .iter()
+        .filter(|w| !w.inside_sandbox)
         .map(|w| w.identity.runtime.as_str())
         .filter(|r| matches!(*r, "runsc" | "kata"))
         .collect();
-    for r in sandboxed {
-        y.push_str(&format!(
-            "# Sandboxed ({r}): the host saw the sandbox's own syscalls (gVisor's Sentry, \
-             Kata's VMM),\n# not the application's. The agent applies this policy \
-             monitor-only unless its selector\n# names `runtime: {r}`.\n"
-        ));
+    if options.target == policy::Target::Sandbox {
+        y.push_str(
+            "# The sandbox's own host processes (gVisor's Sentry and gofer, Kata's VMM), not \
+             the\n# application: `target: sandbox` binds it to sandboxed workloads' host \
+             cgroups only,\n# as written; the application's policy still applies inside.\n",
+        );
+    } else {
+        for r in &sandboxed {
+            y.push_str(&format!(
+                "# Sandboxed ({r}): the host saw the sandbox's own syscalls (gVisor's Sentry, \
+                 Kata's VMM),\n# not the application's. The agent applies this policy \
+                 monitor-only unless its selector\n# names `runtime: {r}`; for the sandbox's \
+                 own processes, record with\n# `--sandbox-process`.\n"
+            ));
+        }
     }
     y.push_str("apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n");
     y.push_str(&format!("  name: {}\n", options.name));
@@ -233,6 +246,13 @@ pub fn learned_policy_yaml(
     // Selector from the filters.
     let f = &recording.filters;
     let mut sel = Vec::new();
+    if options.target == policy::Target::Sandbox {
+        y.push_str("  target: sandbox\n");
+        // One runtime, else none (`check` then says the selector is too wide).
+        if let [r] = sandboxed.iter().collect::<Vec<_>>()[..] {
+            sel.push(format!("    runtime: {}", quote(r)));
+        }
+    }
     if let Some(ns) = &f.namespace {
         sel.push(format!("    namespace: {}", quote(ns)));
     }
@@ -422,6 +442,10 @@ pub struct RecordOptions {
     pub discovery: Discovery,
     /// `--sets DIR`: where includes are looked for besides the output directory.
     pub sets: Option<PathBuf>,
+    /// Record sandboxed workloads' own host processes (the Sentry), not their
+    /// applications: no trace session, only runsc and Kata workloads, a `target:
+    /// sandbox` policy.
+    pub sandbox_process: bool,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -467,6 +491,11 @@ pub fn record(options: RecordOptions) -> anyhow::Result<i32> {
             );
         };
         (record_live(&options, duration)?, 0)
+    } else if options.sandbox_process {
+        bail!(
+            "`--sandbox-process` records the host processes of live runsc or Kata workloads: \
+             give filters and `--duration`, not a command"
+        );
     } else {
         if options.duration.is_some() {
             bail!("`--duration` is for live workloads; a command is recorded until it exits");
@@ -510,6 +539,11 @@ pub fn record(options: RecordOptions) -> anyhow::Result<i32> {
             from_first_syscall,
             written_to: Some(options.output.join("policy.yaml")),
             sets_dir: options.sets.clone(),
+            target: if options.sandbox_process {
+                policy::Target::Sandbox
+            } else {
+                policy::Target::Application
+            },
         },
     )?;
     std::fs::create_dir_all(&options.output)
@@ -601,10 +635,15 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
     }
     let mut recorder = Recorder::default();
     let mut gvisor: Option<gvisor_tap::GvisorTap> = None;
+    let mut passed_over = BTreeSet::new();
     let end = Instant::now() + duration;
     while Instant::now() < end && !STOP.load(Ordering::SeqCst) {
         let mut snapshot = source.poll()?;
-        gvisor_tap::inside_sandboxes(&mut snapshot, &source, &mut gvisor, options.quiet);
+        if options.sandbox_process {
+            sandboxes_only(&mut snapshot, &mut passed_over);
+        } else {
+            gvisor_tap::inside_sandboxes(&mut snapshot, &source, &mut gvisor, options.quiet);
+        }
         recorder.observe(&snapshot);
         for w in source.take_new() {
             if !options.quiet {
@@ -622,6 +661,14 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
         tap.settle();
     }
     let mut last = source.close()?;
+    if options.sandbox_process {
+        sandboxes_only(&mut last, &mut passed_over);
+    }
+    for w in passed_over.iter().filter(|_| !options.quiet) {
+        eprintln!(
+            "sysfence: passed over {w}: `--sandbox-process` records runsc and Kata workloads only"
+        );
+    }
     if let Some(tap) = gvisor {
         for w in &mut last.workloads {
             if tap.is_attached(&w.identity.container_id) {
@@ -642,6 +689,26 @@ fn record_live(options: &RecordOptions, duration: Duration) -> anyhow::Result<Re
     recorder.observe(&last);
     base.ended_ms = now_ms();
     Ok(recorder.finish(base))
+}
+
+/// `--sandbox-process`: keep the workloads of sandboxed runtimes (their host counts are
+/// the sandbox's own processes); name the others in `passed_over`.
+fn sandboxes_only(snapshot: &mut Snapshot, passed_over: &mut BTreeSet<String>) {
+    snapshot.workloads.retain(|w| {
+        let keep = crate::model::Runtime::from_name(&w.identity.runtime).sandboxed();
+        if !keep {
+            passed_over.insert(format!(
+                "{} ({})",
+                w.identity.display_name(),
+                if w.identity.runtime.is_empty() {
+                    "no known runtime"
+                } else {
+                    &w.identity.runtime
+                }
+            ));
+        }
+        keep
+    });
 }
 
 fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {

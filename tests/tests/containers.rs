@@ -63,6 +63,58 @@ impl Setup {
             .start()
     }
 
+    /// Run `bundle` as container `id` under `runtime` with `argv` as its process and its
+    /// cgroup below the base, and `sysfence record` the base's workloads for 4 s with
+    /// `args` meanwhile; then end the container. The output directory, and record's
+    /// stderr (record must have succeeded).
+    fn record_running(
+        &self,
+        (runtime, root): (&Path, &Path),
+        bundle: &Path,
+        id: &str,
+        argv: &[&str],
+        args: &[&str],
+    ) -> (PathBuf, String) {
+        write_bundle_config(bundle, runtime, argv, &format!("/{}/{id}", self.base));
+        let mut containers = Containers::new(runtime, root);
+        containers.track(id);
+        // runsc needs no network here (runc has no such flag).
+        let network: &[&str] = if runtime.ends_with("runsc") {
+            &["--network=none"]
+        } else {
+            &[]
+        };
+        let mut container = containers
+            .cmd(network)
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        let out_dir = self.path(&format!("recorded-{id}"));
+        let out = sysfence()
+            .args(["record", "--cgroup"])
+            .arg(format!("{}/*", self.base))
+            .args(["--duration", "4s"])
+            .args(args)
+            .arg("--runtime-root")
+            .arg(root)
+            .arg("-o")
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        let _ = container.kill();
+        let _ = container.wait();
+        containers.delete(id);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "record {id}: {stderr}");
+        (out_dir, stderr)
+    }
+
     /// A bundle whose root holds busybox and `/entry`, the first-syscall program.
     fn bundle(&self) -> PathBuf {
         let bundle = self.path("bundle");
@@ -73,6 +125,16 @@ impl Setup {
         fs::set_permissions(&entry, fs::Permissions::from_mode(0o755)).unwrap();
         bundle
     }
+}
+
+/// The busybox loop the gVisor tests run: a file read, a directory made and removed,
+/// a file written and read, `rounds` times 0.2 s apart, then `DONE`.
+fn file_loop(rounds: u32) -> String {
+    format!(
+        "i=0; while [ $i -lt {rounds} ]; do cat /etc/passwd > /dev/null; mkdir -p /tmp/w; \
+         echo hi > /tmp/w/f; cat /tmp/w/f > /dev/null; rm -r /tmp/w; i=$((i+1)); sleep 0.2; \
+         done; echo DONE"
+    )
 }
 
 fn killed_by(status: i32) -> Option<i32> {
@@ -1147,6 +1209,298 @@ mod host_only {
         assert_eq!(code, 0, "{log}");
     }
 
+    /// The runtimes compared: one bundle recorded under runc, then under runsc, and
+    /// `report --compare` puts side by side what reaches the host kernel under each
+    /// and what the application asked for. The application's `mkdir` reaches the host
+    /// under runc only; under runsc the host sees the Sentry's ptrace instead.
+    #[test]
+    fn runc_and_runsc_compared_in_one_report() {
+        let name = "runc_and_runsc_compared_in_one_report";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runc", "runsc"], false) else {
+            return;
+        };
+        become_subreaper();
+        let s = Setup::new("gvcompare");
+        let root = s.path("runtime-root");
+        fs::create_dir_all(&root).unwrap();
+        let bundle = s.bundle();
+        let work = file_loop(40);
+        let mut recordings = Vec::new();
+        for (runtime, id) in [(&bins[0], "runc"), (&bins[1], "runsc")] {
+            let (out_dir, _) = s.record_running(
+                (runtime, &root),
+                &bundle,
+                id,
+                &["/bin/sh", "-c", &work],
+                &[],
+            );
+            recordings.push(out_dir.join("recording.json"));
+        }
+        let compare = |format: &str| {
+            let out = sysfence()
+                .args(["report", "--compare"])
+                .arg(&recordings[0])
+                .arg("--compare")
+                .arg(&recordings[1])
+                .args(["--format", format])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{format}: {}", text(&out).1);
+            text(&out).0
+        };
+        let c: Value = serde_json::from_str(&compare("json")).unwrap();
+        let labels: Vec<&str> = c["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["label"].as_str())
+            .collect();
+        assert_eq!(labels, ["runc", "runsc"], "{c:#}");
+        let (runc, runsc) = (&c["columns"][0], &c["columns"][1]);
+        // Under runc the application's calls are the host's; under runsc they are
+        // traced inside the sandbox, apart from the Sentry's.
+        assert_eq!(runc["application"]["seen"], "host", "{runc:#}");
+        assert_eq!(
+            runc["application"]["surface"]["distinct"], runc["host"]["distinct"],
+            "{runc:#}"
+        );
+        assert_eq!(runsc["application"]["seen"], "inside_sandbox", "{runsc:#}");
+        assert!(runsc["host"]["distinct"].as_u64().unwrap() > 0, "{runsc:#}");
+        let versus = &c["versus_baseline"][0];
+        let list = |key: &str| -> Vec<String> {
+            versus[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        assert!(
+            list("only_baseline").iter().any(|s| s == "mkdir"),
+            "{versus:#}"
+        );
+        assert!(
+            list("only_here").iter().any(|s| s == "ptrace"),
+            "{versus:#}"
+        );
+        let mkdir = c["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["syscall"] == "mkdir")
+            .expect("a mkdir row");
+        assert!(mkdir["cells"][0]["host"].as_u64().unwrap() > 0, "{mkdir}");
+        assert_eq!(mkdir["cells"][1]["host"], 0, "{mkdir}");
+        assert!(
+            mkdir["cells"][1]["application"].as_u64().unwrap() > 0,
+            "{mkdir}"
+        );
+        let markdown = compare("markdown");
+        assert!(
+            markdown.contains("| runc") && markdown.contains("runsc"),
+            "{markdown}"
+        );
+        let html = compare("html");
+        assert!(html.contains("<table") && html.contains("runsc"), "{html}");
+        // The figures the README shows.
+        println!("{markdown}");
+    }
+
+    /// The sandbox's own host processes (gVisor's Sentry and gofer): `record
+    /// --sandbox-process` learns them into a `target: sandbox` policy that the shipped
+    /// `policies/gvisor-sandbox.yaml` covers; the agent enforces the shipped policy on the
+    /// sandbox's host cgroup while the application's own policy applies inside, and a
+    /// compromised sandbox process (here: a process in the sandbox's host cgroup) that
+    /// calls `bpf` is killed with the whole sandbox.
+    #[test]
+    fn the_sandbox_process_is_recorded_and_policed_on_the_host_by_the_shipped_policy() {
+        let name = "the_sandbox_process_is_recorded_and_policed_on_the_host_by_the_shipped_policy";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc"], false) else {
+            return;
+        };
+        become_subreaper();
+        let runsc = &bins[0];
+        let shipped = workspace_root().join("policies/gvisor-sandbox.yaml");
+        let s = Setup::new("gvsentry");
+        let base = &s.base;
+        let root = s.path("runsc-root");
+        fs::create_dir_all(&root).unwrap();
+        let bundle = s.bundle();
+        let work = file_loop;
+        // Learn the sandbox process, not the application.
+        let (out_dir, stderr) = s.record_running(
+            (runsc, &root),
+            &bundle,
+            "learn",
+            &["/bin/sh", "-c", &work(40)],
+            &[
+                "--sandbox-process",
+                "--mode",
+                "enforce",
+                "--name",
+                "learned-sentry",
+            ],
+        );
+        let mut containers = Containers::new(runsc, &root);
+        assert!(
+            !stderr.contains("inside gVisor"),
+            "the application was recorded: {stderr}"
+        );
+        let learned = fs::read_to_string(out_dir.join("policy.yaml")).unwrap();
+        assert!(
+            learned.contains("\n  target: sandbox\n")
+                && learned.contains("    runtime: \"runsc\"\n"),
+            "{learned}"
+        );
+        let check = sysfence()
+            .arg("check")
+            .arg(out_dir.join("policy.yaml"))
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "check: {}", text(&check).1);
+        let rec: Value =
+            serde_json::from_slice(&fs::read(out_dir.join("recording.json")).unwrap()).unwrap();
+        assert_eq!(rec["workloads"].as_array().map(Vec::len), Some(1), "{rec}");
+        assert!(rec["workloads"][0].get("inside_sandbox").is_none(), "{rec}");
+        // The Sentry's host calls: ptrace or the platform's own, never the
+        // application's mkdir (it never reaches the host).
+        let names: Vec<&str> = rec["workloads"][0]["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["syscall"].as_str())
+            .collect();
+        assert!(!names.contains(&"mkdir"), "{names:?}");
+        // The shipped policy allows all of it: the dry run finds nothing to deny.
+        let dry = sysfence()
+            .args(["report", "--policy"])
+            .arg(&shipped)
+            .arg("--from")
+            .arg(out_dir.join("recording.json"))
+            .output()
+            .unwrap();
+        assert!(
+            dry.status.success(),
+            "the shipped sandbox policy would deny what the Sentry did:\n{}\nlearned:\n{learned}",
+            text(&dry).0
+        );
+
+        // Enforce: the shipped policy on the host, the application's inside.
+        let policies = s.policies(&[(
+            "app",
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  action: deny\n  include: [runtime-default]\n  deny: [mount]\n"
+            ),
+        )]);
+        fs::copy(&shipped, policies.join("gvisor-sandbox.yaml")).unwrap();
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), runsc, &agent.socket);
+        write_bundle_config(
+            &bundle,
+            runsc,
+            &["/bin/sh", "-c", &work(5)],
+            &format!("/{base}/calm"),
+        );
+        containers.track("calm");
+        let calm = Command::new(&wrapper)
+            .arg("--root")
+            .arg(&root)
+            .args(["--network=none", "run", "--bundle"])
+            .arg(&bundle)
+            .arg("calm")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        containers.delete("calm");
+        let (stdout, stderr) = text(&calm);
+        assert!(
+            calm.status.success() && stdout.contains("DONE"),
+            "a runsc container under the shipped sandbox policy did not run to its end: \
+             {:?}\nstdout: {stdout}\nstderr: {stderr}\nagent: {}",
+            calm.status,
+            agent.log()
+        );
+        let bound = agent.wait_line("the sandbox's host cgroup bound", |v| {
+            v["event"] == "bound" && v["container_id"] == "calm"
+        });
+        assert_eq!(bound["policy"], "gvisor-sandbox", "{bound}");
+        assert_eq!(bound["mode"], "enforce", "{bound}");
+        let given = agent.wait_line("the policy given inside", |v| {
+            v["event"] == "sandbox_policy" && v["container_id"] == "calm"
+        });
+        assert_eq!(given["policy"], "app", "{given}");
+        let sentry_violations =
+            agent.count(|v| v["event"] == "violation" && v["policy"] == "gvisor-sandbox");
+        assert_eq!(
+            sentry_violations,
+            0,
+            "the Sentry broke its policy: {}",
+            agent.log()
+        );
+
+        // The attack: code running as the sandbox on the host (what a Sentry escape
+        // gives) calls bpf(2), which the Sentry never needs.
+        write_bundle_config(
+            &bundle,
+            runsc,
+            &["/bin/sh", "-c", "sleep 60; echo LIVED"],
+            &format!("/{base}/victim"),
+        );
+        containers.track("victim");
+        let mut victim = Command::new(&wrapper)
+            .arg("--root")
+            .arg(&root)
+            .args(["--network=none", "run", "--bundle"])
+            .arg(&bundle)
+            .arg("victim")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let bound = agent.wait_line("the victim's host cgroup bound", |v| {
+            v["event"] == "bound" && v["container_id"] == "victim"
+        });
+        assert_eq!(bound["policy"], "gvisor-sandbox", "{bound}");
+        let cgroup = cgroup_root()
+            .unwrap()
+            .join(bound["cgroup"].as_str().unwrap());
+        let attacker = command_in_cgroup(&cgroup, env!("CARGO_BIN_EXE_sf-syscalls"))
+            .args(["try", "bpf"])
+            .output()
+            .unwrap();
+        let v = agent.wait_line("the attacker's violation", |v| {
+            v["event"] == "violation" && v["policy"] == "gvisor-sandbox"
+        });
+        assert_eq!(v["syscall"], "bpf", "{v}");
+        assert_eq!(v["container_id"], "victim", "{v}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&attacker.status),
+            Some(9),
+            "the attacker lived: {:?} {}",
+            attacker.status,
+            text(&attacker).0
+        );
+        // killScope workload: the sandbox goes with it.
+        let ended = wait_for(Duration::from_secs(20), || victim.try_wait().unwrap());
+        if ended.is_none() {
+            let _ = victim.kill();
+        }
+        let out = victim.wait_with_output().unwrap();
+        containers.delete("victim");
+        assert!(
+            ended.is_some() && !String::from_utf8_lossy(&out.stdout).contains("LIVED"),
+            "the sandbox outlived its killed process: {:?}",
+            ended
+        );
+    }
+
     /// gVisor: `record` learns a runsc workload's *application* (its own trace session
     /// on the running sandbox), and the policy it writes runs the same bundle under
     /// runc and under runsc, enforced, with no violation.
@@ -1166,53 +1520,15 @@ mod host_only {
         let root = s.path("runsc-root");
         fs::create_dir_all(&root).unwrap();
         let bundle = s.bundle();
-        let work = |rounds: u32| {
-            format!(
-                "i=0; while [ $i -lt {rounds} ]; do cat /etc/passwd > /dev/null; mkdir -p /tmp/w; \
-                 echo hi > /tmp/w/f; cat /tmp/w/f > /dev/null; rm -r /tmp/w; i=$((i+1)); sleep 0.2; done"
-            )
-        };
+        let work = file_loop;
         // Learn: the loop under plain runsc, recorded for 4 s.
-        write_bundle_config(
+        let (out_dir, stderr) = s.record_running(
+            (runsc, &root),
             &bundle,
-            runsc,
+            "learn",
             &["/bin/sh", "-c", &work(40)],
-            &format!("/{base}/learn"),
+            &["--mode", "enforce", "--name", "learned-gvisor"],
         );
-        let mut containers = Containers::new(runsc, &root);
-        containers.track("learn");
-        let mut learner = containers
-            .cmd(&["--network=none", "run", "--bundle"])
-            .arg(&bundle)
-            .arg("learn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(1000));
-        let out_dir = s.path("learned");
-        let out = sysfence()
-            .args([
-                "record",
-                "--cgroup",
-                &format!("{base}/*"),
-                "--duration",
-                "4s",
-                "--mode",
-                "enforce",
-            ])
-            .args(["--name", "learned-gvisor", "--runtime-root"])
-            .arg(&root)
-            .arg("-o")
-            .arg(&out_dir)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let _ = learner.kill();
-        let _ = learner.wait();
-        containers.delete("learn");
-        assert!(out.status.success(), "record: {stderr}");
         assert!(
             stderr.contains("recording the application inside gVisor container learn"),
             "{stderr}"
@@ -1229,6 +1545,16 @@ mod host_only {
         for n in ["mkdir", "rmdir", "wait4"] {
             assert!(names.contains(&n), "{n} not recorded: {names:?}");
         }
+        // Beside them, what the sandbox itself asked of the host kernel meanwhile.
+        assert_eq!(rec["workloads"][0]["inside_sandbox"], true, "{rec}");
+        let host: Vec<&str> = rec["workloads"][0]["host_syscalls"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|s| s["syscall"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(
+            !host.is_empty() && !host.contains(&"mkdir"),
+            "the sandbox's host calls: {host:?}"
+        );
         // Enforce what was learned, as written, on both runtimes.
         let policies = s.path("policies");
         fs::create_dir_all(&policies).unwrap();

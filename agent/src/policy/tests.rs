@@ -945,12 +945,8 @@ fn target_defaults_to_the_application_and_a_sandbox_target_needs_a_sandboxed_run
 #[test]
 fn an_application_policy_and_a_sandbox_policy_with_one_selector_do_not_conflict() {
     let app = format!("{HEAD}spec:\n  selector:\n    runtime: runsc\n  allow: [read]\n");
-    let sandbox = format!(
-        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: s\nspec:\n  target: sandbox\n  selector:\n    runtime: runsc\n  allow: [read]\n"
-    );
-    let app2 = format!(
-        "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: u\nspec:\n  selector:\n    runtime: runsc\n  allow: [write]\n"
-    );
+    let sandbox = "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: s\nspec:\n  target: sandbox\n  selector:\n    runtime: runsc\n  allow: [read]\n".to_string();
+    let app2 = "apiVersion: sysfence.dev/v1\nkind: SyscallPolicy\nmetadata:\n  name: u\nspec:\n  selector:\n    runtime: runsc\n  allow: [write]\n".to_string();
     let compiled: Vec<CompiledPolicy> = [app, sandbox, app2]
         .iter()
         .map(|t| policy(t).unwrap().0)

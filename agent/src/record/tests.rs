@@ -118,6 +118,7 @@ fn learned_policy_passes_check_and_allows_exactly_what_was_seen() {
             from_first_syscall: false,
             written_to: None,
             sets_dir: None,
+            target: crate::policy::Target::Application,
         },
     )
     .unwrap();
@@ -161,6 +162,7 @@ fn learned_policy_with_runtime_default_says_what_it_adds() {
             from_first_syscall: false,
             written_to: None,
             sets_dir: None,
+            target: crate::policy::Target::Application,
         },
     )
     .unwrap();
@@ -197,6 +199,7 @@ fn pod_filter_becomes_the_replicas_common_stable_labels() {
             from_first_syscall: false,
             written_to: None,
             sets_dir: None,
+            target: crate::policy::Target::Application,
         },
     )
     .unwrap();
@@ -268,6 +271,7 @@ fn learned_policy_denies_namespaces_unless_the_workload_made_one() {
         from_first_syscall: true,
         written_to: None,
         sets_dir: None,
+        target: crate::policy::Target::Application,
     };
     // clone and clone3 seen, no fork into a namespace: deny.
     let learn = |counts: &[(&str, &str, u64)]| {
@@ -307,4 +311,79 @@ fn learned_policy_denies_namespaces_unless_the_workload_made_one() {
         "{yaml}"
     );
     assert!(check(&yaml).allowed_names.contains("unshare"));
+}
+
+/// A runsc workload traced inside its sandbox: the application's counts are its
+/// syscalls, and the sandbox's own host calls are kept beside them.
+fn sandboxed_snapshot(t_ms: u64, app: u64, host: u64) -> Snapshot {
+    let mut s = snapshot(t_ms, 7, &[("x86_64", "mkdir", app)]);
+    let w = &mut s.workloads[0];
+    w.identity.runtime = "runsc".into();
+    w.inside_sandbox = true;
+    w.host_counts = [(key("x86_64", "ptrace"), host)].into();
+    s
+}
+
+#[test]
+fn a_sandboxed_workloads_recording_keeps_the_host_calls_beside_the_applications() {
+    let mut r = Recorder::default();
+    r.observe(&sandboxed_snapshot(1000, 2, 40));
+    r.observe(&sandboxed_snapshot(2000, 5, 90));
+    let rec = r.finish(base_recording(
+        Filters::default(),
+        None,
+        Duration::from_millis(100),
+    ));
+    let w = &rec.workloads[0];
+    assert!(w.inside_sandbox);
+    assert_eq!(w.syscalls.len(), 1);
+    assert_eq!(
+        (w.syscalls[0].syscall.as_str(), w.syscalls[0].count),
+        ("mkdir", 5)
+    );
+    assert_eq!(w.host_syscalls.len(), 1);
+    let ptrace = &w.host_syscalls[0];
+    assert_eq!((ptrace.syscall.as_str(), ptrace.count), ("ptrace", 90));
+    assert_eq!((ptrace.first_ms, ptrace.last_ms), (Some(1000), Some(2000)));
+    assert_eq!(w.host_side(), &w.host_syscalls[..]);
+    // Round trip; an unsandboxed workload writes neither field.
+    let text = serde_json::to_string(&rec).unwrap();
+    assert_eq!(Recording::parse(Path::new("r.json"), &text).unwrap(), rec);
+    let plain = serde_json::to_string(&recording(Filters::default(), None)).unwrap();
+    assert!(!plain.contains("inside_sandbox") && !plain.contains("host_syscalls"));
+}
+
+#[test]
+fn a_sandbox_process_recording_learns_a_sandbox_policy_for_its_runtime() {
+    let mut r = Recorder::default();
+    let mut s = snapshot(1000, 3, &[("x86_64", "ptrace", 10), ("x86_64", "futex", 4)]);
+    s.workloads[0].identity.runtime = "runsc".into();
+    r.observe(&s);
+    let rec = r.finish(base_recording(
+        Filters {
+            cgroup: Some("kubepods/*".into()),
+            ..Filters::default()
+        },
+        None,
+        Duration::from_millis(100),
+    ));
+    let yaml = learned_policy_yaml(
+        &rec,
+        &LearnOptions {
+            name: "learned-sentry".into(),
+            mode: Mode::Enforce,
+            include: Vec::new(),
+            from_first_syscall: false,
+            written_to: None,
+            sets_dir: None,
+            target: crate::policy::Target::Sandbox,
+        },
+    )
+    .unwrap();
+    assert!(yaml.contains("\n  target: sandbox\n"), "{yaml}");
+    assert!(yaml.contains("    runtime: \"runsc\"\n"), "{yaml}");
+    assert!(!yaml.contains("monitor-only"), "{yaml}");
+    let p = check(&yaml);
+    assert_eq!(p.target, crate::policy::Target::Sandbox);
+    assert!(p.allowed_names.contains("ptrace"), "{yaml}");
 }

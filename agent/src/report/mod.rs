@@ -12,6 +12,7 @@
 //! process), the policy change that would allow them, and a verdict.
 
 pub mod command;
+pub mod compare;
 pub mod input;
 pub mod render;
 

@@ -118,7 +118,8 @@ pub fn json(r: &DryRunReport) -> String {
     serde_json::to_string_pretty(r).unwrap_or_default() + "\n"
 }
 
-fn md_escape(s: &str) -> String {
+/// Text safe in a Markdown table cell.
+pub(super) fn md_escape(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
@@ -171,7 +172,8 @@ pub fn markdown(r: &DryRunReport) -> String {
     out
 }
 
-fn esc(s: &str) -> String {
+/// Text safe in HTML, in elements and in quoted attributes.
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -238,6 +240,12 @@ fn svg_chart(r: &DryRunReport) -> String {
     s
 }
 
+/// The reports' style sheet, inline: a page needs nothing but itself.
+pub(super) const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222;background:#fff}\
+     table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}\
+     td.n{text-align:right}.safe{color:#2b8a3e}.unsafe{color:#c92a2a}\
+     pre{background:#f4f4f4;padding:.6em}h2{margin-top:1.5em}";
+
 pub fn html(r: &DryRunReport) -> String {
     let mut out = String::new();
     let verdict_class = if r.safe() { "safe" } else { "unsafe" };
@@ -245,10 +253,7 @@ pub fn html(r: &DryRunReport) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>sysfence dry-run report</title>\
-         <style>body{{font-family:sans-serif;margin:2em;color:#222;background:#fff}}\
-         table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:.25em .6em}}\
-         td.n{{text-align:right}}.safe{{color:#2b8a3e}}.unsafe{{color:#c92a2a}}\
-         pre{{background:#f4f4f4;padding:.6em}}h2{{margin-top:1.5em}}</style></head><body>\n\
+         <style>{STYLE}</style></head><body>\n\
          <h1>sysfence dry-run report</h1>\n<p>source: {}</p>\n",
         esc(&r.source)
     );

@@ -17,7 +17,8 @@ fn candidate(spec: &str) -> (tempfile::TempDir, Candidate) {
     (dir, c)
 }
 
-fn sys(abi: &str, name: &str, count: u64) -> RecordedSyscall {
+/// One recorded syscall, seen between 1 s and 2 s (also for the comparison's tests).
+pub(super) fn sys(abi: &str, name: &str, count: u64) -> RecordedSyscall {
     RecordedSyscall {
         abi: abi.into(),
         syscall: name.into(),
