@@ -272,8 +272,9 @@ pub fn capabilities() -> Vec<Capability> {
                  its policy is enforced inside the sandbox by gVisor's seccomp \
                  (--oci-seccomp; deny: EPERM, kill: the thread, then `runsc kill`), \
                  refusals read from the Sentry's debug log, and its syscalls seen through \
-                 a trace session ({points} points). Without the wrapper: the host sees the \
-                 Sentry only, monitor-only"
+                 a trace session ({points} points). On the host, the Sentry and gofer get \
+                 a `target: sandbox` policy (shipped: gvisor-sandbox), else the \
+                 application's monitor-only. Without the wrapper: nothing inside"
             ),
             None => "runsc not found on PATH (or it has no `trace metadata`)".into(),
         },
@@ -282,9 +283,10 @@ pub fn capabilities() -> Vec<Capability> {
         "Kata",
         State::No,
         "a Kata workload runs in a VM: the host sees the VMM and its threads, never a \
-         guest syscall. Recognised by its runtime handler or its cgroup's name; a policy \
-         applies to the VMM monitor-only unless it names `runtime: kata`. sysfence has no \
-         agent inside the guest"
+         guest syscall. Recognised by its runtime handler or its cgroup's name; the VMM \
+         gets a `target: sandbox` policy that selects it, else the application's \
+         monitor-only unless it names `runtime: kata`. sysfence has no agent inside the \
+         guest"
             .into(),
     );
     rows

@@ -65,6 +65,28 @@ pub fn load_candidate(file: &Path) -> anyhow::Result<Candidate> {
     })
 }
 
+/// What a recorded workload's counts are when a sandbox stands between its application
+/// and the host kernel; `None` for a workload on the host kernel.
+pub fn sandbox_note(w: &crate::record::RecordedWorkload) -> Option<String> {
+    let name = w.identity.display_name();
+    match w.identity.runtime.as_str() {
+        "runsc" if w.inside_sandbox => Some(format!(
+            "{name} runs on runsc: its counts are the application's syscalls inside the \
+             sandbox (gVisor's trace session); the sandbox's own host calls are the \
+             recording's host_syscalls"
+        )),
+        "runsc" => Some(format!(
+            "{name} runs on runsc: its counts are the sandbox's own host syscalls (the \
+             Sentry's and the gofer's), not the application's"
+        )),
+        "kata" => Some(format!(
+            "{name} runs on Kata: its counts are the VMM's host syscalls; nothing inside \
+             the VM (the application's syscalls) is visible to sysfence"
+        )),
+        _ => None,
+    }
+}
+
 /// One syscall a workload made that its policy does not allow.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Denial {
@@ -328,16 +350,7 @@ pub fn from_recording(
          process per call, so no example pid is shown (an audit run names them)"
             .to_string(),
     ];
-    for w in &recording.workloads {
-        if matches!(w.identity.runtime.as_str(), "runsc" | "kata") {
-            notes.push(format!(
-                "{} runs on {}: its counts are the sandbox's own syscalls, not the \
-                 application's",
-                w.identity.display_name(),
-                w.identity.runtime
-            ));
-        }
-    }
+    notes.extend(recording.workloads.iter().filter_map(sandbox_note));
     if let Some(cmd) = &recording.command {
         notes.push(format!("recorded command: {}", cmd.join(" ")));
     }

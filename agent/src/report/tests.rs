@@ -290,3 +290,21 @@ fn html_escapes_what_it_prints() {
     assert!(!html.contains("<b>evil</b>"));
     assert!(html.contains("&lt;b&gt;evil&lt;/b&gt;"));
 }
+
+#[test]
+fn a_sandboxed_workloads_note_says_whose_calls_its_counts_are() {
+    let mut w = rec(vec![sys("x86_64", "read", 1)]).workloads.remove(0);
+    assert_eq!(sandbox_note(&w), None, "runc or none: the host's own");
+    w.identity.runtime = "runsc".into();
+    let host = sandbox_note(&w).unwrap();
+    assert!(host.contains("the sandbox's own host syscalls"), "{host}");
+    w.inside_sandbox = true;
+    let inside = sandbox_note(&w).unwrap();
+    assert!(
+        inside.contains("the application's syscalls inside"),
+        "{inside}"
+    );
+    w.identity.runtime = "kata".into();
+    let kata = sandbox_note(&w).unwrap();
+    assert!(kata.contains("nothing inside the VM"), "{kata}");
+}
