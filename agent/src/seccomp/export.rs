@@ -88,6 +88,15 @@ struct ArgOut {
     op: String,
 }
 
+/// The first argument index two of `conds` test, if any.
+fn repeated_index(conds: &[crate::policy::args::Cond]) -> Option<u8> {
+    conds
+        .iter()
+        .enumerate()
+        .find(|(i, c)| conds[..*i].iter().any(|d| d.index == c.index))
+        .map(|(_, c)| c.index)
+}
+
 /// The seccomp profile of a policy: deny with EPERM what it does not allow. See the
 /// module documentation.
 pub fn export(policy: &CompiledPolicy) -> serde_json::Value {
@@ -174,9 +183,21 @@ pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported
                     ),
                 });
             }
-            // Argument rules: one entry per rule, as Docker writes them.
+            // Argument rules: one entry per rule, as Docker writes them. A rule with two
+            // conditions on one argument means AND here, but runc and gVisor OR every
+            // condition of such an entry: written, it would allow more than the policy.
             for (name, rules) in &policy.rules {
                 for rule in rules {
+                    if let Some(index) = repeated_index(&rule.conds) {
+                        warnings.push(format!(
+                            "`{name}`: a rule with two conditions on argument {index} is left \
+                             out: in a seccomp profile runc and gVisor OR the conditions of \
+                             such an entry, which would allow more than the policy; the \
+                             profile refuses those calls instead (write the rule with one \
+                             condition per argument to keep it)"
+                        ));
+                        continue;
+                    }
                     out.push(SyscallOut {
                         names: vec![name.clone()],
                         action: "SCMP_ACT_ALLOW",

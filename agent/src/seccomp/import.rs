@@ -52,7 +52,30 @@ struct NameRules<'r, 'a> {
     deny_cond: Vec<&'r Applied<'a>>,
 }
 
-/// A rule's `args` as a sysfence argument rule, or why it cannot be one.
+/// A rule's `args` as sysfence argument rules, or why they cannot be. Conditions are
+/// ANDed, except in an entry where one argument has several: there runc, and gVisor
+/// after it, OR every condition of the entry, so each becomes a rule of its own.
+fn to_rules(a: &Applied) -> Result<Vec<args::Rule>, String> {
+    let rule = to_rule(a)?;
+    let mut seen = [0u8; 6];
+    for c in &rule.conds {
+        seen[c.index as usize] += 1;
+    }
+    if seen.iter().all(|&n| n <= 1) {
+        return Ok(vec![rule]);
+    }
+    Ok(rule
+        .conds
+        .iter()
+        .map(|c| args::Rule {
+            conds: vec![*c],
+            comment: rule.comment.clone(),
+        })
+        .collect())
+}
+
+/// A rule's `args` as one sysfence argument rule (its conditions ANDed), or why it
+/// cannot be one.
 fn to_rule(a: &Applied) -> Result<args::Rule, String> {
     let list = a.rule.args.as_deref().unwrap_or_default();
     if list.len() > probe_common::MAX_ARG_CONDS {
@@ -270,11 +293,11 @@ pub fn import(json: &str, options: &ImportOptions) -> Result<Imported, ImportErr
         // A deny-by-default profile that allows the name for some arguments only: the
         // same argument rules, exactly, unless a rule cannot be expressed.
         if some && !all && !denylist && !options.strict_args && r.allow_uncond.is_empty() {
-            let converted: Result<Vec<args::Rule>, String> =
-                r.allow_cond.iter().map(|a| to_rule(a)).collect();
+            let converted: Result<Vec<Vec<args::Rule>>, String> =
+                r.allow_cond.iter().map(|a| to_rules(a)).collect();
             match converted {
                 Ok(list) => {
-                    for rule in list {
+                    for rule in list.into_iter().flatten() {
                         args::add_rule(&mut rules, n, rule);
                     }
                     for a in r.deny_uncond.iter().chain(&r.deny_cond) {

@@ -38,6 +38,12 @@ use crate::{
 /// The OCI seccomp profile that makes gVisor apply `policy` to the application, or
 /// `None` when the policy stops nothing (`monitor`, `audit`).
 pub fn sandbox_profile(policy: &CompiledPolicy) -> Option<Value> {
+    sandbox_profile_with_warnings(policy).map(|(profile, _)| profile)
+}
+
+/// [`sandbox_profile`], with what the profile cannot say as the policy does (each a
+/// sentence: where it refuses more than the policy).
+pub fn sandbox_profile_with_warnings(policy: &CompiledPolicy) -> Option<(Value, Vec<String>)> {
     if policy.mode != Mode::Enforce {
         return None;
     }
@@ -49,7 +55,8 @@ pub fn sandbox_profile(policy: &CompiledPolicy) -> Option<Value> {
         default_action,
         native_only: true,
     };
-    Some(export_with(policy, &options).profile)
+    let exported = export_with(policy, &options);
+    Some((exported.profile, exported.warnings))
 }
 
 /// Put `profile` in a bundle's `config.json` as `linux.seccomp`. Returns the profile it

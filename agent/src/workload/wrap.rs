@@ -334,6 +334,11 @@ pub fn into_sandbox(
         let mut config = sandbox::read_config(&bundle)?;
         sandbox::install_profile(&mut config, profile.clone())?;
         sandbox::write_config(&bundle, &config)?;
+        for w in answer["profile_warnings"].as_array().into_iter().flatten() {
+            if let Some(w) = w.as_str() {
+                eprintln!("sysfence: container {}: {w}", plan.id);
+            }
+        }
         if !given("oci-seccomp") {
             global.push(OsString::from("--oci-seccomp"));
         }

@@ -91,3 +91,60 @@ fn handcrafted_round_trip_is_stable() {
     assert_eq!(again.abis, i.abis);
     assert_eq!(export_string(&compile_yaml(&again.policy_yaml)), exported);
 }
+
+/// umask(2) allowed for 0o022 ≤ mask ≤ 0o077: two conditions on argument 0, ANDed by
+/// sysfence. In a seccomp profile runc and gVisor OR the conditions of such an entry
+/// (umask(0o777) would pass `GE 0o022`), so the export leaves the rule out: the
+/// profile refuses umask rather than allow more than the policy.
+#[test]
+fn a_rule_with_two_conditions_on_one_argument_is_left_out_of_the_profile() {
+    let p = policy(
+        "  mode: enforce\n  allow: [read]\n  rules:\n    - names: [umask]\n      args:\n        - {index: 0, op: GE, value: 0o22}\n        - {index: 0, op: LE, value: 0o77}\n    - names: [personality]\n      args: [{index: 0, op: EQ, value: 0}]\n",
+    );
+    let out = export_with(&p, &ExportOptions::default());
+    let names: Vec<String> = out.profile["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["names"].as_array().unwrap().clone())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect();
+    assert!(!names.contains(&"umask".to_string()), "{}", out.json);
+    assert!(names.contains(&"personality".to_string()), "{}", out.json);
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("`umask`: a rule with two conditions on argument 0 is left out")),
+        "{:?}",
+        out.warnings
+    );
+}
+
+/// The other way: a profile entry with two conditions on one argument means OR (runc's
+/// and gVisor's reading), so the import makes a rule of each.
+#[test]
+fn an_imported_entry_with_two_conditions_on_one_argument_allows_either() {
+    let i = import_ok(&deny_profile(json!([
+        {"names": ["read"], "action": "SCMP_ACT_ALLOW"},
+        {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [
+            {"index": 0, "value": 0, "op": "SCMP_CMP_EQ"},
+            {"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}
+        ]}
+    ])));
+    let rules = &i.rules["personality"];
+    assert_eq!(rules.len(), 2, "{}", i.policy_yaml);
+    assert!(
+        rules.iter().all(|r| r.conds.len() == 1),
+        "{}",
+        i.policy_yaml
+    );
+    let p = compile_yaml(&i.policy_yaml);
+    let personality = crate::syscall_table::number(Abi::X86_64, "personality").unwrap();
+    for (value, allowed) in [(0u64, true), (8, true), (4, false)] {
+        assert_eq!(
+            p.allows_call(Abi::X86_64, u64::from(personality), &[value, 0, 0, 0, 0, 0]),
+            allowed,
+            "personality({value})"
+        );
+    }
+}
