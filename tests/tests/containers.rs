@@ -137,6 +137,78 @@ fn file_loop(rounds: u32) -> String {
     )
 }
 
+/// `runsc --network=none run` of container `id` from `bundle` through `wrapper` (the
+/// runtime's state in `root`), stdin closed.
+fn runsc_run(wrapper: &Path, root: &Path, bundle: &Path, id: &str) -> Command {
+    let mut c = Command::new(wrapper);
+    c.arg("--root")
+        .arg(root)
+        .args(["--network=none", "run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(Stdio::null());
+    c
+}
+
+/// A static program as `/name` in a bundle's root, executable.
+fn install_program(rootfs: &Path, name: &str, elf: Vec<u8>) {
+    fs::write(rootfs.join(name), elf).unwrap();
+    fs::set_permissions(rootfs.join(name), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A runsc scene: an agent on one policy (its spec given the scene's cgroup base), the
+/// runtime's state in a root of its own, the wrapper, and a busybox bundle.
+struct Sandboxed {
+    s: Setup,
+    root: PathBuf,
+    agent: Agent,
+    wrapper: PathBuf,
+    containers: Containers,
+    bundle: PathBuf,
+    rootfs: PathBuf,
+}
+
+impl Sandboxed {
+    fn new(tag: &str, runsc: &Path, policy: &str, spec: impl FnOnce(&str) -> String) -> Sandboxed {
+        let s = Setup::new(tag);
+        let policies = s.policies(&[(policy, spec(&s.base))]);
+        let root = s.path("runsc-root");
+        fs::create_dir_all(&root).unwrap();
+        let agent = s.agent(&policies, &root);
+        let wrapper = write_wrapper(s.dir.path(), runsc, &agent.socket);
+        let containers = Containers::new(runsc, &root);
+        let bundle = s.bundle();
+        let rootfs = bundle.join("rootfs");
+        Sandboxed {
+            s,
+            root,
+            agent,
+            wrapper,
+            containers,
+            bundle,
+            rootfs,
+        }
+    }
+
+    /// Write the bundle's config for container `id` (its cgroup below the base) running
+    /// `argv`, and track the container for deletion.
+    fn container(&mut self, id: &str, argv: &[&str]) {
+        let runtime = self.containers.runtime.clone();
+        write_bundle_config(
+            &self.bundle,
+            &runtime,
+            argv,
+            &format!("/{}/{id}", self.s.base),
+        );
+        self.containers.track(id);
+    }
+
+    /// [`runsc_run`] of container `id` through the scene's wrapper.
+    fn run(&self, id: &str) -> Command {
+        runsc_run(&self.wrapper, &self.root, &self.bundle, id)
+    }
+}
+
 fn killed_by(status: i32) -> Option<i32> {
     libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status))
 }
@@ -147,6 +219,9 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 mod host_only {
     use super::*;
+
+    /// x86_64 `sched_yield`: a call with no effect, counted inside gVisor.
+    const SCHED_YIELD: u32 = 24;
 
     #[test]
     fn runc_denied_syscall_is_killed_under_enforce_and_reported_under_audit() {
@@ -1006,15 +1081,7 @@ mod host_only {
                 &format!("/{base}/{id}"),
             );
             containers.track(&id);
-            let out = Command::new(&wrapper)
-                .arg("--root")
-                .arg(&root)
-                .args(["--network=none", "run", "--bundle"])
-                .arg(&bundle)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let out = runsc_run(&wrapper, &root, &bundle, &id).output().unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             containers.delete(&id);
@@ -1077,21 +1144,12 @@ mod host_only {
         }
         // The attack: the same effect through another syscall, `mkdirat`, by a program
         // that makes it as its very first instruction.
-        fs::write(rootfs.join("mkdirat"), repeat_syscalls_elf(&[(258, 1)])).unwrap();
-        fs::set_permissions(rootfs.join("mkdirat"), fs::Permissions::from_mode(0o755)).unwrap();
+        install_program(&rootfs, "mkdirat", repeat_syscalls_elf(&[(258, 1)]));
         for kind in ["deny", "kill"] {
             let id = format!("{kind}-mkdirat");
             write_bundle_config(&bundle, &bins[0], &["/mkdirat"], &format!("/{base}/{id}"));
             containers.track(&id);
-            let out = Command::new(&wrapper)
-                .arg("--root")
-                .arg(&root)
-                .args(["--network=none", "run", "--bundle"])
-                .arg(&bundle)
-                .arg(&id)
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let out = runsc_run(&wrapper, &root, &bundle, &id).output().unwrap();
             containers.delete(&id);
             let v = agent.wait_line(&format!("{id}: the violation"), |v| {
                 v["event"] == "violation" && v["container_id"] == id.as_str()
@@ -1121,47 +1179,25 @@ mod host_only {
         let Some(bins) = require(name, &["runsc"], false) else {
             return;
         };
-        const SCHED_YIELD: u32 = 24;
-        let s = Setup::new("gvwatch");
-        let base = &s.base;
-        let policies = s.policies(&[(
-            "gvisor-audit",
+        let mut g = Sandboxed::new("gvwatch", &bins[0], "gvisor-audit", |base| {
             format!(
                 "  selector:\n    cgroupPath: \"{base}/w-*\"\n  mode: audit\n  include: [runtime-default]\n"
-            ),
-        )]);
-        let root = s.path("runsc-root");
-        fs::create_dir_all(&root).unwrap();
-        let agent = s.agent(&policies, &root);
-        let wrapper = write_wrapper(s.dir.path(), &bins[0], &agent.socket);
-        let mut containers = Containers::new(&bins[0], &root);
-        let bundle = s.bundle();
-        let rootfs = bundle.join("rootfs");
-        fs::write(
-            rootfs.join("yield"),
+            )
+        });
+        install_program(
+            &g.rootfs,
+            "yield",
             repeat_syscalls_elf(&[(SCHED_YIELD, 1000)]),
-        )
-        .unwrap();
-        fs::set_permissions(rootfs.join("yield"), fs::Permissions::from_mode(0o755)).unwrap();
-        let id = "w-1";
-        write_bundle_config(
-            &bundle,
-            &bins[0],
-            &["/bin/sh", "-c", "sleep 3; /yield; sleep 3"],
-            &format!("/{base}/{id}"),
         );
-        containers.track(id);
-        let child = Command::new(&wrapper)
-            .arg("--root")
-            .arg(&root)
-            .args(["--network=none", "run", "--bundle"])
-            .arg(&bundle)
-            .arg(id)
-            .stdin(Stdio::null())
+        let id = "w-1";
+        g.container(id, &["/bin/sh", "-c", "sleep 3; /yield; sleep 3"]);
+        let child = g
+            .run(id)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let (agent, base) = (&g.agent, g.s.base.clone());
         agent.wait_line("the sandbox's trace session", |v| {
             v["event"] == "sandbox_container_started"
         });
@@ -1177,7 +1213,7 @@ mod host_only {
         assert!(out.status.success(), "{out:?}");
         std::thread::sleep(Duration::from_millis(1500));
         let (_, lines) = watch.stop(libc::SIGINT);
-        containers.delete(id);
+        g.containers.delete(id);
         let mut yields = 0;
         let mut seen = 0;
         for line in &lines {
@@ -1205,8 +1241,150 @@ mod host_only {
                 .any(|v| v["event"] == "sandbox_points_dropped"),
             "the Sentry dropped points"
         );
-        let (code, log) = agent.stop();
+        let (code, log) = g.agent.stop();
         assert_eq!(code, 0, "{log}");
+    }
+
+    /// A rule with two conditions on one argument (sysfence ANDs them) cannot go into
+    /// gVisor's profile as written: runsc, like runc, ORs every condition of such an
+    /// entry. The attack: `personality(0x4000xx)`, which passes `GE 0x100000` but not
+    /// `LE 0x200000`. The profile leaves the rule out (and the wrapper says so), so the
+    /// call is refused, here killed, rather than allowed.
+    #[test]
+    fn runsc_application_gets_no_more_than_its_argument_rules_say() {
+        let name = "runsc_application_gets_no_more_than_its_argument_rules_say";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc"], false) else {
+            return;
+        };
+        const PERSONALITY: u32 = 135;
+        let mut g = Sandboxed::new("gvrules", &bins[0], "persona-range", |base| {
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  action: kill\n  include: [runtime-default]\n  rules:\n    - names: [personality]\n      args:\n        - {{index: 0, op: GE, value: 0x100000}}\n        - {{index: 0, op: LE, value: 0x200000}}\n"
+            )
+        });
+        // rdi: the address of the program's "/d", just above 0x400000.
+        install_program(
+            &g.rootfs,
+            "persona",
+            repeat_syscalls_elf(&[(PERSONALITY, 1)]),
+        );
+        let id = "p-1";
+        g.container(id, &["/persona"]);
+        let out = g.run(id).output().unwrap();
+        g.containers.delete(id);
+        let (_, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGSYS),
+            "personality(0x4000xx) was not refused inside gVisor: {out:?}"
+        );
+        assert!(
+            stderr.contains("`personality`: a rule with two conditions on argument 0 is left out"),
+            "the wrapper did not say what the profile leaves out: {stderr}"
+        );
+        let v = g.agent.wait_line("the violation", |v| {
+            v["event"] == "violation" && v["container_id"] == id
+        });
+        assert_eq!(v["syscall"], "personality", "{v}");
+        assert_eq!(v["outcome"], "killed", "{v}");
+    }
+
+    /// An agent killed and restarted while a runsc container runs resumes following it:
+    /// gVisor's seccomp refusals still become violations (the new agent reads the
+    /// container's Sentry-log pipe again) and the application's syscalls are still
+    /// watched, exactly (a trace session attached again to the new agent's sink).
+    #[test]
+    fn a_restarted_agent_resumes_following_a_runsc_sandbox() {
+        let name = "a_restarted_agent_resumes_following_a_runsc_sandbox";
+        if !privileged(name) {
+            return;
+        }
+        let Some(bins) = require(name, &["runsc"], false) else {
+            return;
+        };
+        become_subreaper();
+        let mut g = Sandboxed::new("gvrestart", &bins[0], "no-mkdir", |base| {
+            format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  action: deny\n  include: [runtime-default]\n  deny: [mkdir, mkdirat]\n"
+            )
+        });
+        install_program(
+            &g.rootfs,
+            "yield",
+            repeat_syscalls_elf(&[(SCHED_YIELD, 1000)]),
+        );
+        let id = "r-1";
+        g.container(
+            id,
+            &[
+                "/bin/sh",
+                "-c",
+                "trap 'go=1' USR1; while [ -z \"$go\" ]; do sleep 0.2; done; \
+                 for d in a b c; do mkdir /$d || echo REFUSED; done; /yield; sleep 3",
+            ],
+        );
+        let base = g.s.base.clone();
+        let child = g
+            .run(id)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        g.agent.wait_line("the sandbox's trace session", |v| {
+            v["event"] == "sandbox_container_started"
+        });
+        // The restart, while the application waits for its cue.
+        let (agent, _old_log) = g.agent.kill9_and_restart();
+        let resumed = agent.wait_line("the sandbox resumed", |v| {
+            v["event"] == "sandbox_resumed" && v["container_id"] == id
+        });
+        assert_eq!(resumed["policy"], "no-mkdir", "{resumed}");
+        assert_eq!(resumed["sentry_log"], true, "{resumed}");
+        assert_eq!(resumed["traced"], true, "{resumed}");
+        let mut cmd = sysfence();
+        cmd.args(["watch", "--json", "--cgroup", &format!("{base}/*"), "--api"])
+            .arg(&agent.api);
+        let watch = sysfence_tests::process::Collected::start(cmd);
+        watch.wait_json("the container's first line", |v| v["container_id"] == id);
+        let cue = g.containers.cmd(&["kill", id, "USR1"]).output().unwrap();
+        assert!(cue.status.success(), "runsc kill USR1: {}", text(&cue).1);
+        let out = child.wait_with_output().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, lines) = watch.stop(libc::SIGINT);
+        g.containers.delete(id);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.matches("REFUSED").count(),
+            3,
+            "mkdir inside the sandbox: {out:?}"
+        );
+        let refused = |v: &Value| v["event"] == "violation" && v["container_id"] == id;
+        agent.wait_count(
+            "refusals after the restart",
+            3,
+            Duration::from_secs(10),
+            refused,
+        );
+        for v in agent.events().iter().filter(|v| refused(v)) {
+            assert_eq!(v["syscall"], "mkdir", "{v}");
+            assert_eq!(v["outcome"], "denied", "{v}");
+            assert_eq!(v["policy"], "no-mkdir", "{v}");
+        }
+        let yields: u64 = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["container_id"] == id)
+            .map(|v| v["deltas"]["x86_64:sched_yield"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            yields,
+            1000,
+            "sched_yield watched after the restart:\n{}",
+            lines.join("\n")
+        );
     }
 
     /// The runtimes compared: one bundle recorded under runc, then under runsc, and
@@ -1408,13 +1586,7 @@ mod host_only {
             &format!("/{base}/calm"),
         );
         containers.track("calm");
-        let calm = Command::new(&wrapper)
-            .arg("--root")
-            .arg(&root)
-            .args(["--network=none", "run", "--bundle"])
-            .arg(&bundle)
-            .arg("calm")
-            .stdin(Stdio::null())
+        let calm = runsc_run(&wrapper, &root, &bundle, "calm")
             .output()
             .unwrap();
         containers.delete("calm");
@@ -1453,13 +1625,7 @@ mod host_only {
             &format!("/{base}/victim"),
         );
         containers.track("victim");
-        let mut victim = Command::new(&wrapper)
-            .arg("--root")
-            .arg(&root)
-            .args(["--network=none", "run", "--bundle"])
-            .arg(&bundle)
-            .arg("victim")
-            .stdin(Stdio::null())
+        let mut victim = runsc_run(&wrapper, &root, &bundle, "victim")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -236,9 +236,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         .unwrap_or(Path::new("/run/sysfence"))
         .join("gvisor");
     let (refusals_tx, mut refusals) = mpsc::channel(1024);
+    let mut attach_config = None;
     let mut sandbox_points = match start_gvisor_sink(&gvisor_dir) {
-        Ok((handle, session)) => {
+        Ok((handle, session, attach)) => {
             workloads.set_trace_config(Some(session));
+            attach_config = Some(attach);
             Some(handle)
         }
         Err(e) => {
@@ -276,10 +278,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
         rescan_failures: 0,
         telemetry: Telemetry::new(now),
         holds_seen: HashMap::new(),
-        sandboxes: sandboxes::Sandboxes::new(gvisor_dir, refusals_tx),
+        sandboxes: sandboxes::Sandboxes::new(gvisor_dir, refusals_tx, attach_config),
     };
     // Processes held while no agent ran: look, then let them go.
     agent.settle_holds();
+    // runsc sandboxes an earlier agent followed: their pipes and trace sessions again.
+    agent.resume_sandboxes();
     let mut watches: Vec<Watch> = Vec::new();
     let mut reload_at: Option<tokio::time::Instant> = None;
     // Freed slots are zeroed once their quarantine ends, so that the next reload finds
@@ -323,12 +327,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
             }
             Some(pending) = requests.recv() => {
                 let sandbox = match &pending.request {
-                    workload::socket::Request::Sandbox(s) => Some(s.id.clone()),
+                    workload::socket::Request::Sandbox(s) => Some(s.clone()),
                     _ => None,
                 };
                 let mut answer = agent.workloads.handle(&mut agent.probe, pending.request).await;
-                if let Some(id) = sandbox {
-                    agent.follow_sandbox(&id, &mut answer);
+                if let Some(s) = sandbox {
+                    agent.follow_sandbox(s, &mut answer);
                 }
                 let _ = pending.reply.send(answer);
             }
@@ -408,10 +412,12 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
 }
 
 /// Listen for runsc sandboxes' trace points in `dir` (`trace.sock`), and write the
-/// session they are to start with (`session.json`, for `--pod-init-config`). A session
-/// naming a point this runsc lacks would leave its sandboxes untraced: checked against
-/// `runsc trace metadata` when runsc is installed.
-fn start_gvisor_sink(dir: &Path) -> anyhow::Result<(crate::gvisor::SinkHandle, PathBuf)> {
+/// session they are to start with (`session.json`, for `--pod-init-config`) and the
+/// same session for `runsc trace create` (`attach.json`: a restarted agent attaches it
+/// to the sandboxes it resumes). A session naming a point this runsc lacks would leave
+/// its sandboxes untraced: checked against `runsc trace metadata` when runsc is
+/// installed.
+fn start_gvisor_sink(dir: &Path) -> anyhow::Result<(crate::gvisor::SinkHandle, PathBuf, PathBuf)> {
     use crate::gvisor::{Session, Sink, session, sink};
     std::fs::create_dir_all(dir)?;
     let socket = dir.join("trace.sock");
@@ -432,7 +438,10 @@ fn start_gvisor_sink(dir: &Path) -> anyhow::Result<(crate::gvisor::SinkHandle, P
     let config = dir.join("session.json");
     s.write_pod_init_config(&config)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
-    Ok((handle, config))
+    let attach = dir.join("attach.json");
+    s.write_trace_session(&attach)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", attach.display()))?;
+    Ok((handle, config, attach))
 }
 
 /// The next trace point of a sandbox, or never when there is no sink.

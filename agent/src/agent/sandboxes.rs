@@ -30,16 +30,20 @@ use crate::{
     policy::{KillScope, Mode},
     syscall_table,
     workload::{
-        binder::SandboxEntry,
+        binder::{SandboxEntry, SandboxRecord},
         sentry_log::{SeccompRefusal, SentryLog},
+        socket::SandboxRequest,
     },
 };
 use probe_common::Abi;
 
 /// The agent's gVisor state: where the pipes are, and who reads them.
 pub(super) struct Sandboxes {
-    /// `gvisor/` beside the runtime socket: the trace sink, the session, the pipes.
+    /// `gvisor/` beside the runtime socket: the trace sink, the session, the pipes, and
+    /// a record per container the wrapper asked about (`<id>.sandbox.json`).
     pub dir: PathBuf,
+    /// The trace session for `runsc trace create` (`attach.json`), when the sink is up.
+    pub attach_config: Option<PathBuf>,
     /// Refusals read from the pipes, for the main loop.
     pub refusals: mpsc::Sender<(String, SeccompRefusal)>,
     /// The pipe readers, by container id.
@@ -51,29 +55,61 @@ pub(super) struct Sandboxes {
 }
 
 impl Sandboxes {
-    pub fn new(dir: PathBuf, refusals: mpsc::Sender<(String, SeccompRefusal)>) -> Sandboxes {
+    pub fn new(
+        dir: PathBuf,
+        refusals: mpsc::Sender<(String, SeccompRefusal)>,
+        attach_config: Option<PathBuf>,
+    ) -> Sandboxes {
         Sandboxes {
             dir,
+            attach_config,
             refusals,
             readers: HashMap::new(),
             counts: HashMap::new(),
         }
     }
+
+    /// Where the record of container `id` is kept.
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.sandbox.json"))
+    }
 }
 
 impl Agent {
-    /// After the binder answered a runsc container's `sandbox` request: for a policy
-    /// enforced inside, open the container's Sentry-log pipe and tell the wrapper.
-    pub(super) fn follow_sandbox(&mut self, id: &str, answer: &mut Value) {
-        if answer["ok"] != true || !answer["seccomp"].is_object() {
+    /// After the binder answered a runsc container's `sandbox` request: keep its record
+    /// (for a restarted agent), and for a policy enforced inside, open the container's
+    /// Sentry-log pipe and tell the wrapper.
+    pub(super) fn follow_sandbox(&mut self, request: SandboxRequest, answer: &mut Value) {
+        if answer["ok"] != true {
             return;
         }
+        let id = request.id.clone();
+        if let Some(entry) = self.workloads.sandbox(&id) {
+            let record = entry.record(request);
+            let path = self.sandboxes.record_path(&id);
+            if let Err(e) = serde_json::to_vec(&record)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| std::fs::write(&path, bytes))
+            {
+                warn!(event = "sandbox_record_failed", container_id = %id, error = %e, "an agent restarted later will not resume reading this sandbox");
+            }
+        }
+        if answer["seccomp"].is_object() {
+            self.read_sentry_log(&id, Some(answer));
+        }
+    }
+
+    /// Read container `id`'s Sentry-log pipe (made if missing), and name it in the
+    /// wrapper's `answer` when there is one.
+    fn read_sentry_log(&mut self, id: &str, answer: Option<&mut Value>) {
         if let Some(old) = self.sandboxes.readers.remove(id) {
             old.abort();
         }
         match SentryLog::open(&self.sandboxes.dir, id) {
             Ok(log) => {
-                answer["sentry_log"] = Value::String(log.path.display().to_string());
+                if let Some(answer) = answer {
+                    answer["sentry_log"] = Value::String(log.path.display().to_string());
+                }
                 let handle = tokio::spawn(log.run(self.sandboxes.refusals.clone()));
                 self.sandboxes
                     .readers
@@ -88,15 +124,100 @@ impl Agent {
         }
     }
 
-    /// Stop reading the pipes of runsc containers that are gone, and remove them.
+    /// At start: the runsc containers an earlier agent followed (their records), still
+    /// running, are followed again: the policy they were given, their Sentry-log pipe
+    /// (gVisor keeps writing to it), and their trace session, attached again to this
+    /// agent's sink (runsc does not reconnect a session whose sink went away). Records
+    /// of containers that are gone are removed.
+    pub(super) fn resume_sandboxes(&mut self) {
+        let Ok(dir) = std::fs::read_dir(&self.sandboxes.dir) else {
+            return;
+        };
+        for path in dir.flatten().map(|e| e.path()) {
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".sandbox.json"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let record: Option<SandboxRecord> = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .filter(|r: &SandboxRecord| r.request.id == id && r.request.validate().is_ok());
+            let alive = record.as_ref().is_some_and(|r| {
+                crate::workload::runtime::read_state(
+                    &Runtime::Runsc,
+                    r.request.root.as_deref(),
+                    &id,
+                )
+                .is_ok()
+            });
+            let Some(record) = record.filter(|_| alive) else {
+                info!(event = "sandbox_gone", container_id = %id, "an earlier agent followed it; it ended while no agent ran");
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(self.sandboxes.dir.join(format!("{id}.log")));
+                continue;
+            };
+            self.workloads.restore_sandbox(&record);
+            if record.enforced {
+                self.read_sentry_log(&id, None);
+            }
+            let traced = self.attach_trace_session(&record);
+            info!(
+                event = "sandbox_resumed",
+                container_id = %id,
+                policy = record.policy.as_deref().unwrap_or(""),
+                sentry_log = record.enforced,
+                traced,
+                "a runsc container an earlier agent followed"
+            );
+        }
+    }
+
+    /// Attach this agent's trace session to a resumed sandbox, in place of the one whose
+    /// sink went away with the earlier agent.
+    fn attach_trace_session(&self, record: &SandboxRecord) -> bool {
+        let Some(config) = &self.sandboxes.attach_config else {
+            return false;
+        };
+        let mut c = Command::new("runsc");
+        if let Some(root) = &record.request.root {
+            c.arg("--root").arg(root);
+        }
+        c.args(["trace", "create", "--force", "--config"])
+            .arg(config)
+            .arg(&record.request.id);
+        match c.output() {
+            Ok(out) if out.status.success() => true,
+            Ok(out) => {
+                warn!(event = "sandbox_trace_lost", container_id = %record.request.id, runsc = %String::from_utf8_lossy(&out.stderr).trim(), "its application's syscalls are not seen until it restarts");
+                false
+            }
+            Err(e) => {
+                warn!(event = "sandbox_trace_lost", container_id = %record.request.id, error = %e, "its application's syscalls are not seen until it restarts");
+                false
+            }
+        }
+    }
+
+    /// Stop reading the pipes of runsc containers that are gone, and remove them and
+    /// their records.
     pub(super) fn forget_gone_sandboxes(&mut self) {
         // A pipe is made before `create`, so before the runtime has any state of the
         // container: it gets a minute to appear.
         let now = crate::clock::now_ms();
-        let gone: Vec<String> = self
-            .sandboxes
-            .readers
-            .keys()
+        let mut known: Vec<String> = self.workloads.sandbox_ids();
+        known.extend(
+            self.sandboxes
+                .readers
+                .keys()
+                .filter(|id| self.workloads.sandbox(id).is_none())
+                .cloned(),
+        );
+        let gone: Vec<String> = known
+            .iter()
             .filter(|id| {
                 let entry = self.workloads.sandbox(id);
                 !self.workloads.index().runtime_knows(id)
@@ -115,6 +236,7 @@ impl Agent {
                 r.abort();
             }
             let _ = std::fs::remove_file(self.sandboxes.dir.join(format!("{id}.log")));
+            let _ = std::fs::remove_file(self.sandboxes.record_path(&id));
             self.workloads.forget_sandbox(&id);
             self.sandboxes.counts.remove(&id);
         }

@@ -150,6 +150,12 @@ impl Session {
     pub fn write_pod_init_config(&self, path: &Path) -> io::Result<()> {
         write_private(path, &serde_json::to_vec(&self.pod_init_config())?)
     }
+
+    /// Write [`Self::trace_session`] to `path` (0600, atomically): the config of `runsc
+    /// trace create --config`.
+    pub fn write_trace_session(&self, path: &Path) -> io::Result<()> {
+        write_private(path, &serde_json::to_vec(&self.trace_session())?)
+    }
 }
 
 /// Write `bytes` to `path` through a 0600 temporary file in the same directory.

@@ -48,7 +48,7 @@ enum Via {
     Discovery,
 }
 
-pub use sandbox::SandboxEntry;
+pub use sandbox::{SandboxEntry, SandboxRecord};
 
 pub struct Binder {
     index: CgroupIndex,

@@ -14,6 +14,32 @@ use crate::{
 /// go first).
 const MAX_SANDBOXES: usize = 16384;
 
+/// What the agent answered for a runsc container, kept on disk beside its Sentry-log
+/// pipe so that a restarted agent resumes reading what its sandbox reports.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxRecord {
+    /// The wrapper's request: the container, its bundle, the runtime's `--root`.
+    pub request: SandboxRequest,
+    /// The policy it was given inside, by name.
+    pub policy: Option<String>,
+    /// Whether gVisor's seccomp enforces it (a Sentry-log pipe reports the refusals).
+    pub enforced: bool,
+    /// When the wrapper asked (Unix ms).
+    pub since_ms: u64,
+}
+
+impl SandboxEntry {
+    /// The record of this entry, for `request`.
+    pub fn record(&self, request: SandboxRequest) -> SandboxRecord {
+        SandboxRecord {
+            request,
+            policy: self.policy.clone(),
+            enforced: self.enforced,
+            since_ms: self.since_ms,
+        }
+    }
+}
+
 /// What a runsc container was given inside its sandbox.
 #[derive(Clone, Debug)]
 pub struct SandboxEntry {
@@ -45,6 +71,48 @@ impl Binder {
         self.sandboxes.remove(id);
     }
 
+    /// The runsc containers the wrapper asked about, by id.
+    pub fn sandbox_ids(&self) -> Vec<String> {
+        self.sandboxes.keys().cloned().collect()
+    }
+
+    /// A runsc container an earlier agent answered (see [`SandboxRecord`]): remember
+    /// what it was given, as it was given, with its identity read again from its bundle
+    /// and the CRI (the bare id and runtime when its bundle is gone).
+    pub fn restore_sandbox(&mut self, record: &SandboxRecord) {
+        let runtime = Runtime::from_name(&record.request.runtime);
+        let (mut w, pod_id) = match sandbox::read_config(&record.request.bundle) {
+            Ok(config) => sandbox::prospective_workload(&record.request.id, runtime, &config),
+            Err(_) => sandbox::prospective_workload(&record.request.id, runtime, &json!({})),
+        };
+        self.index.complete_from_cri(&mut w, pod_id.as_deref());
+        self.insert_sandbox(
+            record.request.id.clone(),
+            SandboxEntry {
+                policy: record.policy.clone(),
+                workload: w,
+                enforced: record.enforced,
+                root: record.request.root.clone(),
+                since_ms: record.since_ms,
+            },
+        );
+    }
+
+    /// Remember a runsc container, the oldest forgotten past [`MAX_SANDBOXES`].
+    fn insert_sandbox(&mut self, id: String, entry: SandboxEntry) {
+        if self.sandboxes.len() >= MAX_SANDBOXES && !self.sandboxes.contains_key(&id) {
+            let oldest = self
+                .sandboxes
+                .iter()
+                .min_by_key(|(_, e)| e.since_ms)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.sandboxes.remove(&k);
+            }
+        }
+        self.sandboxes.insert(id, entry);
+    }
+
     /// The compiled policy of that name, if loaded.
     pub fn policy_named(&self, name: &str) -> Option<&CompiledPolicy> {
         self.table
@@ -71,9 +139,13 @@ impl Binder {
         self.index.complete_from_cri(&mut w, pod_id.as_deref());
         let choice = choose_inside_why(self.table.entries(), &w, self.default_policy.as_deref());
         let policy = choice.map(|(c, why)| (&self.table.entries()[c.policy].policy, why));
-        let profile = policy
+        let (profile, warnings) = match policy
             .as_ref()
-            .and_then(|(p, _)| sandbox::sandbox_profile(p));
+            .and_then(|(p, _)| sandbox::sandbox_profile_with_warnings(p))
+        {
+            Some((profile, warnings)) => (Some(profile), warnings),
+            None => (None, Vec::new()),
+        };
         let entry = SandboxEntry {
             policy: policy.as_ref().map(|(p, _)| p.name.clone()),
             workload: w.clone(),
@@ -88,6 +160,7 @@ impl Binder {
                 mode = p.mode.as_str(),
                 inside = if profile.is_some() { "seccomp (--oci-seccomp)" } else { "trace only" },
                 reason = %why,
+                profile_warnings = %warnings.join("; "),
             ),
             None => info_workload!(
                 &w,
@@ -101,19 +174,10 @@ impl Binder {
             "policy": entry.policy,
             "mode": policy.as_ref().map(|(p, _)| p.mode.as_str()),
             "seccomp": profile,
+            "profile_warnings": warnings,
             "trace_config": self.trace_config.as_ref().map(|p| p.display().to_string()),
         });
-        if self.sandboxes.len() >= MAX_SANDBOXES && !self.sandboxes.contains_key(&s.id) {
-            let oldest = self
-                .sandboxes
-                .iter()
-                .min_by_key(|(_, e)| e.since_ms)
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.sandboxes.remove(&k);
-            }
-        }
-        self.sandboxes.insert(s.id, entry);
+        self.insert_sandbox(s.id, entry);
         Ok(reply)
     }
 }

@@ -200,3 +200,31 @@ fn strictness_orders_the_modes() {
         "monitor-only counts as monitor"
     );
 }
+
+#[test]
+fn a_sandbox_record_keeps_what_the_agent_answered() {
+    let record = SandboxRecord {
+        request: crate::workload::socket::SandboxRequest {
+            runtime: "runsc".into(),
+            id: "c1".into(),
+            bundle: "/run/bundles/c1".into(),
+            root: Some("/run/runsc".into()),
+        },
+        policy: Some("no-mkdir".into()),
+        enforced: true,
+        since_ms: 5,
+    };
+    let text = serde_json::to_string(&record).unwrap();
+    assert_eq!(
+        serde_json::from_str::<SandboxRecord>(&text).unwrap(),
+        record
+    );
+    let entry = SandboxEntry {
+        policy: record.policy.clone(),
+        workload: web_pod(),
+        enforced: true,
+        root: record.request.root.clone(),
+        since_ms: 5,
+    };
+    assert_eq!(entry.record(record.request.clone()), record);
+}
