@@ -164,8 +164,12 @@ pub struct RunPlan {
     pub console_socket: bool,
 }
 
-/// Split `run`'s arguments (`args[at]` is `run`) into a [`RunPlan`]. Pure.
+/// Split `run`'s arguments (`args[at]` is `run`, or runsc's `create`, which takes the
+/// same) into a [`RunPlan`]. Pure; errors name the subcommand.
 pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
+    let sub = args
+        .get(at)
+        .map_or("run".into(), |a| a.to_string_lossy().into_owned());
     let mut plan = RunPlan {
         global: args[..at].to_vec(),
         create: Vec::new(),
@@ -184,7 +188,7 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
         let Some((name, inline)) = flag else {
             if let Some(first) = &id {
                 return Err(format!(
-                    "`run` takes one container id; `{a}` follows `{first}`"
+                    "`{sub}` takes one container id; `{a}` follows `{first}`"
                 ));
             }
             id = Some(a);
@@ -192,7 +196,9 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
             continue;
         };
         if id.is_some() {
-            return Err(format!("`{a}`: flags go before the container id in `run`"));
+            return Err(format!(
+                "`{a}`: flags go before the container id in `{sub}`"
+            ));
         }
         // Flags only `run` has (boolean; `--detach=false` as Go's flag package allows).
         let on = inline != Some("false");
@@ -225,7 +231,7 @@ pub fn plan_run(args: &[OsString], at: usize) -> Result<RunPlan, String> {
         }
         i += 1;
     }
-    plan.id = id.ok_or("`run` without a container id")?;
+    plan.id = id.ok_or_else(|| format!("`{sub}` without a container id"))?;
     Ok(plan)
 }
 
@@ -249,8 +255,8 @@ pub fn wrap(options: WrapOptions) -> anyhow::Result<u8> {
     let runsc = Runtime::from_name(&runtime_name(&options)) == Runtime::Runsc;
     let mut args = options.args.clone();
     match parsed.subcommand.as_deref() {
-        Some(sub @ ("create" | "run")) if runsc => {
-            let plan = plan_run(&options.args, parsed.at).map_err(|e| anyhow!("`{sub}`: {e}"))?;
+        Some("create" | "run") if runsc => {
+            let plan = plan_run(&options.args, parsed.at).map_err(|e| anyhow!("{e}"))?;
             let global = into_sandbox(&options, parsed.root.as_deref(), &plan)?;
             args.splice(0..0, global);
         }
@@ -633,7 +639,10 @@ mod tests {
     fn plan(a: &[&str]) -> Result<RunPlan, String> {
         let a = args(a);
         let parsed = parse_runtime_args(&a);
-        assert_eq!(parsed.subcommand.as_deref(), Some("run"));
+        assert!(
+            matches!(parsed.subcommand.as_deref(), Some("run" | "create")),
+            "{parsed:?}"
+        );
         plan_run(&a, parsed.at)
     }
 
@@ -679,6 +688,11 @@ mod tests {
     #[test]
     fn a_run_the_wrapper_cannot_split_is_refused_with_the_reason() {
         assert_eq!(plan(&["run"]).unwrap_err(), "`run` without a container id");
+        // runsc's `create` takes the same arguments, and its errors say `create`.
+        assert_eq!(
+            plan(&["create", "--bundle", "b"]).unwrap_err(),
+            "`create` without a container id"
+        );
         assert!(
             plan(&["run", "c1", "c2"])
                 .unwrap_err()
