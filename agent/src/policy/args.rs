@@ -359,6 +359,26 @@ pub fn compile_rule(
             });
         }
     }
+    if let Some(c) = conds
+        .iter()
+        .enumerate()
+        .find(|(i, c)| conds[..*i].iter().any(|d| d.index == c.index))
+        .map(|(_, c)| c)
+    {
+        diags.push(
+            Diagnostic::warning(
+                path,
+                start(doc.span()),
+                format!(
+                    "two conditions on argument {}: sysfence ANDs them, but an OCI seccomp \
+                     profile ORs such conditions, so `export-seccomp` and the profile gVisor \
+                     gets through `sysfence wrap` leave this rule out (refusing those calls)",
+                    c.index
+                ),
+            )
+            .with_help("to keep it in profiles, test each argument once per rule"),
+        );
+    }
     ok.then(|| Rule {
         conds,
         comment: doc.comment.clone(),

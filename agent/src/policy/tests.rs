@@ -981,3 +981,25 @@ fn a_call_is_allowed_in_user_space_as_the_probe_would_allow_it() {
     assert!(!p.allows_call(Abi::X86_64, 41, &[40, 1, 0, 0, 0, 0]));
     assert!(!p.allows_call(Abi::X86_64, 41, &[0xffff_ffff_0000_0028, 1, 0, 0, 0, 0]));
 }
+
+#[test]
+fn two_conditions_on_one_argument_are_anded_and_check_says_profiles_cannot_hold_them() {
+    let (p, w) = policy(&format!(
+        "{HEAD}spec:\n  allow: [read]\n  rules:\n    - names: [umask]\n      args:\n        - {{index: 0, op: GE, value: 0o22}}\n        - {{index: 0, op: LE, value: 0o77}}\n"
+    ))
+    .unwrap();
+    let umask = u64::from(crate::syscall_table::number(Abi::X86_64, "umask").unwrap());
+    for (mask, allowed) in [(0o22u64, true), (0o77, true), (0o777, false), (0o2, false)] {
+        assert_eq!(
+            p.allows_call(Abi::X86_64, umask, &[mask, 0, 0, 0, 0, 0]),
+            allowed,
+            "umask({mask:o})"
+        );
+    }
+    assert!(
+        w.iter().any(|d| d
+            .to_string()
+            .contains(":8:12: warning: two conditions on argument 0: sysfence ANDs them")),
+        "{w:?}"
+    );
+}
