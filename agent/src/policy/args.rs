@@ -128,6 +128,16 @@ pub struct Rule {
     pub comment: Option<String>,
 }
 
+/// The first argument index two of `conds` test, if any: ANDed here, but a seccomp
+/// profile entry with such conditions is read as their OR (by runc and gVisor).
+pub fn repeated_index(conds: &[Cond]) -> Option<u8> {
+    conds
+        .iter()
+        .enumerate()
+        .find(|(i, c)| conds[..*i].iter().any(|d| d.index == c.index))
+        .map(|(_, c)| c.index)
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let conds: Vec<String> = self.conds.iter().map(Cond::to_string).collect();
@@ -359,12 +369,7 @@ pub fn compile_rule(
             });
         }
     }
-    if let Some(c) = conds
-        .iter()
-        .enumerate()
-        .find(|(i, c)| conds[..*i].iter().any(|d| d.index == c.index))
-        .map(|(_, c)| c)
-    {
+    if let Some(index) = repeated_index(&conds) {
         diags.push(
             Diagnostic::warning(
                 path,
@@ -373,7 +378,7 @@ pub fn compile_rule(
                     "two conditions on argument {}: sysfence ANDs them, but an OCI seccomp \
                      profile ORs such conditions, so `export-seccomp` and the profile gVisor \
                      gets through `sysfence wrap` leave this rule out (refusing those calls)",
-                    c.index
+                    index
                 ),
             )
             .with_help("to keep it in profiles, test each argument once per rule"),

@@ -88,15 +88,6 @@ struct ArgOut {
     op: String,
 }
 
-/// The first argument index two of `conds` test, if any.
-fn repeated_index(conds: &[crate::policy::args::Cond]) -> Option<u8> {
-    conds
-        .iter()
-        .enumerate()
-        .find(|(i, c)| conds[..*i].iter().any(|d| d.index == c.index))
-        .map(|(_, c)| c.index)
-}
-
 /// The seccomp profile of a policy: deny with EPERM what it does not allow. See the
 /// module documentation.
 pub fn export(policy: &CompiledPolicy) -> serde_json::Value {
@@ -188,7 +179,7 @@ pub fn export_with(policy: &CompiledPolicy, options: &ExportOptions) -> Exported
             // condition of such an entry: written, it would allow more than the policy.
             for (name, rules) in &policy.rules {
                 for rule in rules {
-                    if let Some(index) = repeated_index(&rule.conds) {
+                    if let Some(index) = crate::policy::args::repeated_index(&rule.conds) {
                         warnings.push(format!(
                             "`{name}`: a rule with two conditions on argument {index} is left \
                              out: in a seccomp profile runc and gVisor OR the conditions of \

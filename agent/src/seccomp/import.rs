@@ -57,11 +57,7 @@ struct NameRules<'r, 'a> {
 /// after it, OR every condition of the entry, so each becomes a rule of its own.
 fn to_rules(a: &Applied) -> Result<Vec<args::Rule>, String> {
     let rule = to_rule(a)?;
-    let mut seen = [0u8; 6];
-    for c in &rule.conds {
-        seen[c.index as usize] += 1;
-    }
-    if seen.iter().all(|&n| n <= 1) {
+    if args::repeated_index(&rule.conds).is_none() {
         return Ok(vec![rule]);
     }
     Ok(rule
