@@ -12,9 +12,8 @@ mod tests;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, Lsm},
-    util::nr_cpus,
 };
 use probe_common::{
     Binding, CACHE_COLLISION, COUNTERS_PER_SLOT, CacheEntry, LSM_HOOK_NAMES, LSM_PROGRAM_NAMES,
@@ -57,7 +56,7 @@ pub struct Probe {
     /// What the agent has written to WORKLOADS, and which cgroups share each cache index.
     book: CacheBook,
     policies: Array<MapData, PolicySlot>,
-    counts: PerCpuArray<MapData, u64>,
+    counts: Array<MapData, u64>,
     settings: Array<MapData, ProbeSettings>,
     current_settings: ProbeSettings,
     stats: PerCpuArray<MapData, u64>,
@@ -80,7 +79,6 @@ pub struct Probe {
     // Owns the AYA_LOGS map; dropping it would break the loaded program.
     _logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     max_slots: u32,
-    ncpus: usize,
 }
 
 /// The agent's record of WORKLOADS and of the cache entries it derived from it.
@@ -298,7 +296,6 @@ impl Probe {
                     .with_context(|| format!("attaching {name} to {tp}"))?;
             }
         }
-        let ncpus = nr_cpus().map_err(|(_, e)| e).context("counting CPUs")?;
         let adopted = pinned.as_ref().is_some_and(|p| p.adopted_slots.is_some());
         let mut probe = Probe {
             layout,
@@ -323,7 +320,6 @@ impl Probe {
             ebpf,
             _logger: logger,
             max_slots: options.max_slots,
-            ncpus,
             btf: Some(btf),
             current_settings: ProbeSettings::default(),
         };
@@ -596,8 +592,7 @@ impl Probe {
     pub fn zero_counts(&mut self, slot: u32) -> anyhow::Result<()> {
         self.check_slot(slot)?;
         for i in 0..COUNTERS_PER_SLOT {
-            let zeros = PerCpuValues::try_from(vec![0u64; self.ncpus])?;
-            self.counts.set(slot * COUNTERS_PER_SLOT + i, zeros, 0)?;
+            self.counts.set(slot * COUNTERS_PER_SLOT + i, 0, 0)?;
         }
         Ok(())
     }
@@ -767,14 +762,14 @@ impl Probe {
         self.turn_generation()
     }
 
-    /// Exact per-index counts of a slot (summed over CPUs), non-zero ones only: the
+    /// Exact per-index counts of a slot, non-zero ones only (every call under `monitor`
+    /// and `audit`, violations only under `enforce`): the
     /// syscall indexes and the unclassified counter (not the namespace forks).
     pub fn slot_counts(&self, slot: u32) -> anyhow::Result<Vec<(u32, u64)>> {
         self.check_slot(slot)?;
         let mut out = Vec::new();
         for i in 0..=probe_common::UNCLASSIFIED_INDEX {
-            let values = self.counts.get(&(slot * COUNTERS_PER_SLOT + i), 0)?;
-            let total: u64 = values.iter().sum();
+            let total = self.counts.get(&(slot * COUNTERS_PER_SLOT + i), 0)?;
             if total > 0 {
                 out.push((i, total));
             }
@@ -785,11 +780,10 @@ impl Probe {
     /// Forks into a new namespace the slot's workloads made (`NEW_NAMESPACE_INDEX`).
     pub fn slot_new_namespaces(&self, slot: u32) -> anyhow::Result<u64> {
         self.check_slot(slot)?;
-        let values = self.counts.get(
+        Ok(self.counts.get(
             &(slot * COUNTERS_PER_SLOT + probe_common::NEW_NAMESPACE_INDEX),
             0,
-        )?;
-        Ok(values.iter().sum())
+        )?)
     }
 }
 

@@ -303,6 +303,10 @@ pub const SLOT_DENY_NAMESPACES: u32 = 1;
 /// probe marks the caller's cgroup doomed (`DOOMED_WORKLOADS`), so that every task in
 /// it dies at its next syscall, and the agent writes its `cgroup.kill`.
 pub const SLOT_KILL_WORKLOAD: u32 = 2;
+/// `PolicySlot::flags`: count every call in `COUNTS`, even under `enforce` (which
+/// otherwise counts its violations only). Set on a watched workload's own slot, whose
+/// counts `sysfence watch` shows.
+pub const SLOT_COUNT_ALL: u32 = 4;
 
 /// Number of `clone3` in every ABI (the index of `clone3` is this plus the ABI's base).
 pub const CLONE3: u32 = 435;

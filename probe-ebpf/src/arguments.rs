@@ -11,13 +11,13 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use probe_common::{
-    CLONE_NEW_ANY, CLONE3, COUNTERS_PER_SLOT, CallArgs, DenyMark, EVENT_ARGS, EVENT_NEW_NAMESPACE,
-    EVENT_PTRACE, EVENT_WORKLOAD_KILLED, MARK_DOOMED, NEW_NAMESPACE_INDEX, Outcome, PolicySlot,
-    SyscallArgs, action, clone_flags_denied, is_ptrace, mode, stat,
+    CLONE_NEW_ANY, CLONE3, CallArgs, DenyMark, EVENT_ARGS, EVENT_NEW_NAMESPACE, EVENT_PTRACE,
+    EVENT_WORKLOAD_KILLED, MARK_DOOMED, NEW_NAMESPACE_INDEX, Outcome, PolicySlot, SyscallArgs,
+    action, clone_flags_denied, is_ptrace, mode, stat,
 };
 
 use crate::{
-    CLONE_THREAD, COUNTS, EPERM, POLICIES, Report, bound_slot, bump, current_cgroup_id, emit, marks,
+    CLONE_THREAD, EPERM, POLICIES, Report, bound_slot, bump, current_cgroup_id, emit, marks,
 };
 
 /// What `decide` may read of the current syscall.
@@ -84,10 +84,7 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = POLICIES.get(slot_id) else {
         return 0;
     };
-    if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + NEW_NAMESPACE_INDEX) {
-        // SAFETY: per-CPU counter; this program does not nest with itself on a CPU.
-        unsafe { *count += 1 };
-    }
+    crate::count(slot_id, NEW_NAMESPACE_INDEX);
     if slot.mode != mode::ENFORCE
         || !(slot.action == action::KILL || slot.action == action::DENY_OR_KILL)
         || !clone_flags_denied(slot, clone_flags)

@@ -19,12 +19,9 @@ use aya_ebpf::{
 use probe_common::{CLONE_INTO_CGROUP, NO_SLOT, ProcessPolicy, carries_policy, stat};
 
 use crate::{
-    CGROUP_ID_PATH, CLONE_THREAD, SETTINGS, WORKLOADS, bound_slot, bump, current_cgroup_id,
-    kernfs_id, kernfs_of, kill_current,
+    CGROUP_ID_PATH, CLONE_THREAD, NO_PREALLOC, SETTINGS, WORKLOADS, bound_slot, bump,
+    current_cgroup_id, kernfs_id, kernfs_of, kill_current,
 };
-
-/// `BPF_F_NO_PREALLOC`: entries are allocated as processes come, not up front.
-const NO_PREALLOC: u32 = 1;
 
 /// tgid → the policy a policed process was last judged under. Written by `sys_enter`
 /// (when it looks the task's cgroup up); read by `memo_cgroup_attach`; cleared by

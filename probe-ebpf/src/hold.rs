@@ -20,15 +20,16 @@ use aya_ebpf::{
 };
 use probe_common::{NO_SLOT, stat};
 
-use crate::{SETTINGS, WORKLOADS, bound_slot_or_none, bump, current_cgroup_id, events::emit_hold};
+use crate::{
+    NO_PREALLOC, SETTINGS, WORKLOADS, bound_slot_or_none, bump, current_cgroup_id,
+    events::emit_hold,
+};
 
-/// `BPF_F_NO_PREALLOC`: entries are allocated as holds come, not up front.
-const NO_PREALLOC: u32 = 1;
 const SIGSTOP: u32 = 19;
 
 /// Start-hold roots: cgroup v2 id → 1. Written by the agent; read by `exec_boundary`.
 #[map]
-static HOLD_ROOTS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
+static HOLD_ROOTS: HashMap<u64, u8> = HashMap::with_max_entries(1024, NO_PREALLOC);
 
 /// tgid → the cgroup v2 id of a process held at its exec. Written by `exec_boundary`;
 /// read and cleared (with a SIGCONT) by the agent; cleared by `sched_process_exit`.

@@ -12,13 +12,15 @@ use aya_ebpf::{
 };
 use probe_common::{PolicySlot, SLOT_KILL_WORKLOAD};
 
-use crate::{CGROUP_ID_PATH, counter_add, counter_nonzero, kernfs_id, kernfs_of, kill_current};
+use crate::{
+    CGROUP_ID_PATH, NO_PREALLOC, counter_add, counter_nonzero, kernfs_id, kernfs_of, kill_current,
+};
 
 /// cgroup v2 id → when its workload was doomed (boot ns). Written by the kill sites;
 /// read by `sys_enter` and the agent (which writes the cgroup's `cgroup.kill`); deleted by
 /// `lift_doom` when the cgroup's last task is gone.
 #[map]
-static DOOMED_WORKLOADS: HashMap<u64, u64> = HashMap::with_max_entries(16384, 0);
+static DOOMED_WORKLOADS: HashMap<u64, u64> = HashMap::with_max_entries(4096, NO_PREALLOC);
 
 /// Number of entries in `DOOMED_WORKLOADS`. Written by the kill sites (add) and
 /// `lift_doom` (remove); read by `sys_enter` and `lift_doom`.

@@ -34,9 +34,9 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
     EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_WORKLOAD_KILLED, MARK_DENY, MARK_DOOMED, NO_SLOT,
-    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, TASK_MEMO_SIZE,
-    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide, generation,
-    io_uring_op_syscall, memo_generation, memo_index, mode, stat,
+    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SLOT_COUNT_ALL,
+    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide,
+    generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 mod arguments;
@@ -57,6 +57,9 @@ const MAX_SLOTS: u32 = 64;
 /// Default capacity of `WORKLOADS`; the agent may resize it before load.
 const MAX_WORKLOADS: u32 = 16384;
 const SIGKILL: u32 = 9;
+/// `BPF_F_NO_PREALLOC`: a hash map's entries are allocated as they come, not up front,
+/// so its kernel memory follows what is in it (the buckets aside).
+pub(crate) const NO_PREALLOC: u32 = 1;
 /// `CLONE_THREAD`: the child is a thread of the caller's group.
 const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -79,17 +82,19 @@ static CGROUP_ID_PATH: [u32; 4] = [0; 4];
 
 /// cgroup v2 id → [`Binding`]. Written by the agent (bind, unbind); read by `sys_enter`.
 #[map]
-static WORKLOADS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_WORKLOADS, 0);
+static WORKLOADS: HashMap<u64, Binding> = HashMap::with_max_entries(MAX_WORKLOADS, NO_PREALLOC);
 
 /// slot → compiled policy. Written by the agent (fill, free); read by `sys_enter`,
 /// `sys_exit`, and the agent (`read_slot`).
 #[map]
 static POLICIES: Array<PolicySlot> = Array::with_max_entries(MAX_SLOTS, 0);
 
-/// `slot * COUNTERS_PER_SLOT + syscall index` → calls, per CPU. Written by `sys_enter`;
-/// read (summed over CPUs) and zeroed on slot reuse by the agent.
+/// `slot * COUNTERS_PER_SLOT + syscall index` → calls: every call under `monitor` and
+/// `audit`, violations only under `enforce`. One array for all CPUs (atomic adds), so
+/// that a slot costs the same on any node. Written by `sys_enter` and `clone_guard`
+/// ([`count`]); read and zeroed on slot reuse by the agent.
 #[map]
-static COUNTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_SLOTS * COUNTERS_PER_SLOT, 0);
+static COUNTS: Array<u64> = Array::with_max_entries(MAX_SLOTS * COUNTERS_PER_SLOT, 0);
 
 /// Violation events. Written by `emit` (`sys_enter`, `sys_exit`, the LSM hooks, the
 /// guards); read by the agent.
@@ -107,15 +112,17 @@ static CGROUP_CACHE: Array<CacheEntry> = Array::with_max_entries(CGROUP_CACHE_SI
 static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 
 /// Per-(workload, syscall) violation event rate limits. Written and read by `emit`;
-/// read by the agent (suppressed violations no event carried yet).
+/// read by the agent (suppressed violations no event carried yet). An LRU: a key
+/// evicted by others' violations starts a fresh window; `COUNTS` keeps the totals.
 #[map]
-static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(16384, 0);
+static EVENT_LIMITS: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(8192, 0);
 
 /// cgroup v2 id → that workload's event budget and the events it held back or lost.
 /// Written by `emit`; read by the agent, which deletes the entries of gone workloads.
+/// Only workloads with violations have one.
 #[map]
 static EVENT_BUDGETS: LruHashMap<u64, probe_common::EventBudget> =
-    LruHashMap::with_max_entries(MAX_WORKLOADS, 0);
+    LruHashMap::with_max_entries(4096, 0);
 
 /// Probe health counters (`probe_common::stat`), per CPU. Written by the programs
 /// (`sys_enter`, `sys_exit`, `emit`); read by the agent.
@@ -396,9 +403,11 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     let compat = in_compat_syscall(task);
     let index = classify(id, compat);
     let counter = index.unwrap_or(UNCLASSIFIED_INDEX);
-    if let Some(count) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + counter) {
-        // SAFETY: per-CPU slot, and this program does not nest with itself on a CPU.
-        unsafe { *count += 1 };
+    // `enforce` counts its violations only (below): the allowed path of an enforced
+    // workload, the hot one, writes no shared cache line.
+    let counts_all = slot.mode != mode::ENFORCE || slot.flags & SLOT_COUNT_ALL != 0;
+    if counts_all {
+        count(slot_id, counter);
     }
     if denial_in_flight() && doomed(ctx, task, slot, slot_id, cgroup_id, id, counter) {
         return;
@@ -406,7 +415,11 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     if kill::doomed_workload(ctx, cgroup_id) {
         return;
     }
-    match decide(slot, index, &Call { ctx, compat }) {
+    let decision = decide(slot, index, &Call { ctx, compat });
+    if !counts_all && !matches!(decision, Decision::Allow) {
+        count(slot_id, counter);
+    }
+    match decision {
         Decision::Allow => {}
         Decision::Violation {
             outcome,
@@ -467,6 +480,16 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         }
     } else {
         rings::not_judged(task);
+    }
+}
+
+/// Count one call in `COUNTS` (`slot * COUNTERS_PER_SLOT + counter`).
+#[inline(always)]
+pub(crate) fn count(slot_id: u32, counter: u32) {
+    if let Some(p) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + counter) {
+        // SAFETY: a u64 map value that lives as long as the program; every writer of
+        // `COUNTS` adds atomically (the array is shared by all CPUs).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }
 }
 

@@ -19,12 +19,9 @@ use probe_common::{
 };
 
 use crate::{
-    WORKLOADS, bound_slot_or_none, bump, counter_add, counter_nonzero, current_cgroup_id,
-    current_policed_slot, guard_refuse,
+    NO_PREALLOC, WORKLOADS, bound_slot_or_none, bump, counter_add, counter_nonzero,
+    current_cgroup_id, current_policed_slot, guard_refuse,
 };
-
-/// `BPF_F_NO_PREALLOC`: entries are allocated as setups come, not up front.
-const NO_PREALLOC: u32 = 1;
 
 /// tgid → the cgroup v2 id of the cgroup a runtime's setup process was put into. Written
 /// by `follow_cgroup_move` and `clone_guard`; read by `sys_enter` and

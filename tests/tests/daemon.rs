@@ -87,8 +87,10 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
         .metrics()
         .start();
     agent.wait_bound_to(&format!("{base}/w"));
-    // 1000 allowed calls, counted before the restart.
-    assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "1000"]).success());
+    // A violation, counted before the restart (`enforce` counts its violations, not
+    // its allowed calls).
+    let before = in_cgroup(&work, &["getppid", "1"]);
+    assert!(killed(&before), "the violation was not killed: {before:?}");
     let pins = pins_under(&agent.pin_path);
     assert!(
         pins.contains(&format!("{PIN_LAYOUT}/WORKLOADS"))
@@ -127,24 +129,36 @@ fn sigkill_leaves_enforcement_on_and_a_restarted_agent_adopts_it() {
     let started = agent.wait_line("started", |v| v["event"] == "started");
     assert_eq!(started["adopted"], true);
     assert_eq!(started["bound"], 1);
-    // Counters adopted: the 1000 calls before the restart are still counted.
+    // Counters adopted: the violations before the restart and during the downtime are
+    // still counted, with the one after it. Allowed calls are not counted under
+    // `enforce`.
     assert!(in_cgroup(&work, &["loop", &SYS_GETPID.to_string(), "234"]).success());
+    let after = in_cgroup(&work, &["getppid", "1"]);
+    assert!(killed(&after), "the violation was not killed: {after:?}");
     let addr = agent.metrics_addr();
     let (code, body) = http_get(&addr, "/metrics");
     assert_eq!(code, 200, "{body}");
     let samples = parse_exposition(&body);
-    let getpid = sample_sum(
-        &samples,
-        "sysfence_syscalls_total",
-        &[
-            ("policy", "restart"),
-            ("syscall", "getpid"),
-            ("mode", "as-written"),
-        ],
+    let calls = |syscall: &str| {
+        sample_sum(
+            &samples,
+            "sysfence_syscalls_total",
+            &[
+                ("policy", "restart"),
+                ("syscall", syscall),
+                ("mode", "as-written"),
+            ],
+        )
+    };
+    assert_eq!(
+        calls("getppid"),
+        3.0,
+        "violations from before the restart were lost\n{body}"
     );
-    assert!(
-        getpid >= 1234.0,
-        "counts from before the restart were lost: getpid {getpid}\n{body}"
+    assert_eq!(
+        calls("getpid"),
+        0.0,
+        "allowed calls counted under enforce\n{body}"
     );
     let status = agent.status();
     assert_eq!(status["probe"]["adopted"], true, "{status}");

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::anyhow;
-use probe_common::{PolicySlot, mode};
+use probe_common::{PolicySlot, SLOT_COUNT_ALL, mode};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -227,7 +227,7 @@ impl PolicyTable {
             Some(p)
                 if p.policy == e.policy.name
                     && p.monitor_only == c.monitor_only
-                    && p.content == Self::content_of(e, c.monitor_only) =>
+                    && p.content == Self::private_content_of(e, c.monitor_only) =>
             {
                 p.slot
             }
@@ -245,6 +245,25 @@ impl PolicyTable {
         } else {
             e.content
         }
+    }
+
+    /// What a watched workload's own slot holds: its policy's content, counting every
+    /// call (`enforce` alone counts only violations; `watch` shows all).
+    pub fn private_content_of(e: &PolicyEntry, monitor_only: bool) -> PolicySlot {
+        let content = Self::content_of(e, monitor_only);
+        PolicySlot {
+            flags: content.flags | SLOT_COUNT_ALL,
+            ..content
+        }
+    }
+
+    /// Whether `content` (read from a slot) is `e`'s policy: as written, monitor-only
+    /// (`Some(monitor_only)`), or neither. A watched workload's own copy counts.
+    pub fn holds(e: &PolicyEntry, content: &PolicySlot) -> Option<bool> {
+        [false, true].into_iter().find(|&monitor_only| {
+            Self::content_of(e, monitor_only) == *content
+                || Self::private_content_of(e, monitor_only) == *content
+        })
     }
 
     /// Free a slot whose counters the totals still need (see `retired`).
@@ -286,7 +305,7 @@ impl PolicyTable {
             return Ok(None);
         };
         let e = &self.policies[choice.policy];
-        let content = Self::content_of(e, choice.monitor_only);
+        let content = Self::private_content_of(e, choice.monitor_only);
         let policy = e.policy.name.clone();
         let written = if dirty {
             probe.fill_slot(slot, &content)

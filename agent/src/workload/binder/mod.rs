@@ -239,12 +239,10 @@ impl Binder {
                     continue;
                 };
                 for e in table.entries() {
-                    for monitor_only in [false, true] {
-                        if PolicyTable::content_of(e, monitor_only) == content {
-                            floors
-                                .entry(id)
-                                .or_insert_with(|| (e.policy.name.clone(), monitor_only));
-                        }
+                    if let Some(monitor_only) = PolicyTable::holds(e, &content) {
+                        floors
+                            .entry(id)
+                            .or_insert_with(|| (e.policy.name.clone(), monitor_only));
                     }
                 }
             }
