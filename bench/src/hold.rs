@@ -3,8 +3,8 @@
 //! outside the product binary.
 //!
 //! sf-bench-hold floor                     the empty `sys_enter` program alone
-//! sf-bench-hold idle --policy FILE [--workloads N] [--caller] [--bind CGROUP] [--deny-path]
-//!                                         sysfence attached as the agent runs it
+//! sf-bench-hold idle --policy FILE [--workloads N] [--policies P] [--caller] [--bind CGROUP]
+//!                    [--deny-path]        sysfence attached as the agent runs it
 //!
 //! What each prints is documented on [`hold`].
 
@@ -22,6 +22,7 @@ use sysfence::{
     policy,
     probe::{Probe, ProbeOptions},
     syscall_table,
+    workload::table::slots_needed,
 };
 
 /// Bytes of kernel memory charged to this process's BPF maps (`memlock` in the maps'
@@ -44,7 +45,9 @@ fn map_memory() -> u64 {
 
 /// One line per BPF map this process holds, as the kernel reports it (`bpf_map_info`
 /// for the name, the map's fdinfo for the rest, `memlock` being the kernel's own
-/// `bpf_map_memory_usage`): `map NAME TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES MEMLOCK`.
+/// `bpf_map_memory_usage`):
+/// `map NAME TYPE KEY_SIZE VALUE_SIZE MAX_ENTRIES MEMLOCK MAP_FLAGS` (`MAP_FLAGS` in hex,
+/// as fdinfo gives it, e.g. `0x1` for `BPF_F_NO_PREALLOC`).
 fn map_info_lines() -> Vec<String> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fdinfo") else {
         return Vec::new();
@@ -54,13 +57,17 @@ fn map_info_lines() -> Vec<String> {
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter(|info| info.contains("map_type:"))
         .filter_map(|info| {
-            let field = |k: &str| {
+            let raw = |k: &str| {
                 info.lines().find_map(|l| {
                     l.strip_prefix(k)
                         .and_then(|v| v.strip_prefix(':'))
-                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(str::trim)
                 })
             };
+            let field = |k: &str| raw(k).and_then(|v| v.parse::<u64>().ok());
+            let flags = raw("map_flags")
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                .unwrap_or(0);
             let id = field("map_id")? as u32;
             let name = aya::maps::MapInfo::from_id(id)
                 .ok()
@@ -68,7 +75,7 @@ fn map_info_lines() -> Vec<String> {
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| format!("id{id}"));
             Some(format!(
-                "map {name} {} {} {} {} {}",
+                "map {name} {} {} {} {} {} {flags:#x}",
                 field("map_type")?,
                 field("key_size")?,
                 field("value_size")?,
@@ -84,19 +91,23 @@ fn map_info_lines() -> Vec<String> {
 
 /// Hold one setup until stdin closes, after printing `ready`:
 /// - `floor`: the empty `sys_enter` program alone;
-/// - `idle`: sysfence attached as the agent runs it, `policy` in a slot bound to
-///   `workloads` fresh cgroups and every other cgroup known unpoliced; with `caller`,
-///   one more bound cgroup is created for the benchmark's workload, and its path is
-///   printed as `caller-cgroup PATH`; with `bind`, that existing cgroup (a path under
-///   the cgroup v2 root, or absolute) is bound too. `map-memory BYTES` and one `map`
-///   line per map ([`map_info_lines`]) are printed too. When stdin closes, the slot's
-///   exact counts are printed, `count ABI NAME N allowed|violation`. With `deny_path`,
-///   the policy is compiled as on a kernel with BPF LSM (an `action: deny` policy keeps
-///   it) and `sys_exit` is attached too, as the agent does then; no LSM hook is.
+/// - `idle`: sysfence attached as the agent runs it, with as many policy slots as the
+///   agent gives `policies` policies ([`slots_needed`]); `policy` fills `policies` of
+///   them (a slot is per policy, so each stands for a distinct policy), and `workloads`
+///   fresh cgroups are bound to them round-robin, every other cgroup known unpoliced;
+///   with `caller`, one more cgroup is created and bound to slot 0 for the benchmark's
+///   workload, and its path is printed as `caller-cgroup PATH`; with `bind`, that
+///   existing cgroup (a path under the cgroup v2 root, or absolute) is bound to slot 0
+///   too. `map-memory BYTES` and one `map` line per map ([`map_info_lines`]) are
+///   printed too. When stdin closes, slot 0's exact counts are printed,
+///   `count ABI NAME N allowed|violation`. With `deny_path`, the policy is compiled as
+///   on a kernel with BPF LSM (an `action: deny` policy keeps it) and `sys_exit` is
+///   attached too, as the agent does then; no LSM hook is.
 fn hold(
     what: &str,
     policy_file: Option<&Path>,
     workloads: u32,
+    policies: u32,
     caller: bool,
     bind: Option<&Path>,
     deny_path: bool,
@@ -116,12 +127,15 @@ fn hold(
             let Some(file) = policy_file else {
                 bail!("idle needs --policy")
             };
-            let (mut policies, _) = policy::load_files(&[file.to_path_buf()]).into_result()?;
-            let Some(p) = policies.pop() else {
+            let (mut loaded, _) = policy::load_files(&[file.to_path_buf()]).into_result()?;
+            let Some(p) = loaded.pop() else {
                 bail!("{}: no policy", file.display())
             };
+            if policies == 0 {
+                bail!("--policies must be at least 1")
+            }
             let mut probe = Probe::load(ProbeOptions {
-                max_slots: 1,
+                max_slots: slots_needed(policies as usize),
                 attach: true,
             })?;
             let slot = p
@@ -131,7 +145,9 @@ fn hold(
                     Err("the benchmark attaches no LSM hook")
                 })
                 .slot;
-            probe.fill_slot(0, &slot)?;
+            for s in 0..policies {
+                probe.fill_slot(s, &slot)?;
+            }
             if deny_path {
                 probe.attach_btf_tracepoint(probe_common::programs::SYS_EXIT, "sys_exit")?;
             }
@@ -140,7 +156,7 @@ fn hold(
             let base = format!("sysfence/bench-{}", std::process::id());
             for i in 0..workloads {
                 let cg = OwnedCgroup::create(&root, &format!("{base}/w{i}"))?;
-                probe.bind(cg.id, 0)?;
+                probe.bind(cg.id, i % policies)?;
                 cgroups.push(cg);
             }
             let mut bound: Vec<u64> = cgroups.iter().map(|c| c.id).collect();
@@ -209,9 +225,13 @@ struct Args {
     what: String,
     #[arg(long)]
     policy: Option<PathBuf>,
-    /// Cgroups to bind to the policy (idle).
+    /// Cgroups to bind, round-robin over the policies' slots (idle).
     #[arg(long, default_value_t = 1)]
     workloads: u32,
+    /// Distinct policies: the probe gets the slots the agent gives that many, and that
+    /// many are filled with the policy (idle).
+    #[arg(long, default_value_t = 1)]
+    policies: u32,
     /// Also create a bound cgroup for the workload and print its path (idle).
     #[arg(long)]
     caller: bool,
@@ -229,6 +249,7 @@ fn main() -> ExitCode {
         &args.what,
         args.policy.as_deref(),
         args.workloads,
+        args.policies,
         args.caller,
         args.bind.as_deref(),
         args.deny_path,

@@ -6,14 +6,16 @@
 //!   floor (an empty `tp_btf/sys_enter` program) measured in the same run.
 //! - Scale: the cost with 1, 100 and 1,000 bound workloads, and the kernel memory of
 //!   the probe's maps.
+//! - Kernel map memory (`maps`): the maps' own accounting with 1, 100 and 1,000
+//!   workloads bound on 1, 10 and 100 policies, measured here and computed for 64 and
+//!   256 CPUs from the map definitions; per workload, and per map.
 //! - nginx in a runc container under wrk (see `nginx.rs`): requests per second and p99
 //!   latency, policed in enforce mode against unpoliced.
-//! - Kernel map memory per bound workload, from the maps' own accounting.
 //! - The agent: time from start to programs attached, RSS with 1,000 workloads bound,
 //!   and the violation event path under a flood.
 //!
 //! Files: `syscalls` (the per-syscall setups and workloads), `held` (a probe setup held
-//! by a helper process), `maps` (map memory per workload), `nginx`, `agent` (the agent's
+//! by a helper process), `maps` (kernel map memory), `nginx`, `agent` (the agent's
 //! own figures), `table` (the printed summary).
 
 use std::{
@@ -37,7 +39,6 @@ mod table;
 
 use agent::{AgentFigures, agent_figures};
 use held::Held;
-use maps::{MapLine, MemoryPerWorkload, memory_per_workload};
 use syscalls::{Row, ScaleRow, Setup, Workload, measure, workload};
 use table::print_table;
 
@@ -76,6 +77,10 @@ pub struct BenchArgs {
     /// Only the container start latency (no syscall, nginx or agent figures).
     #[arg(long)]
     only_start: bool,
+    /// Only the kernel map memory (1/100/1,000 workloads on 1/10/100 policies; about a
+    /// minute).
+    #[arg(long, conflicts_with = "only_start")]
+    only_memory: bool,
 }
 
 #[derive(Serialize, Default)]
@@ -86,9 +91,8 @@ struct Results {
     rows: Vec<Row>,
     scale: Vec<ScaleRow>,
     map_memory_bytes: BTreeMap<u32, u64>,
-    /// The probe's maps as the kernel reports them, with 1,000 workloads bound.
-    maps: Vec<MapLine>,
-    memory_per_workload: Option<MemoryPerWorkload>,
+    /// Kernel map memory by workloads and policies, measured and computed per CPU count.
+    memory: Option<maps::MemoryReport>,
     nginx: Option<nginx::NginxFigures>,
     agent: Option<AgentFigures>,
     start: Option<start::StartFigures>,
@@ -182,8 +186,6 @@ impl Drop for Tracefs {
 }
 
 pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
-    packages::install(&["bpftrace"])?;
-    let _tracefs = Tracefs::ensure()?;
     let out_dir = root.join("target/bench");
     std::fs::create_dir_all(&out_dir)?;
     let env = Env {
@@ -197,6 +199,19 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         profile: out_dir.join("getppid-policy.seccomp.json"),
         tmpfs: PathBuf::from("/dev/shm"),
     };
+    let mut results = Results {
+        machine: machine(),
+        rounds: args.rounds,
+        calls: args.calls,
+        ..Default::default()
+    };
+    let json = args.json.unwrap_or_else(|| out_dir.join("results.json"));
+    if args.only_memory {
+        results.memory = Some(maps::measure(&env).context("kernel map memory")?);
+        return write_results(&results, &json);
+    }
+    packages::install(&["bpftrace"])?;
+    let _tracefs = Tracefs::ensure()?;
     let status = Command::new(&env.sysfence)
         .args(["policy", "export-seccomp"])
         .arg(&env.policy)
@@ -207,12 +222,6 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         bail!("exporting the bench policy as a seccomp profile failed");
     }
 
-    let mut results = Results {
-        machine: machine(),
-        rounds: args.rounds,
-        calls: args.calls,
-        ..Default::default()
-    };
     if !args.no_start {
         results.start =
             Some(start::run(&env, args.start_runs as usize).context("container start latency")?);
@@ -279,14 +288,6 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         results.map_memory_bytes.insert(n, memory);
-        if n == 1000 {
-            results.maps = held
-                .lines
-                .iter()
-                .filter_map(|l| MapLine::parse(l))
-                .collect();
-            results.memory_per_workload = memory_per_workload(&results.maps);
-        }
         let mut unpoliced = Vec::new();
         let mut policed = Vec::new();
         for _ in 0..args.rounds.min(5) {
@@ -307,6 +308,10 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         });
     }
 
+    if !args.only_start {
+        results.memory = Some(maps::measure(&env).context("kernel map memory")?);
+    }
+
     if !args.no_nginx && !args.only_start {
         results.nginx = Some(
             nginx::run(
@@ -325,9 +330,13 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         results.agent = Some(agent_figures(&env).context("agent measurements")?);
     }
 
-    print_table(&results);
-    let json = args.json.unwrap_or_else(|| out_dir.join("results.json"));
-    std::fs::write(&json, serde_json::to_string_pretty(&results)? + "\n")?;
+    write_results(&results, &json)
+}
+
+/// Print the summary and write the JSON.
+fn write_results(results: &Results, json: &Path) -> anyhow::Result<()> {
+    print_table(results);
+    std::fs::write(json, serde_json::to_string_pretty(results)? + "\n")?;
     eprintln!("xtask: wrote {}", json.display());
     Ok(())
 }

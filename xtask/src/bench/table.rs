@@ -1,6 +1,9 @@
 //! The printed summary of a bench run (markdown tables).
 
-use super::{Results, Workload};
+use super::{
+    Results, Workload,
+    maps::{self, MemoryReport},
+};
 
 pub(super) fn print_table(r: &Results) {
     println!("machine: {}", r.machine);
@@ -95,39 +98,8 @@ fn print_syscall_tables(r: &Results) {
 
 /// Map memory, nginx, the agent, container start.
 fn print_later_tables(r: &Results) {
-    if let Some(m) = &r.memory_per_workload {
-        println!();
-        println!(
-            "kernel map memory per bound workload (the maps' memlock / max_entries; {} possible CPUs)",
-            m.possible_cpus
-        );
-        println!("| item | bytes |");
-        println!("| --- | ---: |");
-        println!("| WORKLOADS entry | {:.0} |", m.workloads_entry_bytes);
-        println!("| CGROUP_CACHE entry | {:.0} |", m.cache_entry_bytes);
-        println!(
-            "| one policy slot (POLICIES entry + per-CPU COUNTS) | {:.0} |",
-            m.slot_bytes
-        );
-        println!(
-            "| per workload, policy not shared | {:.0} |",
-            m.own_policy_bytes
-        );
-        println!(
-            "| per workload, 1,000 sharing one policy | {:.0} |",
-            m.shared_by_1000_bytes
-        );
-        println!(
-            "| all maps, preallocated (does not grow) | {} |",
-            m.total_bytes
-        );
-        println!("maps: name type key value max_entries memlock");
-        for map in &r.maps {
-            println!(
-                "  {} {} {} {} {} {}",
-                map.name, map.map_type, map.key_size, map.value_size, map.max_entries, map.memlock
-            );
-        }
+    if let Some(m) = &r.memory {
+        print_memory(m);
     }
     if let Some(n) = &r.nginx {
         println!();
@@ -221,5 +193,152 @@ fn print_later_tables(r: &Results) {
                 row.p90_ms
             );
         }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bytes(b: f64) -> String {
+    thousands(b.round() as u64)
+}
+
+/// Kernel map memory: by workloads and policies, per item, per map, and the goal.
+fn print_memory(m: &MemoryReport) {
+    let c0 = m.possible_cpus;
+    let targets = maps::TARGET_CPUS;
+    println!();
+    println!(
+        "kernel map memory, bytes: the maps' own accounting (memlock in fdinfo), measured on this machine ({c0} possible CPUs), and computed for {} CPUs from the map definitions",
+        targets.map(|c| c.to_string()).join(" and ")
+    );
+    print!("| workloads | policies | slots | {c0} CPUs (measured) | per workload |");
+    for c in targets {
+        print!(" {c} CPUs | per workload |");
+    }
+    println!();
+    println!(
+        "| ---: | ---: | ---: | ---: | ---: |{}",
+        " ---: | ---: |".repeat(targets.len())
+    );
+    for row in &m.rows {
+        print!(
+            "| {} | {} | {} | {} | {} |",
+            thousands(u64::from(row.workloads)),
+            row.policies,
+            row.slots,
+            thousands(row.measured.total_bytes),
+            bytes(row.measured.per_workload_bytes)
+        );
+        for at in &row.computed {
+            print!(
+                " {} | {} |",
+                thousands(at.total_bytes),
+                bytes(at.per_workload_bytes)
+            );
+        }
+        println!();
+    }
+    println!(
+        "per workload: all of the probe's kernel map memory (every map, preallocated or not) divided by the workloads bound; slots: the POLICIES capacity the agent gives that many policies (2 × max(policies, 8) + 4)"
+    );
+    if !m.items.is_empty() {
+        println!();
+        println!(
+            "per item, {} workloads on {} policies (an item's map memory / its entries: what one more adds)",
+            thousands(u64::from(maps::GOAL_WORKLOADS)),
+            maps::GOAL_POLICIES
+        );
+        print!("| item |");
+        for i in &m.items {
+            print!(" {} CPUs |", i.cpus);
+        }
+        println!();
+        println!("| --- |{}", " ---: |".repeat(m.items.len()));
+        let line = |what: &str, f: &dyn Fn(&maps::MemoryItems) -> f64| {
+            print!("| {what} |");
+            for i in &m.items {
+                print!(" {} |", bytes(f(i)));
+            }
+            println!();
+        };
+        line("WORKLOADS entry", &|i| i.workloads_entry_bytes);
+        line("CGROUP_CACHE entry", &|i| i.cache_entry_bytes);
+        line("one policy slot (POLICIES entry + COUNTS / slots)", &|i| {
+            i.slot_bytes
+        });
+        line(
+            "a workload with a policy of its own (binding + slot)",
+            &|i| i.own_policy_bytes,
+        );
+        line(
+            "a workload on a policy 10 share (binding + slot / 10)",
+            &|i| i.ten_per_policy_bytes,
+        );
+        line("all maps", &|i| i.total_bytes as f64);
+    }
+    if !m.maps.is_empty() {
+        println!();
+        println!(
+            "maps, {} workloads on {} policies (memlock in bytes)",
+            thousands(u64::from(maps::GOAL_WORKLOADS)),
+            maps::GOAL_POLICIES
+        );
+        print!("| map | type | flags | key | value | max_entries | {c0} CPUs (measured) |");
+        for c in targets {
+            print!(" {c} CPUs |");
+        }
+        println!();
+        println!(
+            "| --- | --- | --- | ---: | ---: | ---: | ---: |{}",
+            " ---: |".repeat(targets.len())
+        );
+        for map in &m.maps {
+            let l = &map.line;
+            print!(
+                "| {} | {} | {:#x} | {} | {} | {} | {} |",
+                l.name,
+                maps::type_name(l.map_type),
+                l.map_flags,
+                l.key_size,
+                l.value_size,
+                thousands(u64::from(l.max_entries)),
+                thousands(l.memlock)
+            );
+            for c in targets {
+                print!(
+                    " {} |",
+                    map.computed_memlock
+                        .get(&c)
+                        .map_or("-".into(), |b| thousands(*b))
+                );
+            }
+            println!();
+        }
+    }
+    if let Some(g) = &m.goal {
+        let verdict = |met: bool| if met { "met" } else { "missed" };
+        println!(
+            "goal ≤ {} KiB per workload at {} workloads, {} policies, {} CPUs: {} B computed — {}; {} B measured on this machine ({} CPUs) — {}",
+            g.limit_bytes / 1024.0,
+            thousands(u64::from(g.workloads)),
+            g.policies,
+            g.cpus,
+            bytes(g.computed_bytes),
+            verdict(g.computed_met),
+            bytes(g.measured_bytes),
+            g.measured_cpus,
+            verdict(g.measured_met)
+        );
     }
 }
