@@ -394,6 +394,16 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>, call: &impl CallArgs) -> De
     }
 }
 
+/// Whether `slot` allows `index` whatever the call's arguments: [`decide`] says
+/// [`Decision::Allow`] without reading them. The probe's shortcut for an enforced call
+/// asks only this (see `sys_enter`).
+#[inline(always)]
+pub fn allowed_outright(slot: &PolicySlot, index: u32) -> bool {
+    slot.live != 0
+        && slot.allows(index)
+        && !(index & 511 == CLONE3 && slot.flags & SLOT_DENY_NAMESPACES != 0)
+}
+
 /// `Binding::slot` of a cgroup the agent knows to be unpoliced: the lookup hits and the
 /// probe returns at once, instead of trying the cgroup's ancestors.
 pub const NO_SLOT: u32 = u32::MAX;

@@ -526,3 +526,35 @@ fn no_arrival_a_workload_can_make_is_setup() {
         assert!(!is_setup(&arrival), "{what} must not be setup");
     }
 }
+
+/// The probe's shortcut (`allowed_outright`) may skip the decision only where the
+/// decision would allow without reading a thing: every index, every kind of slot.
+#[test]
+fn what_is_allowed_outright_the_decision_allows_without_reading_arguments() {
+    let mut slots = Vec::new();
+    let mut plain = slot_allowing(mode::ENFORCE, &[39, 56, CLONE3, 512 + 20, 1024 + CLONE3]);
+    slots.push(plain);
+    plain.flags = SLOT_DENY_NAMESPACES;
+    slots.push(plain);
+    plain.live = 0;
+    slots.push(plain);
+    let mut conditional = conditional_slot(&[rule(41, &[cond(0, arg_op::EQ, 1, 0)])]);
+    conditional.set_allowed(39);
+    slots.push(conditional);
+    let mut seen = 0;
+    for s in &slots {
+        // Every index `classify` can give.
+        for index in 0..UNCLASSIFIED_INDEX {
+            if allowed_outright(s, index) {
+                seen += 1;
+                assert_eq!(decide(s, Some(index), no_args), Decision::Allow, "{index}");
+            } else if s.live != 0 && s.allows(index) {
+                // Left to the decision: clone3 while namespaces are denied.
+                assert_eq!(index & 511, CLONE3, "{index}");
+                assert_ne!(s.flags & SLOT_DENY_NAMESPACES, 0);
+            }
+        }
+    }
+    // Not vacuous: the allowed indexes of the live slots, clone3 aside where denied.
+    assert_eq!(seen, 5 + 3 + 3, "allowed outright");
+}

@@ -64,6 +64,12 @@ pub(crate) fn doomed_workload<C: EbpfContext>(ctx: &C, cgroup_id: u64) -> bool {
     true
 }
 
+/// Whether some workload is doomed (one array load).
+#[inline(always)]
+pub(crate) fn any_doomed() -> bool {
+    counter_nonzero(&DOOMED_COUNT)
+}
+
 /// `cgroup:cgroup_notify_populated`: a cgroup (with the cgroups below it) lost its last
 /// task, or got its first. A doomed workload whose tasks are all gone is doomed no more:
 /// the doom ends the workload's processes, it does not poison the cgroup for what a

@@ -105,6 +105,20 @@ pub(crate) fn not_judged(task: *const u8) {
     }
 }
 
+/// Whether judging call `index` under an `enforce` slot (`deny`: its action denies)
+/// would leave the ring state as it is ([`enter_syscall`], [`not_judged`]): no ring
+/// call, and no ring that needs following. The shortcut in `sys_enter` asks it.
+#[inline(always)]
+pub(crate) fn untouched(task: *const u8, deny: bool, index: u32) -> bool {
+    if deny {
+        let nr = index & 511;
+        let ring_call = nr == IO_URING_SETUP || nr == IO_URING_ENTER || nr == IO_URING_REGISTER;
+        !ring_call && !has_ring(task)
+    } else {
+        !any_owners() || !has_ring(task)
+    }
+}
+
 /// `sys_exit`: `task` is between syscalls now.
 #[inline(always)]
 pub(crate) fn leave_syscall(task: *const u8) {

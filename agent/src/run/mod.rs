@@ -127,7 +127,13 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         eprintln!("sysfence: {note}");
     }
     let slot = 0;
-    probe.fill_slot(slot, &enforcement.slot)?;
+    // The report counts every call, under `enforce` too (which the node agent counts
+    // only for its violations).
+    let counted = probe_common::PolicySlot {
+        flags: enforcement.slot.flags | probe_common::SLOT_COUNT_ALL,
+        ..enforcement.slot
+    };
+    probe.fill_slot(slot, &counted)?;
     let mut ring = probe.take_violations()?;
 
     let root = cgroup::v2_root()?;
