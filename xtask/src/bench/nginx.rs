@@ -84,7 +84,8 @@ pub struct NginxFigures {
     pub p99_ratio: f64,
     /// (policed - unpoliced) / unpoliced, of the median CPU time per request, in %.
     pub cpu_per_request_increase_percent: f64,
-    /// Syscalls of the container per request, in the policed rounds (exact counts).
+    /// Syscalls of the container per request, in the learning run (monitor mode counts
+    /// every call; `enforce` counts only violations).
     pub syscalls_per_request: f64,
     /// Syscalls counted in the learning run that `runtime-default` does not allow.
     pub learned_beyond_runtime_default: Vec<String>,
@@ -92,8 +93,8 @@ pub struct NginxFigures {
     pub learned_syscalls: usize,
     /// Syscalls judged violations over all policed rounds (exact counts): must be 0.
     pub policed_violations: u64,
-    /// Syscalls counted over all policed rounds.
-    pub policed_syscalls: u64,
+    /// Requests served over all policed rounds.
+    pub policed_requests: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -462,7 +463,7 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
         ],
     )?;
     c.start()?;
-    wrk(port, NginxArgs { seconds: 2, ..args })?;
+    let (_, _, learn_requests) = wrk(port, NginxArgs { seconds: 2, ..args })?;
     let learned = counts(&held.finish()?);
     if learned.is_empty() {
         bail!("the learning run counted no syscall of the nginx container");
@@ -485,7 +486,6 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); NginxSetup::ALL.len()];
     let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); NginxSetup::ALL.len()];
     let mut violations = 0;
-    let mut policed_syscalls = 0;
     let mut policed_requests = 0;
     for round in 0..args.rounds {
         eprint!("\rxtask: bench nginx round {}/{}", round + 1, args.rounds);
@@ -524,7 +524,6 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
                 if setup == NginxSetup::PolicedEnforce {
                     policed_requests += requests;
                     for (_, _, n, violation) in counts(&lines) {
-                        policed_syscalls += n;
                         if violation {
                             violations += n;
                         }
@@ -576,11 +575,12 @@ pub fn run(env: &Env, args: NginxArgs) -> anyhow::Result<NginxFigures> {
             - unpoliced.cpu_us_per_request_median)
             / unpoliced.cpu_us_per_request_median
             * 100.0,
-        syscalls_per_request: policed_syscalls as f64 / policed_requests.max(1) as f64,
+        syscalls_per_request: learned.iter().map(|(_, _, n, _)| n).sum::<u64>() as f64
+            / learn_requests.max(1) as f64,
         learned_beyond_runtime_default: beyond.into_iter().collect(),
         learned_syscalls: allow.len(),
         policed_violations: violations,
-        policed_syscalls,
+        policed_requests,
         rows,
     })
 }

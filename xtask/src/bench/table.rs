@@ -126,11 +126,11 @@ fn print_later_tables(r: &Results) {
             n.syscalls_per_request
         );
         println!(
-            "policy: runtime-default + {} learned ({}); {} syscalls policed, {} violations",
+            "policy: runtime-default + {} learned ({}); {} violations counted over {} policed requests",
             n.learned_beyond_runtime_default.len(),
             n.learned_beyond_runtime_default.join(", "),
-            n.policed_syscalls,
-            n.policed_violations
+            n.policed_violations,
+            n.policed_requests
         );
     }
     if let Some(a) = &r.agent {
