@@ -107,7 +107,7 @@ pub fn render(s: &Snapshot) -> String {
     }
     registry.register(
         "syscalls",
-        "Syscalls of bound workloads, per policy slot (exact, counted in the kernel)",
+        "Syscalls of bound workloads per policy (exact, counted in the kernel): every call under monitor and audit, violations only under enforce",
         syscalls,
     );
     let violations = Family::<Labels, Counter>::default();
