@@ -47,6 +47,7 @@ mod kill;
 mod marks;
 mod rings;
 mod setup;
+mod shortcut;
 mod task_storage;
 use arguments::{Call, deciding_args, doomed, hook_error};
 use events::{Report, emit};
@@ -191,7 +192,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         }
         // SAFETY: as below.
         let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        if !allowed_outright_now(&ctx, task, slot) {
+        if !shortcut::allowed_outright_now(&ctx, task, slot) {
             police(&ctx, task, slot, cgroup_id);
         }
         return 0;
@@ -398,30 +399,6 @@ fn bound_slot_or_none(cgroup_id: u64) -> u32 {
         level -= 1;
     }
     NO_SLOT
-}
-
-/// The policed path's shortcut, taken before [`police`] on the memo's hit: an `enforce`
-/// slot that counts only violations allows this call outright, and no denial, doom or
-/// ring is in flight. `police` would decide `Allow` and do nothing else; its call (whose
-/// return costs as much as a helper's on this kind of host) is spared. Any doubt: `false`.
-#[inline(always)]
-fn allowed_outright_now(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32) -> bool {
-    let Some(slot) = POLICIES.get(slot_id) else {
-        return false;
-    };
-    if slot.mode != mode::ENFORCE
-        || slot.flags & SLOT_COUNT_ALL != 0
-        || denial_in_flight()
-        || kill::any_doomed()
-    {
-        return false;
-    }
-    let id: i64 = ctx.arg(1);
-    let Some(index) = classify(id, in_compat_syscall(task)) else {
-        return false;
-    };
-    probe_common::allowed_outright(slot, index)
-        && rings::untouched(task, slot.action >= action::DENY_OR_KILL, index)
 }
 
 /// Judge the current syscall under `slot_id`, count it, and act. A BPF subprogram of its
