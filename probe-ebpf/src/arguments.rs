@@ -84,7 +84,7 @@ pub fn clone_guard(ctx: BtfTracePointContext) -> i32 {
     let Some(slot) = POLICIES.get(slot_id) else {
         return 0;
     };
-    crate::count(slot_id, NEW_NAMESPACE_INDEX);
+    crate::counting::count(slot_id, NEW_NAMESPACE_INDEX);
     if slot.mode != mode::ENFORCE
         || !(slot.action == action::KILL || slot.action == action::DENY_OR_KILL)
         || !clone_flags_denied(slot, clone_flags)

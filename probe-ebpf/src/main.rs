@@ -34,13 +34,14 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
     Binding, CGROUP_CACHE_SIZE, COUNTERS_PER_SLOT, CacheEntry, Decision, DenyMark,
     EVENT_FALLBACK_KILLED, EVENT_IO_URING, EVENT_WORKLOAD_KILLED, MARK_DENY, MARK_DOOMED, NO_SLOT,
-    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, SLOT_COUNT_ALL,
-    TASK_MEMO_SIZE, TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide,
-    generation, io_uring_op_syscall, memo_generation, memo_index, mode, stat,
+    Outcome, PF_IO_WORKER, PolicySlot, ProbeSettings, RateKey, RateState, TASK_MEMO_SIZE,
+    TS_COMPAT, TaskMemo, UNCLASSIFIED_INDEX, action, cache_index, classify, decide, generation,
+    io_uring_op_syscall, memo_generation, memo_index, mode, stat,
 };
 
 mod arguments;
 mod containment;
+mod counting;
 mod events;
 mod hold;
 mod kill;
@@ -50,6 +51,7 @@ mod setup;
 mod shortcut;
 mod task_storage;
 use arguments::{Call, deciding_args, doomed, hook_error};
+use counting::{count, counts_every_call};
 use events::{Report, emit};
 use marks::denial_in_flight;
 
@@ -415,8 +417,7 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     let counter = index.unwrap_or(UNCLASSIFIED_INDEX);
     // `enforce` counts its violations only (below): the allowed path of an enforced
     // workload, the hot one, writes no shared cache line.
-    let counts_all = slot.mode != mode::ENFORCE || slot.flags & SLOT_COUNT_ALL != 0;
-    if counts_all {
+    if counts_every_call(slot) {
         count(slot_id, counter);
     }
     if denial_in_flight() && doomed(ctx, task, slot, slot_id, cgroup_id, id, counter) {
@@ -425,17 +426,16 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
     if kill::doomed_workload(ctx, cgroup_id) {
         return;
     }
-    let decision = decide(slot, index, &Call { ctx, compat });
-    if !counts_all && !matches!(decision, Decision::Allow) {
-        count(slot_id, counter);
-    }
-    match decision {
+    match decide(slot, index, &Call { ctx, compat }) {
         Decision::Allow => {}
         Decision::Violation {
             outcome,
             kill,
             event,
         } => {
+            if !counts_every_call(slot) {
+                count(slot_id, counter);
+            }
             let took_workload = kill && kill::kill_in_scope(ctx, slot, cgroup_id);
             if event {
                 let (mut flags, args) = deciding_args(ctx, compat, slot, index);
@@ -459,6 +459,9 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
             fallback_kill,
             errno,
         } => {
+            if !counts_every_call(slot) {
+                count(slot_id, counter);
+            }
             let (event_flags, args) = deciding_args(ctx, compat, slot, index);
             let mark = DenyMark {
                 // SAFETY: plain helper call.
@@ -490,16 +493,6 @@ fn police(ctx: &BtfTracePointContext, task: *const u8, slot_id: u32, cgroup_id: 
         }
     } else {
         rings::not_judged(task);
-    }
-}
-
-/// Count one call in `COUNTS` (`slot * COUNTERS_PER_SLOT + counter`).
-#[inline(always)]
-pub(crate) fn count(slot_id: u32, counter: u32) {
-    if let Some(p) = COUNTS.get_ptr_mut(slot_id * COUNTERS_PER_SLOT + counter) {
-        // SAFETY: a u64 map value that lives as long as the program; every writer of
-        // `COUNTS` adds atomically (the array is shared by all CPUs).
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }
 }
 

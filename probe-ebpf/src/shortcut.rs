@@ -2,9 +2,11 @@
 //! without the `police` subprogram (see `sys_enter`).
 
 use aya_ebpf::programs::BtfTracePointContext;
-use probe_common::{SLOT_COUNT_ALL, action, classify, mode};
+use probe_common::{action, classify};
 
-use crate::{POLICIES, in_compat_syscall, kill, marks::denial_in_flight, rings};
+use crate::{
+    POLICIES, counting::counts_every_call, in_compat_syscall, kill, marks::denial_in_flight, rings,
+};
 
 /// Taken before [`police`](crate::police) on the memo's hit: an `enforce` slot that
 /// counts only violations allows this call outright, and no denial, doom or ring is in
@@ -19,11 +21,7 @@ pub(crate) fn allowed_outright_now(
     let Some(slot) = POLICIES.get(slot_id) else {
         return false;
     };
-    if slot.mode != mode::ENFORCE
-        || slot.flags & SLOT_COUNT_ALL != 0
-        || denial_in_flight()
-        || kill::any_doomed()
-    {
+    if counts_every_call(slot) || denial_in_flight() || kill::any_doomed() {
         return false;
     }
     let id: i64 = ctx.arg(1);
