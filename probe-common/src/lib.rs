@@ -246,8 +246,22 @@ impl PolicySlot {
     /// rules, or `clone3`'s flags when the slot denies new namespaces.
     #[inline(always)]
     pub fn judges_arguments(&self, index: u32) -> bool {
-        self.is_conditional(index)
-            || (index & 511 == CLONE3 && self.flags & SLOT_DENY_NAMESPACES != 0)
+        self.is_conditional(index) || self.judges_clone3_flags(index)
+    }
+
+    /// Whether `index` is `clone3` (of any ABI) and the slot denies new namespaces: its
+    /// flags, in memory, decide.
+    #[inline(always)]
+    pub fn judges_clone3_flags(&self, index: u32) -> bool {
+        index & 511 == CLONE3 && self.flags & SLOT_DENY_NAMESPACES != 0
+    }
+
+    /// This slot, counting every call even under `enforce` ([`SLOT_COUNT_ALL`]).
+    pub fn counting_every_call(self) -> PolicySlot {
+        PolicySlot {
+            flags: self.flags | SLOT_COUNT_ALL,
+            ..self
+        }
     }
 
     pub fn set_allowed(&mut self, index: u32) {
@@ -352,8 +366,7 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>, call: &impl CallArgs) -> De
         && slot.live != 0
         && (slot.allows(index)
             || (slot.is_conditional(index) && slot.args_permit(index, &call.registers())))
-        && !(index & 511 == CLONE3
-            && slot.flags & SLOT_DENY_NAMESPACES != 0
+        && !(slot.judges_clone3_flags(index)
             && call
                 .clone3_flags()
                 .is_some_and(|f| clone_flags_denied(slot, f)))
@@ -399,9 +412,7 @@ pub fn decide(slot: &PolicySlot, index: Option<u32>, call: &impl CallArgs) -> De
 /// asks only this (see `sys_enter`).
 #[inline(always)]
 pub fn allowed_outright(slot: &PolicySlot, index: u32) -> bool {
-    slot.live != 0
-        && slot.allows(index)
-        && !(index & 511 == CLONE3 && slot.flags & SLOT_DENY_NAMESPACES != 0)
+    slot.live != 0 && slot.allows(index) && !slot.judges_clone3_flags(index)
 }
 
 /// `Binding::slot` of a cgroup the agent knows to be unpoliced: the lookup hits and the

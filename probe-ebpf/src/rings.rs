@@ -68,13 +68,12 @@ fn has_ring(task: *const u8) -> bool {
 /// `decide` and copies a register the verifier sees as never written.
 #[inline(never)]
 pub(crate) fn enter_syscall(task: *const u8, slot: u32, cgroup_id: u64, index: u32) -> bool {
+    if !follows_ring(task, index) {
+        return true;
+    }
     // A plain number, not an Option: the verifier refuses to read the register a `None`
     // leaves undefined.
     let nr = index & 511;
-    let ring_call = nr == IO_URING_SETUP || nr == IO_URING_ENTER || nr == IO_URING_REGISTER;
-    if !ring_call && !has_ring(task) {
-        return true;
-    }
     let owner = RingOwner {
         cgroup_id,
         slot,
@@ -105,15 +104,21 @@ pub(crate) fn not_judged(task: *const u8) {
     }
 }
 
+/// Whether call `index` of `task` is one [`enter_syscall`] records: an io_uring call, or
+/// any call of a task that has a ring.
+#[inline(always)]
+fn follows_ring(task: *const u8, index: u32) -> bool {
+    let nr = index & 511;
+    nr == IO_URING_SETUP || nr == IO_URING_ENTER || nr == IO_URING_REGISTER || has_ring(task)
+}
+
 /// Whether judging call `index` under an `enforce` slot (`deny`: its action denies)
 /// would leave the ring state as it is ([`enter_syscall`], [`not_judged`]): no ring
 /// call, and no ring that needs following. The shortcut in `sys_enter` asks it.
 #[inline(always)]
 pub(crate) fn untouched(task: *const u8, deny: bool, index: u32) -> bool {
     if deny {
-        let nr = index & 511;
-        let ring_call = nr == IO_URING_SETUP || nr == IO_URING_ENTER || nr == IO_URING_REGISTER;
-        !ring_call && !has_ring(task)
+        !follows_ring(task, index)
     } else {
         !any_owners() || !has_ring(task)
     }

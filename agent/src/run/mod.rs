@@ -129,11 +129,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let slot = 0;
     // The report counts every call, under `enforce` too (which the node agent counts
     // only for its violations).
-    let counted = probe_common::PolicySlot {
-        flags: enforcement.slot.flags | probe_common::SLOT_COUNT_ALL,
-        ..enforcement.slot
-    };
-    probe.fill_slot(slot, &counted)?;
+    probe.fill_slot(slot, &enforcement.slot.counting_every_call())?;
     let mut ring = probe.take_violations()?;
 
     let root = cgroup::v2_root()?;

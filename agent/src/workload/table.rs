@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::anyhow;
-use probe_common::{PolicySlot, SLOT_COUNT_ALL, mode};
+use probe_common::{PolicySlot, mode};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -250,11 +250,7 @@ impl PolicyTable {
     /// What a watched workload's own slot holds: its policy's content, counting every
     /// call (`enforce` alone counts only violations; `watch` shows all).
     pub fn private_content_of(e: &PolicyEntry, monitor_only: bool) -> PolicySlot {
-        let content = Self::content_of(e, monitor_only);
-        PolicySlot {
-            flags: content.flags | SLOT_COUNT_ALL,
-            ..content
-        }
+        Self::content_of(e, monitor_only).counting_every_call()
     }
 
     /// Whether `content` (read from a slot) is `e`'s policy: as written, monitor-only
