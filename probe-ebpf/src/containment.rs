@@ -8,7 +8,10 @@
 //! it looks the cgroup up, not per syscall). The `cgroup_attach_task` tracepoint runs
 //! after a move, when the process's old cgroup is gone from its task: the note says
 //! what it was judged under. A process that leaves goes to `STRAYS`, which `sys_enter`
-//! reads (only while `STRAY_COUNT` is not zero) before anything else.
+//! reads (only while `STRAY_COUNT` is not zero) before anything else. The tracepoint
+//! fires only once the move is done, so a syscall can come in between: one that misses
+//! the memo finds the note from the old cgroup and makes the process a stray itself
+//! (and is judged by the old policy, as one that hits the memo is).
 
 use aya_ebpf::{
     helpers::generated::bpf_get_current_task_btf,
@@ -100,17 +103,40 @@ pub(crate) fn stray_of_current() -> Option<ProcessPolicy> {
     stray((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
-/// `sys_enter` looked the current task's cgroup up and found `slot`: note it for its
-/// process, if it is not the note there already.
+/// `sys_enter` looked the current task's cgroup up and found `slot` (perhaps
+/// [`NO_SLOT`]): note it for its process, if it is policed and not the note there
+/// already. A note from another cgroup, under a policy this one is not bound to, means
+/// the process was moved and `cgroup_attach_task` has not run yet: that tracepoint fires
+/// after the move, and the process (or a child whose first syscall this is) may make
+/// syscalls in between. It carries its policy from now on, as the tracepoint would have
+/// made it, and the policy is returned for this syscall to be judged by; [`NO_SLOT`]
+/// when nothing moved. (A stray's note stays where it was judged until it lands in
+/// another policed cgroup.)
 #[inline(always)]
-pub(crate) fn note_process(slot: u32, cgroup_id: u64) {
+pub(crate) fn note_process(slot: u32, cgroup_id: u64) -> ProcessPolicy {
     let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: plain data.
-    if let Some(p) = unsafe { PROCESS_SLOTS.get(tgid) }
-        && p.slot == slot
-        && p.cgroup_id == cgroup_id
-    {
-        return;
+    let mut moved = ProcessPolicy {
+        cgroup_id: 0,
+        slot: NO_SLOT,
+        _reserved: 0,
+    };
+    // SAFETY: plain data, copied out.
+    if let Some(p) = unsafe { PROCESS_SLOTS.get(tgid) }.copied() {
+        if p.slot == slot && p.cgroup_id == cgroup_id {
+            return moved;
+        }
+        if p.cgroup_id != cgroup_id && carries_policy(p.slot, slot) {
+            moved = p;
+            if !make_stray(tgid, p) {
+                // The note stays: `cgroup_attach_task` finds the move and acts on the
+                // failure.
+                bump(stat::STRAY_FAILED);
+                return moved;
+            }
+        }
+    }
+    if slot == NO_SLOT {
+        return moved;
     }
     let _ = PROCESS_SLOTS.insert(
         tgid,
@@ -121,6 +147,7 @@ pub(crate) fn note_process(slot: u32, cgroup_id: u64) {
         },
         0,
     );
+    moved
 }
 
 fn count_strays(delta: u64) {

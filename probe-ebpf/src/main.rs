@@ -216,11 +216,18 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
             }
         };
     }
-    if slot != NO_SLOT {
-        containment::note_process(slot, cgroup_id);
-        if slot != carried {
-            police(&ctx, task, slot, cgroup_id);
-        }
+    // Moved (to a cgroup bound to another policy, or to none), with the tracepoint that
+    // follows moves still to come: this syscall is judged by the policy the process was
+    // under, as one that hits the memo is (it carries that policy from here on, and is
+    // judged by both from its next call).
+    let moved = containment::note_process(slot, cgroup_id);
+    let (slot, cgroup_id) = if moved.slot != NO_SLOT {
+        (moved.slot, moved.cgroup_id)
+    } else {
+        (slot, cgroup_id)
+    };
+    if slot != NO_SLOT && slot != carried {
+        police(&ctx, task, slot, cgroup_id);
     }
     0
 }

@@ -440,6 +440,86 @@ fn escape(verb: &str, target: &str, nr: i64) {
     }
 }
 
+/// A race against the tracepoint that follows cgroup moves (it fires after the move):
+/// `count` children, one after another, each a raw fork (no libc code, so `nr` is its
+/// first syscall) that waits on shared memory for the word that its parent starts
+/// moving it to `target`, spins for a delay that differs from child to child (from none
+/// to some tens of microseconds), and makes `nr`. Some calls land before the move, some
+/// after the tracepoint, and some in between. Prints how the children ended.
+fn move_child_race(target: &str, nr: i64, count: u32) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // SAFETY: a new shared anonymous page, for this process and its children.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(
+        page,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: the page is mapped, writable and aligned; it lives until the exit.
+    let go = unsafe { &*(page as *const AtomicU32) };
+    let procs = cstr(target);
+    // SAFETY: opening the cgroup's procs file for writing.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY) };
+    if fd < 0 {
+        println!("open {target}: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let (mut moved, mut killed, mut exited, mut other) = (0u32, 0u32, 0u32, 0u32);
+    for i in 0..count {
+        go.store(0, Ordering::SeqCst);
+        // Up to some tens of microseconds: where the move happens, after the word.
+        let spins = u64::from(i.wrapping_mul(7919) % 2048);
+        // SAFETY: a fork-like raw clone; the child touches only the shared word, makes
+        // two raw syscalls and never returns.
+        let pid =
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+        if pid == 0 {
+            while go.load(Ordering::SeqCst) == 0 {
+                std::hint::spin_loop();
+            }
+            for _ in 0..spins {
+                std::hint::spin_loop();
+            }
+            // SAFETY: a syscall without arguments, then leave.
+            unsafe {
+                libc::syscall(nr);
+                libc::syscall(libc::SYS_exit_group, 0);
+            }
+            unreachable!();
+        }
+        assert!(pid > 0, "clone: {}", std::io::Error::last_os_error());
+        let text = pid.to_string();
+        go.store(1, Ordering::SeqCst);
+        // SAFETY: one write of a pid to the procs file; ESRCH when the child is gone.
+        if unsafe { libc::write(fd, text.as_ptr().cast(), text.len()) } == text.len() as isize {
+            moved += 1;
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL {
+            killed += 1;
+        } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            exited += 1;
+        } else {
+            other += 1;
+        }
+    }
+    println!(
+        "race: {count} children, {moved} moved, {killed} killed by signal 9, {exited} exited 0, {other} ended otherwise"
+    );
+}
+
 /// Make this process non-dumpable, as runc and crun make their init before it joins a
 /// container.
 fn non_dumpable() {
@@ -723,6 +803,12 @@ fn dispatch(args: &[String]) {
             let target: String = arg(args, 2, "a cgroup.procs path or cgroup directory");
             let nr: i64 = arg(args, 3, "a syscall number");
             escape(verb, &target, nr);
+        }
+        Some("move-child-race") => {
+            let target: String = arg(args, 2, "a cgroup.procs path");
+            let nr: i64 = arg(args, 3, "a syscall number");
+            let count: u32 = arg(args, 4, "a number of children");
+            move_child_race(&target, nr, count);
         }
         Some(verb @ ("as-runtime" | "as-runtime-clone" | "as-runtime-fork")) => {
             let target: String = arg(args, 2, "a cgroup.procs path or cgroup directory");
