@@ -114,12 +114,17 @@ pub(crate) fn stray_of_current() -> Option<ProcessPolicy> {
 /// another policed cgroup.)
 #[inline(always)]
 pub(crate) fn note_process(slot: u32, cgroup_id: u64) -> ProcessPolicy {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     let mut moved = ProcessPolicy {
         cgroup_id: 0,
         slot: NO_SLOT,
         _reserved: 0,
     };
+    // Processes are not followed: nothing would clear a note when its process exits,
+    // and a stale one would follow the next process given its pid.
+    if offsets().is_none() {
+        return moved;
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: plain data, copied out.
     if let Some(p) = unsafe { PROCESS_SLOTS.get(tgid) }.copied() {
         if p.slot == slot && p.cgroup_id == cgroup_id {
