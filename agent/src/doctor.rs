@@ -127,6 +127,7 @@ pub fn capabilities() -> Vec<Capability> {
     let loaded = probe::Probe::load(probe::ProbeOptions {
         max_slots: 1,
         attach: true,
+        ..probe::ProbeOptions::default()
     });
     match &loaded {
         Ok(_) => row(

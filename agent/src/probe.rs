@@ -6,6 +6,7 @@ mod events;
 mod hold;
 mod layout;
 pub mod pins;
+pub mod task_cast;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,9 @@ pub struct ProbeOptions {
     pub max_slots: u32,
     /// Attach the `sys_enter` program. Off only for the benchmark's own floor program.
     pub attach: bool,
+    /// Read the memoised task through `bpf_rdonly_cast` where the kernel has it (see
+    /// [`task_cast`]). Off only for the benchmark's side-by-side with the helper.
+    pub task_cast: bool,
 }
 
 impl Default for ProbeOptions {
@@ -42,6 +46,7 @@ impl Default for ProbeOptions {
         ProbeOptions {
             max_slots: 64,
             attach: true,
+            task_cast: true,
         }
     }
 }
@@ -208,6 +213,13 @@ impl Probe {
             .max_slots
             .checked_mul(COUNTERS_PER_SLOT)
             .ok_or_else(|| anyhow!("too many slots: {}", options.max_slots))?;
+        let cast_ids = if options.task_cast {
+            task_cast::kernel_ids(&btf)
+        } else {
+            None
+        };
+        let task_cast_on = u32::from(cast_ids.is_some());
+        let object = task_cast::patch(PROBE_OBJECT, cast_ids)?;
         let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
@@ -222,6 +234,7 @@ impl Probe {
             .override_global("CONTAINMENT_OFFSETS", &layout.containment, true)
             .override_global("PID_LEVEL_PATH", &layout.pid_level, true)
             .override_global("SETUP_OFFSETS", &layout.setup, true)
+            .override_global("TASK_CAST", &task_cast_on, true)
             .map_max_entries(maps::POLICIES, options.max_slots)
             .map_max_entries(maps::COUNTS, counters);
         if let Some(p) = &pinned {
@@ -230,7 +243,7 @@ impl Probe {
             }
         }
         let mut ebpf = loader
-            .load(PROBE_OBJECT)
+            .load(object.bytes())
             .context("loading the sysfence probe into the kernel")?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),

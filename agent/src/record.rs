@@ -715,6 +715,7 @@ fn record_command(options: &RecordOptions) -> anyhow::Result<Recording> {
     let mut probe = Probe::load(ProbeOptions {
         max_slots: 1,
         attach: true,
+        ..ProbeOptions::default()
     })?;
     probe.settle();
     let slot = 0;

@@ -4,15 +4,12 @@
 //!
 //! sf-bench-hold floor                     the empty `sys_enter` program alone
 //! sf-bench-hold idle --policy FILE [--workloads N] [--policies P] [--caller] [--bind CGROUP]
-//!                    [--deny-path]        sysfence attached as the agent runs it
+//!                    [--deny-path] [--no-task-cast]
+//!                                         sysfence attached as the agent runs it
 //!
 //! What each prints is documented on [`hold`].
 
-use std::{
-    io::Read as _,
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::{io::Read as _, path::PathBuf, process::ExitCode};
 
 use anyhow::bail;
 
@@ -103,15 +100,16 @@ fn map_info_lines() -> Vec<String> {
 ///   `count ABI NAME N allowed|violation`. With `deny_path`, the policy is compiled as
 ///   on a kernel with BPF LSM (an `action: deny` policy keeps it) and `sys_exit` is
 ///   attached too, as the agent does then; no LSM hook is.
-fn hold(
-    what: &str,
-    policy_file: Option<&Path>,
-    workloads: u32,
-    policies: u32,
-    caller: bool,
-    bind: Option<&Path>,
-    deny_path: bool,
-) -> anyhow::Result<()> {
+fn hold(args: &Args) -> anyhow::Result<()> {
+    let (what, policy_file, workloads, policies, caller, bind, deny_path) = (
+        args.what.as_str(),
+        args.policy.as_deref(),
+        args.workloads,
+        args.policies,
+        args.caller,
+        args.bind.as_deref(),
+        args.deny_path,
+    );
     let mut cgroups: Vec<OwnedCgroup> = Vec::new();
     let mut slot_policy = None;
     let probe: Probe = match what {
@@ -119,6 +117,7 @@ fn hold(
             let mut probe = Probe::load(ProbeOptions {
                 max_slots: 1,
                 attach: false,
+                ..ProbeOptions::default()
             })?;
             probe.attach_btf_tracepoint(probe_common::programs::SYS_ENTER_FLOOR, "sys_enter")?;
             probe
@@ -137,6 +136,7 @@ fn hold(
             let mut probe = Probe::load(ProbeOptions {
                 max_slots: slots_needed(policies as usize),
                 attach: true,
+                task_cast: !args.no_task_cast,
             })?;
             let slot = p
                 .enforcement(if deny_path {
@@ -241,19 +241,15 @@ struct Args {
     /// Compile the policy as on a kernel with BPF LSM and attach `sys_exit` (idle).
     #[arg(long)]
     deny_path: bool,
+    /// Read the memoised task with the helper, not through `bpf_rdonly_cast` (idle): the
+    /// probe as on a kernel before 6.2, to measure what the cast saves.
+    #[arg(long)]
+    no_task_cast: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match hold(
-        &args.what,
-        args.policy.as_deref(),
-        args.workloads,
-        args.policies,
-        args.caller,
-        args.bind.as_deref(),
-        args.deny_path,
-    ) {
+    match hold(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sf-bench-hold: error: {e:#}");

@@ -12,6 +12,8 @@ mod args;
 pub use args::*;
 mod limits;
 pub use limits::*;
+mod memo;
+pub use memo::*;
 
 /// Bit that marks an x32 syscall id on x86_64 (`__X32_SYSCALL_BIT`).
 pub const X32_SYSCALL_BIT: u64 = 0x4000_0000;
@@ -452,24 +454,6 @@ pub const fn cache_index(cgroup_id: u64) -> u32 {
     (cgroup_id & (CGROUP_CACHE_SIZE as u64 - 1)) as u32
 }
 
-/// Value of `TASK_MEMO[memo_index(regs)]`, per CPU: what `sys_enter` last found for the
-/// task whose syscall registers sit at `regs` (the top of its kernel stack, unique among
-/// live tasks), so that the next syscall of that task on that CPU needs neither
-/// `bpf_get_current_task_btf()` nor the cgroup lookup. Valid while `generation` equals
-/// the current [`memo_generation`]: the agent bumps it after every change to what the
-/// lookup reads, the kernel side when a task changes cgroup or exits (its stack, hence
-/// `regs`, may then serve another task).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TaskMemo {
-    pub regs: u64,
-    pub generation: u64,
-    pub cgroup_id: u64,
-    /// The bound slot, or [`NO_SLOT`].
-    pub slot: u32,
-    pub _reserved: u32,
-}
-
 /// Value of `PROCESS_SLOTS` and `STRAYS` (keyed by tgid): the policy a process was
 /// judged under, and the workload (cgroup) it was judged in.
 #[repr(C)]
@@ -491,37 +475,6 @@ pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 #[inline(always)]
 pub const fn carries_policy(judged: u32, landed: u32) -> bool {
     judged != NO_SLOT && judged != landed
-}
-
-/// Entries of `TASK_MEMO` per CPU (a power of two).
-pub const TASK_MEMO_SIZE: u32 = 8;
-
-/// Index of a task's syscall registers in `TASK_MEMO`. Kernel stacks are 16 KiB-aligned
-/// (and guard-paged), so the bits above 14 tell tasks apart.
-#[inline(always)]
-pub const fn memo_index(regs: u64) -> u32 {
-    (((regs >> 14) ^ (regs >> 17)) & (TASK_MEMO_SIZE as u64 - 1)) as u32
-}
-
-/// `GENERATION` entries: bumped by the agent (0 = the memo is off), and by the kernel side.
-pub mod generation {
-    /// Written by the agent only: 0 until it has attached the invalidating programs, then
-    /// bumped after every change to `WORKLOADS`, `CGROUP_CACHE` or `SETTINGS`.
-    pub const AGENT: u32 = 0;
-    /// Bumped (atomically) by the probe when a task changes cgroup or exits.
-    pub const KERNEL: u32 = 1;
-    pub const COUNT: u32 = 2;
-}
-
-/// The generation a [`TaskMemo`] must carry to be valid: `None` when the memo is off.
-/// Both counters only grow, so their sum changes whenever either does.
-#[inline(always)]
-pub const fn memo_generation(agent: u64, kernel: u64) -> Option<u64> {
-    if agent == 0 {
-        None
-    } else {
-        Some(agent.wrapping_add(kernel))
-    }
 }
 
 /// Length of a task's `comm`.
@@ -866,8 +819,6 @@ const _: () = assert!(
 const _: () = assert!(core::mem::size_of::<Binding>() == 8);
 const _: () = assert!(core::mem::size_of::<CacheEntry>() == 16);
 const _: () = assert!(CGROUP_CACHE_SIZE.is_power_of_two());
-const _: () = assert!(core::mem::size_of::<TaskMemo>() == 32);
-const _: () = assert!(TASK_MEMO_SIZE.is_power_of_two());
 const _: () = assert!(core::mem::size_of::<ProbeSettings>() == 16);
 const _: () = assert!(core::mem::size_of::<EventBudget>() == 32);
 const _: () = assert!(core::mem::size_of::<ProcessPolicy>() == 16);
@@ -885,7 +836,6 @@ mod pod {
     unsafe impl aya::Pod for super::PolicySlot {}
     unsafe impl aya::Pod for super::Binding {}
     unsafe impl aya::Pod for super::CacheEntry {}
-    unsafe impl aya::Pod for super::TaskMemo {}
     unsafe impl aya::Pod for super::RateKey {}
     unsafe impl aya::Pod for super::RateState {}
     unsafe impl aya::Pod for super::EventBudget {}

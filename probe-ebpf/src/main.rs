@@ -49,6 +49,7 @@ mod marks;
 mod rings;
 mod setup;
 mod shortcut;
+mod task_cast;
 mod task_storage;
 use arguments::{Call, deciding_args, doomed, hook_error};
 use counting::{count, counts_every_call};
@@ -174,6 +175,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     let mut generation = 0;
     let mut regs = 0;
     let mut memo: *mut TaskMemo = core::ptr::null_mut();
+    let mut memo_task = 0;
     let mut hit = false;
     let mut slot = NO_SLOT;
     let mut cgroup_id = 0;
@@ -185,17 +187,15 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: this CPU's entry; this program does not nest with itself on a CPU.
         let m = unsafe { *m };
         if m.regs == regs && m.generation == generation {
-            (hit, slot, cgroup_id) = (true, m.slot, m.cgroup_id);
+            (hit, memo_task, slot, cgroup_id) = (true, m.task, m.slot, m.cgroup_id);
         }
     }
     if hit {
         if slot == NO_SLOT || slot == carried {
             return 0;
         }
-        // SAFETY: as below.
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        if !shortcut::allowed_outright_now(&ctx, task, slot) {
-            police(&ctx, task, slot, cgroup_id);
+        if !shortcut::allowed_outright_now(&ctx, task_cast::for_shortcut(memo_task), slot) {
+            police(&ctx, task_cast::trusted(), slot, cgroup_id);
         }
         return 0;
     }
@@ -209,6 +209,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         unsafe {
             *memo = TaskMemo {
                 regs,
+                task: task as u64,
                 generation,
                 cgroup_id,
                 slot,

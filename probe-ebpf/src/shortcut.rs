@@ -12,6 +12,8 @@ use crate::{
 /// counts only violations allows this call outright, and no denial, doom or ring is in
 /// flight. `police` would decide `Allow` and do nothing else; its call (whose
 /// return costs as much as a helper's on this kind of host) is spared. Any doubt: `false`.
+/// `task` may be [`for_shortcut`](crate::task_cast::for_shortcut)'s untrusted pointer:
+/// only loads go through it.
 #[inline(always)]
 pub(crate) fn allowed_outright_now(
     ctx: &BtfTracePointContext,

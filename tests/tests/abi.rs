@@ -1,7 +1,7 @@
 //! Syscall ABIs on x86_64: one process, three numberings. The policy is exact about
 //! each: an i386 number is judged as the i386 syscall it names.
 
-use sysfence_tests::*;
+use sysfence_tests::{agent::Agent, *};
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_sf-syscalls");
 
@@ -44,6 +44,48 @@ fn i386_mount_behind_the_number_of_access_is_a_violation() {
         "the summary names the ABI: {stderr}"
     );
     assert_eq!(count_of(&report, "i386", "mount"), 1);
+}
+
+/// Under the agent, a process the memo knows (a warm one) has the calls its `enforce`
+/// policy allows outright judged by the shortcut, which reads the ABI through the
+/// memoised task pointer (`bpf_rdonly_cast`, not the helper). After 10,000 x86_64
+/// `access` calls, i386 21 is still `mount`: killed, reported as i386.
+#[test]
+fn a_warm_process_cannot_pass_i386_mount_as_access_under_the_daemon() {
+    if !privileged("a_warm_process_cannot_pass_i386_mount_as_access_under_the_daemon") {
+        return;
+    }
+    let (base, _base, dir, policies) = scene("abi-warm");
+    write_policy(
+        &policies,
+        "p.yaml",
+        &policy_yaml(
+            "abi-warm",
+            &format!(
+                "  selector:\n    cgroupPath: \"{base}/*\"\n  mode: enforce\n  include: [runtime-default]\n"
+            ),
+        ),
+    );
+    let work = TestCgroup::create(&format!("{base}/w"));
+    let agent = Agent::builder(&policies)
+        .runtime_socket(&dir.path().join("runtime.sock"))
+        .no_cri()
+        .start();
+    agent.wait_bound_to(&format!("{base}/w"));
+    let status = work.run(WORKLOAD, &["int80-warm", "21"]);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "i386 mount after 10,000 x86_64 access calls was not killed: {status:?}"
+    );
+    let v = agent.wait_line("the i386 mount", |v| {
+        v["event"] == "violation"
+            && v["syscall"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("mount"))
+    });
+    assert_eq!(v["abi"], "i386", "{v}");
+    assert_eq!(v["outcome"], "killed-after", "{v}");
 }
 
 /// i386 310 is `unshare`; x86_64 310 is `process_vm_readv`.

@@ -120,6 +120,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<()> {
     let probe_options = ProbeOptions {
         max_slots: workload::table::slots_needed(policies.len()),
         attach: true,
+        ..ProbeOptions::default()
     };
     let mut probe = match &options.pin_root {
         Some(root) => Probe::load_pinned(probe_options, root)?,

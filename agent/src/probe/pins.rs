@@ -36,7 +36,7 @@ use probe_common::{
 
 /// Bump when a pinned map's key, value, size or meaning changes: agents of different
 /// layouts never share maps.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Where the node agent pins its probe unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sysfence";

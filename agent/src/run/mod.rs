@@ -112,6 +112,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let mut probe = Probe::load(ProbeOptions {
         max_slots: 1,
         attach: true,
+        ..ProbeOptions::default()
     })?;
     let deny = if policy.wants_deny() {
         probe

@@ -109,6 +109,7 @@ impl Standalone {
         let mut probe = Probe::load(ProbeOptions {
             max_slots: max_workloads,
             attach: true,
+            ..ProbeOptions::default()
         })?;
         probe.settle();
         let root = cgroup::v2_root()?;

@@ -33,6 +33,7 @@ mod agent;
 mod held;
 mod maps;
 mod nginx;
+mod ratios;
 mod start;
 mod syscalls;
 mod table;
@@ -248,18 +249,24 @@ pub fn run(root: &Path, bin: &Path, args: BenchArgs) -> anyhow::Result<()> {
         if args.only_start {
             break;
         }
-        let base = median(&samples[&(w, Setup::Nothing)]);
-        let floor = median(&samples[&(w, Setup::Floor)]) - base;
+        let nothing = samples[&(w, Setup::Nothing)].clone();
+        let floor = samples[&(w, Setup::Floor)].clone();
+        let base = median(&nothing);
         for setup in Setup::ALL {
             let s = samples.remove(&(w, setup)).unwrap_or_default();
             let med = median(&s);
+            let round_ratios = if setup == Setup::Nothing {
+                Vec::new()
+            } else {
+                ratios::per_round(&nothing, &floor, &s)
+            };
             results.rows.push(Row {
                 workload: w,
                 setup,
                 median_ns: med,
                 overhead_ns: med - base,
-                ratio_to_floor: (setup != Setup::Nothing && floor > 0.0)
-                    .then(|| (med - base) / floor),
+                ratio_to_floor: ratios::summary(&round_ratios),
+                round_ratios,
                 samples_ns: s,
             });
         }

@@ -23,12 +23,14 @@ pub(super) enum Setup {
     PolicedNoRules,
     PolicedDeny,
     PolicedDenyRing,
+    PolicedDaemon,
+    PolicedDaemonHelper,
     Seccomp,
     Bpftrace,
 }
 
 impl Setup {
-    pub(super) const ALL: [Setup; 11] = [
+    pub(super) const ALL: [Setup; 13] = [
         Setup::Nothing,
         Setup::Floor,
         Setup::Unpoliced,
@@ -38,6 +40,8 @@ impl Setup {
         Setup::PolicedNoRules,
         Setup::PolicedDeny,
         Setup::PolicedDenyRing,
+        Setup::PolicedDaemon,
+        Setup::PolicedDaemonHelper,
         Setup::Seccomp,
         Setup::Bpftrace,
     ];
@@ -53,6 +57,10 @@ impl Setup {
             Setup::PolicedNoRules => "sysfence policed, enforce, no argument rules",
             Setup::PolicedDeny => "sysfence policed, deny path (+ sys_exit), allowed",
             Setup::PolicedDenyRing => "the same, the caller owns an io_uring ring",
+            Setup::PolicedDaemon => "sysfence policed as the agent runs it, enforce, allowed",
+            Setup::PolicedDaemonHelper => {
+                "the same, the task read by the helper (kernels before 6.2)"
+            }
             Setup::Seccomp => "libseccomp filter, same allowlist",
             Setup::Bpftrace => "bpftrace count per cgroup",
         }
@@ -90,8 +98,11 @@ pub(super) struct Row {
     pub(super) median_ns: f64,
     /// Median minus the median of "nothing attached".
     pub(super) overhead_ns: f64,
-    /// overhead / the floor's overhead.
-    pub(super) ratio_to_floor: Option<f64>,
+    /// Each round's overhead over the same round's floor overhead
+    /// ([`per_round`](super::ratios::per_round)), in round order.
+    pub(super) round_ratios: Vec<f64>,
+    /// Their median and range.
+    pub(super) ratio_to_floor: Option<super::ratios::Summary>,
 }
 
 #[derive(Serialize)]
@@ -207,6 +218,26 @@ pub(super) fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyho
                 &[]
             };
             workload(env, w, calls, ring, Some(&caller))
+        }
+        Setup::PolicedDaemon | Setup::PolicedDaemonHelper => {
+            // The agent's probe with the node's (enforce) policy: no count on the allowed
+            // path, so the memo's hit takes the shortcut. (`sysfence run` above counts
+            // every call, for its report, and never does.)
+            let mut hold = vec![
+                "idle",
+                "--policy",
+                env.policy.to_str().expect("utf-8"),
+                "--caller",
+            ];
+            if setup == Setup::PolicedDaemonHelper {
+                hold.push("--no-task-cast");
+            }
+            let held = Held::start(env, &hold)?;
+            let caller = held
+                .value("caller-cgroup")
+                .context("no caller cgroup")?
+                .to_string();
+            workload(env, w, calls, &[], Some(&caller))
         }
         Setup::Bpftrace => {
             let mut bt = Command::new("bpftrace")

@@ -16,7 +16,8 @@ pub(super) fn print_table(r: &Results) {
 /// The per-syscall tables, argument rules and scale.
 fn print_syscall_tables(r: &Results) {
     println!(
-        "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run",
+        "{} rounds interleaved; medians; overhead = median - median(nothing attached) of the same run;\n\
+         x floor = each round's overhead / the same round's floor overhead: median (min–max)",
         r.rounds
     );
     for w in Workload::ALL {
@@ -44,7 +45,7 @@ fn print_syscall_tables(r: &Results) {
                 row.median_ns,
                 row.overhead_ns,
                 row.ratio_to_floor
-                    .map_or("-".to_string(), |x| format!("{x:.2}"))
+                    .map_or("-".to_string(), |x| x.to_string())
             );
         }
     }
@@ -81,6 +82,7 @@ fn print_syscall_tables(r: &Results) {
             );
         }
     }
+    print_goals(r);
     println!();
     println!("scale: getppid ns per call with N workloads bound");
     println!("| workloads bound | caller not policed | caller policed | probe map memory |");
@@ -92,6 +94,56 @@ fn print_syscall_tables(r: &Results) {
             s.unpoliced_median_ns,
             s.policed_median_ns,
             r.map_memory_bytes.get(&s.workloads).copied().unwrap_or(0) / 1024
+        );
+    }
+}
+
+/// Issue 18's per-syscall goals on getppid, each from per-round ratios (median, range).
+fn print_goals(r: &Results) {
+    use super::{Setup, ratios};
+    let samples = |setup: Setup| {
+        r.rows
+            .iter()
+            .find(|row| row.workload == Workload::Getppid && row.setup == setup)
+            .map(|row| row.samples_ns.as_slice())
+    };
+    let (Some(nothing), Some(floor)) = (samples(Setup::Nothing), samples(Setup::Floor)) else {
+        return;
+    };
+    println!();
+    println!("goals (getppid; per round: median (min–max))");
+    println!("| goal | measured | met (median) |");
+    println!("| --- | ---: | --- |");
+    let goal = |what: &str, ratios: Vec<f64>, limit: f64, strict: bool| {
+        if let Some(s) = ratios::summary(&ratios) {
+            let met = if strict {
+                s.median < limit
+            } else {
+                s.median <= limit
+            };
+            println!("| {what} | {s} | {} |", if met { "yes" } else { "no" });
+        }
+    };
+    for (setup, what, limit) in [
+        (
+            Setup::PolicedDaemon,
+            "policed-and-allowed (as the agent runs it) ≤ 1.2× floor",
+            1.2,
+        ),
+        (Setup::Unpoliced, "unpoliced ≤ 1.1× floor", 1.1),
+    ] {
+        if let Some(s) = samples(setup) {
+            goal(what, ratios::per_round(nothing, floor, s), limit, false);
+        }
+    }
+    if let (Some(policed), Some(bpftrace)) =
+        (samples(Setup::PolicedDaemon), samples(Setup::Bpftrace))
+    {
+        goal(
+            "policed overhead < 0.5× bpftrace's",
+            ratios::overhead_per_round(nothing, policed, bpftrace),
+            0.5,
+            true,
         );
     }
 }

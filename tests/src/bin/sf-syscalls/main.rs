@@ -7,6 +7,8 @@
 //! sf-syscalls sleep MS         sleeps, then exits 0
 //! sf-syscalls int80 NR [A B C] one i386 syscall through `int 0x80`; prints its result
 //! sf-syscalls raw NR           one x86_64 syscall with a raw (possibly invalid) number
+//! sf-syscalls int80-warm NR      10,000 x86_64 syscalls NR without arguments, then the
+//!                               i386 one of the same number; prints its result
 //! sf-syscalls loop NR N        N raw x86_64 syscalls NR without arguments
 //! sf-syscalls cycle SECS RATE RANGE...  for SECS seconds, RATE calls a second, round
 //!                              robin over the x86_64 syscall ids in each RANGE (`A-B`,
@@ -779,6 +781,14 @@ fn dispatch(args: &[String]) {
             let b: u32 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
             let c: u32 = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
             println!("int80 {nr} = {}", int80(nr, a, b, c));
+        }
+        Some("int80-warm") => {
+            let nr: u32 = arg(args, 2, "a syscall number");
+            for _ in 0..10_000 {
+                // SAFETY: no arguments (a null pointer where one is read fails EFAULT).
+                unsafe { libc::syscall(i64::from(nr)) };
+            }
+            println!("int80 {nr} = {}", int80(nr, 0, 0, 0));
         }
         Some("raw") => {
             let nr: i64 = arg(args, 2, "a syscall number");
