@@ -259,8 +259,6 @@ pub(super) fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyho
                 bail!("bpftrace did not attach: {line:?}");
             }
             let ns = workload(env, w, calls, &[], None);
-            // SAFETY: signalling the bpftrace process started above.
-            unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
             // Drain its map dump so it can exit.
             std::thread::spawn(move || {
                 let mut sink = String::new();
@@ -268,7 +266,27 @@ pub(super) fn measure(env: &Env, setup: Setup, w: Workload, calls: u64) -> anyho
                     sink.clear();
                 }
             });
-            bt.wait()?;
+            // bpftrace prints "Attaching" before it handles SIGINT: one sent in between is
+            // lost and it would run on. Ask once a second; after 30 s, SIGKILL.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                if bt.try_wait()?.is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    bt.kill()?;
+                    bt.wait()?;
+                    bail!("bpftrace did not stop on SIGINT within 30 s: killed");
+                }
+                // SAFETY: signalling the bpftrace process started above, not yet reaped.
+                unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+                for _ in 0..10 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if bt.try_wait()?.is_some() {
+                        break;
+                    }
+                }
+            }
             ns
         }
     }
