@@ -101,21 +101,20 @@ fn print_syscall_tables(r: &Results) {
 /// Issue 18's per-syscall goals on getppid, each from per-round ratios (median, range).
 fn print_goals(r: &Results) {
     use super::{Setup, ratios};
-    let samples = |setup: Setup| {
+    let row = |setup: Setup| {
         r.rows
             .iter()
             .find(|row| row.workload == Workload::Getppid && row.setup == setup)
-            .map(|row| row.samples_ns.as_slice())
     };
-    let (Some(nothing), Some(floor)) = (samples(Setup::Nothing), samples(Setup::Floor)) else {
+    let Some(nothing) = row(Setup::Nothing) else {
         return;
     };
     println!();
     println!("goals (getppid; per round: median (min–max))");
     println!("| goal | measured | met (median) |");
     println!("| --- | ---: | --- |");
-    let goal = |what: &str, ratios: Vec<f64>, limit: f64, strict: bool| {
-        if let Some(s) = ratios::summary(&ratios) {
+    let goal = |what: &str, summary: Option<ratios::Summary>, limit: f64, strict: bool| {
+        if let Some(s) = summary {
             let met = if strict {
                 s.median < limit
             } else {
@@ -124,6 +123,7 @@ fn print_goals(r: &Results) {
             println!("| {what} | {s} | {} |", if met { "yes" } else { "no" });
         }
     };
+    // The rows' own per-round ratios to the floor (computed with the rows).
     for (setup, what, limit) in [
         (
             Setup::PolicedDaemon,
@@ -132,16 +132,18 @@ fn print_goals(r: &Results) {
         ),
         (Setup::Unpoliced, "unpoliced ≤ 1.1× floor", 1.1),
     ] {
-        if let Some(s) = samples(setup) {
-            goal(what, ratios::per_round(nothing, floor, s), limit, false);
+        if let Some(row) = row(setup) {
+            goal(what, row.ratio_to_floor, limit, false);
         }
     }
-    if let (Some(policed), Some(bpftrace)) =
-        (samples(Setup::PolicedDaemon), samples(Setup::Bpftrace))
-    {
+    if let (Some(policed), Some(bpftrace)) = (row(Setup::PolicedDaemon), row(Setup::Bpftrace)) {
         goal(
             "policed overhead < 0.5× bpftrace's",
-            ratios::overhead_per_round(nothing, policed, bpftrace),
+            ratios::summary(&ratios::overhead_per_round(
+                &nothing.samples_ns,
+                &policed.samples_ns,
+                &bpftrace.samples_ns,
+            )),
             0.5,
             true,
         );
