@@ -76,10 +76,14 @@ pub const RING_OWNER_COUNT: &str = "RING_OWNER_COUNT";
 /// The agent's tgid (one entry; 0: none). Written by the agent at start; read by
 /// `guard_agent_kill`.
 pub const GUARDED: &str = "GUARDED";
-/// The generations a `TASK_MEMO` entry is valid for ([`generation`](super::generation)).
-/// `AGENT` written by the agent, `KERNEL` bumped by `memo_cgroup_attach` and
-/// `memo_task_exit`; read by `sys_enter`.
+/// The agent's generation a `TASK_MEMO` entry is valid for
+/// ([`generation`](super::generation)). Written by the agent; read by `sys_enter`.
 pub const GENERATION: &str = "GENERATION";
+/// The kernel's generation and the count of anything unusual
+/// ([`KernelState`](super::KernelState), one entry). Written by the probe only
+/// (`memo_cgroup_attach`, `memo_task_exit`, and every writer of the five counts it
+/// sums); read by `sys_enter`.
+pub const KERNEL_STATE: &str = "KERNEL_STATE";
 /// Per CPU, what `sys_enter` last found for a few tasks
 /// ([`TaskMemo`](super::TaskMemo)). Written and read by `sys_enter` only.
 pub const TASK_MEMO: &str = "TASK_MEMO";
@@ -130,6 +134,7 @@ pub const ALL: &[&str] = &[
     RING_OWNER_COUNT,
     GUARDED,
     GENERATION,
+    KERNEL_STATE,
     TASK_MEMO,
     REGS_SCRATCH,
     SETUP_UNTIL_EXEC,

@@ -31,14 +31,27 @@ pub const fn memo_index(regs: u64) -> u32 {
     (((regs >> 14) ^ (regs >> 17)) & (TASK_MEMO_SIZE as u64 - 1)) as u32
 }
 
-/// `GENERATION` entries: bumped by the agent (0 = the memo is off), and by the kernel side.
+/// `GENERATION` entries: written by the agent only.
 pub mod generation {
-    /// Written by the agent only: 0 until it has attached the invalidating programs, then
-    /// bumped after every change to `WORKLOADS`, `CGROUP_CACHE` or `SETTINGS`.
+    /// 0 until the agent has attached the invalidating programs, then bumped after every
+    /// change to `WORKLOADS`, `CGROUP_CACHE` or `SETTINGS`.
     pub const AGENT: u32 = 0;
-    /// Bumped (atomically) by the probe when a task changes cgroup or exits.
-    pub const KERNEL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 1;
+}
+
+/// Value of `KERNEL_STATE`'s one entry: what the kernel side keeps for `sys_enter`,
+/// which reads both words with one lookup. Written with atomic adds, field by field, by
+/// the probe only (the agent never writes it: a whole-value update would lose adds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelState {
+    /// The memo's kernel generation: bumped when a task changes cgroup or exits.
+    pub generation: u64,
+    /// Setups, strays, pending denials, doomed workloads and ring owners, summed (each
+    /// is also counted in its own map). Zero on a quiet node: `sys_enter` then skips the
+    /// five checks. Raised before the count it sums, lowered after it, so that it is
+    /// never zero while one of them is not.
+    pub unusual: u64,
 }
 
 /// The generation a [`TaskMemo`] must carry to be valid: `None` when the memo is off.

@@ -28,7 +28,6 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use aya_log_ebpf::warn;
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use probe_common::{
@@ -46,6 +45,7 @@ mod events;
 mod hold;
 mod kill;
 mod marks;
+mod quiet;
 mod rings;
 mod setup;
 mod shortcut;
@@ -55,6 +55,7 @@ use arguments::{Call, deciding_args, doomed, hook_error};
 use counting::{count, counts_every_call};
 use events::{Report, emit};
 use marks::denial_in_flight;
+use quiet::{bump_kernel_generation, counter_add, counter_nonzero};
 
 /// Default capacity of `POLICIES`; the agent may resize it before load.
 const MAX_SLOTS: u32 = 64;
@@ -145,9 +146,9 @@ static TASK_MEMO: PerCpuArray<TaskMemo> = PerCpuArray::with_max_entries(TASK_MEM
 #[map]
 static REGS_SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// The generations a `TASK_MEMO` entry is valid for (`probe_common::generation`):
-/// `AGENT` written by the agent after every binding or settings change (0: memo off),
-/// `KERNEL` bumped by `memo_cgroup_attach` and `memo_task_exit`; read by `sys_enter`.
+/// The agent's generation a `TASK_MEMO` entry is valid for (`probe_common::generation`):
+/// written by the agent after every binding or settings change (0: memo off); read by
+/// `sys_enter`. (The kernel's is in `quiet`'s `KERNEL_STATE`.)
 #[map]
 static GENERATION: Array<u64> = Array::with_max_entries(generation::COUNT, 0);
 
@@ -156,18 +157,22 @@ const EPERM: i32 = 1;
 /// `raw_syscalls:sys_enter`: polices every syscall of every bound workload.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
-    // A runtime's setup process, before its exec: not the workload yet (see `setup`).
-    if setup::in_setup() {
-        return 0;
-    }
-    // A process that carried its policy out of its workload's cgroup: judged by it
-    // wherever it is (and by its new cgroup's policy too, below, if that is another).
+    // Read first: the kernel's memo generation, and whether anything below is unusual.
+    let node = quiet::now();
     let mut carried = NO_SLOT;
-    if let Some(p) = containment::stray_of_current() {
-        carried = p.slot;
-        // SAFETY: as below.
-        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-        police(&ctx, task, p.slot, p.cgroup_id);
+    if node.unusual {
+        // A runtime's setup process, before its exec: not the workload yet (see `setup`).
+        if setup::in_setup() {
+            return 0;
+        }
+        // A process that carried its policy out of its workload's cgroup: judged by it
+        // wherever it is (and by its new cgroup's policy too, below, if that is another).
+        if let Some(p) = containment::stray_of_current() {
+            carried = p.slot;
+            // SAFETY: as below.
+            let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+            police(&ctx, task, p.slot, p.cgroup_id);
+        }
     }
     // The memo entry for this task on this CPU; null when the memo is off. (A raw
     // pointer and plain numbers, not Options: the verifier refuses to read the
@@ -179,7 +184,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     let mut hit = false;
     let mut slot = NO_SLOT;
     let mut cgroup_id = 0;
-    if let Some(g) = current_generation()
+    if let Some(g) = current_generation(node.kernel_generation)
         && let Some(r) = regs_address(&ctx)
         && let Some(m) = TASK_MEMO.get_ptr_mut(memo_index(r))
     {
@@ -194,7 +199,8 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
         if slot == NO_SLOT || slot == carried {
             return 0;
         }
-        if !shortcut::allowed_outright_now(&ctx, task_cast::for_shortcut(memo_task), slot) {
+        let task = task_cast::for_shortcut(memo_task);
+        if !shortcut::allowed_outright_now(&ctx, task, slot, node.unusual) {
             police(&ctx, task_cast::trusted(), slot, cgroup_id);
         }
         return 0;
@@ -249,21 +255,15 @@ fn regs_address(ctx: &BtfTracePointContext) -> Option<u64> {
 }
 
 /// The generation memo entries must carry now, or `None` when the memo is off. Read
-/// before anything the lookup reads.
+/// before anything the lookup reads; `kernel` is [`quiet::now`]'s.
 #[inline(always)]
-fn current_generation() -> Option<u64> {
+fn current_generation(kernel: u64) -> Option<u64> {
     let agent = GENERATION.get_ptr(generation::AGENT)?;
-    let kernel = GENERATION.get_ptr(generation::KERNEL)?;
-    // SAFETY: u64 map values that live as long as the program; aligned loads do not tear.
-    // Volatile, as are the loads of the lookup after them (the cgroup walk; the map
+    // SAFETY: a u64 map value that lives as long as the program; aligned loads do not
+    // tear. Volatile, as are the loads of the lookup after it (the cgroup walk; the map
     // lookups are helper calls): the compiler keeps them in this order, and x86 does not
     // reorder loads with loads.
-    unsafe {
-        memo_generation(
-            core::ptr::read_volatile(agent),
-            core::ptr::read_volatile(kernel),
-        )
-    }
+    unsafe { memo_generation(core::ptr::read_volatile(agent), kernel) }
 }
 
 /// `cgroup:cgroup_attach_task`: a task changed cgroup; what `sys_enter` remembered about
@@ -280,35 +280,6 @@ pub fn memo_cgroup_attach(_ctx: BtfTracePointContext) -> i32 {
 pub fn memo_task_exit(_ctx: BtfTracePointContext) -> i32 {
     bump_kernel_generation();
     0
-}
-
-/// Add `delta` to a one-entry u64 counter map (`u64::MAX` takes one away). Every writer
-/// of such a counter uses this atomic add.
-#[inline(always)]
-fn counter_add(counter: &Array<u64>, delta: u64) {
-    if let Some(p) = counter.get_ptr_mut(0) {
-        // SAFETY: a u64 map value that lives as long as the program.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, delta) };
-    }
-}
-
-/// Whether a one-entry u64 counter map is not zero: one array load. (A plain volatile
-/// load: the BPF backend has no atomic load, and an aligned u64 load does not tear.)
-#[inline(always)]
-fn counter_nonzero(counter: &Array<u64>) -> bool {
-    counter
-        .get_ptr(0)
-        // SAFETY: a u64 map value that lives as long as the program.
-        .is_some_and(|p| unsafe { core::ptr::read_volatile(p) } != 0)
-}
-
-#[inline(always)]
-fn bump_kernel_generation() {
-    if let Some(p) = GENERATION.get_ptr_mut(generation::KERNEL) {
-        // SAFETY: a u64 map value that lives as long as the program; every kernel-side
-        // writer uses this atomic add.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
-    }
 }
 
 /// Benchmark floor: an empty `raw_syscalls:sys_enter` program. Never attached by the

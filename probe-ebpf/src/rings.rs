@@ -114,13 +114,14 @@ fn follows_ring(task: *const u8, index: u32) -> bool {
 
 /// Whether judging call `index` under an `enforce` slot (`deny`: its action denies)
 /// would leave the ring state as it is ([`enter_syscall`], [`not_judged`]): no ring
-/// call, and no ring that needs following. The shortcut in `sys_enter` asks it.
+/// call, and no ring that needs following. The shortcut in `sys_enter` asks it, with
+/// `unusual` `false` when no task owns a ring ([`quiet::now`](crate::quiet::now)).
 #[inline(always)]
-pub(crate) fn untouched(task: *const u8, deny: bool, index: u32) -> bool {
+pub(crate) fn untouched(task: *const u8, deny: bool, index: u32, unusual: bool) -> bool {
     if deny {
         !follows_ring(task, index)
     } else {
-        !any_owners() || !has_ring(task)
+        !unusual || !any_owners() || !has_ring(task)
     }
 }
 

@@ -131,7 +131,7 @@ pub fn scene(tag: &str) -> (String, TestCgroup, tempfile::TempDir, PathBuf) {
 }
 
 /// The agent's pin layout directory (`v` and `LAYOUT_VERSION` in agent/src/probe/pins.rs).
-pub const PIN_LAYOUT: &str = "v6";
+pub const PIN_LAYOUT: &str = "v7";
 
 /// A policy document with `spec` lines (indented by 2) after a standard header.
 pub fn policy_yaml(name: &str, spec: &str) -> String {

@@ -36,7 +36,7 @@ use probe_common::{
 
 /// Bump when a pinned map's key, value, size or meaning changes: agents of different
 /// layouts never share maps.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Where the node agent pins its probe unless told otherwise.
 pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/sysfence";
@@ -120,7 +120,7 @@ pub fn prepare(root: &Path, min_slots: u32) -> anyhow::Result<Pinned> {
 fn check_layout(dir: &Path) -> anyhow::Result<u32> {
     let size = |n: usize| n as u32;
     // (map, key size, value size, max entries if fixed)
-    let expected: [(&str, u32, u32, Option<u32>); 25] = [
+    let expected: [(&str, u32, u32, Option<u32>); 26] = [
         (maps::WORKLOADS, 8, size(size_of::<Binding>()), None),
         (maps::POLICIES, 4, size(size_of::<PolicySlot>()), None),
         (maps::COUNTS, 4, 8, None),
@@ -175,6 +175,12 @@ fn check_layout(dir: &Path) -> anyhow::Result<u32> {
             4,
             8,
             Some(probe_common::generation::COUNT),
+        ),
+        (
+            maps::KERNEL_STATE,
+            4,
+            size(size_of::<probe_common::KernelState>()),
+            Some(1),
         ),
         (
             maps::TASK_MEMO,
