@@ -51,9 +51,7 @@ pub(crate) fn counter_add(counter: &Array<u64>, delta: u64) {
         add_unusual(delta);
     }
     if let Some(p) = counter.get_ptr_mut(0) {
-        // SAFETY: a u64 map value that lives as long as the program. (An atomic add is
-        // a full barrier on x86, and ordered on arm64: the other CPUs see it in order.)
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, delta) };
+        add(p, delta);
     }
     if lowering {
         add_unusual(delta);
@@ -63,11 +61,17 @@ pub(crate) fn counter_add(counter: &Array<u64>, delta: u64) {
 #[inline(always)]
 fn add_unusual(delta: u64) {
     if let Some(state) = KERNEL_STATE.get_ptr_mut(0) {
-        // SAFETY: as in `counter_add`.
-        unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).unusual, delta)
-        };
+        // SAFETY: a field of the one value, which lives as long as the program.
+        add(unsafe { &raw mut (*state).unusual }, delta);
     }
+}
+
+/// The atomic add every writer of `KERNEL_STATE` and of the counts it sums uses. (An
+/// atomic add is a full barrier on x86: the other CPUs see the adds in order.)
+#[inline(always)]
+fn add(word: *mut u64, delta: u64) {
+    // SAFETY: callers pass a u64 map value that lives as long as the program.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(word, delta) };
 }
 
 /// Whether a one-entry u64 counter map is not zero: one array load. (A plain volatile
@@ -84,10 +88,7 @@ pub(crate) fn counter_nonzero(counter: &Array<u64>) -> bool {
 #[inline(always)]
 pub(crate) fn bump_kernel_generation() {
     if let Some(state) = KERNEL_STATE.get_ptr_mut(0) {
-        // SAFETY: a u64 map value that lives as long as the program; every writer uses
-        // an atomic add.
-        unsafe {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*state).generation, 1)
-        };
+        // SAFETY: as in `add_unusual`.
+        add(unsafe { &raw mut (*state).generation }, 1);
     }
 }
